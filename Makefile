@@ -1,0 +1,59 @@
+# vfio-user for Node.js. The README gives two commands: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export npm_config_update_notifier := false
+export npm_config_fund := false
+export npm_config_audit := false
+
+SOCKET ?= $(CURDIR)/run/vfio-user.sock
+DEVICE ?= edu
+
+.PHONY: help deps native build lint typecheck test run bench sysdeps qemu guest clean
+
+help:
+	@echo "make run    - install what is missing, build, start vfio-user-server on ./run/vfio-user.sock"
+	@echo "make test   - install what is missing (npm, addon, QEMU, guest kernels), build, lint, run every test"
+	@echo "make bench  - benchmarks, each against a baseline measured in the same run"
+
+# npm packages (and the native addon, built by its install script, offline against the local Node headers).
+# `npm ci` runs again whenever package-lock.json is newer than the installed tree.
+node_modules/.package-lock.json: package-lock.json package.json protocol/package.json server/package.json \
+		server/native/package.json client/package.json
+	npm ci
+	@touch $@
+
+deps: node_modules/.package-lock.json
+
+# Rebuild the addon (plain and ASan) when its C sources changed since npm ci.
+native: deps
+	node server/native/scripts/build.mjs
+
+build: deps native
+	npx tsc -b
+
+typecheck: build
+
+lint: deps
+	npx biome check .
+
+# System packages: QEMU >= 10.1 with vfio-user-pci (Debian trixie-backports), guest kernels, busybox.
+qemu:
+	bash test/setup/install-qemu.sh
+
+guest: qemu
+	bash test/setup/prepare-guest.sh
+
+sysdeps: qemu guest
+
+test: sysdeps build lint
+	node test/run-all.mjs
+
+run: build
+	@mkdir -p run
+	bash test/setup/run-server.sh "$(SOCKET)" "$(DEVICE)"
+
+bench: build
+	node test/bench/run.mjs
+
+clean:
+	rm -rf node_modules */dist */*/dist server/native/build run *.tsbuildinfo

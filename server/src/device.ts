@@ -1,0 +1,127 @@
+// The contract between the server engine (which owns the socket, the session, the DMA address space and the
+// IRQ eventfds) and a device (a PCI model such as `edu`, or a passed-through host device).
+//
+// Modelled on rust-vmm's vhost-user-backend: the device is a trait the daemon drives. The engine never looks
+// inside a device; a device never touches sockets or peer fds. Everything here speaks in vfio-user/VFIO terms
+// (region and IRQ indexes, VFIO flag bits), so a device can be a pure emulation or a thin forwarder.
+
+/** An error a device raises to fail one request: the engine sends `errno` back to the client. */
+export class DeviceError extends Error {
+  readonly errno: number;
+  constructor(errno: number, message: string) {
+    super(message);
+    this.name = 'DeviceError';
+    this.errno = errno;
+  }
+}
+
+/** VFIO region flag bits (`VFIO_REGION_INFO_FLAG_*`). */
+export const RegionFlags = { READ: 0x1, WRITE: 0x2, MMAP: 0x4, CAPS: 0x8 } as const;
+/** VFIO IRQ info flag bits (`VFIO_IRQ_INFO_*`). */
+export const IrqInfoFlags = { EVENTFD: 0x1, MASKABLE: 0x2, AUTOMASKED: 0x4, NORESIZE: 0x8 } as const;
+/** VFIO device flag bits (`VFIO_DEVICE_FLAGS_*`). */
+export const DeviceFlags = { RESET: 0x1, PCI: 0x2 } as const;
+/** PCI region indexes (`VFIO_PCI_*_REGION_INDEX`). */
+export const PciRegion = { BAR0: 0, BAR1: 1, BAR2: 2, BAR3: 3, BAR4: 4, BAR5: 5, ROM: 6, CONFIG: 7, VGA: 8 } as const;
+/** PCI IRQ indexes (`VFIO_PCI_*_IRQ_INDEX`). */
+export const PciIrq = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
+
+/** One mmap-able window of a region, relative to the region start. */
+export interface SparseArea {
+  offset: bigint;
+  size: bigint;
+}
+
+/** What GET_REGION_INFO reports for one region. */
+export interface RegionDescription {
+  /** Region size in bytes; 0 = absent. */
+  size: bigint;
+  /** RegionFlags bits (READ/WRITE/MMAP; the engine sets CAPS itself when it adds capabilities). */
+  flags: number;
+  /**
+   * When the region (or parts of it) can be mmapped by the client: the fd to hand over (the device keeps
+   * ownership; the engine dups/sends it), the offset of the region within that fd, and the mappable areas
+   * (omit `areas` for "the whole region").
+   */
+  mmap?: { fd: number; offset: bigint; areas?: SparseArea[] };
+  /** VFIO_REGION_INFO_CAP_TYPE for device-specific regions (index >= 9). */
+  type?: { type: number; subtype: number };
+}
+
+export interface IrqDescription {
+  /** IrqInfoFlags bits. */
+  flags: number;
+  /** Number of vectors; 0 = not supported. */
+  count: number;
+}
+
+/**
+ * DMA into guest memory, as seen by a device model. Addresses are IOVAs. Accesses that cross or leave the
+ * mapped ranges, or that lack permission, reject with a DmaError (see server/src/dma). Asynchronous because
+ * guest memory that came without an fd is reached through DMA_READ/DMA_WRITE messages to the client.
+ */
+export interface DmaAccessor {
+  read(iova: bigint, length: number): Promise<Uint8Array>;
+  write(iova: bigint, data: Uint8Array): Promise<void>;
+}
+
+/**
+ * The device's side of the interrupt eventfds the client set with SET_IRQS. `trigger` signals vector `vector`
+ * of IRQ index `index` (PciIrq). It returns false when nothing was signalled (no eventfd assigned, or the
+ * vector is masked: then it becomes pending and fires on unmask).
+ */
+export interface IrqSink {
+  trigger(index: number, vector: number): boolean;
+  /** Whether the client has an eventfd on that vector (e.g. to decide between MSI and INTx). */
+  isEnabled(index: number, vector: number): boolean;
+}
+
+/** A minimal logger shape (pino's Logger satisfies it). */
+export interface DeviceLogger {
+  trace(obj: object | string, msg?: string): void;
+  debug(obj: object | string, msg?: string): void;
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+}
+
+export interface DeviceContext {
+  dma: DmaAccessor;
+  irq: IrqSink;
+  log: DeviceLogger;
+}
+
+/**
+ * A device served over vfio-user. Region accesses are synchronous and must return promptly (the client may be
+ * a vCPU waiting with QEMU's big lock held); long work (a DMA engine) runs asynchronously and signals
+ * completion with an interrupt.
+ */
+export interface VfioUserDevice {
+  /** DeviceFlags bits; PCI devices set PCI, and RESET when reset() is meaningful. */
+  readonly flags: number;
+  /** 9 for PCI (BAR0-5, ROM, CONFIG, VGA) plus any device-specific regions. */
+  readonly numRegions: number;
+  /** 5 for PCI (INTx, MSI, MSI-X, ERR, REQ). */
+  readonly numIrqs: number;
+
+  regionInfo(index: number): RegionDescription;
+  irqInfo(index: number): IrqDescription;
+
+  /** Read `count` bytes at `offset` of region `index`. Throws DeviceError (EINVAL past the end). */
+  regionRead(index: number, offset: bigint, count: number): Uint8Array;
+  /** Write `data` at `offset` of region `index`. Throws DeviceError. */
+  regionWrite(index: number, offset: bigint, data: Uint8Array): void;
+
+  /** DEVICE_RESET (and PCIe FLR): back to the power-on state. DMA maps stay. */
+  reset(): void | Promise<void>;
+
+  /** Called once a client connects (and again for every later client), before any other call. */
+  attach(ctx: DeviceContext): void;
+  /** The client went away: stop DMA and forget its IRQ fds (device state itself is kept). */
+  detach(): void;
+
+  /** Called when the IRQ state of an index changes (e.g. to re-evaluate pending interrupts). Optional. */
+  irqStateChanged?(index: number): void;
+  /** Release everything (server shutdown). */
+  close?(): void;
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env node
+// Runs every test suite of the project, each in its own process, and ends with ONE summary line
+// `N passed, N failed` (totals over every suite) that CI reads.
+//
+// A suite is a command whose output ends with either uvu's summary (Total/Passed/Skipped) or a plain
+// `N passed, N failed[, N skipped]` line. A suite that exits non-zero without reporting a failure counts as one
+// failure, so a crash can never look green.
+//
+// Usage: node test/run-all.mjs [suite ...]   (default: every suite; names below)
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const uvu = join(root, 'node_modules', 'uvu', 'bin.js');
+
+/** Directories holding compiled tests, by suite. */
+function uvuSuite(name, dir, pattern = '\\.test\\.js$', env = {}) {
+  return { name, cmd: process.execPath, args: [uvu, dir, pattern], env, dir };
+}
+
+function findFiles(dir, re) {
+  if (!existsSync(dir)) return [];
+  const out = [];
+  for (const entry of readdirSync(dir)) {
+    const p = join(dir, entry);
+    if (statSync(p).isDirectory()) out.push(...findFiles(p, re));
+    else if (re.test(entry)) out.push(p);
+  }
+  return out;
+}
+
+const suites = [
+  uvuSuite('protocol', 'protocol/dist/test'),
+  uvuSuite('native', 'server/native/dist/test'),
+  {
+    // The same native tests against the AddressSanitizer/UBSan build of the addon.
+    ...uvuSuite('native-asan', 'server/native/dist/test', '\\.test\\.js$', {
+      VFIO_USER_NATIVE_BUILD: 'asan',
+      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1',
+      UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
+    }),
+    preload: ['libasan.so', 'libubsan.so'],
+  },
+  uvuSuite('server', 'server/dist/test'),
+  uvuSuite('client', 'client/dist/test'),
+  uvuSuite('integration', 'test/dist/integration'),
+  uvuSuite('qemu', 'test/dist/qemu'),
+  uvuSuite('conformance', 'test/dist/conformance'),
+  uvuSuite('vm', 'test/dist/vm'),
+];
+
+function gccFile(name) {
+  return new Promise((resolve) => {
+    const p = spawn('gcc', [`-print-file-name=${name}`]);
+    let out = '';
+    p.stdout.on('data', (d) => {
+      out += d;
+    });
+    p.on('close', () => resolve(out.trim()));
+    p.on('error', () => resolve(''));
+  });
+}
+
+function parseCounts(text) {
+  // The last summary in the output wins.
+  let passed = null;
+  let failed = null;
+  let skipped = 0;
+  const plain = [...text.matchAll(/^(?:\w+:\s*)?(\d+) passed, (\d+) failed(?:, (\d+) skipped)?\s*$/gm)];
+  const total = [...text.matchAll(/^\s*Total:\s+(\d+)/gm)];
+  const pass = [...text.matchAll(/^\s*Passed:\s+(\d+)/gm)];
+  const skip = [...text.matchAll(/^\s*Skipped:\s+(\d+)/gm)];
+  if (total.length && pass.length) {
+    const t = Number(total.at(-1)[1]);
+    passed = Number(pass.at(-1)[1]);
+    failed = t - passed;
+    skipped = skip.length ? Number(skip.at(-1)[1]) : 0;
+  } else if (plain.length) {
+    const m = plain.at(-1);
+    passed = Number(m[1]);
+    failed = Number(m[2]);
+    skipped = m[3] ? Number(m[3]) : 0;
+  }
+  return { passed, failed, skipped };
+}
+
+async function runSuite(s) {
+  const files = findFiles(join(root, s.dir), new RegExp(s.args[2]));
+  if (files.length === 0) {
+    console.log(`\n=== ${s.name}: no compiled tests under ${s.dir} (not built yet)`);
+    return { passed: 0, failed: 0, skipped: 0, ran: false };
+  }
+  const env = { ...process.env, ...s.env };
+  if (s.preload) {
+    const libs = await Promise.all(s.preload.map(gccFile));
+    if (libs.some((l) => !l.startsWith('/'))) {
+      console.log(`\n=== ${s.name}: sanitizer runtimes not found (${libs.join(' ')})`);
+      return { passed: 0, failed: 1, skipped: 0, ran: true };
+    }
+    env.LD_PRELOAD = libs.join(':');
+  }
+  console.log(`\n=== ${s.name}: ${files.length} file(s) in ${relative(root, join(root, s.dir))}`);
+  const started = Date.now();
+  return await new Promise((resolve) => {
+    const p = spawn(s.cmd, s.args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    p.stdout.on('data', (d) => {
+      process.stdout.write(d);
+      text += d;
+    });
+    p.stderr.on('data', (d) => {
+      process.stderr.write(d);
+      text += d;
+    });
+    p.on('close', (code, signal) => {
+      const c = parseCounts(text);
+      let { passed, failed, skipped } = c;
+      if (passed === null) {
+        passed = 0;
+        failed = 1;
+      }
+      if ((code !== 0 || signal) && failed === 0) failed = 1;
+      const secs = ((Date.now() - started) / 1000).toFixed(1);
+      console.log(
+        `=== ${s.name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${secs}s (exit ${code ?? signal})`,
+      );
+      resolve({ passed, failed, skipped, ran: true });
+    });
+  });
+}
+
+const wanted = process.argv.slice(2);
+for (const w of wanted) {
+  if (!suites.some((s) => s.name === w)) {
+    console.error(`unknown suite '${w}'; suites: ${suites.map((s) => s.name).join(' ')}`);
+    process.exit(2);
+  }
+}
+const chosen = wanted.length ? suites.filter((s) => wanted.includes(s.name)) : suites;
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+const lines = [];
+for (const s of chosen) {
+  const r = await runSuite(s);
+  passed += r.passed;
+  failed += r.failed;
+  skipped += r.skipped;
+  lines.push(
+    `  ${s.name.padEnd(12)} ${r.ran ? `${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped` : 'not run'}`,
+  );
+}
+console.log('\nSuites:');
+for (const l of lines) console.log(l);
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
