@@ -1,3 +1,204 @@
 #!/usr/bin/env bash
-# Placeholder until the guest kernel/initramfs builder lands.
-echo "guest: nothing to prepare yet"
+# Prepares everything the VM tests boot, in a cache outside the tree, and writes the manifest the tests read
+# (test/lib/guest.ts): $VFIO_USER_CACHE/guest.json, VFIO_USER_CACHE defaulting to /var/cache/vfio-user-node.
+#
+#   debian-<kver>/        Debian trixie 6.12 kernel (type1 only): vmlinuz, config, and the VFIO and 9p modules
+#                         (plus dependencies) decompressed into mods/ for busybox insmod, in load order.
+#   uapi-<version>/       linux-libc-dev from trixie-backports (7.x), unpacked, NOT installed: guest programs
+#                         compile with -isystem on it (the system's 6.1 headers lack iommufd IOAS_MAP_FILE).
+#   kernel-<key>/         self-built kernel with IOMMUFD + VFIO cdev + 9p built in (test/setup/build-kernel.sh).
+#   guest.json            the manifest.
+#
+# Idempotent and fast when done (each part has its own completion marker). Needs test/setup/install-qemu.sh first.
+# Env: VFIO_USER_CACHE (cache dir), VFIO_USER_SKIP_KERNEL_BUILD=1 (do not build the iommufd kernel; the manifest
+# then lists it only if it is already cached), KERNEL_JOBS (make -j, default 2).
+set -euo pipefail
+
+started=$(date +%s)
+log() { printf '[prepare-guest %4ss] %s\n' "$(($(date +%s) - started))" "$*"; }
+die() {
+  printf '[prepare-guest] FAILED: %s\n' "$*" >&2
+  exit 1
+}
+trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${VFIO_USER_CACHE:-/var/cache/vfio-user-node}
+export VFIO_USER_CACHE=$CACHE
+APT=(-o DPkg::Lock::Timeout=600)
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (apt-get download into $CACHE, depmod)"
+for t in qemu-system-x86_64 cpio gzip xz zstd depmod modprobe dpkg-deb apt-get node flock gcc; do
+  command -v "$t" >/dev/null || die "'$t' not found: run test/setup/install-qemu.sh first"
+done
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (busybox-static): run test/setup/install-qemu.sh first"
+# busybox-static must really be static: it runs alone in the initramfs.
+if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked; busybox-static is needed"; fi
+
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.prepare.lock"
+flock 8
+
+updated=0
+apt_update_once() {
+  if [ "$updated" -eq 0 ]; then
+    log "apt-get update"
+    apt-get "${APT[@]}" update -q >/dev/null
+    updated=1
+  fi
+}
+
+# --- 1. Debian trixie 6.12 kernel ---------------------------------------------------------------------------
+# linux-image-amd64 of trixie names the current 6.12 ABI package (e.g. linux-image-6.12.107+deb13-amd64).
+debian_image_pkg() { apt-cache -t trixie depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6\.12\./ {print $2}' | sed -n 1p; }
+img=$(debian_image_pkg)
+if [ -z "$img" ]; then
+  apt_update_once
+  img=$(debian_image_pkg)
+fi
+[ -n "$img" ] || die "cannot find trixie's linux-image-6.12.*-amd64 (is trixie configured? run install-qemu.sh)"
+kver=${img#linux-image-}
+ddir="$CACHE/debian-$kver"
+if [ ! -f "$ddir/.done" ]; then
+  t=$(date +%s)
+  log "Debian kernel: downloading $img"
+  rm -rf "$ddir" "$ddir.tmp"
+  mkdir -p "$ddir.tmp/mods"
+  scratch=$(mktemp -d "$CACHE/scratch.XXXXXX")
+  (cd "$scratch" && apt-get "${APT[@]}" download "$img" >/dev/null 2>&1) || die "apt-get download $img failed"
+  dpkg-deb -x "$scratch"/*.deb "$scratch/root"
+  ln -s usr/lib "$scratch/root/lib" 2>/dev/null || true # depmod/modprobe look under <base>/lib/modules
+  cp "$scratch/root/boot/vmlinuz-$kver" "$ddir.tmp/vmlinuz"
+  cp "$scratch/root/boot/config-$kver" "$ddir.tmp/config"
+  depmod -b "$scratch/root" "$kver"
+  # One ordered list per purpose; modprobe --show-depends prints dependencies first.
+  for set in vfio:vfio-pci 9p:9p,9pnet_virtio; do
+    name=${set%%:*}
+    : >"$ddir.tmp/mods/$name.order"
+    for m in $(echo "${set#*:}" | tr , ' '); do
+      modprobe -d "$scratch/root" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+    done | awk '!seen[$0]++' | while read -r ko; do
+      base=$(basename "$ko")
+      case "$base" in
+        *.ko.xz) out=${base%.xz} && xz -dc "$ko" >"$ddir.tmp/mods/$out" ;;
+        *.ko.zst) out=${base%.zst} && zstd -q -dc "$ko" >"$ddir.tmp/mods/$out" ;;
+        *.ko) out=$base && cp "$ko" "$ddir.tmp/mods/$out" ;;
+        *) die "unexpected module file $ko" ;;
+      esac
+      echo "$out" >>"$ddir.tmp/mods/$name.order"
+    done
+    [ -s "$ddir.tmp/mods/$name.order" ] || die "no modules resolved for $name"
+    log "Debian kernel: $name modules: $(tr '\n' ' ' <"$ddir.tmp/mods/$name.order")"
+  done
+  echo "$img" >"$ddir.tmp/package"
+  rm -rf "$scratch"
+  touch "$ddir.tmp/.done"
+  mv "$ddir.tmp" "$ddir"
+  log "Debian kernel $kver ready in $(($(date +%s) - t))s"
+else
+  log "Debian kernel $kver: cached"
+fi
+
+# --- 2. uAPI headers (linux-libc-dev from trixie-backports) --------------------------------------------------
+uapi_version() { apt-cache madison linux-libc-dev 2>/dev/null | awk -F' *[|] *' '$3 ~ /trixie-backports/ {print $2}' | sort -V | tail -1; }
+uv=$(uapi_version)
+if [ -z "$uv" ]; then
+  apt_update_once
+  uv=$(uapi_version)
+fi
+[ -n "$uv" ] || die "no linux-libc-dev in trixie-backports"
+udir="$CACHE/uapi-$uv"
+if [ ! -f "$udir/.done" ]; then
+  log "uAPI headers: downloading linux-libc-dev $uv"
+  rm -rf "$udir" "$udir.tmp"
+  scratch=$(mktemp -d "$CACHE/scratch.XXXXXX")
+  (cd "$scratch" && apt-get "${APT[@]}" download "linux-libc-dev=$uv" >/dev/null 2>&1) ||
+    die "apt-get download linux-libc-dev=$uv failed"
+  dpkg-deb -x "$scratch"/*.deb "$udir.tmp"
+  rm -rf "$scratch"
+  grep -q IOMMU_IOAS_MAP_FILE "$udir.tmp/usr/include/linux/iommufd.h" || die "linux-libc-dev $uv lacks IOMMU_IOAS_MAP_FILE"
+  touch "$udir.tmp/.done"
+  mv "$udir.tmp" "$udir"
+else
+  log "uAPI headers linux-libc-dev $uv: cached"
+fi
+multiarch=$(gcc -print-multiarch)
+[ -d "$udir/usr/include/$multiarch/asm" ] || die "no asm headers for $multiarch in linux-libc-dev $uv"
+
+# --- 3. self-built kernel with IOMMUFD -------------------------------------------------------------------------
+# Leftover trees of interrupted builds (1.5 GB+ each) whose build is not running: their lock is free.
+for b in "$CACHE"/build-*; do
+  [ -d "$b" ] || continue
+  lock="$CACHE/.kernel-${b##*/build-}.lock"
+  if (exec 7>"$lock" && flock -n 7); then
+    log "removing the leftover kernel build tree $b"
+    rm -rf "$b"
+  fi
+done
+rm -rf "$CACHE"/scratch.* "$CACHE"/debian-*.tmp "$CACHE"/uapi-*.tmp # ours, under the prepare lock
+
+kdir=
+if [ "${VFIO_USER_SKIP_KERNEL_BUILD:-0}" = 1 ]; then
+  d=$(bash "$here/build-kernel.sh" --print-dir)
+  if [ -s "$d/bzImage" ]; then kdir=$d; fi
+  log "iommufd kernel: build skipped (VFIO_USER_SKIP_KERNEL_BUILD=1); ${kdir:-not cached}"
+else
+  kdir=$(bash "$here/build-kernel.sh" | tail -1)
+  [ -s "$kdir/bzImage" ] || die "build-kernel.sh did not produce $kdir/bzImage"
+fi
+
+# --- 4. manifest -------------------------------------------------------------------------------------------------
+QEMU=$(command -v qemu-system-x86_64)
+tmpjson="$CACHE/guest.json.tmp"
+CACHE="$CACHE" DDIR="$ddir" KVER="$kver" UDIR="$udir" UV="$uv" KDIR="$kdir" BUSYBOX="$BUSYBOX" QEMU="$QEMU" \
+  MULTIARCH="$multiarch" node - "$tmpjson" <<'EOF'
+const fs = require('node:fs');
+const path = require('node:path');
+const e = process.env;
+const order = (set) =>
+  fs.readFileSync(path.join(e.DDIR, 'mods', `${set}.order`), 'utf8').split('\n').filter(Boolean)
+    .map((m) => path.join(e.DDIR, 'mods', m));
+const kernels = {
+  debian: {
+    name: 'debian',
+    description: `Debian ${e.KVER} (type1 only; VFIO and 9p as modules)`,
+    kernel: path.join(e.DDIR, 'vmlinuz'),
+    config: path.join(e.DDIR, 'config'),
+    release: e.KVER,
+    iommufd: false,
+    modules: { vfio: order('vfio'), '9p': order('9p') },
+  },
+};
+if (e.KDIR) {
+  kernels.iommufd = {
+    name: 'iommufd',
+    description: `self-built ${fs.readFileSync(path.join(e.KDIR, 'source-version'), 'utf8').trim()} (IOMMUFD, VFIO cdev, 9p built in)`,
+    kernel: path.join(e.KDIR, 'bzImage'),
+    config: path.join(e.KDIR, 'config'),
+    release: fs.readFileSync(path.join(e.KDIR, 'source-version'), 'utf8').trim(),
+    iommufd: true,
+    modules: { vfio: [], '9p': [] },
+  };
+}
+const manifest = {
+  version: 1,
+  cache: e.CACHE,
+  qemu: e.QEMU,
+  busybox: e.BUSYBOX,
+  uapi: {
+    version: e.UV,
+    include: [path.join(e.UDIR, 'usr/include'), path.join(e.UDIR, 'usr/include', e.MULTIARCH)],
+  },
+  kernels,
+};
+for (const k of Object.values(kernels)) {
+  for (const f of [k.kernel, ...k.modules.vfio, ...k.modules['9p']]) {
+    if (!fs.existsSync(f)) throw new Error(`manifest: missing ${f}`);
+  }
+}
+fs.writeFileSync(process.argv[2], `${JSON.stringify(manifest, null, 2)}\n`);
+EOF
+mv "$tmpjson" "$CACHE/guest.json"
+log "manifest $CACHE/guest.json: kernels debian${kdir:+ iommufd}"
+log "done in $(($(date +%s) - started))s"
