@@ -1,0 +1,82 @@
+// DMA_MAP (2), spec "DMA Map": argsz u32 @0 | flags u32 @4 | offset u64 @8 | address u64 @16 | size u64 @24.
+// 0 or 1 fd (the memory to mmap at `offset`); no fd means the server reaches it with DMA_READ/WRITE.
+// The reply has no payload.
+
+import { alloc, putU32, putU64, u32, u64, viewOf } from '../bytes.js';
+import type { Limits } from '../constants.js';
+import { fail } from '../errors.js';
+import { rangeOverflows } from '../ranges.js';
+import {
+  checkFds,
+  checkFlags,
+  EMPTY,
+  type EmptyReply,
+  expectArgszAtLeast,
+  expectEmpty,
+  expectLength,
+  type FdRule,
+} from './common.js';
+
+/** DMA_MAP flag bits. libvfio-user's own bits 2 (MMAP) and 3 (FILE_IO) are not in the spec and are refused. */
+export const DmaMapFlags = { READ: 0x1, WRITE: 0x2 } as const;
+
+export const DMA_MAP_SIZE = 32;
+export const DMA_MAP_FD_RULE: FdRule = Object.freeze({ min: 0, max: 1 });
+
+export interface DmaMapRequest {
+  /** The structure size; 32 when omitted on encode. Not a reply budget here (spec). */
+  argsz?: number;
+  flags: number;
+  /** File offset into the passed fd (0 without one). Not the IOVA. */
+  offset: bigint;
+  /** The IOVA. */
+  address: bigint;
+  size: bigint;
+}
+export type DmaMapReply = EmptyReply;
+
+export function encodeDmaMapRequest(v: DmaMapRequest): Uint8Array {
+  const { bytes, dv } = alloc(DMA_MAP_SIZE);
+  putU32(dv, 0, v.argsz ?? DMA_MAP_SIZE, 'DmaMapRequest.argsz');
+  putU32(dv, 4, v.flags, 'DmaMapRequest.flags');
+  putU64(dv, 8, v.offset, 'DmaMapRequest.offset');
+  putU64(dv, 16, v.address, 'DmaMapRequest.address');
+  putU64(dv, 24, v.size, 'DmaMapRequest.size');
+  return bytes;
+}
+
+/**
+ * Structural checks (the address-space checks such as EEXIST on overlap belong to the server):
+ * payload exactly 32 (MAP-04), argsz >= 32 (MAP-05; larger is accepted, MAP-06), only READ/WRITE
+ * (MAP-07, MAP-09), at least one of them (MAP-08, as the kernel), size > 0 (MAP-16), no 2^64 wrap of address+size
+ * or offset+size (MAP-17), at most one fd.
+ */
+export function decodeDmaMapRequest(payload: Uint8Array, fdCount?: number, limits?: Limits): DmaMapRequest {
+  checkFds('DMA_MAP request', DMA_MAP_FD_RULE, fdCount, limits);
+  expectLength(payload, DMA_MAP_SIZE, 'DMA_MAP request');
+  const dv = viewOf(payload);
+  const v: DmaMapRequest = {
+    argsz: u32(dv, 0),
+    flags: u32(dv, 4),
+    offset: u64(dv, 8),
+    address: u64(dv, 16),
+    size: u64(dv, 24),
+  };
+  expectArgszAtLeast(v.argsz!, DMA_MAP_SIZE, 'DMA_MAP');
+  checkFlags(v.flags, DmaMapFlags.READ | DmaMapFlags.WRITE, 'DMA_MAP');
+  if ((v.flags & (DmaMapFlags.READ | DmaMapFlags.WRITE)) === 0)
+    fail('BAD_FLAGS', 'DMA_MAP with neither READ nor WRITE');
+  if (v.size === 0n) fail('BAD_RANGE', 'DMA_MAP of size 0');
+  if (rangeOverflows(v.address, v.size)) fail('BAD_RANGE', 'DMA_MAP address + size wraps past 2^64');
+  if (rangeOverflows(v.offset, v.size)) fail('BAD_RANGE', 'DMA_MAP offset + size wraps past 2^64');
+  return v;
+}
+
+export function encodeDmaMapReply(_v?: DmaMapReply): Uint8Array {
+  return EMPTY;
+}
+
+export function decodeDmaMapReply(payload: Uint8Array, fdCount?: number, limits?: Limits): DmaMapReply {
+  checkFds('DMA_MAP reply', { min: 0, max: 0 }, fdCount, limits);
+  return expectEmpty(payload, 'DMA_MAP reply');
+}

@@ -1,0 +1,16 @@
+export { ANY_FDS, checkFds, type EmptyReply, type FdRule, fdCountFits, NO_FDS } from './common.js';
+export * from './device-feature.js';
+export * from './device-info.js';
+export * from './device-reset.js';
+export * from './dma-map.js';
+export * from './dma-rw.js';
+export * from './dma-unmap.js';
+export * from './irq-info.js';
+export * from './mig-data.js';
+export * from './mig-state.js';
+export * from './region-info.js';
+export * from './region-io-fds.js';
+export * from './region-rw.js';
+export * from './region-write-multi.js';
+export * from './set-irqs.js';
+export * from './version.js';
