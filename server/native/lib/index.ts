@@ -1,1 +1,122 @@
-export const NATIVE_PLACEHOLDER = true;
+/**
+ * vfio-user-native: the syscalls Node cannot make — fd passing over UNIX sockets, mmap into ArrayBuffers,
+ * memfd/eventfd, VFIO and iommufd ioctls — as a plain-C Node-API addon (src/*.c) with this typed wrapper.
+ * C does syscalls; policy (fd ownership, mapping windows, retries, ordering) stays in TypeScript callers.
+ *
+ * Build: `node server/native/scripts/build.mjs` (run by npm ci and `make native`); it produces
+ * build/Release/vfio_user_native.node and the ASan/UBSan variant build/asan/vfio_user_native.node, which is
+ * loaded instead when VFIO_USER_NATIVE_BUILD=asan (run node with
+ * LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so) ASAN_OPTIONS=detect_leaks=0).
+ *
+ * Errors: every failing syscall/ioctl throws (or rejects with) an Error carrying `errno` (positive), `code`
+ * ('EINVAL'...) and `syscall` (e.g. 'recvmsg', 'mmap', 'VFIO_IOMMU_MAP_DMA'); argument mistakes throw
+ * TypeError/RangeError with code ERR_INVALID_ARG_TYPE / ERR_OUT_OF_RANGE.
+ *
+ * ── Sockets (socket.ts) ────────────────────────────────────────────────────────────────────────────────────────
+ *   Connection.connect(path) / Connection.fromFd(fd)      adopt a stream socket; `fd` (-1 once closed), queuedBytes
+ *   conn.start({onMessage(data, fds), onClose(err?), onDrain?()}, {maxMessageSize?, framing?: 'bulk'|'exact'})
+ *       framing in C (16-byte header, u32 LE size at offset 4; size < 16 or > max => EPROTO + close);
+ *       recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC), room for 253 fds, MSG_CTRUNC => EPROTO + close.
+ *       The fds passed to onMessage belong to the handler: close what you do not keep.
+ *   conn.send(data, fds?) -> boolean   false = queued (onDrain follows) or closed; fds are dup'ed when queued
+ *   conn.peerCredentials() -> {pid, uid, gid}; conn.pause(); conn.resume(); conn.setMaxMessageSize(n)
+ *   conn.close()                        idempotent; onClose fires once (no error for close()/EOF)
+ *   Listener.listen(path, {mode = 0o600, backlog = 128}) / Listener.adopt(fd); .fd; .path
+ *   listener.start(onConnection(conn), onError?(err)); listener.close({unlink = true})
+ *   socketpair() -> [fd, fd]
+ *
+ * ── Memory and fds (memory.ts) ─────────────────────────────────────────────────────────────────────────────────
+ *   mmap(fd, offset: bigint, length, prot = PROT_READ|PROT_WRITE, flags = MAP_SHARED) -> ArrayBuffer
+ *   munmap(ab); mapAddress(ab) -> bigint; mappingCount()
+ *   memfdCreate(name, size?, {allowSealing = true, cloexec = true}) -> fd
+ *   addSeals(fd, seals); getSeals(fd); F_SEAL_SEAL/SHRINK/GROW/WRITE
+ *   fdInfo(fd) -> {type, dev, ino, size, mode, flags, blksize, fsType, rdev}
+ *   pread(fd, buf, offset: bigint); pwrite(fd, buf, offset: bigint); closeFd; dupFd; openFds(); openPath; fdFlags
+ *
+ * ── eventfd (eventfd.ts) ───────────────────────────────────────────────────────────────────────────────────────
+ *   eventfd(initval = 0, {nonblock = true, semaphore = false}) -> fd (always CLOEXEC)
+ *   eventfdWrite(fd, value = 1n); eventfdRead(fd) -> bigint (0n when nothing is pending; never blocks)
+ *   new FdWatcher(fd, onReadable(err?)) ; watcher.close()
+ *
+ * ── Host IOMMU and devices (vfio.ts, iommufd.ts) ───────────────────────────────────────────────────────────────
+ *   vfio.openContainer()/open(), getApiVersion, checkExtension, setIommu, getInfo, mapDma (Promise),
+ *        unmapDma (Promise<bigint>), iommuGroupOf(bdf), openGroup, groupGetStatus, groupSetContainer,
+ *        groupUnsetContainer, getDeviceFd, cdevPathOf(bdf), openDevice, bindIommufd, attachPt, detachPt,
+ *        deviceGetInfo, regionInfo, irqInfo, setIrqs, reset, deviceFeature, regionRead, regionWrite, constants
+ *   iommufd.open(), ioasAlloc, destroy, iovaRanges, allowIovas, ioasMap (Promise<iova>),
+ *        ioasMapFile (Promise<iova>), ioasUnmap (Promise<bytes>), optionGet, optionSet, constants
+ *   Async maps run on the threadpool. Passing `buffer` (an mmap() ArrayBuffer) instead of a raw address keeps the
+ *   mapping referenced and busy (munmap -> EBUSY) until the ioctl completes. Callers must not munmap a region the
+ *   host IOMMU still maps, nor close a container/iommufd while its ioctls are in flight (the addon uses private
+ *   dups of the fds during the call, so the ioctl itself is never redirected).
+ *   layouts(): ioctl numbers, struct sizes and offsets computed by the compiler (checked against host-iommu.md).
+ */
+export type { Layouts } from './addon.js';
+export { type ErrnoError, errnoError, isErrno } from './errors.js';
+export { type EventfdOptions, eventfd, eventfdRead, eventfdWrite, FdWatcher } from './eventfd.js';
+export { type IoasMapArgs, type IoasMapFileArgs, iommufd, U64_MAX } from './iommufd.js';
+export {
+  addSeals,
+  closeFd,
+  dupFd,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  FD_CLOEXEC,
+  type FdInfo,
+  type FdType,
+  fdFlags,
+  fdInfo,
+  getSeals,
+  MAP_NORESERVE,
+  MAP_POPULATE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MAX_MAPPING_LENGTH,
+  type MemfdOptions,
+  mapAddress,
+  mappingCount,
+  memfdCreate,
+  mmap,
+  munmap,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  openFds,
+  openPath,
+  PROT_READ,
+  PROT_WRITE,
+  pread,
+  pwrite,
+} from './memory.js';
+export {
+  Connection,
+  type ConnectionHandlers,
+  type ConnectionOptions,
+  DEFAULT_MAX_MESSAGE_SIZE,
+  Listener,
+  type ListenOptions,
+  MAX_FDS_PER_MESSAGE,
+  socketpair,
+} from './socket.js';
+export {
+  type DeviceInfo,
+  type DmaMapArgs,
+  type InfoCap,
+  type IommuInfo,
+  type IovaRange,
+  type IrqInfo,
+  type RegionInfo,
+  type SetIrqsArgs,
+  vfio,
+} from './vfio.js';
+
+import { addon, type Layouts } from './addon.js';
+
+export { addonPath, buildVariant } from './addon.js';
+
+/** Compiler-computed ioctl numbers, struct sizes and field offsets ('struct.field'), and uAPI constants. */
+export function layouts(): Layouts {
+  return addon.layouts();
+}

@@ -1,0 +1,235 @@
+// Loads the compiled addon (build/Release, or build/asan when VFIO_USER_NATIVE_BUILD=asan) and describes its raw
+// surface. Nothing here is public API: lib/index.ts re-exports the typed wrappers built on top of it.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Layout of the package: dist/lib/addon.js -> ../../ is the package root (server/native). */
+const pkgRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface NativeConnection {
+  readonly fd: number;
+  readonly queuedBytes: number;
+  start(
+    handlers: object,
+    onMessage: (data: Buffer, fds: number[]) => void,
+    onClose: (err?: Error) => void,
+    onDrain: (() => void) | undefined,
+    maxMessageSize: number,
+    exact: boolean,
+  ): void;
+  send(data: ArrayBufferView | ArrayBuffer, fds: number[] | undefined): boolean;
+  pause(): void;
+  resume(): void;
+  flush(): void;
+  close(): void;
+  setMaxMessageSize(n: number): void;
+}
+
+export interface NativeListener {
+  readonly fd: number;
+  start(onConnection: (fd: number) => void, onError: ((err: Error) => void) | undefined): void;
+  resume(): void;
+  close(): void;
+}
+
+export interface NativeWatcher {
+  close(): void;
+}
+
+export interface RawRange {
+  start: bigint;
+  end: bigint;
+}
+
+export interface NativeAddon {
+  NativeConnection: new (fd: number) => NativeConnection;
+  NativeListener: new (fd: number) => NativeListener;
+  NativeWatcher: new (fd: number, onReadable: (err?: Error) => void) => NativeWatcher;
+  listenUnix(path: string, mode: number, backlog: number): { fd: number; dev: bigint; ino: bigint };
+  connectUnix(path: string): number;
+  socketpair(): [number, number];
+  peerCred(fd: number): { pid: number; uid: number; gid: number };
+
+  mmap(fd: number, offset: bigint, length: number, prot: number, flags: number): ArrayBuffer;
+  munmap(ab: ArrayBuffer): void;
+  mapAddress(ab: ArrayBuffer): bigint;
+  mappingCount(): number;
+  PROT_READ: number;
+  PROT_WRITE: number;
+  MAP_SHARED: number;
+  MAP_PRIVATE: number;
+  MAP_POPULATE: number;
+  MAP_NORESERVE: number;
+
+  memfdCreate(
+    name: string,
+    size: bigint | number | undefined,
+    allowSealing: boolean,
+    cloexec: boolean,
+  ): number;
+  addSeals(fd: number, seals: number): void;
+  getSeals(fd: number): number;
+  fdInfo(fd: number): {
+    type: string;
+    dev: bigint;
+    ino: bigint;
+    size: bigint;
+    mode: number;
+    flags: number;
+    blksize: number;
+    fsType: number;
+    rdev: bigint;
+  };
+  pread(fd: number, buf: ArrayBufferView, offset: bigint): number;
+  pwrite(fd: number, buf: ArrayBufferView, offset: bigint): number;
+  closeFd(fd: number): void;
+  dupFd(fd: number): number;
+  openFds(): number;
+  openPath(path: string, flags: number): number;
+  fdFlags(fd: number): number;
+  F_SEAL_SEAL: number;
+  F_SEAL_SHRINK: number;
+  F_SEAL_GROW: number;
+  F_SEAL_WRITE: number;
+  FD_CLOEXEC: number;
+  O_RDONLY: number;
+  O_WRONLY: number;
+  O_RDWR: number;
+  O_NONBLOCK: number;
+
+  eventfd(initval: number, nonblock: boolean, semaphore: boolean): number;
+  eventfdWrite(fd: number, value: bigint): void;
+  eventfdRead(fd: number): bigint;
+
+  vfioGetApiVersion(fd: number): number;
+  vfioCheckExtension(fd: number, ext: number): number;
+  vfioSetIommu(fd: number, type: number): void;
+  vfioGroupGetStatus(fd: number): number;
+  vfioGroupSetContainer(groupFd: number, containerFd: number): void;
+  vfioGroupUnsetContainer(groupFd: number): void;
+  vfioGroupGetDeviceFd(groupFd: number, name: string): number;
+  vfioIommuGetInfo(fd: number): {
+    flags: number;
+    pgsizes: bigint;
+    iovaRanges: RawRange[];
+    dmaAvail?: number;
+    migration?: { flags: number; pgsizeBitmap: bigint; maxDirtyBitmapSize: bigint };
+    caps: { id: number; version: number; offset: number }[];
+  };
+  vfioMapDma(
+    fd: number,
+    flags: number,
+    iova: bigint,
+    size: bigint,
+    buffer: ArrayBuffer | null,
+    bufferOffset: bigint | null,
+    vaddr: bigint | null,
+  ): Promise<void>;
+  vfioUnmapDma(fd: number, flags: number, iova: bigint, size: bigint): Promise<bigint>;
+  vfioDeviceGetInfo(fd: number): { flags: number; numRegions: number; numIrqs: number; capOffset: number };
+  vfioDeviceGetRegionInfo(
+    fd: number,
+    index: number,
+  ): {
+    index: number;
+    flags: number;
+    size: bigint;
+    offset: bigint;
+    caps: { id: number; version: number; offset: number }[];
+    sparseMmap?: { offset: bigint; size: bigint }[];
+    type?: { type: number; subtype: number };
+    msixMappable: boolean;
+  };
+  vfioDeviceGetIrqInfo(fd: number, index: number): { index: number; flags: number; count: number };
+  vfioDeviceSetIrqs(
+    fd: number,
+    flags: number,
+    index: number,
+    start: number,
+    count: number,
+    data: number[] | boolean[] | undefined,
+  ): void;
+  vfioDeviceReset(fd: number): void;
+  vfioDeviceFeature(fd: number, flags: number, data: Uint8Array | undefined): Buffer;
+  vfioDeviceBindIommufd(fd: number, iommufd: number): number;
+  vfioDeviceAttachPt(fd: number, ptId: number): number;
+  vfioDeviceDetachPt(fd: number): void;
+
+  iommufdIoasAlloc(fd: number): number;
+  iommufdDestroy(fd: number, id: number): void;
+  iommufdIovaRanges(fd: number, ioasId: number): { ranges: RawRange[]; alignment: bigint };
+  iommufdAllowIovas(fd: number, ioasId: number, ranges: RawRange[]): void;
+  iommufdIoasMap(
+    fd: number,
+    ioasId: number,
+    flags: number,
+    iova: bigint,
+    length: bigint,
+    buffer: ArrayBuffer | null,
+    bufferOffset: bigint | null,
+    userVa: bigint | null,
+  ): Promise<bigint>;
+  iommufdIoasMapFile(
+    fd: number,
+    ioasId: number,
+    flags: number,
+    fileFd: number,
+    start: bigint,
+    length: bigint,
+    iova: bigint,
+  ): Promise<bigint>;
+  iommufdIoasUnmap(fd: number, ioasId: number, iova: bigint, length: bigint): Promise<bigint>;
+  iommufdOption(
+    fd: number,
+    optionId: number,
+    op: number,
+    objectId: number,
+    val64: bigint | undefined,
+  ): bigint;
+
+  layouts(): Layouts;
+}
+
+/** Compiler-computed uAPI facts (see layouts() in lib/index.ts). */
+export interface Layouts {
+  ioctl: Record<string, number>;
+  size: Record<string, number>;
+  offset: Record<string, number>;
+  constant: Record<string, number>;
+  headers: { linuxVersionCode: number; iommufdHeader: boolean; vfioCdevHeader: boolean };
+}
+
+/** Which build this process loaded: 'release' or 'asan' (VFIO_USER_NATIVE_BUILD=asan). */
+export const buildVariant: 'release' | 'asan' =
+  process.env.VFIO_USER_NATIVE_BUILD === 'asan' ? 'asan' : 'release';
+
+/** Absolute path of the loaded .node file. */
+export const addonPath = join(
+  pkgRoot,
+  'build',
+  buildVariant === 'asan' ? 'asan' : 'Release',
+  'vfio_user_native.node',
+);
+
+function load(): NativeAddon {
+  if (!existsSync(addonPath)) {
+    throw new Error(
+      `vfio-user-native: ${addonPath} is missing; build it with \`node ${join(pkgRoot, 'scripts', 'build.mjs')}\``,
+    );
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    return require(addonPath) as NativeAddon;
+  } catch (err) {
+    if (buildVariant === 'asan') {
+      const e = err as Error;
+      e.message +=
+        '\n(the ASan build needs LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so))';
+    }
+    throw err;
+  }
+}
+
+export const addon: NativeAddon = load();

@@ -1,0 +1,99 @@
+// iommufd (/dev/iommu, Linux 6.2+): IOAS allocation, IOVA ranges, map/unmap (user VA, or a file with
+// IOAS_MAP_FILE on 6.13+), options. Flags differ from type1: READABLE 0x4, WRITEABLE 0x2, FIXED_IOVA 0x1.
+// Unmapping a range with nothing mapped is ENOENT here (type1: success, 0 bytes); normalising is the caller's.
+import { addon } from './addon.js';
+import { O_RDWR } from './memory.js';
+import { type IovaRange, settle } from './vfio.js';
+
+export interface IoasMapArgs {
+  ioasId: number;
+  iova: bigint;
+  length: bigint;
+  /** Default FIXED_IOVA | READABLE | WRITEABLE. Without FIXED_IOVA the kernel picks the IOVA (resolved value). */
+  flags?: number;
+  /** The mmap() ArrayBuffer backing the map (user_va = its address + bufferOffset), busy until the ioctl ends. */
+  buffer?: ArrayBuffer;
+  bufferOffset?: bigint;
+  /** Raw user VA when no buffer is given (the caller keeps it mapped until unmapped). */
+  userVa?: bigint;
+}
+
+export interface IoasMapFileArgs {
+  ioasId: number;
+  /** The file (memfd, shmem, hugetlbfs). A private dup is used during the call; the kernel keeps its own ref. */
+  fd: number;
+  /** File offset. */
+  start: bigint;
+  length: bigint;
+  iova: bigint;
+  flags?: number;
+}
+
+export const U64_MAX = (1n << 64n) - 1n;
+
+export const iommufd = {
+  IOAS_MAP_FIXED_IOVA: 0x1,
+  IOAS_MAP_WRITEABLE: 0x2,
+  IOAS_MAP_READABLE: 0x4,
+  OPTION_RLIMIT_MODE: 0,
+  OPTION_HUGE_PAGES: 1,
+  OPTION_OP_SET: 0,
+  OPTION_OP_GET: 1,
+
+  /** open('/dev/iommu', O_RDWR|O_CLOEXEC). ENOENT (syscall 'open') without CONFIG_IOMMUFD. */
+  open(path = '/dev/iommu'): number {
+    return addon.openPath(path, O_RDWR);
+  },
+  /** IOMMU_IOAS_ALLOC: the new IOAS id. */
+  ioasAlloc(fd: number): number {
+    return addon.iommufdIoasAlloc(fd);
+  },
+  /** IOMMU_DESTROY of any object id (IOAS, HWPT...). */
+  destroy(fd: number, id: number): void {
+    addon.iommufdDestroy(fd, id);
+  },
+  /** IOMMU_IOAS_IOVA_RANGES (EMSGSIZE retry). Query again after every attach/detach. `end` is inclusive. */
+  iovaRanges(fd: number, ioasId: number): { ranges: IovaRange[]; alignment: bigint } {
+    return addon.iommufdIovaRanges(fd, ioasId);
+  },
+  /** IOMMU_IOAS_ALLOW_IOVAS: restrict the IOAS to these ranges (a later attach that conflicts gets EADDRINUSE). */
+  allowIovas(fd: number, ioasId: number, ranges: IovaRange[]): void {
+    addon.iommufdAllowIovas(fd, ioasId, ranges);
+  },
+  /** IOMMU_IOAS_MAP on the threadpool; resolves with the IOVA. */
+  ioasMap(fd: number, args: IoasMapArgs): Promise<bigint> {
+    const flags =
+      args.flags ?? iommufd.IOAS_MAP_FIXED_IOVA | iommufd.IOAS_MAP_READABLE | iommufd.IOAS_MAP_WRITEABLE;
+    return settle(() => {
+      if (args.buffer) {
+        const off = args.bufferOffset ?? 0n;
+        return addon.iommufdIoasMap(fd, args.ioasId, flags, args.iova, args.length, args.buffer, off, null);
+      }
+      if (args.userVa === undefined) throw new TypeError('ioasMap needs a buffer or a userVa');
+      return addon.iommufdIoasMap(fd, args.ioasId, flags, args.iova, args.length, null, null, args.userVa);
+    });
+  },
+  /** IOMMU_IOAS_MAP_FILE (6.13+; ENOTTY before) on the threadpool; resolves with the IOVA. No mmap needed. */
+  ioasMapFile(fd: number, args: IoasMapFileArgs): Promise<bigint> {
+    const flags =
+      args.flags ?? iommufd.IOAS_MAP_FIXED_IOVA | iommufd.IOAS_MAP_READABLE | iommufd.IOAS_MAP_WRITEABLE;
+    return settle(() =>
+      addon.iommufdIoasMapFile(fd, args.ioasId, flags, args.fd, args.start, args.length, args.iova),
+    );
+  },
+  /**
+   * IOMMU_IOAS_UNMAP on the threadpool; resolves with the bytes unmapped. ENOENT: nothing there, or the range
+   * splits an area. iova 0 + length U64_MAX unmaps everything (succeeds on an empty IOAS).
+   */
+  ioasUnmap(fd: number, args: { ioasId: number; iova: bigint; length: bigint }): Promise<bigint> {
+    return settle(() => addon.iommufdIoasUnmap(fd, args.ioasId, args.iova, args.length));
+  },
+  /** IOMMU_OPTION GET (objectId 0 = global, or an IOAS id for HUGE_PAGES). */
+  optionGet(fd: number, optionId: number, objectId = 0): bigint {
+    return addon.iommufdOption(fd, optionId, iommufd.OPTION_OP_GET, objectId, 0n);
+  },
+  /** IOMMU_OPTION SET. RLIMIT_MODE=1 (per-process accounting) needs CAP_SYS_RESOURCE. */
+  optionSet(fd: number, optionId: number, value: bigint, objectId = 0): void {
+    addon.iommufdOption(fd, optionId, iommufd.OPTION_OP_SET, objectId, value);
+  },
+};

@@ -1,0 +1,157 @@
+// Shared memory and fd utilities: mmap into external ArrayBuffers, memfd + seals, fstat summary, pread/pwrite,
+// close/dup, fd counting.
+import { constants as bufferConstants } from 'node:buffer';
+import { addon } from './addon.js';
+
+export const PROT_READ: number = addon.PROT_READ;
+export const PROT_WRITE: number = addon.PROT_WRITE;
+export const MAP_SHARED: number = addon.MAP_SHARED;
+export const MAP_PRIVATE: number = addon.MAP_PRIVATE;
+export const MAP_POPULATE: number = addon.MAP_POPULATE;
+export const MAP_NORESERVE: number = addon.MAP_NORESERVE;
+
+/** Largest ArrayBuffer one mapping may be (buffer.constants.MAX_LENGTH: 2^32 on Node 20). Map larger files in windows. */
+export const MAX_MAPPING_LENGTH: number = bufferConstants.MAX_LENGTH;
+
+/**
+ * Maps [offset, offset+length) of `fd` and returns it as an ArrayBuffer (zero-copy).
+ * - An unaligned offset is mapped from the page (huge page on hugetlbfs) below; the view starts at the remainder.
+ * - Regular files (memfd included): offset+length past EOF is refused (EOVERFLOW) — touching it would SIGBUS.
+ * - prot must include PROT_READ. A JS write into a PROT_READ-only view kills the process (SIGSEGV): for read-only
+ *   DMA hand out MAP_PRIVATE|PROT_READ|PROT_WRITE views (stray writes go to private copies).
+ * - length > MAX_MAPPING_LENGTH is refused (RangeError ERR_OUT_OF_RANGE); map windows instead.
+ * - Read-only fd + PROT_WRITE|MAP_SHARED: EACCES (MAP_PRIVATE works).
+ * The mapping lives until munmap(ab) or until the ArrayBuffer is garbage-collected.
+ */
+export function mmap(
+  fd: number,
+  offset: bigint,
+  length: number,
+  prot: number = PROT_READ | PROT_WRITE,
+  flags: number = MAP_SHARED,
+): ArrayBuffer {
+  if (!Number.isSafeInteger(length) || length <= 0) {
+    throw new RangeError(`mmap length must be a positive integer, got ${length}`);
+  }
+  if (length > MAX_MAPPING_LENGTH) {
+    const err = new RangeError(
+      `mmap length ${length} exceeds buffer.constants.MAX_LENGTH (${MAX_MAPPING_LENGTH}); map in windows`,
+    ) as RangeError & { code: string };
+    err.code = 'ERR_OUT_OF_RANGE';
+    throw err;
+  }
+  return addon.mmap(fd, BigInt(offset), length, prot, flags);
+}
+
+/**
+ * Unmaps a mapping made by mmap(): every view of it drops to length 0 first (stale references read nothing and
+ * cannot reach freed memory), then munmap. EINVAL for foreign or already-unmapped buffers; EBUSY while an async
+ * DMA ioctl (vfio.mapDma, iommufd.ioasMap) is using its address.
+ */
+export function munmap(ab: ArrayBuffer): void {
+  addon.munmap(ab);
+}
+
+/**
+ * Process address of the first byte of a live mapping's view (the vaddr for VFIO_IOMMU_MAP_DMA / user_va for
+ * IOMMU_IOAS_MAP). The address is only valid until munmap(ab): pass `buffer` to the DMA wrappers instead of raw
+ * addresses where possible, so the mapping is pinned for the duration of the ioctl.
+ */
+export function mapAddress(ab: ArrayBuffer): bigint {
+  return addon.mapAddress(ab);
+}
+
+/** Live mappings made by mmap() in this process (for leak tests). */
+export function mappingCount(): number {
+  return addon.mappingCount();
+}
+
+export interface MemfdOptions {
+  /** MFD_ALLOW_SEALING (default true). */
+  allowSealing?: boolean;
+  /** MFD_CLOEXEC (default true). */
+  cloexec?: boolean;
+}
+
+/** memfd_create(name) and ftruncate(size) (sparse). */
+export function memfdCreate(name: string, size?: bigint | number, opts: MemfdOptions = {}): number {
+  return addon.memfdCreate(name, size, opts.allowSealing ?? true, opts.cloexec ?? true);
+}
+
+export const F_SEAL_SEAL: number = addon.F_SEAL_SEAL;
+export const F_SEAL_SHRINK: number = addon.F_SEAL_SHRINK;
+export const F_SEAL_GROW: number = addon.F_SEAL_GROW;
+export const F_SEAL_WRITE: number = addon.F_SEAL_WRITE;
+
+/** fcntl(F_ADD_SEALS). EPERM once F_SEAL_SEAL is set; EBUSY for F_SEAL_WRITE with writable shared mappings. */
+export function addSeals(fd: number, seals: number): void {
+  addon.addSeals(fd, seals);
+}
+
+/** fcntl(F_GET_SEALS). EINVAL for files that do not support sealing (not a memfd/shmem). */
+export function getSeals(fd: number): number {
+  return addon.getSeals(fd);
+}
+
+export type FdType = 'file' | 'dir' | 'socket' | 'fifo' | 'char' | 'block' | 'link' | 'unknown';
+
+export interface FdInfo {
+  /** From st_mode; anonymous inodes (eventfd, VFIO device fds from a group) may read 'unknown'. */
+  type: FdType;
+  /** st_dev + st_ino identify the file behind an fd (dedup of QEMU's per-DMA_MAP duplicates). */
+  dev: bigint;
+  ino: bigint;
+  size: bigint;
+  mode: number;
+  /** F_GETFL: O_ACCMODE bits (O_RDONLY 0, O_WRONLY 1, O_RDWR 2), O_NONBLOCK... */
+  flags: number;
+  /** st_blksize: the huge page size on hugetlbfs. */
+  blksize: number;
+  /** statfs f_type (TMPFS_MAGIC 0x01021994, HUGETLBFS_MAGIC 0x958458f6...). */
+  fsType: number;
+  rdev: bigint;
+}
+
+export function fdInfo(fd: number): FdInfo {
+  return addon.fdInfo(fd) as FdInfo;
+}
+
+/** pread(2) at a 64-bit offset; returns bytes read (short at EOF). */
+export function pread(fd: number, buf: Uint8Array, offset: bigint): number {
+  return addon.pread(fd, buf, BigInt(offset));
+}
+
+/** pwrite(2) at a 64-bit offset; returns bytes written. */
+export function pwrite(fd: number, buf: Uint8Array, offset: bigint): number {
+  return addon.pwrite(fd, buf, BigInt(offset));
+}
+
+/** close(2). Never retried (Linux frees the fd even on EINTR). */
+export function closeFd(fd: number): void {
+  addon.closeFd(fd);
+}
+
+/** F_DUPFD_CLOEXEC: a new close-on-exec fd for the same file. */
+export function dupFd(fd: number): number {
+  return addon.dupFd(fd);
+}
+
+/** Entries of /proc/self/fd (for leak tests). */
+export function openFds(): number {
+  return addon.openFds();
+}
+
+export const O_RDONLY: number = addon.O_RDONLY;
+export const O_WRONLY: number = addon.O_WRONLY;
+export const O_RDWR: number = addon.O_RDWR;
+
+/** open(path, flags|O_CLOEXEC); errors carry syscall 'open' (ENOENT when a device node is absent). */
+export function openPath(path: string, flags: number = O_RDWR): number {
+  return addon.openPath(path, flags);
+}
+
+/** F_GETFD flags (FD_CLOEXEC = 1). */
+export function fdFlags(fd: number): number {
+  return addon.fdFlags(fd);
+}
+export const FD_CLOEXEC: number = addon.FD_CLOEXEC;

@@ -1,0 +1,255 @@
+// UNIX stream sockets with fd passing, framed as vfio-user messages (16-byte header, u32 LE size at offset 4).
+// The addon owns each socket fd (one uv_poll per fd); JS sees whole messages and owns the fds that came with them.
+import { lstatSync, unlinkSync } from 'node:fs';
+import { addon, type NativeConnection, type NativeListener } from './addon.js';
+import { isErrno } from './errors.js';
+
+/** Default cap on one message (header included); bigger sizes close the connection with EPROTO. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
+
+/** SCM_MAX_FD: the most fds one sendmsg can carry (and the receive buffer holds). */
+export const MAX_FDS_PER_MESSAGE = 253;
+
+export interface ConnectionHandlers {
+  /**
+   * One complete message (a copy; header included) and the fds that arrived with it. The fds now belong to the
+   * handler: close every one it does not keep. Called with `this` = the handlers object. All messages of one
+   * wakeup arrive in one callback scope (process.nextTick and microtasks run after the last of them).
+   */
+  onMessage(data: Buffer, fds: number[]): void;
+  /**
+   * Once, after the fd is closed: without an argument for an orderly EOF or close(); with an Error
+   * (errno/code/syscall) for EPROTO (bad size, MSG_CTRUNC, EOF mid-message), ECONNRESET, EPIPE...
+   */
+  onClose(err?: Error): void;
+  /** The send queue emptied after send() returned false. */
+  onDrain?(): void;
+}
+
+export interface ConnectionOptions {
+  /** Largest accepted message, header included (default 16 MiB). Advertise max_data_xfer_size + 64 or so. */
+  maxMessageSize?: number;
+  /**
+   * 'bulk' (default): read up to 64 KiB; the fds of a read belong to the last message starting before the end of
+   * that read — correct for senders that attach fds to the sendmsg that starts the message (QEMU, libvfio-user).
+   * 'exact': never read past the current message (2 recvmsg per message); correct for any sender.
+   */
+  framing?: 'bulk' | 'exact';
+}
+
+function checkMax(n: number): number {
+  if (!Number.isInteger(n) || n < 16 || n > 0xffffffff) {
+    throw new RangeError(`maxMessageSize must be an integer in [16, 2^32), got ${n}`);
+  }
+  return n;
+}
+
+/** One connected UNIX stream socket (client or accepted). */
+export class Connection {
+  readonly #n: NativeConnection;
+  #flushScheduled = false;
+
+  private constructor(n: NativeConnection) {
+    this.#n = n;
+  }
+
+  /** Blocking connect (fine for a UNIX socket) to `path`; the socket is then non-blocking. */
+  static connect(path: string): Connection {
+    const fd = addon.connectUnix(path);
+    try {
+      return Connection.fromFd(fd);
+    } catch (err) {
+      addon.closeFd(fd);
+      throw err;
+    }
+  }
+
+  /** Adopts a connected stream socket fd (socketpair end, twin socket, accepted fd). The Connection owns it now. */
+  static fromFd(fd: number): Connection {
+    return new Connection(new addon.NativeConnection(fd));
+  }
+
+  /** The socket fd, or -1 once closed. */
+  get fd(): number {
+    return this.#n.fd;
+  }
+
+  /** Bytes waiting in the send queue. */
+  get queuedBytes(): number {
+    return this.#n.queuedBytes;
+  }
+
+  /** Starts reading. Once only. */
+  start(h: ConnectionHandlers, opts: ConnectionOptions = {}): void {
+    const framing = opts.framing ?? 'bulk';
+    if (framing !== 'bulk' && framing !== 'exact') throw new TypeError(`framing must be 'bulk' or 'exact'`);
+    const max = checkMax(opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE);
+    this.#n.start(h, h.onMessage, h.onClose, h.onDrain, max, framing === 'exact');
+  }
+
+  setMaxMessageSize(n: number): void {
+    this.#n.setMaxMessageSize(checkMax(n));
+  }
+
+  /**
+   * Sends `data` with `fds` (SCM_RIGHTS, with the first byte). True when written completely now; false when
+   * (part of) it is queued — backpressure, onDrain follows — or when the connection is closed (data dropped).
+   * The caller keeps ownership of its fds and may close them as soon as send() returns (queued fds are dups).
+   * Throws for bad arguments (EBADF for an invalid fd, more than 253 fds).
+   */
+  send(data: Uint8Array, fds?: number[]): boolean {
+    return this.#n.send(data, fds);
+  }
+
+  /** SO_PEERCRED of the peer. */
+  peerCredentials(): { pid: number; uid: number; gid: number } {
+    return addon.peerCred(this.#n.fd);
+  }
+
+  /** Stops reading (the peer blocks once the socket buffer fills). Messages already read stay buffered. */
+  pause(): void {
+    this.#n.pause();
+  }
+
+  /** Reads again; complete messages buffered while paused are delivered from setImmediate. */
+  resume(): void {
+    this.#n.resume();
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.#n.flush();
+    });
+  }
+
+  /**
+   * Closes now: unsent data is dropped, undelivered fds are closed. Idempotent. onClose (if started) fires once,
+   * from the event loop, after the fd is closed.
+   */
+  close(): void {
+    this.#n.close();
+  }
+}
+
+export interface ListenOptions {
+  /** Permissions of the socket file (default 0o600), exact regardless of the umask. */
+  mode?: number;
+  backlog?: number;
+}
+
+/** Errors after which accepting is retried after a pause (level-triggered polling would spin). */
+const RETRY_ACCEPT = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+const ACCEPT_RETRY_MS = 100;
+
+/** A listening UNIX stream socket. */
+export class Listener {
+  readonly #n: NativeListener;
+  readonly #path: string | undefined;
+  readonly #ino: bigint | undefined;
+  readonly #dev: bigint | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  private constructor(n: NativeListener, path?: string, dev?: bigint, ino?: bigint) {
+    this.#n = n;
+    this.#path = path;
+    this.#dev = dev;
+    this.#ino = ino;
+  }
+
+  /**
+   * Creates the socket file at `path` with `mode` (default 0o600) and listens. A stale socket file (connect()
+   * is refused) is replaced; a live one, or anything that is not a socket, gives EADDRINUSE.
+   */
+  static listen(path: string, opts: ListenOptions = {}): Listener {
+    const mode = opts.mode ?? 0o600;
+    const backlog = opts.backlog ?? 128;
+    const r = addon.listenUnix(path, mode, backlog);
+    try {
+      return new Listener(new addon.NativeListener(r.fd), path, r.dev, r.ino);
+    } catch (err) {
+      addon.closeFd(r.fd);
+      unlinkIfOurs(path, r.dev, r.ino);
+      throw err;
+    }
+  }
+
+  /** Adopts an inherited listening fd (--fd N, systemd LISTEN_FDS). EINVAL if it is not listening. */
+  static adopt(fd: number): Listener {
+    return new Listener(new addon.NativeListener(fd));
+  }
+
+  get fd(): number {
+    return this.#n.fd;
+  }
+
+  get path(): string | undefined {
+    return this.#path;
+  }
+
+  /**
+   * Accepts connections (accept4 NONBLOCK|CLOEXEC) and hands each one, not yet started, to onConnection.
+   * EMFILE/ENFILE/ENOBUFS/ENOMEM are reported to onError and accepting resumes 100 ms later; other errors stop it.
+   */
+  start(onConnection: (conn: Connection) => void, onError?: (err: Error) => void): void {
+    this.#n.start(
+      (fd: number) => {
+        let conn: Connection;
+        try {
+          conn = Connection.fromFd(fd);
+        } catch (err) {
+          addon.closeFd(fd);
+          onError?.(err as Error);
+          return;
+        }
+        onConnection(conn);
+      },
+      (err: Error) => {
+        const code = (err as Error & { code?: string }).code ?? '';
+        if (RETRY_ACCEPT.has(code) && !this.#closed) {
+          // Not unref'd: the listener is still meant to be alive (its poll handle is stopped meanwhile).
+          this.#retry = setTimeout(() => {
+            this.#retry = undefined;
+            if (!this.#closed) this.#n.resume();
+          }, ACCEPT_RETRY_MS);
+        }
+        if (onError) onError(err);
+        else process.emitWarning(err);
+      },
+    );
+  }
+
+  /**
+   * Stops listening and closes the fd. `unlink` (default true for listen(), meaningless for adopt()) removes the
+   * socket file if it is still the one this listener created.
+   */
+  close(opts: { unlink?: boolean } = {}): void {
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#retry = undefined;
+    if (
+      !this.#closed &&
+      (opts.unlink ?? true) &&
+      this.#path &&
+      this.#ino !== undefined &&
+      this.#dev !== undefined
+    ) {
+      unlinkIfOurs(this.#path, this.#dev, this.#ino);
+    }
+    this.#closed = true;
+    this.#n.close();
+  }
+}
+
+function unlinkIfOurs(path: string, dev: bigint, ino: bigint): void {
+  try {
+    const st = lstatSync(path, { bigint: true });
+    if (st.isSocket() && st.ino === ino && st.dev === dev) unlinkSync(path);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+}
+
+/** A connected pair of UNIX stream sockets, close-on-exec (blocking until adopted by Connection.fromFd). */
+export function socketpair(): [number, number] {
+  return addon.socketpair();
+}

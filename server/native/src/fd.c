@@ -1,0 +1,234 @@
+/* File-descriptor utilities: memfd and seals, fstat summary, positioned I/O, close/dup, counting, open. */
+#include "common.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+/* memfdCreate(name, size: bigint|number, allowSealing, cloexec) -> fd */
+static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char name[250];
+  uint64_t size = 0;
+  bool sealing, cloexec;
+  if (!vu_args(env, info, 4, argv, NULL) || !vu_get_string(env, argv[0], "name", name, sizeof name)) return NULL;
+  if (!vu_is_nullish(env, argv[1]) && !vu_get_u64(env, argv[1], "size", &size)) return NULL;
+  if (!vu_get_bool(env, argv[2], "allowSealing", true, &sealing) ||
+      !vu_get_bool(env, argv[3], "cloexec", true, &cloexec))
+    return NULL;
+  if (size > (uint64_t)INT64_MAX) {
+    vu_throw_errno(env, EFBIG, "ftruncate");
+    return NULL;
+  }
+  unsigned flags = (sealing ? MFD_ALLOW_SEALING : 0) | (cloexec ? MFD_CLOEXEC : 0);
+  int fd = memfd_create(name, flags);
+  if (fd < 0) {
+    vu_throw_errno(env, errno, "memfd_create");
+    return NULL;
+  }
+  if (size && ftruncate(fd, (off_t)size) < 0) {
+    int e = errno;
+    close(fd);
+    vu_throw_errno(env, e, "ftruncate");
+    return NULL;
+  }
+  return vu_i32(env, fd);
+}
+
+static napi_value js_add_seals(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  int32_t seals;
+  if (!vu_args(env, info, 2, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd) ||
+      !vu_get_i32(env, argv[1], "seals", &seals))
+    return NULL;
+  if (fcntl(fd, F_ADD_SEALS, seals) < 0) {
+    vu_throw_errno(env, errno, "fcntl(F_ADD_SEALS)");
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value js_get_seals(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  int r = fcntl(fd, F_GET_SEALS);
+  if (r < 0) {
+    vu_throw_errno(env, errno, "fcntl(F_GET_SEALS)");
+    return NULL;
+  }
+  return vu_i32(env, r);
+}
+
+static const char *type_name(mode_t m) {
+  switch (m & S_IFMT) {
+    case S_IFREG:
+      return "file";
+    case S_IFDIR:
+      return "dir";
+    case S_IFSOCK:
+      return "socket";
+    case S_IFIFO:
+      return "fifo";
+    case S_IFCHR:
+      return "char";
+    case S_IFBLK:
+      return "block";
+    case S_IFLNK:
+      return "link";
+    default:
+      return "unknown";
+  }
+}
+
+/* fdInfo(fd) -> { type, dev, ino, size, mode, flags, blksize, fsType, rdev } */
+static napi_value js_fd_info(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    vu_throw_errno(env, errno, "fstat");
+    return NULL;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) {
+    vu_throw_errno(env, errno, "fcntl(F_GETFL)");
+    return NULL;
+  }
+  struct statfs sfs;
+  uint64_t fstype = fstatfs(fd, &sfs) == 0 ? (uint64_t)(unsigned long)sfs.f_type : 0;
+  napi_value out;
+  NAPI_CALL(env, napi_create_object(env, &out));
+  if (!vu_set_str(env, out, "type", type_name(st.st_mode)) || !vu_set_u64(env, out, "dev", st.st_dev) ||
+      !vu_set_u64(env, out, "ino", st.st_ino) || !vu_set_u64(env, out, "size", (uint64_t)st.st_size) ||
+      !vu_set_u32(env, out, "mode", st.st_mode) || !vu_set_i32(env, out, "flags", fl) ||
+      !vu_set_u32(env, out, "blksize", (uint32_t)st.st_blksize) ||
+      !vu_set_val(env, out, "fsType", vu_double(env, (double)fstype)) || !vu_set_u64(env, out, "rdev", st.st_rdev))
+    return NULL;
+  return out;
+}
+
+static napi_value pio(napi_env env, napi_callback_info info, bool write) {
+  napi_value argv[3];
+  int fd;
+  void *data;
+  size_t len;
+  uint64_t off;
+  if (!vu_args(env, info, 3, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd) ||
+      !vu_get_bytes(env, argv[1], "buf", &data, &len) || !vu_get_u64(env, argv[2], "offset", &off))
+    return NULL;
+  if (off > (uint64_t)INT64_MAX) {
+    vu_throw_errno(env, EINVAL, write ? "pwrite" : "pread");
+    return NULL;
+  }
+  ssize_t n;
+  do n = write ? pwrite(fd, data, len, (off_t)off) : pread(fd, data, len, (off_t)off);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    vu_throw_errno(env, errno, write ? "pwrite" : "pread");
+    return NULL;
+  }
+  return vu_double(env, (double)n);
+}
+
+static napi_value js_pread(napi_env env, napi_callback_info info) { return pio(env, info, false); }
+static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(env, info, true); }
+
+static napi_value js_close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  /* Linux releases the fd even when close() reports EINTR: never retry. */
+  if (close(fd) < 0 && errno != EINTR) {
+    vu_throw_errno(env, errno, "close");
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (r < 0) {
+    vu_throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
+    return NULL;
+  }
+  return vu_i32(env, r);
+}
+
+/* openFds(): entries of /proc/self/fd, not counting the directory's own fd. */
+static napi_value js_open_fds(napi_env env, napi_callback_info info) {
+  (void)info;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) {
+    vu_throw_errno(env, errno, "opendir");
+    return NULL;
+  }
+  int self = dirfd(d), n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    if (atoi(e->d_name) == self) continue;
+    n++;
+  }
+  closedir(d);
+  return vu_i32(env, n);
+}
+
+/* openPath(path, flags) -> fd; O_CLOEXEC always. Errors carry syscall 'open' (ENOENT when a node is absent). */
+static napi_value js_open_path(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[4096];
+  int32_t flags;
+  if (!vu_args(env, info, 2, argv, NULL) || !vu_get_string(env, argv[0], "path", path, sizeof path) ||
+      !vu_get_i32(env, argv[1], "flags", &flags))
+    return NULL;
+  int fd;
+  do fd = open(path, flags | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    char msg[4200];
+    snprintf(msg, sizeof msg, "%s: %s", path, strerror(errno));
+    vu_throw_errno_msg(env, errno, "open", msg);
+    return NULL;
+  }
+  return vu_i32(env, fd);
+}
+
+static napi_value js_fd_flags(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  int r = fcntl(fd, F_GETFD);
+  if (r < 0) {
+    vu_throw_errno(env, errno, "fcntl(F_GETFD)");
+    return NULL;
+  }
+  return vu_i32(env, r);
+}
+
+bool vu_init_fd(napi_env env, napi_value exports) {
+  return vu_export_fn(env, exports, "memfdCreate", js_memfd_create) &&
+         vu_export_fn(env, exports, "addSeals", js_add_seals) && vu_export_fn(env, exports, "getSeals", js_get_seals) &&
+         vu_export_fn(env, exports, "fdInfo", js_fd_info) && vu_export_fn(env, exports, "pread", js_pread) &&
+         vu_export_fn(env, exports, "pwrite", js_pwrite) && vu_export_fn(env, exports, "closeFd", js_close_fd) &&
+         vu_export_fn(env, exports, "dupFd", js_dup_fd) && vu_export_fn(env, exports, "openFds", js_open_fds) &&
+         vu_export_fn(env, exports, "openPath", js_open_path) && vu_export_fn(env, exports, "fdFlags", js_fd_flags) &&
+         vu_export_u32(env, exports, "F_SEAL_SEAL", F_SEAL_SEAL) &&
+         vu_export_u32(env, exports, "F_SEAL_SHRINK", F_SEAL_SHRINK) &&
+         vu_export_u32(env, exports, "F_SEAL_GROW", F_SEAL_GROW) &&
+         vu_export_u32(env, exports, "F_SEAL_WRITE", F_SEAL_WRITE) &&
+         vu_export_u32(env, exports, "FD_CLOEXEC", FD_CLOEXEC) && vu_export_u32(env, exports, "O_RDONLY", O_RDONLY) &&
+         vu_export_u32(env, exports, "O_WRONLY", O_WRONLY) && vu_export_u32(env, exports, "O_RDWR", O_RDWR) &&
+         vu_export_u32(env, exports, "O_NONBLOCK", O_NONBLOCK);
+}

@@ -1,0 +1,268 @@
+/*
+ * iommufd (/dev/iommu) ioctls: IOAS alloc/destroy, IOVA ranges, map (user VA or file), unmap, options.
+ * Maps and unmaps run on the threadpool (see job.c). Flag bits differ from type1: READABLE 0x4, WRITEABLE 0x2,
+ * FIXED_IOVA 0x1. Unmap of an empty range is ENOENT here (type1 reports success, size 0): normalising is policy.
+ */
+#include "common.h"
+#include "uapi.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define MAX_RANGES 4096
+
+static int xioctl(int fd, unsigned long req, void *arg) {
+  int r;
+  do r = ioctl(fd, req, arg);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
+static bool fd_arg(napi_env env, napi_callback_info info, size_t n, napi_value *argv, int *fd) {
+  return vu_args(env, info, n, argv, NULL) && vu_get_fd(env, argv[0], "fd", fd);
+}
+
+/* ioasAlloc(iommufd) -> ioas id */
+static napi_value ioas_alloc(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  struct vu_iommu_ioas_alloc a = {.size = sizeof a};
+  if (xioctl(fd, VU_IOMMU_IOAS_ALLOC, &a) < 0) {
+    vu_throw_errno(env, errno, "IOMMU_IOAS_ALLOC");
+    return NULL;
+  }
+  return vu_u32(env, a.out_ioas_id);
+}
+
+/* destroy(iommufd, id) */
+static napi_value destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint32_t id;
+  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "id", &id)) return NULL;
+  struct vu_iommu_destroy d = {.size = sizeof d, .id = id};
+  if (xioctl(fd, VU_IOMMU_DESTROY, &d) < 0) {
+    vu_throw_errno(env, errno, "IOMMU_DESTROY");
+    return NULL;
+  }
+  return NULL;
+}
+
+/* iovaRanges(iommufd, ioasId) -> { ranges: {start, end (inclusive)}[], alignment: bigint } (EMSGSIZE retry) */
+static napi_value iova_ranges(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint32_t ioas;
+  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
+  uint32_t cap = 8;
+  struct vu_iommu_iova_range *r = NULL;
+  struct vu_iommu_ioas_iova_ranges q;
+  for (int pass = 0;; pass++) {
+    struct vu_iommu_iova_range *nr = realloc(r, cap * sizeof *r);
+    if (!nr) {
+      free(r);
+      vu_throw_errno(env, ENOMEM, "realloc");
+      return NULL;
+    }
+    r = nr;
+    memset(&q, 0, sizeof q);
+    q.size = sizeof q;
+    q.ioas_id = ioas;
+    q.num_iovas = cap;
+    q.allowed_iovas = (uint64_t)(uintptr_t)r;
+    if (xioctl(fd, VU_IOMMU_IOAS_IOVA_RANGES, &q) == 0) break;
+    int e = errno;
+    if (e != EMSGSIZE || pass > 3 || q.num_iovas <= cap || q.num_iovas > MAX_RANGES) {
+      free(r);
+      vu_throw_errno(env, e, "IOMMU_IOAS_IOVA_RANGES");
+      return NULL;
+    }
+    cap = q.num_iovas; /* the kernel reports how many there are */
+  }
+  napi_value out, arr;
+  uint32_t n = q.num_iovas < cap ? q.num_iovas : cap;
+  bool ok = napi_create_object(env, &out) == napi_ok && napi_create_array_with_length(env, n, &arr) == napi_ok;
+  for (uint32_t i = 0; ok && i < n; i++) {
+    napi_value o;
+    ok = napi_create_object(env, &o) == napi_ok && vu_set_u64(env, o, "start", r[i].start) &&
+         vu_set_u64(env, o, "end", r[i].last) && napi_set_element(env, arr, i, o) == napi_ok;
+  }
+  ok = ok && vu_set_val(env, out, "ranges", arr) && vu_set_u64(env, out, "alignment", q.out_iova_alignment);
+  free(r);
+  if (!ok) {
+    vu_throw_napi(env, napi_generic_failure, "IOMMU_IOAS_IOVA_RANGES result");
+    return NULL;
+  }
+  return out;
+}
+
+/* allowIovas(iommufd, ioasId, ranges: {start, end}[]) */
+static napi_value allow_iovas(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  uint32_t ioas, n;
+  bool is_array;
+  if (!fd_arg(env, info, 3, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
+  NAPI_CALL(env, napi_is_array(env, argv[2], &is_array));
+  if (!is_array) {
+    vu_throw_type(env, "ranges must be an array of {start, end}");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_array_length(env, argv[2], &n));
+  if (n > MAX_RANGES) {
+    vu_throw_range(env, "too many ranges");
+    return NULL;
+  }
+  struct vu_iommu_iova_range *r = calloc(n ? n : 1, sizeof *r);
+  if (!r) {
+    vu_throw_errno(env, ENOMEM, "calloc");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value o, s, e;
+    uint64_t start, end;
+    if (napi_get_element(env, argv[2], i, &o) != napi_ok || !vu_get_prop(env, o, "start", &s) ||
+        !vu_get_prop(env, o, "end", &e) || !vu_get_u64(env, s, "start", &start) || !vu_get_u64(env, e, "end", &end)) {
+      free(r);
+      vu_throw_type(env, "ranges[%u] must be {start: bigint, end: bigint}", i);
+      return NULL;
+    }
+    r[i].start = start;
+    r[i].last = end;
+  }
+  struct vu_iommu_ioas_allow_iovas a = {
+      .size = sizeof a, .ioas_id = ioas, .num_iovas = n, .allowed_iovas = (uint64_t)(uintptr_t)r};
+  int rr = xioctl(fd, VU_IOMMU_IOAS_ALLOW_IOVAS, &a);
+  int e = errno;
+  free(r);
+  if (rr < 0) {
+    vu_throw_errno(env, e, "IOMMU_IOAS_ALLOW_IOVAS");
+    return NULL;
+  }
+  return NULL;
+}
+
+/*
+ * ioasMap(iommufd, ioasId, flags, iova, length, buffer|null, bufferOffset, userVa) -> Promise<bigint iova>
+ * With a buffer (an mmap() ArrayBuffer) user_va = its address + bufferOffset, busy and referenced until done.
+ */
+static napi_value ioas_map(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  int fd;
+  uint32_t ioas, flags;
+  uint64_t iova, length, boff = 0, va = 0;
+  if (!fd_arg(env, info, 8, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+      !vu_get_u32(env, argv[2], "flags", &flags) || !vu_get_u64(env, argv[3], "iova", &iova) ||
+      !vu_get_u64(env, argv[4], "length", &length))
+    return NULL;
+  bool has_buf = !vu_is_nullish(env, argv[5]);
+  if (has_buf) {
+    if (!vu_is_nullish(env, argv[6]) && !vu_get_u64(env, argv[6], "bufferOffset", &boff)) return NULL;
+  } else if (!vu_get_u64(env, argv[7], "userVa", &va)) {
+    return NULL;
+  }
+  vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_MAP, "IOMMU_IOAS_MAP");
+  if (!j) return NULL;
+  if (has_buf) {
+    j->map = vu_map_acquire(env, argv[5], boff, length, &va);
+    if (!j->map || napi_create_reference(env, argv[5], 1, &j->keep) != napi_ok) {
+      vu_job_free(env, j);
+      vu_throw_napi(env, napi_generic_failure, "napi_create_reference");
+      return NULL;
+    }
+  }
+  struct vu_iommu_ioas_map m = {
+      .size = sizeof m, .flags = flags, .ioas_id = ioas, .user_va = va, .length = length, .iova = iova};
+  memcpy(j->arg, &m, sizeof m);
+  j->result = VU_JOB_U64;
+  j->result_off = offsetof(struct vu_iommu_ioas_map, iova);
+  return vu_job_queue(env, j);
+}
+
+/* ioasMapFile(iommufd, ioasId, flags, fileFd, start, length, iova) -> Promise<bigint iova> (Linux 6.13+) */
+static napi_value ioas_map_file(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  int fd, mfd;
+  uint32_t ioas, flags;
+  uint64_t start, length, iova;
+  if (!fd_arg(env, info, 7, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+      !vu_get_u32(env, argv[2], "flags", &flags) || !vu_get_fd(env, argv[3], "fileFd", &mfd) ||
+      !vu_get_u64(env, argv[4], "start", &start) || !vu_get_u64(env, argv[5], "length", &length) ||
+      !vu_get_u64(env, argv[6], "iova", &iova))
+    return NULL;
+  vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_MAP_FILE, "IOMMU_IOAS_MAP_FILE");
+  if (!j) return NULL;
+  j->aux_fd = fcntl(mfd, F_DUPFD_CLOEXEC, 0);
+  if (j->aux_fd < 0) {
+    int e = errno;
+    vu_job_free(env, j);
+    vu_throw_errno(env, e, "IOMMU_IOAS_MAP_FILE");
+    return NULL;
+  }
+  struct vu_iommu_ioas_map_file m = {.size = sizeof m,
+                                     .flags = flags,
+                                     .ioas_id = ioas,
+                                     .fd = j->aux_fd,
+                                     .start = start,
+                                     .length = length,
+                                     .iova = iova};
+  memcpy(j->arg, &m, sizeof m);
+  j->result = VU_JOB_U64;
+  j->result_off = offsetof(struct vu_iommu_ioas_map_file, iova);
+  return vu_job_queue(env, j);
+}
+
+/* ioasUnmap(iommufd, ioasId, iova, length) -> Promise<bigint bytes unmapped> (iova 0, length 2^64-1 = all) */
+static napi_value ioas_unmap(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int fd;
+  uint32_t ioas;
+  uint64_t iova, length;
+  if (!fd_arg(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+      !vu_get_u64(env, argv[2], "iova", &iova) || !vu_get_u64(env, argv[3], "length", &length))
+    return NULL;
+  vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP");
+  if (!j) return NULL;
+  struct vu_iommu_ioas_unmap u = {.size = sizeof u, .ioas_id = ioas, .iova = iova, .length = length};
+  memcpy(j->arg, &u, sizeof u);
+  j->result = VU_JOB_U64;
+  j->result_off = offsetof(struct vu_iommu_ioas_unmap, length);
+  return vu_job_queue(env, j);
+}
+
+/* option(iommufd, optionId, op, objectId, val64) -> bigint val64 after the call */
+static napi_value option(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int fd;
+  uint32_t id, op, obj;
+  uint64_t val = 0;
+  if (!fd_arg(env, info, 5, argv, &fd) || !vu_get_u32(env, argv[1], "optionId", &id) ||
+      !vu_get_u32(env, argv[2], "op", &op) || !vu_get_u32(env, argv[3], "objectId", &obj))
+    return NULL;
+  if (!vu_is_nullish(env, argv[4]) && !vu_get_u64(env, argv[4], "val64", &val)) return NULL;
+  if (op > 0xffff) {
+    vu_throw_range(env, "op must fit in 16 bits");
+    return NULL;
+  }
+  struct vu_iommu_option o = {.size = sizeof o, .option_id = id, .op = (__u16)op, .object_id = obj, .val64 = val};
+  if (xioctl(fd, VU_IOMMU_OPTION, &o) < 0) {
+    vu_throw_errno(env, errno, "IOMMU_OPTION");
+    return NULL;
+  }
+  return vu_u64(env, o.val64);
+}
+
+bool vu_init_iommufd(napi_env env, napi_value exports) {
+  return vu_export_fn(env, exports, "iommufdIoasAlloc", ioas_alloc) &&
+         vu_export_fn(env, exports, "iommufdDestroy", destroy) &&
+         vu_export_fn(env, exports, "iommufdIovaRanges", iova_ranges) &&
+         vu_export_fn(env, exports, "iommufdAllowIovas", allow_iovas) &&
+         vu_export_fn(env, exports, "iommufdIoasMap", ioas_map) &&
+         vu_export_fn(env, exports, "iommufdIoasMapFile", ioas_map_file) &&
+         vu_export_fn(env, exports, "iommufdIoasUnmap", ioas_unmap) &&
+         vu_export_fn(env, exports, "iommufdOption", option);
+}

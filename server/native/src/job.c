@@ -1,0 +1,101 @@
+/*
+ * Long ioctls (MAP_DMA / IOAS_MAP pin pages; GiBs take a while) run on the libuv threadpool through
+ * napi_create_async_work and settle a Promise. While one is in flight:
+ * - the target fd is a private dup, so JS closing (and the number being reused) cannot redirect the ioctl;
+ * - a mapping whose address the ioctl uses is busy (munmap refuses with EBUSY) and its ArrayBuffer is referenced,
+ *   so the pages cannot be unmapped or collected under the kernel;
+ * - a file the ioctl reads by fd (IOAS_MAP_FILE) is a private dup as well.
+ * Completion order equals submission order only if the caller awaits each; keeping replies ordered is policy (TS).
+ */
+#include "common.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name) {
+  vu_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    vu_throw_errno(env, ENOMEM, "calloc");
+    return NULL;
+  }
+  j->aux_fd = -1;
+  j->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (j->fd < 0) {
+    int e = errno;
+    free(j);
+    vu_throw_errno(env, e, name);
+    return NULL;
+  }
+  j->request = request;
+  j->name = name;
+  return j;
+}
+
+void vu_job_free(napi_env env, vu_job *j) {
+  if (!j) return;
+  if (j->fd >= 0) close(j->fd);
+  if (j->aux_fd >= 0) close(j->aux_fd);
+  if (j->map) vu_map_release(j->map);
+  if (j->keep) NAPI_LOG(env, napi_delete_reference(env, j->keep));
+  if (j->work) NAPI_LOG(env, napi_delete_async_work(env, j->work));
+  free(j);
+}
+
+static void job_execute(napi_env env, void *data) {
+  (void)env;
+  vu_job *j = data;
+  int r;
+  do r = ioctl(j->fd, j->request, j->arg);
+  while (r < 0 && errno == EINTR);
+  j->err = r < 0 ? errno : 0;
+}
+
+static void job_complete(napi_env env, napi_status status, void *data) {
+  vu_job *j = data;
+  napi_value v = NULL;
+  if (status != napi_ok) j->err = ECANCELED;
+  if (j->err) {
+    v = vu_errno_error(env, j->err, j->name, NULL);
+    if (v) NAPI_LOG(env, napi_reject_deferred(env, j->deferred, v));
+  } else {
+    uint64_t out = 0;
+    if (j->result == VU_JOB_U64) memcpy(&out, (const uint8_t *)j->arg + j->result_off, sizeof out);
+    v = j->result == VU_JOB_U64 ? vu_u64(env, out) : vu_undefined(env);
+    if (v) NAPI_LOG(env, napi_resolve_deferred(env, j->deferred, v));
+  }
+  if (!v) {
+    /* Settle anyway so no caller hangs. */
+    napi_value e;
+    napi_value msg;
+    if (napi_create_string_utf8(env, "vfio-user-native: cannot build the result", NAPI_AUTO_LENGTH, &msg) ==
+            napi_ok &&
+        napi_create_error(env, NULL, msg, &e) == napi_ok)
+      NAPI_LOG(env, napi_reject_deferred(env, j->deferred, e));
+  }
+  vu_job_free(env, j);
+}
+
+napi_value vu_job_queue(napi_env env, vu_job *j) {
+  napi_value promise, name;
+  if (napi_create_string_utf8(env, j->name, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, job_execute, job_complete, j, &j->work) != napi_ok) {
+    vu_job_free(env, j);
+    vu_throw_napi(env, napi_generic_failure, "napi_create_async_work");
+    return NULL;
+  }
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok) {
+    vu_job_free(env, j);
+    vu_throw_napi(env, napi_generic_failure, "napi_create_promise");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, j->work) != napi_ok) {
+    /* The deferred is never settled; the promise is dropped with it. */
+    vu_job_free(env, j);
+    vu_throw_napi(env, napi_generic_failure, "napi_queue_async_work");
+    return NULL;
+  }
+  return promise;
+}

@@ -1,0 +1,1302 @@
+/*
+ * UNIX stream sockets with fd passing: Connection (framed receive, queued send), Listener, helpers.
+ *
+ * The addon owns each fd and one uv_poll_t per fd. Receive: recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) with room for
+ * SCM_MAX_FD (253) fds; MSG_CTRUNC (the kernel dropped fds) is a protocol error. Framing: 16-byte header with the
+ * u32 LE total size at offset 4. "bulk" reads up to 64 KiB and gives the fds of a read to the last message that
+ * starts before the end of that read (correct for senders that attach fds to the sendmsg starting the message, as
+ * QEMU and libvfio-user do; the kernel ends a read right after the segment that carried fds). "exact" never reads
+ * past the current message (2 recvmsg per message; correct for any sender). All messages of one wakeup are
+ * delivered inside one callback scope, so nextTick/microtasks drain once per wakeup.
+ *
+ * Send: sendmsg(MSG_DONTWAIT|MSG_NOSIGNAL) right away; the unsent rest is queued (fds F_DUPFD_CLOEXEC'd so the
+ * caller may close its own copies, sent once with the first byte), WRITABLE is polled until the queue drains, then
+ * onDrain. A message is queued whole whenever anything is queued before it, so messages never interleave.
+ *
+ * Lifetime: the C struct is freed when both the uv_close callback and the JS wrapper's finalizer have run
+ * (refcount). While started and not closed, the wrapper is held strongly, so callbacks always have a receiver.
+ */
+#include "common.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define HDR_SIZE 16
+#define RX_CHUNK (64 * 1024)
+#define RX_SHRINK (1024 * 1024)
+#define MAX_FDS 253 /* SCM_MAX_FD */
+#define DEFAULT_MAX_MSG (16u * 1024 * 1024)
+#define READS_PER_WAKEUP 16
+#define ACCEPTS_PER_WAKEUP 64
+
+static inline uint32_t rd32le(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void close_fds(const int *fds, int n) {
+  for (int i = 0; i < n; i++)
+    if (fds[i] >= 0) close(fds[i]);
+}
+
+/* =============================================================================================== Connection */
+
+typedef struct fdgroup {
+  uint64_t off; /* stream offset of the first byte of the message these fds belong to */
+  int n;
+  int fds[];
+} fdgroup;
+
+typedef struct chunk {
+  struct chunk *next;
+  size_t len, off;
+  int nfds; /* fds still to send with the first byte; 0 once sent */
+  int *fds;
+  uint8_t data[];
+} chunk;
+
+enum { C_NEW, C_OPEN, C_CLOSING, C_CLOSED };
+
+typedef struct conn {
+  vu_link link;
+  napi_env env;
+  uv_loop_t *loop;
+  int fd;
+  int refs; /* JS wrapper + uv handle */
+  int state;
+  bool detached; /* env torn down: never call into JS again */
+  bool poll_inited;
+  bool paused;
+  bool exact;
+  bool want_drain;
+  int delivering; /* nesting depth of deliver() */
+  int events;     /* current uv_poll mask */
+  uv_poll_t poll;
+  napi_ref self; /* wrapper: weak normally, strong while open */
+  napi_ref handlers, on_message, on_close, on_drain;
+  napi_async_context actx;
+  bool actx_inited;
+  /* receive */
+  uint8_t *rx;
+  size_t rx_cap, rx_start, rx_end;
+  uint64_t rx_base; /* stream offset of rx[0] */
+  uint32_t max_msg;
+  fdgroup **groups;
+  size_t ngroups, groups_cap;
+  /* send */
+  chunk *q_head, *q_tail;
+  size_t q_bytes;
+  /* why it closed */
+  int close_err;
+  const char *close_sys;
+  const char *close_msg;
+} conn;
+
+static void conn_update_poll(conn *c);
+static void conn_on_poll(uv_poll_t *h, int status, int events);
+
+static void conn_maybe_free(conn *c) {
+  if (--c->refs == 0) free(c);
+}
+
+/*
+ * Closes the socket and every fd still owned here (undelivered received fds, queued dups). Called right after
+ * uv_poll_stop + uv_close (libuv has dropped the fd from epoll by then), so fds never outlive close() even when
+ * the loop does not run again (worker teardown).
+ */
+static void conn_release_fds(conn *c) {
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  for (size_t i = 0; i < c->ngroups; i++) {
+    close_fds(c->groups[i]->fds, c->groups[i]->n);
+    c->groups[i]->n = 0;
+  }
+  for (chunk *k = c->q_head; k; k = k->next) {
+    close_fds(k->fds, k->nfds);
+    k->nfds = 0;
+  }
+}
+
+/* Frees buffers; only once no callback can still be walking them (uv_close callback, or never started). */
+static void conn_release_mem(conn *c) {
+  for (size_t i = 0; i < c->ngroups; i++) free(c->groups[i]);
+  free(c->groups);
+  c->groups = NULL;
+  c->ngroups = c->groups_cap = 0;
+  while (c->q_head) {
+    chunk *k = c->q_head;
+    c->q_head = k->next;
+    free(k->fds);
+    free(k);
+  }
+  c->q_tail = NULL;
+  c->q_bytes = 0;
+  free(c->rx);
+  c->rx = NULL;
+  c->rx_cap = c->rx_start = c->rx_end = 0;
+}
+
+static void conn_release_js(conn *c) {
+  napi_env env = c->env;
+  if (c->handlers) NAPI_LOG(env, napi_delete_reference(env, c->handlers));
+  if (c->on_message) NAPI_LOG(env, napi_delete_reference(env, c->on_message));
+  if (c->on_close) NAPI_LOG(env, napi_delete_reference(env, c->on_close));
+  if (c->on_drain) NAPI_LOG(env, napi_delete_reference(env, c->on_drain));
+  c->handlers = c->on_message = c->on_close = c->on_drain = NULL;
+  if (c->actx_inited) NAPI_LOG(env, napi_async_destroy(env, c->actx));
+  c->actx_inited = false;
+  if (c->self) {
+    uint32_t rc = 0;
+    NAPI_LOG(env, napi_reference_unref(env, c->self, &rc)); /* back to weak: the wrapper may be collected now */
+  }
+}
+
+static void conn_on_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  conn_release_mem(c);
+  c->state = C_CLOSED;
+  vu_link_remove(&c->link);
+  if (!c->detached) {
+    napi_env env = c->env;
+    vu_cbscope sc;
+    if (vu_cbscope_open(&sc, env)) {
+      if (c->on_close && vu_cbscope_enter(&sc, c->self, c->actx)) {
+        napi_value argv[1];
+        size_t argc = 0;
+        if (c->close_err) {
+          argv[0] = vu_errno_error(env, c->close_err, c->close_sys ? c->close_sys : "recvmsg", c->close_msg);
+          if (argv[0]) argc = 1;
+        }
+        vu_call_ref(env, c->handlers, c->on_close, argc, argv);
+      }
+      vu_cbscope_close(&sc);
+    }
+    conn_release_js(c);
+  }
+  conn_maybe_free(c);
+}
+
+static void conn_begin_close(conn *c) {
+  if (c->state != C_NEW && c->state != C_OPEN) return;
+  if (c->poll_inited) {
+    c->state = C_CLOSING;
+    /* libuv forgets the fd first (uv_poll_stop removes it from epoll), then it is closed. */
+    uv_poll_stop(&c->poll);
+    uv_close((uv_handle_t *)&c->poll, conn_on_closed);
+    conn_release_fds(c);
+  } else {
+    conn_release_fds(c);
+    conn_release_mem(c);
+    c->state = C_CLOSED;
+    vu_link_remove(&c->link);
+  }
+}
+
+static void conn_fail(conn *c, int err, const char *sys, const char *msg) {
+  if (c->state != C_NEW && c->state != C_OPEN) return;
+  c->close_err = err;
+  c->close_sys = sys;
+  c->close_msg = msg;
+  conn_begin_close(c);
+}
+
+static void conn_teardown(vu_link *l) {
+  conn *c = (conn *)l;
+  c->detached = true;
+  conn_begin_close(c);
+}
+
+static void conn_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  conn *c = data;
+  if (!c->detached && c->self) NAPI_LOG(env, napi_delete_reference(env, c->self));
+  c->self = NULL;
+  if (c->state == C_NEW) {
+    /* Never started and dropped: nothing else owns the fd. */
+    conn_release_fds(c);
+    conn_release_mem(c);
+    c->state = C_CLOSED;
+    vu_link_remove(&c->link);
+  }
+  conn_maybe_free(c);
+}
+
+static conn *conn_unwrap(napi_env env, napi_value thisv) {
+  void *p = NULL;
+  NAPI_CALL(env, napi_unwrap(env, thisv, &p));
+  return p;
+}
+
+/* new NativeConnection(fd): adopts fd (made non-blocking and close-on-exec). */
+static napi_value conn_ctor(napi_env env, napi_callback_info info) {
+  napi_value argv[1], thisv;
+  int fd;
+  if (!vu_args(env, info, 1, argv, &thisv) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (vu_set_nonblock(fd) < 0 || vu_set_cloexec(fd) < 0) {
+    vu_throw_errno(env, errno, "fcntl");
+    return NULL;
+  }
+  vu_state *st = vu_state_get(env);
+  conn *c = calloc(1, sizeof *c);
+  if (!c || !st) {
+    free(c);
+    vu_throw_errno(env, ENOMEM, "calloc");
+    return NULL;
+  }
+  c->env = env;
+  c->loop = st->loop;
+  c->fd = fd;
+  c->refs = 1;
+  c->state = C_NEW;
+  c->max_msg = DEFAULT_MAX_MSG;
+  c->link.teardown = conn_teardown;
+  napi_status s = napi_wrap(env, thisv, c, conn_finalize, NULL, NULL);
+  if (s != napi_ok) {
+    free(c);
+    vu_throw_napi(env, s, "napi_wrap");
+    return NULL;
+  }
+  vu_link_add(st, &c->link);
+  NAPI_CALL(env, napi_create_reference(env, thisv, 0, &c->self));
+  return thisv;
+}
+
+static bool rx_reserve(conn *c, size_t want) {
+  if (c->rx_cap - c->rx_end >= want) return true;
+  if (c->rx_start > 0) {
+    memmove(c->rx, c->rx + c->rx_start, c->rx_end - c->rx_start);
+    c->rx_base += c->rx_start;
+    c->rx_end -= c->rx_start;
+    c->rx_start = 0;
+    if (c->rx_cap - c->rx_end >= want) return true;
+  }
+  size_t cap = c->rx_end + want;
+  if (cap < RX_CHUNK) cap = RX_CHUNK;
+  cap = (cap + 4095) & ~(size_t)4095;
+  uint8_t *p = realloc(c->rx, cap);
+  if (!p) return false;
+  c->rx = p;
+  c->rx_cap = cap;
+  return true;
+}
+
+static void rx_settle(conn *c) {
+  if (c->rx_start != c->rx_end || c->delivering) return;
+  c->rx_base += c->rx_start;
+  c->rx_start = c->rx_end = 0;
+  if (c->rx_cap > RX_SHRINK) {
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_cap = 0;
+  }
+}
+
+/* Takes the fds of the message at stream offset `off` (closing any stale group before it). */
+static int take_fds(conn *c, uint64_t off, int *out) {
+  int n = 0;
+  size_t used = 0;
+  while (used < c->ngroups && c->groups[used]->off <= off) {
+    fdgroup *g = c->groups[used++];
+    if (g->off < off) {
+      close_fds(g->fds, g->n); /* cannot happen: groups always name a message start */
+    } else {
+      for (int i = 0; i < g->n; i++) {
+        if (n < MAX_FDS)
+          out[n++] = g->fds[i];
+        else
+          close(g->fds[i]);
+      }
+    }
+    free(g);
+  }
+  if (used) {
+    memmove(c->groups, c->groups + used, (c->ngroups - used) * sizeof *c->groups);
+    c->ngroups -= used;
+  }
+  return n;
+}
+
+/* Delivers every complete buffered message. `sc` is NULL when called from JS (flush). False once closed. */
+static bool conn_deliver(conn *c, vu_cbscope *sc) {
+  napi_env env = c->env;
+  c->delivering++;
+  while (c->state == C_OPEN && !c->paused) {
+    size_t have = c->rx_end - c->rx_start;
+    if (have < HDR_SIZE) break;
+    uint32_t size = rd32le(c->rx + c->rx_start + 4);
+    if (size < HDR_SIZE || size > c->max_msg) {
+      conn_fail(c, EPROTO, "recvmsg", size < HDR_SIZE ? "message size below 16" : "message size above the limit");
+      break;
+    }
+    if (have < size) break;
+    uint64_t off = c->rx_base + c->rx_start;
+    int fds[MAX_FDS];
+    int nfds = take_fds(c, off, fds);
+    const uint8_t *msg = c->rx + c->rx_start;
+    c->rx_start += size; /* consumed before JS runs: JS may pause, close or send from the callback */
+    if (sc && !vu_cbscope_enter(sc, c->self, c->actx)) {
+      close_fds(fds, nfds);
+      conn_fail(c, EIO, "napi_open_callback_scope", "cannot enter a callback scope");
+      break;
+    }
+    napi_handle_scope hs;
+    if (napi_open_handle_scope(env, &hs) != napi_ok) {
+      close_fds(fds, nfds);
+      conn_fail(c, EIO, "napi_open_handle_scope", NULL);
+      break;
+    }
+    napi_value argv[2];
+    bool ok = napi_create_buffer_copy(env, size, msg, NULL, &argv[0]) == napi_ok &&
+              napi_create_array_with_length(env, (size_t)nfds, &argv[1]) == napi_ok;
+    for (int i = 0; ok && i < nfds; i++) {
+      napi_value v;
+      ok = napi_create_int32(env, fds[i], &v) == napi_ok && napi_set_element(env, argv[1], (uint32_t)i, v) == napi_ok;
+    }
+    if (!ok) {
+      close_fds(fds, nfds);
+      NAPI_LOG(env, napi_close_handle_scope(env, hs));
+      conn_fail(c, ENOMEM, "napi_create_buffer_copy", "cannot hand the message to JS");
+      break;
+    }
+    /* From here the fds belong to JS. */
+    vu_call_ref(env, c->handlers, c->on_message, 2, argv);
+    NAPI_LOG(env, napi_close_handle_scope(env, hs));
+  }
+  c->delivering--;
+  if (c->state == C_OPEN) rx_settle(c);
+  return c->state == C_OPEN;
+}
+
+/* Files the fds of one read under the message they belong to. False (fds closed, connection failing) on error. */
+static bool conn_attach_fds(conn *c, const int *fds, int n) {
+  size_t at = c->rx_start;
+  if (!c->exact) {
+    /* bulk: the last message that starts before the end of this read */
+    size_t pos = c->rx_start;
+    while (pos < c->rx_end) {
+      at = pos;
+      if (c->rx_end - pos < HDR_SIZE) break;
+      uint32_t size = rd32le(c->rx + pos + 4);
+      if (size < HDR_SIZE || size > c->max_msg) {
+        close_fds(fds, n);
+        conn_fail(c, EPROTO, "recvmsg", size < HDR_SIZE ? "message size below 16" : "message size above the limit");
+        return false;
+      }
+      pos += size;
+    }
+  }
+  uint64_t off = c->rx_base + at;
+  if (c->ngroups && c->groups[c->ngroups - 1]->off == off) {
+    fdgroup *g = c->groups[c->ngroups - 1];
+    fdgroup *ng = realloc(g, sizeof *g + (size_t)(g->n + n) * sizeof(int));
+    if (!ng) goto oom;
+    memcpy(ng->fds + ng->n, fds, (size_t)n * sizeof(int));
+    ng->n += n;
+    c->groups[c->ngroups - 1] = ng;
+    return true;
+  }
+  if (c->ngroups == c->groups_cap) {
+    size_t cap = c->groups_cap ? c->groups_cap * 2 : 8;
+    fdgroup **p = realloc(c->groups, cap * sizeof *p);
+    if (!p) goto oom;
+    c->groups = p;
+    c->groups_cap = cap;
+  }
+  fdgroup *g = malloc(sizeof *g + (size_t)n * sizeof(int));
+  if (!g) goto oom;
+  g->off = off;
+  g->n = n;
+  memcpy(g->fds, fds, (size_t)n * sizeof(int));
+  c->groups[c->ngroups++] = g;
+  return true;
+oom:
+  close_fds(fds, n);
+  conn_fail(c, ENOMEM, "malloc", NULL);
+  return false;
+}
+
+static int collect_fds(struct msghdr *msg, int *out) {
+  int n = 0;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    size_t cnt = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char *p = CMSG_DATA(cm);
+    for (size_t i = 0; i < cnt; i++) {
+      int fd;
+      memcpy(&fd, p + i * sizeof(int), sizeof fd);
+      if (n < MAX_FDS)
+        out[n++] = fd;
+      else
+        close(fd);
+    }
+  }
+  return n;
+}
+
+static void conn_read(conn *c, vu_cbscope *sc) {
+  if (!conn_deliver(c, sc)) return;
+  int budget = READS_PER_WAKEUP;
+  while (budget > 0 && c->state == C_OPEN && !c->paused) {
+    size_t have = c->rx_end - c->rx_start;
+    size_t need;
+    if (have < HDR_SIZE) {
+      need = HDR_SIZE - have;
+    } else {
+      uint32_t size = rd32le(c->rx + c->rx_start + 4); /* validated by conn_deliver */
+      need = size > have ? size - have : 0;
+      if (need == 0) need = HDR_SIZE; /* cannot happen after deliver */
+    }
+    size_t want = c->exact ? need : (need > RX_CHUNK ? need : RX_CHUNK);
+    if (!rx_reserve(c, want)) {
+      conn_fail(c, ENOMEM, "malloc", NULL);
+      return;
+    }
+    struct iovec iov = {.iov_base = c->rx + c->rx_end, .iov_len = c->exact ? want : c->rx_cap - c->rx_end};
+    union {
+      struct cmsghdr align;
+      char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    } cbuf;
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
+    ssize_t n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      conn_fail(c, errno, "recvmsg", NULL);
+      return;
+    }
+    budget--;
+    int fds[MAX_FDS];
+    int nfds = collect_fds(&msg, fds);
+    if (msg.msg_flags & MSG_CTRUNC) {
+      close_fds(fds, nfds);
+      conn_fail(c, EPROTO, "recvmsg", "control data truncated (MSG_CTRUNC): the kernel dropped file descriptors");
+      return;
+    }
+    if (n == 0) {
+      close_fds(fds, nfds);
+      if (have)
+        conn_fail(c, EPROTO, "recvmsg", "connection closed in the middle of a message");
+      else
+        conn_fail(c, 0, NULL, NULL); /* orderly EOF: onClose() without an error */
+      return;
+    }
+    c->rx_end += (size_t)n;
+    if (nfds && !conn_attach_fds(c, fds, nfds)) return;
+    if (!conn_deliver(c, sc)) return;
+    /* A short read means the socket was drained (or a read ended at an fd-carrying segment): level-triggered
+     * polling wakes us again if more is there, so skip the recvmsg that would only say EAGAIN. */
+    if ((size_t)n < iov.iov_len) return;
+  }
+}
+
+/* Sends queued chunks until EAGAIN. False if the connection failed. */
+static bool conn_flush_queue(conn *c) {
+  while (c->q_head) {
+    chunk *k = c->q_head;
+    struct iovec iov = {.iov_base = k->data + k->off, .iov_len = k->len - k->off};
+    union {
+      struct cmsghdr align;
+      char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    } cbuf;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (k->nfds) {
+      memset(cbuf.buf, 0, sizeof cbuf.buf);
+      msg.msg_control = cbuf.buf;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)k->nfds);
+      struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)k->nfds);
+      memcpy(CMSG_DATA(cm), k->fds, sizeof(int) * (size_t)k->nfds);
+    }
+    ssize_t n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      conn_fail(c, errno, "sendmsg", NULL);
+      return false;
+    }
+    if (k->nfds) {
+      /* The fds went with the first byte; our duplicates are no longer needed. */
+      close_fds(k->fds, k->nfds);
+      k->nfds = 0;
+    }
+    k->off += (size_t)n;
+    c->q_bytes -= (size_t)n;
+    if (k->off == k->len) {
+      c->q_head = k->next;
+      if (!c->q_head) c->q_tail = NULL;
+      free(k->fds);
+      free(k);
+    }
+  }
+  return true;
+}
+
+static void conn_on_poll(uv_poll_t *h, int status, int events) {
+  conn *c = h->data;
+  if (c->state != C_OPEN || c->detached) return;
+  vu_cbscope sc;
+  if (!vu_cbscope_open(&sc, c->env)) return;
+  if (status < 0) {
+    conn_fail(c, -status, "uv_poll", NULL);
+    goto out;
+  }
+  if (events & UV_WRITABLE) {
+    if (!conn_flush_queue(c)) goto out;
+    if (!c->q_head) {
+      conn_update_poll(c);
+      if (c->want_drain && c->on_drain) {
+        c->want_drain = false;
+        if (vu_cbscope_enter(&sc, c->self, c->actx)) vu_call_ref(c->env, c->handlers, c->on_drain, 0, NULL);
+      }
+    }
+  }
+  if ((events & (UV_READABLE | UV_DISCONNECT)) && c->state == C_OPEN && !c->paused) conn_read(c, &sc);
+out:
+  vu_cbscope_close(&sc);
+}
+
+static void conn_update_poll(conn *c) {
+  if (c->state != C_OPEN || !c->poll_inited) return;
+  int mask = (c->paused ? 0 : UV_READABLE | UV_DISCONNECT) | (c->q_head ? UV_WRITABLE : 0);
+  if (mask == c->events) return;
+  int r = mask ? uv_poll_start(&c->poll, mask, conn_on_poll) : uv_poll_stop(&c->poll);
+  if (r < 0) {
+    conn_fail(c, -r, "uv_poll_start", NULL);
+    return;
+  }
+  c->events = mask;
+}
+
+static bool ref_fn(napi_env env, napi_value v, const char *name, bool optional, napi_ref *out) {
+  napi_valuetype t;
+  NAPI_CALL_R(env, napi_typeof(env, v, &t), false);
+  if (optional && (t == napi_undefined || t == napi_null)) {
+    *out = NULL;
+    return true;
+  }
+  if (t != napi_function) {
+    vu_throw_type(env, "%s must be a function", name);
+    return false;
+  }
+  NAPI_CALL_R(env, napi_create_reference(env, v, 1, out), false);
+  return true;
+}
+
+/* start(handlers, onMessage, onClose, onDrain|undefined, maxMessageSize, exact) */
+static napi_value conn_start(napi_env env, napi_callback_info info) {
+  napi_value argv[6], thisv;
+  if (!vu_args(env, info, 6, argv, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  if (c->state != C_NEW) {
+    vu_throw_errno_msg(env, c->state == C_OPEN ? EALREADY : EBADF, "start",
+                       c->state == C_OPEN ? "connection already started" : "connection is closed");
+    return NULL;
+  }
+  napi_valuetype t;
+  NAPI_CALL(env, napi_typeof(env, argv[0], &t));
+  if (t != napi_object && t != napi_function) {
+    vu_throw_type(env, "handlers must be an object");
+    return NULL;
+  }
+  uint32_t max_msg;
+  bool exact;
+  if (!vu_get_u32(env, argv[4], "maxMessageSize", &max_msg) || !vu_get_bool(env, argv[5], "exact", false, &exact))
+    return NULL;
+  if (max_msg < HDR_SIZE) {
+    vu_throw_range(env, "maxMessageSize must be at least 16");
+    return NULL;
+  }
+  napi_ref r_on_message = NULL, r_on_close = NULL, r_on_drain = NULL, r_handlers = NULL;
+  if (!ref_fn(env, argv[1], "onMessage", false, &r_on_message)) goto fail;
+  if (!ref_fn(env, argv[2], "onClose", false, &r_on_close)) goto fail;
+  if (!ref_fn(env, argv[3], "onDrain", true, &r_on_drain)) goto fail;
+  if (napi_create_reference(env, argv[0], 1, &r_handlers) != napi_ok) goto fail;
+  napi_value name;
+  if (napi_create_string_utf8(env, "VfioUserConnection", NAPI_AUTO_LENGTH, &name) != napi_ok) goto fail;
+  if (napi_async_init(env, thisv, name, &c->actx) != napi_ok) goto fail;
+  c->actx_inited = true;
+  int r = uv_poll_init(c->loop, &c->poll, c->fd);
+  if (r < 0) {
+    NAPI_LOG(env, napi_async_destroy(env, c->actx));
+    c->actx_inited = false;
+    vu_throw_errno(env, -r, "uv_poll_init");
+    goto fail;
+  }
+  c->poll.data = c;
+  c->poll_inited = true;
+  c->refs++;
+  c->handlers = r_handlers;
+  c->on_message = r_on_message;
+  c->on_close = r_on_close;
+  c->on_drain = r_on_drain;
+  c->max_msg = max_msg;
+  c->exact = exact;
+  c->state = C_OPEN;
+  uint32_t rc;
+  NAPI_CALL(env, napi_reference_ref(env, c->self, &rc)); /* strong while open */
+  conn_update_poll(c);
+  return NULL;
+fail:
+  if (r_on_message) NAPI_LOG(env, napi_delete_reference(env, r_on_message));
+  if (r_on_close) NAPI_LOG(env, napi_delete_reference(env, r_on_close));
+  if (r_on_drain) NAPI_LOG(env, napi_delete_reference(env, r_on_drain));
+  if (r_handlers) NAPI_LOG(env, napi_delete_reference(env, r_handlers));
+  if (!c->poll_inited) vu_throw_napi(env, napi_generic_failure, "start");
+  return NULL;
+}
+
+static napi_value conn_set_max(napi_env env, napi_callback_info info) {
+  napi_value argv[1], thisv;
+  uint32_t v;
+  if (!vu_args(env, info, 1, argv, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c || !vu_get_u32(env, argv[0], "maxMessageSize", &v)) return NULL;
+  if (v < HDR_SIZE) {
+    vu_throw_range(env, "maxMessageSize must be at least 16");
+    return NULL;
+  }
+  c->max_msg = v;
+  return NULL;
+}
+
+static bool queue_chunk(napi_env env, conn *c, const uint8_t *data, size_t len, const int *fds, int nfds) {
+  chunk *k = malloc(sizeof *k + len);
+  if (!k) {
+    vu_throw_errno(env, ENOMEM, "malloc");
+    return false;
+  }
+  k->next = NULL;
+  k->len = len;
+  k->off = 0;
+  k->nfds = 0;
+  k->fds = NULL;
+  memcpy(k->data, data, len);
+  if (nfds) {
+    k->fds = malloc(sizeof(int) * (size_t)nfds);
+    if (!k->fds) {
+      free(k);
+      vu_throw_errno(env, ENOMEM, "malloc");
+      return false;
+    }
+    for (int i = 0; i < nfds; i++) {
+      int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+      if (d < 0) {
+        int e = errno;
+        close_fds(k->fds, i);
+        free(k->fds);
+        free(k);
+        vu_throw_errno(env, e, "fcntl(F_DUPFD_CLOEXEC)");
+        return false;
+      }
+      k->fds[i] = d;
+    }
+    k->nfds = nfds;
+  }
+  if (c->q_tail)
+    c->q_tail->next = k;
+  else
+    c->q_head = k;
+  c->q_tail = k;
+  c->q_bytes += len;
+  return true;
+}
+
+/* send(data, fds|undefined) -> boolean: true when written completely now. */
+static napi_value conn_send(napi_env env, napi_callback_info info) {
+  napi_value argv[2], thisv, result;
+  if (!vu_args(env, info, 2, argv, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  void *data;
+  size_t len;
+  if (!vu_get_bytes(env, argv[0], "data", &data, &len)) return NULL;
+  int fds[MAX_FDS];
+  uint32_t nfds = 0;
+  if (!vu_is_nullish(env, argv[1])) {
+    bool is_array;
+    NAPI_CALL(env, napi_is_array(env, argv[1], &is_array));
+    if (!is_array) {
+      vu_throw_type(env, "fds must be an array of file descriptors");
+      return NULL;
+    }
+    NAPI_CALL(env, napi_get_array_length(env, argv[1], &nfds));
+    if (nfds > MAX_FDS) {
+      vu_throw_range(env, "at most %d fds per message", MAX_FDS);
+      return NULL;
+    }
+    for (uint32_t i = 0; i < nfds; i++) {
+      napi_value v;
+      NAPI_CALL(env, napi_get_element(env, argv[1], i, &v));
+      if (!vu_get_fd(env, v, "fds[i]", &fds[i])) return NULL;
+      if (fcntl(fds[i], F_GETFD) < 0) {
+        vu_throw_errno(env, errno, "sendmsg");
+        return NULL;
+      }
+    }
+  }
+  if (nfds && len == 0) {
+    vu_throw_range(env, "fds need at least one byte of data to travel with");
+    return NULL;
+  }
+  bool done = false;
+  if (c->state != C_NEW && c->state != C_OPEN) {
+    /* Closed: the data is dropped (onClose has fired or will); the caller keeps its fds. */
+    NAPI_CALL(env, napi_get_boolean(env, false, &result));
+    return result;
+  }
+  if (len == 0) {
+    NAPI_CALL(env, napi_get_boolean(env, c->q_head == NULL, &result));
+    return result;
+  }
+  if (!c->q_head) {
+    union {
+      struct cmsghdr align;
+      char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    } cbuf;
+    struct iovec iov = {.iov_base = data, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds) {
+      memset(cbuf.buf, 0, sizeof cbuf.buf);
+      msg.msg_control = cbuf.buf;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+      struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+      memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK) {
+        if (!queue_chunk(env, c, data, len, fds, (int)nfds)) return NULL;
+      } else if (e == EBADF || e == EINVAL || e == ETOOMANYREFS || e == ENOMEM || e == ENOBUFS) {
+        /* Nothing was sent, the stream is intact: the caller's arguments or a transient limit. */
+        vu_throw_errno(env, e, "sendmsg");
+        return NULL;
+      } else {
+        conn_fail(c, e, "sendmsg", NULL);
+        NAPI_CALL(env, napi_get_boolean(env, false, &result));
+        return result;
+      }
+    } else if ((size_t)n == len) {
+      done = true;
+    } else {
+      /* Partial: the fds went with the first byte; queue the rest without them. */
+      if (!queue_chunk(env, c, (uint8_t *)data + n, len - (size_t)n, NULL, 0)) {
+        conn_fail(c, ENOMEM, "malloc", NULL); /* the stream is now broken mid-message */
+        return NULL;
+      }
+    }
+  } else {
+    if (!queue_chunk(env, c, data, len, fds, (int)nfds)) return NULL;
+  }
+  if (!done) {
+    c->want_drain = true;
+    conn_update_poll(c);
+  }
+  NAPI_CALL(env, napi_get_boolean(env, done, &result));
+  return result;
+}
+
+static napi_value conn_pause(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  c->paused = true;
+  conn_update_poll(c);
+  return NULL;
+}
+
+static napi_value conn_resume(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  c->paused = false;
+  conn_update_poll(c);
+  return NULL;
+}
+
+/* flush(): delivers complete messages still buffered (after resume); JS calls it from setImmediate. */
+static napi_value conn_flush(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  if (c->state == C_OPEN && !c->paused && !c->delivering) conn_deliver(c, NULL);
+  return NULL;
+}
+
+static napi_value conn_close(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  conn_begin_close(c);
+  return NULL;
+}
+
+static napi_value conn_get_fd(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  return vu_i32(env, c->state == C_NEW || c->state == C_OPEN ? c->fd : -1);
+}
+
+static napi_value conn_get_queued(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  return vu_double(env, (double)c->q_bytes);
+}
+
+/* ================================================================================================= Listener */
+
+typedef struct lis {
+  vu_link link;
+  napi_env env;
+  uv_loop_t *loop;
+  int fd;
+  int refs;
+  int state;
+  bool detached, poll_inited, paused;
+  uv_poll_t poll;
+  napi_ref self, on_conn, on_error;
+  napi_async_context actx;
+  bool actx_inited;
+} lis;
+
+static void lis_maybe_free(lis *l) {
+  if (--l->refs == 0) free(l);
+}
+
+static void lis_on_closed(uv_handle_t *h) {
+  lis *l = h->data;
+  l->state = C_CLOSED;
+  vu_link_remove(&l->link);
+  if (!l->detached) {
+    if (l->on_conn) NAPI_LOG(l->env, napi_delete_reference(l->env, l->on_conn));
+    if (l->on_error) NAPI_LOG(l->env, napi_delete_reference(l->env, l->on_error));
+    l->on_conn = l->on_error = NULL;
+    if (l->actx_inited) NAPI_LOG(l->env, napi_async_destroy(l->env, l->actx));
+    l->actx_inited = false;
+    uint32_t rc;
+    if (l->self) NAPI_LOG(l->env, napi_reference_unref(l->env, l->self, &rc));
+  }
+  lis_maybe_free(l);
+}
+
+static void lis_begin_close(lis *l) {
+  if (l->state != C_NEW && l->state != C_OPEN) return;
+  if (l->poll_inited) {
+    l->state = C_CLOSING;
+    uv_poll_stop(&l->poll);
+    uv_close((uv_handle_t *)&l->poll, lis_on_closed);
+    close(l->fd); /* libuv has already dropped it from epoll */
+    l->fd = -1;
+  } else {
+    if (l->fd >= 0) close(l->fd);
+    l->fd = -1;
+    l->state = C_CLOSED;
+    vu_link_remove(&l->link);
+  }
+}
+
+static void lis_teardown(vu_link *link) {
+  lis *l = (lis *)link;
+  l->detached = true;
+  lis_begin_close(l);
+}
+
+static void lis_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  lis *l = data;
+  if (!l->detached && l->self) NAPI_LOG(env, napi_delete_reference(env, l->self));
+  l->self = NULL;
+  if (l->state == C_NEW) lis_begin_close(l);
+  lis_maybe_free(l);
+}
+
+static lis *lis_unwrap(napi_env env, napi_value thisv) {
+  void *p = NULL;
+  NAPI_CALL(env, napi_unwrap(env, thisv, &p));
+  return p;
+}
+
+static napi_value lis_ctor(napi_env env, napi_callback_info info) {
+  napi_value argv[1], thisv;
+  int fd;
+  if (!vu_args(env, info, 1, argv, &thisv) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  int acc = 0;
+  socklen_t sl = sizeof acc;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl) < 0) {
+    vu_throw_errno(env, errno, "getsockopt(SO_ACCEPTCONN)");
+    return NULL;
+  }
+  if (!acc) {
+    vu_throw_errno_msg(env, EINVAL, "listen", "fd is not a listening socket");
+    return NULL;
+  }
+  if (vu_set_nonblock(fd) < 0 || vu_set_cloexec(fd) < 0) {
+    vu_throw_errno(env, errno, "fcntl");
+    return NULL;
+  }
+  vu_state *st = vu_state_get(env);
+  lis *l = calloc(1, sizeof *l);
+  if (!l || !st) {
+    free(l);
+    vu_throw_errno(env, ENOMEM, "calloc");
+    return NULL;
+  }
+  l->env = env;
+  l->loop = st->loop;
+  l->fd = fd;
+  l->refs = 1;
+  l->state = C_NEW;
+  l->link.teardown = lis_teardown;
+  napi_status s = napi_wrap(env, thisv, l, lis_finalize, NULL, NULL);
+  if (s != napi_ok) {
+    free(l);
+    vu_throw_napi(env, s, "napi_wrap");
+    return NULL;
+  }
+  vu_link_add(st, &l->link);
+  NAPI_CALL(env, napi_create_reference(env, thisv, 0, &l->self));
+  return thisv;
+}
+
+static void lis_on_poll(uv_poll_t *h, int status, int events) {
+  (void)events;
+  lis *l = h->data;
+  if (l->state != C_OPEN || l->detached) return;
+  vu_cbscope sc;
+  if (!vu_cbscope_open(&sc, l->env)) return;
+  int err = status < 0 ? -status : 0;
+  const char *sys = "uv_poll";
+  for (int i = 0; !err && i < ACCEPTS_PER_WAKEUP && l->state == C_OPEN && !l->paused; i++) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      /* The peer gave up, or a per-connection error: try the next one. */
+      if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM || e == ENETDOWN || e == ENOPROTOOPT ||
+          e == EHOSTDOWN || e == ENONET || e == EHOSTUNREACH || e == EOPNOTSUPP || e == ENETUNREACH)
+        continue;
+      err = e; /* EMFILE, ENFILE, ENOBUFS, ENOMEM, ...: report and stop until resumed */
+      sys = "accept4";
+      break;
+    }
+    napi_value v;
+    if (!vu_cbscope_enter(&sc, l->self, l->actx) || napi_create_int32(l->env, fd, &v) != napi_ok) {
+      close(fd);
+      break;
+    }
+    vu_call_ref(l->env, l->self, l->on_conn, 1, &v); /* JS owns fd now */
+  }
+  if (err && l->state == C_OPEN) {
+    /* Level-triggered polling would spin on a persistent EMFILE: stop; the JS side resumes after a delay. */
+    l->paused = true;
+    uv_poll_stop(&l->poll);
+    napi_value e = vu_errno_error(l->env, err, sys, NULL);
+    if (e && l->on_error && vu_cbscope_enter(&sc, l->self, l->actx)) vu_call_ref(l->env, l->self, l->on_error, 1, &e);
+  }
+  vu_cbscope_close(&sc);
+}
+
+/* start(onConnection(fd), onError(err)|undefined) */
+static napi_value lis_start(napi_env env, napi_callback_info info) {
+  napi_value argv[2], thisv;
+  if (!vu_args(env, info, 2, argv, &thisv)) return NULL;
+  lis *l = lis_unwrap(env, thisv);
+  if (!l) return NULL;
+  if (l->state != C_NEW) {
+    vu_throw_errno_msg(env, l->state == C_OPEN ? EALREADY : EBADF, "start",
+                       l->state == C_OPEN ? "listener already started" : "listener is closed");
+    return NULL;
+  }
+  napi_ref on_conn = NULL, on_error = NULL;
+  if (!ref_fn(env, argv[0], "onConnection", false, &on_conn)) return NULL;
+  if (!ref_fn(env, argv[1], "onError", true, &on_error)) {
+    NAPI_LOG(env, napi_delete_reference(env, on_conn));
+    return NULL;
+  }
+  napi_value name;
+  if (napi_create_string_utf8(env, "VfioUserListener", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, thisv, name, &l->actx) != napi_ok) {
+    NAPI_LOG(env, napi_delete_reference(env, on_conn));
+    if (on_error) NAPI_LOG(env, napi_delete_reference(env, on_error));
+    vu_throw_napi(env, napi_generic_failure, "napi_async_init");
+    return NULL;
+  }
+  l->actx_inited = true;
+  int r = uv_poll_init(l->loop, &l->poll, l->fd);
+  if (r < 0) {
+    NAPI_LOG(env, napi_delete_reference(env, on_conn));
+    if (on_error) NAPI_LOG(env, napi_delete_reference(env, on_error));
+    NAPI_LOG(env, napi_async_destroy(env, l->actx));
+    l->actx_inited = false;
+    vu_throw_errno(env, -r, "uv_poll_init");
+    return NULL;
+  }
+  l->poll.data = l;
+  l->poll_inited = true;
+  l->refs++;
+  l->on_conn = on_conn;
+  l->on_error = on_error;
+  l->state = C_OPEN;
+  uint32_t rc;
+  NAPI_CALL(env, napi_reference_ref(env, l->self, &rc)); /* strong while open */
+  r = uv_poll_start(&l->poll, UV_READABLE, lis_on_poll);
+  if (r < 0) {
+    lis_begin_close(l);
+    vu_throw_errno(env, -r, "uv_poll_start");
+  }
+  return NULL;
+}
+
+static napi_value lis_resume(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  lis *l = lis_unwrap(env, thisv);
+  if (!l) return NULL;
+  if (l->state == C_OPEN && l->paused) {
+    l->paused = false;
+    int r = uv_poll_start(&l->poll, UV_READABLE, lis_on_poll);
+    if (r < 0) {
+      vu_throw_errno(env, -r, "uv_poll_start");
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+static napi_value lis_close(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  lis *l = lis_unwrap(env, thisv);
+  if (!l) return NULL;
+  lis_begin_close(l);
+  return NULL;
+}
+
+static napi_value lis_get_fd(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  lis *l = lis_unwrap(env, thisv);
+  if (!l) return NULL;
+  return vu_i32(env, l->state == C_NEW || l->state == C_OPEN ? l->fd : -1);
+}
+
+/* ================================================================================================== helpers */
+
+static bool fill_addr(napi_env env, napi_value v, struct sockaddr_un *sa, socklen_t *len) {
+  char path[sizeof sa->sun_path];
+  if (!vu_get_string(env, v, "path", path, sizeof path)) return false;
+  if (!path[0]) {
+    vu_throw_errno_msg(env, EINVAL, "bind", "empty socket path");
+    return false;
+  }
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  strcpy(sa->sun_path, path);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+  return true;
+}
+
+/*
+ * listenUnix(path, mode, backlog) -> { fd, dev, ino }. The socket file is created with `mode` (fchmod on the
+ * socket before bind, so it is never wider than requested, then chmod for the exact bits despite the umask).
+ * A stale socket file (connect() gets ECONNREFUSED) is replaced; a live one or a non-socket gives EADDRINUSE.
+ */
+static napi_value listen_unix(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  struct sockaddr_un sa;
+  socklen_t salen;
+  uint32_t mode, backlog;
+  if (!vu_args(env, info, 3, argv, NULL) || !fill_addr(env, argv[0], &sa, &salen) ||
+      !vu_get_u32(env, argv[1], "mode", &mode) || !vu_get_u32(env, argv[2], "backlog", &backlog))
+    return NULL;
+  if (mode > 07777) {
+    vu_throw_range(env, "mode must be a permission mask");
+    return NULL;
+  }
+  if (backlog > 65535) backlog = 65535;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    vu_throw_errno(env, errno, "socket");
+    return NULL;
+  }
+  const char *sys = "bind";
+  int err = 0;
+  if (fchmod(fd, (mode_t)mode) < 0) {
+    err = errno;
+    sys = "fchmod";
+    goto fail;
+  }
+  for (int attempt = 0;; attempt++) {
+    if (bind(fd, (struct sockaddr *)&sa, salen) == 0) break;
+    err = errno;
+    if (err != EADDRINUSE || attempt > 0) goto fail;
+    struct stat st;
+    if (lstat(sa.sun_path, &st) < 0) {
+      if (errno == ENOENT) continue; /* vanished meanwhile: retry */
+      goto fail;
+    }
+    if (!S_ISSOCK(st.st_mode)) goto fail; /* never remove something that is not a socket */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+      err = errno;
+      sys = "socket";
+      goto fail;
+    }
+    int r = connect(probe, (struct sockaddr *)&sa, salen);
+    int ce = errno;
+    close(probe);
+    if (r == 0 || ce != ECONNREFUSED) goto fail; /* someone is listening (or backlog full: EAGAIN) */
+    if (unlink(sa.sun_path) < 0 && errno != ENOENT) {
+      err = errno;
+      sys = "unlink";
+      goto fail;
+    }
+  }
+  err = 0;
+  struct stat st;
+  if (chmod(sa.sun_path, (mode_t)mode) < 0) {
+    err = errno;
+    sys = "chmod";
+  } else if (listen(fd, (int)backlog) < 0) {
+    err = errno;
+    sys = "listen";
+  } else if (stat(sa.sun_path, &st) < 0) {
+    err = errno;
+    sys = "stat";
+  }
+  if (err) {
+    unlink(sa.sun_path);
+    goto fail;
+  }
+  napi_value out;
+  NAPI_CALL(env, napi_create_object(env, &out));
+  if (!vu_set_i32(env, out, "fd", fd) || !vu_set_u64(env, out, "dev", st.st_dev) ||
+      !vu_set_u64(env, out, "ino", st.st_ino)) {
+    unlink(sa.sun_path);
+    close(fd);
+    return NULL;
+  }
+  return out;
+fail:
+  close(fd);
+  vu_throw_errno(env, err, sys);
+  return NULL;
+}
+
+/* connectUnix(path) -> fd (blocking connect; the fd is then made non-blocking). */
+static napi_value connect_unix(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  struct sockaddr_un sa;
+  socklen_t salen;
+  if (!vu_args(env, info, 1, argv, NULL) || !fill_addr(env, argv[0], &sa, &salen)) return NULL;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    vu_throw_errno(env, errno, "socket");
+    return NULL;
+  }
+  if (connect(fd, (struct sockaddr *)&sa, salen) < 0) {
+    int e = errno;
+    close(fd);
+    vu_throw_errno(env, e, "connect");
+    return NULL;
+  }
+  if (vu_set_nonblock(fd) < 0) {
+    int e = errno;
+    close(fd);
+    vu_throw_errno(env, e, "fcntl");
+    return NULL;
+  }
+  return vu_i32(env, fd);
+}
+
+static napi_value socket_pair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    vu_throw_errno(env, errno, "socketpair");
+    return NULL;
+  }
+  napi_value arr, a, b;
+  if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, sv[0], &a) != napi_ok ||
+      napi_create_int32(env, sv[1], &b) != napi_ok || napi_set_element(env, arr, 0, a) != napi_ok ||
+      napi_set_element(env, arr, 1, b) != napi_ok) {
+    close(sv[0]);
+    close(sv[1]);
+    vu_throw_napi(env, napi_generic_failure, "socketpair result");
+    return NULL;
+  }
+  return arr;
+}
+
+static napi_value peer_cred(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  struct ucred cr;
+  socklen_t len = sizeof cr;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+    vu_throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
+    return NULL;
+  }
+  napi_value out;
+  NAPI_CALL(env, napi_create_object(env, &out));
+  if (!vu_set_i32(env, out, "pid", cr.pid) || !vu_set_u32(env, out, "uid", cr.uid) ||
+      !vu_set_u32(env, out, "gid", cr.gid))
+    return NULL;
+  return out;
+}
+
+static bool define_class(napi_env env, napi_value exports, const char *name, napi_callback ctor,
+                         const napi_property_descriptor *props, size_t n, napi_ref *ref) {
+  napi_value cls;
+  NAPI_CALL_R(env, napi_define_class(env, name, NAPI_AUTO_LENGTH, ctor, NULL, n, props, &cls), false);
+  NAPI_CALL_R(env, napi_create_reference(env, cls, 1, ref), false);
+  return vu_set_val(env, exports, name, cls);
+}
+
+#define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL}
+#define GETTER(name, fn) {name, NULL, NULL, fn, NULL, NULL, napi_enumerable, NULL}
+
+bool vu_init_socket(napi_env env, napi_value exports) {
+  vu_state *st = vu_state_get(env);
+  if (!st) return false;
+  const napi_property_descriptor conn_props[] = {
+      METHOD("start", conn_start),   METHOD("send", conn_send),       METHOD("pause", conn_pause),
+      METHOD("resume", conn_resume), METHOD("flush", conn_flush),     METHOD("close", conn_close),
+      METHOD("setMaxMessageSize", conn_set_max), GETTER("fd", conn_get_fd), GETTER("queuedBytes", conn_get_queued),
+  };
+  const napi_property_descriptor lis_props[] = {
+      METHOD("start", lis_start),
+      METHOD("resume", lis_resume),
+      METHOD("close", lis_close),
+      GETTER("fd", lis_get_fd),
+  };
+  return define_class(env, exports, "NativeConnection", conn_ctor, conn_props, VU_ARRAY_LEN(conn_props),
+                      &st->ctor_connection) &&
+         define_class(env, exports, "NativeListener", lis_ctor, lis_props, VU_ARRAY_LEN(lis_props),
+                      &st->ctor_listener) &&
+         vu_export_fn(env, exports, "listenUnix", listen_unix) &&
+         vu_export_fn(env, exports, "connectUnix", connect_unix) &&
+         vu_export_fn(env, exports, "socketpair", socket_pair) && vu_export_fn(env, exports, "peerCred", peer_cred);
+}

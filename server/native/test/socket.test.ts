@@ -1,0 +1,567 @@
+// Connection/Listener on real UNIX sockets: framing, fd passing, backpressure, close semantics, listener files.
+import { lstatSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import {
+  Connection,
+  closeFd,
+  dupFd,
+  eventfd,
+  eventfdRead,
+  FD_CLOEXEC,
+  fdFlags,
+  fdInfo,
+  Listener,
+  socketpair,
+} from '../lib/index.js';
+import {
+  checkPatterned,
+  closeAll,
+  collect,
+  frame,
+  mixedPlan,
+  noLeak,
+  patterned,
+  taggedEventfds,
+  ticks,
+  waitFor,
+} from './helpers.js';
+
+type CodedError = Error & { code?: string; errno?: number; syscall?: string };
+
+function pair(): [Connection, Connection] {
+  const [a, b] = socketpair();
+  return [Connection.fromFd(a), Connection.fromFd(b)];
+}
+
+function thrown(fn: () => unknown): CodedError {
+  try {
+    fn();
+  } catch (err) {
+    return err as CodedError;
+  }
+  throw new Error('expected an exception');
+}
+
+async function closeBoth(a: Connection, b: Connection): Promise<void> {
+  a.close();
+  b.close();
+  await ticks(2);
+}
+
+const S = suite('native: connection');
+
+S('a message with eventfds arrives whole; the fds are new, close-on-exec and the same files', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const rb = collect(b);
+    const efds = taggedEventfds(7, 2);
+    assert.ok(a.send(frame(1, 2, Buffer.from('hello')), efds));
+    const inos = efds.map((fd) => fdInfo(fd).ino);
+    for (const fd of efds) closeFd(fd);
+    await waitFor(() => rb.msgs.length === 1, 2000, 'message');
+    assert.is(rb.msgs[0]!.subarray(16).toString(), 'hello');
+    assert.is(rb.msgs[0]!.readUInt32LE(4), 21);
+    assert.is(rb.fds[0]!.length, 2);
+    rb.fds[0]!.forEach((fd, j) => {
+      assert.ok(fdFlags(fd) & FD_CLOEXEC, 'received fd is close-on-exec');
+      assert.is(fdInfo(fd).ino, inos[j]);
+      assert.is(eventfdRead(fd), BigInt(7 * 4 + j + 1));
+    });
+    closeAll(rb.fds);
+    await closeBoth(a, b);
+  }),
+);
+
+S('orderly EOF: onClose fires once without an error; fd reads -1 afterwards', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    let closes = 0;
+    let error: Error | undefined;
+    b.start({
+      onMessage() {},
+      onClose(err) {
+        closes++;
+        error = err;
+      },
+    });
+    assert.ok(b.fd >= 0);
+    a.close();
+    await waitFor(() => closes === 1, 2000, 'onClose');
+    assert.is(error, undefined);
+    assert.is(b.fd, -1);
+    b.close();
+    b.close();
+    await ticks(3);
+    assert.is(closes, 1);
+    assert.is(b.send(frame(1, 1)), false, 'send after close is dropped');
+  }),
+);
+
+for (const framing of ['bulk', 'exact'] as const) {
+  S(`${framing}: a message split across several writes keeps its fds`, () =>
+    noLeak(async () => {
+      const [a, b] = pair();
+      const rb = collect(b, { framing });
+      const msg = patterned(5, 3000);
+      const efds = taggedEventfds(5, 3);
+      a.send(msg.subarray(0, 5), efds); // fds go with the first 5 bytes (not even a whole header)
+      for (const fd of efds) closeFd(fd);
+      await ticks(3);
+      assert.is(rb.msgs.length, 0);
+      a.send(msg.subarray(5, 1000));
+      await ticks(3);
+      a.send(msg.subarray(1000));
+      await waitFor(() => rb.msgs.length === 1, 2000, 'message');
+      assert.ok(checkPatterned(rb.msgs[0]!, 5));
+      assert.equal(
+        rb.fds[0]!.map((fd) => eventfdRead(fd)),
+        [21n, 22n, 23n],
+      );
+      closeAll(rb.fds);
+      await closeBoth(a, b);
+    }),
+  );
+
+  S(`${framing}: 200 back-to-back messages of 16 B..70 KB with 0-3 fds each`, () =>
+    noLeak(async () => {
+      const [a, b] = pair();
+      const rb = collect(b, { framing });
+      const ra = collect(a);
+      const plan = mixedPlan(200);
+      let queued = false;
+      plan.forEach((p, seq) => {
+        const fds = taggedEventfds(seq, p.nfds);
+        if (!a.send(patterned(seq, p.size), fds)) queued = true;
+        for (const fd of fds) closeFd(fd);
+      });
+      await waitFor(() => rb.msgs.length === 200, 10000, '200 messages');
+      for (let seq = 0; seq < 200; seq++) {
+        assert.ok(checkPatterned(rb.msgs[seq]!, seq), `content of message ${seq}`);
+        const tags = rb.fds[seq]!.map((fd) => eventfdRead(fd));
+        assert.equal(
+          tags,
+          Array.from({ length: plan[seq]!.nfds }, (_, j) => BigInt(seq * 4 + j + 1)),
+          `fds of message ${seq}`,
+        );
+      }
+      assert.ok(queued, 'the sender hit backpressure at least once');
+      await waitFor(() => ra.drains >= 1, 2000, 'onDrain');
+      closeAll(rb.fds);
+      await closeBoth(a, b);
+    }),
+  );
+}
+
+S('bulk: fds glued behind an earlier fd-less message belong to the message that starts in that read', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const rb = collect(b);
+    const m1 = patterned(1, 100);
+    const m2 = patterned(2, 200);
+    const efds = taggedEventfds(2, 1);
+    a.send(Buffer.concat([m1, m2.subarray(0, 40)]), efds);
+    closeFd(efds[0]!);
+    await ticks(3);
+    a.send(m2.subarray(40));
+    await waitFor(() => rb.msgs.length === 2, 2000, 'two messages');
+    assert.is(rb.fds[0]!.length, 0);
+    assert.equal(
+      rb.fds[1]!.map((fd) => eventfdRead(fd)),
+      [9n],
+    );
+    closeAll(rb.fds);
+    await closeBoth(a, b);
+  }),
+);
+
+S('all messages of one wakeup are delivered in one callback scope (microtasks run after the last)', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const order: string[] = [];
+    b.start({
+      onMessage(_d, fds) {
+        order.push('m');
+        queueMicrotask(() => order.push('u'));
+        for (const fd of fds) closeFd(fd);
+      },
+      onClose() {},
+    });
+    a.send(Buffer.concat([frame(1, 1), frame(2, 1), frame(3, 1)]));
+    await waitFor(() => order.length === 6, 2000, 'three messages and their microtasks');
+    assert.is(order.join(''), 'mmmuuu');
+    await closeBoth(a, b);
+  }),
+);
+
+S('the handlers object is `this` in callbacks', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const seen: unknown[] = [];
+    const handlers = {
+      tag: 'h',
+      onMessage(this: { tag: string }) {
+        seen.push(this.tag);
+      },
+      onClose(this: { tag: string }) {
+        seen.push(`${this.tag}-closed`);
+      },
+    };
+    b.start(handlers);
+    a.send(frame(1, 1));
+    await waitFor(() => seen.length === 1, 2000, 'message');
+    a.close();
+    await waitFor(() => seen.length === 2, 2000, 'close');
+    assert.equal(seen, ['h', 'h-closed']);
+  }),
+);
+
+for (const framing of ['bulk', 'exact'] as const) {
+  S(`${framing}: size < 16 is EPROTO and closes the connection (fds that came with it are closed)`, () =>
+    noLeak(async () => {
+      const [a, b] = pair();
+      const rb = collect(b, { framing });
+      const bad = frame(1, 1);
+      bad.writeUInt32LE(8, 4);
+      const efd = eventfd(0);
+      a.send(bad, [efd]);
+      closeFd(efd);
+      await waitFor(() => rb.closed, 2000, 'close');
+      assert.is(rb.closeErr?.code, 'EPROTO');
+      assert.is(rb.closeErr?.errno, 71);
+      assert.is(rb.closeErr?.syscall, 'recvmsg');
+      assert.is(rb.msgs.length, 0);
+      a.close();
+    }),
+  );
+}
+
+S('size above maxMessageSize is EPROTO; setMaxMessageSize raises the cap', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const rb = collect(b, { maxMessageSize: 4096 });
+    a.send(patterned(1, 4096));
+    await waitFor(() => rb.msgs.length === 1, 2000, 'message at the cap');
+    b.setMaxMessageSize(8192);
+    a.send(patterned(2, 8192));
+    await waitFor(() => rb.msgs.length === 2, 2000, 'message at the raised cap');
+    a.send(patterned(3, 8193).subarray(0, 16)); // the header alone is enough to refuse
+    await waitFor(() => rb.closed, 2000, 'close');
+    assert.is(rb.closeErr?.code, 'EPROTO');
+    assert.match(rb.closeErr?.message ?? '', /above the limit/);
+    assert.throws(() => b.setMaxMessageSize(8), /at least 16|\[16/);
+    a.close();
+  }),
+);
+
+S('EOF in the middle of a message is EPROTO', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const rb = collect(b);
+    a.send(patterned(1, 100).subarray(0, 50));
+    await ticks(2);
+    a.close();
+    await waitFor(() => rb.closed, 2000, 'close');
+    assert.is(rb.closeErr?.code, 'EPROTO');
+    assert.match(rb.closeErr?.message ?? '', /middle of a message/);
+  }),
+);
+
+S('backpressure: a large message to a paused peer queues, queued fds are dups, onDrain fires once', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const ra = collect(a);
+    const rb = collect(b);
+    b.pause();
+    const big = patterned(1, 8 * 1024 * 1024);
+    assert.is(a.send(big), false, 'an 8 MiB message cannot fit the socket buffer');
+    assert.ok(a.queuedBytes > 0);
+    const efds = taggedEventfds(2, 2);
+    assert.is(a.send(frame(2, 1, Buffer.from('after')), efds), false, 'queued behind the big one');
+    for (const fd of efds) closeFd(fd); // the queue holds its own duplicates
+    await ticks(5);
+    assert.is(rb.msgs.length, 0);
+    assert.is(ra.drains, 0);
+    b.resume();
+    await waitFor(() => rb.msgs.length === 2, 10000, 'both messages');
+    await waitFor(() => ra.drains === 1, 2000, 'onDrain');
+    assert.is(a.queuedBytes, 0);
+    assert.ok(checkPatterned(rb.msgs[0]!, 1));
+    assert.is(rb.fds[0]!.length, 0);
+    assert.is(rb.msgs[1]!.subarray(16).toString(), 'after');
+    assert.equal(
+      rb.fds[1]!.map((fd) => eventfdRead(fd)),
+      [9n, 10n],
+    );
+    await ticks(3);
+    assert.is(ra.drains, 1);
+    closeAll(rb.fds);
+    await closeBoth(a, b);
+  }),
+);
+
+S('pause inside onMessage holds the rest; resume delivers it without new data', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const got: number[] = [];
+    b.start({
+      onMessage(d) {
+        got.push(d.readUInt16LE(0));
+        if (got.length === 1) b.pause();
+      },
+      onClose() {},
+    });
+    a.send(Buffer.concat([frame(1, 1), frame(2, 1), frame(3, 1)]));
+    await waitFor(() => got.length === 1, 2000, 'first message');
+    await ticks(5);
+    assert.equal(got, [1]);
+    b.resume();
+    await waitFor(() => got.length === 3, 2000, 'the rest');
+    assert.equal(got, [1, 2, 3]);
+    await closeBoth(a, b);
+  }),
+);
+
+S('close() inside onMessage stops delivery; undelivered fds are closed by the addon', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const got: number[] = [];
+    let closes = 0;
+    b.start({
+      onMessage(d, fds) {
+        got.push(d.readUInt16LE(0));
+        for (const fd of fds) closeFd(fd);
+        b.close();
+      },
+      onClose() {
+        closes++;
+      },
+    });
+    b.pause(); // let everything arrive first, in one buffer
+    a.send(frame(1, 1));
+    const efds = taggedEventfds(2, 3);
+    a.send(frame(2, 1), efds);
+    for (const fd of efds) closeFd(fd);
+    a.send(frame(3, 1));
+    await ticks(2);
+    b.resume();
+    await waitFor(() => closes === 1, 2000, 'close');
+    assert.equal(got, [1]);
+    a.close();
+  }),
+);
+
+S('an exception thrown by onMessage reaches uncaughtException; the connection keeps working', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const errors: Error[] = [];
+    const onUncaught = (err: Error) => errors.push(err);
+    const saved = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', onUncaught);
+    const got: number[] = [];
+    try {
+      b.start({
+        onMessage(d) {
+          got.push(d.readUInt16LE(0));
+          if (got.length === 1) throw new Error('handler bug');
+        },
+        onClose() {},
+      });
+      a.send(frame(1, 1));
+      await waitFor(() => errors.length === 1, 2000, 'uncaughtException');
+      a.send(frame(2, 1));
+      await waitFor(() => got.length === 2, 2000, 'second message');
+    } finally {
+      process.removeListener('uncaughtException', onUncaught);
+      for (const l of saved) process.on('uncaughtException', l as (e: Error) => void);
+    }
+    assert.is(errors[0]!.message, 'handler bug');
+    await closeBoth(a, b);
+  }),
+);
+
+S('send: invalid fds throw EBADF without breaking the stream; > 253 fds is a RangeError', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const rb = collect(b);
+    const e = thrown(() => a.send(frame(1, 1), [987654]));
+    assert.is(e.code, 'EBADF');
+    assert.is(e.syscall, 'sendmsg');
+    assert.throws(
+      () => a.send(frame(1, 1), new Array(254).fill(0)),
+      (err: Error) => err instanceof RangeError,
+    );
+    assert.throws(
+      () => a.send(new Uint8Array(0), [0]),
+      (err: Error) => err instanceof RangeError,
+    );
+    assert.ok(a.send(frame(2, 1)));
+    await waitFor(() => rb.msgs.length === 1, 2000, 'message');
+    assert.is(rb.msgs[0]!.readUInt16LE(0), 2);
+    await closeBoth(a, b);
+  }),
+);
+
+S('start twice is refused (EALREADY)', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    collect(b);
+    const e = thrown(() => collect(b));
+    assert.is(e.code, 'EALREADY');
+    await closeBoth(a, b);
+  }),
+);
+
+S('a peer that disappears: send reports EPIPE through onClose', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const ra = collect(a);
+    a.pause(); // not reading: the EOF goes unnoticed, the write discovers the loss
+    b.close();
+    await ticks(2);
+    assert.is(ra.closed, false);
+    assert.is(a.send(frame(1, 1)), false);
+    await waitFor(() => ra.closed, 2000, 'close');
+    assert.is(ra.closeErr?.code, 'EPIPE');
+    assert.is(ra.closeErr?.syscall, 'sendmsg');
+    assert.is(a.send(frame(1, 1)), false);
+  }),
+);
+
+S.run();
+
+// ------------------------------------------------------------------------------------------------ Listener
+
+const L = suite('native: listener');
+let dir = '';
+
+L.before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'vu-native-'));
+});
+L.after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+L('listen creates the socket file 0600 by default and accepts; peer credentials are ours', () =>
+  noLeak(async () => {
+    const path = join(dir, 'a.sock');
+    const oldMask = process.umask(0o002);
+    let lis: Listener;
+    try {
+      lis = Listener.listen(path);
+    } finally {
+      process.umask(oldMask);
+    }
+    assert.is(lis.path, path);
+    assert.ok(lstatSync(path).isSocket());
+    assert.is(statSync(path).mode & 0o777, 0o600);
+    const accepted: Connection[] = [];
+    lis.start((c) => accepted.push(c));
+    const client = Connection.connect(path);
+    await waitFor(() => accepted.length === 1, 2000, 'accept');
+    const server = accepted[0]!;
+    assert.equal(server.peerCredentials(), {
+      pid: process.pid,
+      uid: process.getuid!(),
+      gid: process.getgid!(),
+    });
+    assert.equal(client.peerCredentials().pid, process.pid);
+    const rs = collect(server);
+    client.send(frame(9, 1));
+    await waitFor(() => rs.msgs.length === 1, 2000, 'message');
+    client.close();
+    await waitFor(() => rs.closed, 2000, 'close');
+    lis.close();
+    assert.throws(() => lstatSync(path), /ENOENT/);
+  }),
+);
+
+L('mode is exact regardless of the umask', () =>
+  noLeak(() => {
+    const path = join(dir, 'b.sock');
+    const oldMask = process.umask(0o077);
+    try {
+      const lis = Listener.listen(path, { mode: 0o660 });
+      assert.is(statSync(path).mode & 0o777, 0o660);
+      lis.close();
+    } finally {
+      process.umask(oldMask);
+    }
+  }),
+);
+
+L('a stale socket file is replaced; a live one gives EADDRINUSE; a non-socket is never removed', () =>
+  noLeak(async () => {
+    const path = join(dir, 'c.sock');
+    const first = Listener.listen(path);
+    first.close({ unlink: false });
+    await ticks(2);
+    assert.ok(lstatSync(path).isSocket(), 'stale file left behind');
+    const second = Listener.listen(path);
+    const accepted: Connection[] = [];
+    second.start((c) => accepted.push(c));
+    const e = thrown(() => Listener.listen(path));
+    assert.is(e.code, 'EADDRINUSE');
+    assert.is(e.syscall, 'bind');
+    // the live listener still works (the probe connection was accepted too; close everything)
+    const client = Connection.connect(path);
+    await waitFor(() => accepted.length >= 2, 2000, 'accepts');
+    client.close();
+    for (const c of accepted) c.close();
+    second.close();
+
+    const file = join(dir, 'not-a-socket');
+    writeFileSync(file, 'keep me');
+    const e2 = thrown(() => Listener.listen(file));
+    assert.is(e2.code, 'EADDRINUSE');
+    assert.is(readFileSync(file, 'utf8'), 'keep me');
+  }),
+);
+
+L('close() only unlinks the file it created', () =>
+  noLeak(async () => {
+    const path = join(dir, 'd.sock');
+    const first = Listener.listen(path);
+    first.close({ unlink: false });
+    const second = Listener.listen(path); // replaced the stale file: a new inode
+    first.close(); // idempotent, and must not remove second's file
+    assert.ok(lstatSync(path).isSocket());
+    second.close();
+    assert.throws(() => lstatSync(path), /ENOENT/);
+  }),
+);
+
+L('adopt() takes an inherited listening fd; a non-listening fd is EINVAL', () =>
+  noLeak(async () => {
+    const path = join(dir, 'e.sock');
+    const orig = Listener.listen(path);
+    const lis = Listener.adopt(dupFd(orig.fd));
+    orig.close({ unlink: false });
+    const accepted: Connection[] = [];
+    lis.start((c) => accepted.push(c));
+    const client = Connection.connect(path);
+    await waitFor(() => accepted.length === 1, 2000, 'accept');
+    client.close();
+    accepted[0]!.close();
+    lis.close();
+    const [x, y] = socketpair();
+    const e = thrown(() => Listener.adopt(x));
+    assert.is(e.code, 'EINVAL');
+    closeFd(x);
+    closeFd(y);
+  }),
+);
+
+L('connect to a missing path is ENOENT (syscall connect); a too-long path is ENAMETOOLONG', () => {
+  const e = thrown(() => Connection.connect(join(dir, 'missing.sock')));
+  assert.is(e.code, 'ENOENT');
+  assert.is(e.errno, 2);
+  assert.is(e.syscall, 'connect');
+  const e2 = thrown(() => Listener.listen(join(dir, 'x'.repeat(200))));
+  assert.is(e2.code, 'ENAMETOOLONG');
+});
+
+L.run();
