@@ -12,8 +12,16 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const benches = [
   { name: 'native-rtt', file: 'native-rtt.mjs', what: 'socket round trip through the addon vs the C floor' },
-  { name: 'dma', file: 'dma-bench.mjs', what: 'DMA_MAP+DMA_UNMAP pairs/s through the server vs a raw round trip' },
-  { name: 'iommu', file: 'iommu-bench.mjs', what: 'host map+unmap pairs/s through the server vs raw C ioctls (VM)' },
+  {
+    name: 'dma',
+    file: 'dma-bench.mjs',
+    what: 'DMA_MAP+DMA_UNMAP pairs/s through the server vs a raw round trip',
+  },
+  {
+    name: 'iommu',
+    file: 'iommu-bench.mjs',
+    what: 'host map+unmap pairs/s through the server vs raw C ioctls (VM)',
+  },
 ];
 const wanted = process.argv.slice(2);
 let failed = 0;
