@@ -16,8 +16,12 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const uvu = join(root, 'node_modules', 'uvu', 'bin.js');
 
 /** Directories holding compiled tests, by suite. */
-function uvuSuite(name, dir, pattern = '\\.test\\.js$', env = {}) {
-  return { name, cmd: process.execPath, args: [uvu, dir, pattern], env, dir };
+// Every suite has a time limit: a hung suite is killed and counted as a failure, so CI never runs into its
+// own 90-minute cap with nothing to show.
+const DEFAULT_LIMIT_S = 15 * 60;
+
+function uvuSuite(name, dir, pattern = '\\.test\\.js$', env = {}, limitS = DEFAULT_LIMIT_S) {
+  return { name, cmd: process.execPath, args: [uvu, dir, pattern], env, dir, limitS };
 }
 
 function findFiles(dir, re) {
@@ -104,8 +108,18 @@ async function runSuite(s) {
   console.log(`\n=== ${s.name}: ${files.length} file(s) in ${relative(root, join(root, s.dir))}`);
   const started = Date.now();
   return await new Promise((resolve) => {
-    const p = spawn(s.cmd, s.args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(s.cmd, s.args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let text = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      console.log(`=== ${s.name}: still running after ${s.limitS}s; killing it`);
+      try {
+        process.kill(-p.pid, 'SIGKILL'); // the whole process group: QEMU and servers the tests started
+      } catch {
+        p.kill('SIGKILL');
+      }
+    }, s.limitS * 1000);
     p.stdout.on('data', (d) => {
       process.stdout.write(d);
       text += d;
@@ -115,13 +129,14 @@ async function runSuite(s) {
       text += d;
     });
     p.on('close', (code, signal) => {
+      clearTimeout(timer);
       const c = parseCounts(text);
       let { passed, failed, skipped } = c;
       if (passed === null) {
         passed = 0;
         failed = 1;
       }
-      if ((code !== 0 || signal) && failed === 0) failed = 1;
+      if ((code !== 0 || signal || timedOut) && failed === 0) failed = 1;
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       console.log(
         `=== ${s.name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${secs}s (exit ${code ?? signal})`,
