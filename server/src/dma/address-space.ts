@@ -1,0 +1,658 @@
+// The DMA address space of one device: which guest memory exists at which IOVA, and access to it.
+//
+// Mutations (DMA_MAP, DMA_UNMAP, unmap-all, subscription with replay) run one at a time, in call order, behind an
+// internal promise chain: the session already feeds them in arrival order, and the lock keeps that order even
+// when a mutation awaits a subscriber (the host IOMMU mirror's ioctl) and someone else (disconnect, shutdown,
+// a late subscriber) calls in meanwhile.
+//
+// Policies (host-iommu.md §8, conformance-cases.md §C/§D):
+// - DMA_MAP: prot is READ and/or WRITE (neither, or unknown bits: EINVAL); size > 0; no wrap past 2^64; address,
+//   size and, for fd maps, the file offset are multiples of the page size (EINVAL, never rounded: rounding
+//   would change what a later unmap must match); any overlap, identical re-maps included, is EEXIST; more than
+//   `maxMappings` live regions is ENOSPC. fd checks are in files.ts.
+// - DMA_UNMAP: a range that covers whole regions removes all of them (one, many or none: the vIOMMU path sends
+//   naturally aligned windows that hold several entries or nothing); a range that cuts a region is EINVAL and
+//   removes nothing; size 0 is EINVAL (unmap-all is its own call).
+// - Subscribers (the IOMMU mirror) hear `regionAdded` before a region becomes visible and may refuse it (the
+//   rejection's errno becomes the DMA_MAP's errno, earlier subscribers are rolled back, nothing is half-added);
+//   they hear `regionRemoved` after it stopped being visible and before its memory is unmapped, and the unmap
+//   completes (the session replies) only after every subscriber returned.
+// - In-flight device DMA on a removed region: accesses through the mapping are synchronous, so none can be
+//   half-done when an unmap runs; message-based accesses (DMA_READ/WRITE to the client) are failed at once with
+//   DmaError 'unmapped' rather than awaited: waiting for the client's reply while it waits for our unmap reply
+//   could deadlock (QEMU may hold its big lock while waiting). A late reply is ignored by the messenger.
+//
+// The access API (read/write/readv/writev) implements device.ts's DmaAccessor.
+
+import * as native from 'vfio-user-native';
+import type { DeviceLogger, DmaAccessor } from '../device.js';
+import type { DirtyPageLogging } from './dirty.js';
+import { DmaError, DmaMapError, E, errnoOf } from './errors.js';
+import { FileTable } from './files.js';
+import { IntervalTable } from './interval-table.js';
+import { type DmaAccessKind, DmaProt, DmaRegion } from './region.js';
+
+const U64_LIMIT = 1n << 64n;
+/** Largest single access (a Uint8Array length); larger transfers are a device bug. */
+const MAX_ACCESS = 2 ** 31;
+
+export interface DmaMapParams {
+  iova: bigint;
+  size: bigint;
+  /** DmaProt bits. */
+  prot: number;
+  /** The fd that came with the DMA_MAP; `map()` takes ownership of it in every outcome. */
+  fd?: number;
+  /** Offset of `iova` inside the fd's file (DMA_MAP `offset`); ignored without an fd. */
+  fileOffset?: bigint;
+}
+
+/** A subscriber to the address space's changes (the IOMMU mirror is one). */
+export interface DmaListener {
+  /**
+   * `region` is about to become visible. Reject/throw (an object with a positive `errno`, e.g. DmaMapError) to
+   * refuse it: the DMA_MAP then fails with that errno and no other party keeps any trace of the region.
+   */
+  regionAdded(region: DmaRegion): void | Promise<void>;
+  /**
+   * `region` is gone from the table (no new access can start) and its memory is still mapped. Resolve once the
+   * subscriber holds no reference (host IOMMU unmapped). A rejection is logged and turned into the DMA_UNMAP's
+   * errno, but the region is removed regardless (the client's view of the address space wins).
+   */
+  regionRemoved(region: DmaRegion): void | Promise<void>;
+  /** Optional batch form used for unmap-all (FLAG_ALL, disconnect, shutdown) instead of per-region calls. */
+  allRemoved?(regions: readonly DmaRegion[]): void | Promise<void>;
+}
+
+/** How fd-less regions are reached: the session's server->client DMA_READ/DMA_WRITE messenger. */
+export interface DmaMessageTransport {
+  read(iova: bigint, length: number): Promise<Uint8Array>;
+  write(iova: bigint, data: Uint8Array): Promise<void>;
+}
+
+export interface DmaAddressSpaceOptions {
+  /** Minimum page size; addresses, sizes and fd offsets must be multiples of it (default 4096). */
+  pageSize?: bigint;
+  /** Live region limit (default 65535, the protocol's default max_dma_maps). */
+  maxMappings?: number;
+  /** Map fd regions into the process (default true); false reaches them with pread/pwrite. */
+  mapViews?: boolean;
+  /** Mapping window size in bytes (default 1 GiB; small values are for tests). */
+  windowSize?: number;
+  log?: DeviceLogger;
+}
+
+export interface DmaStats {
+  maps: number;
+  unmaps: number;
+  /** Failed DMA_MAPs by errno name. */
+  mapFailures: Record<string, number>;
+  live: number;
+  files: number;
+  mappings: number;
+}
+
+/** One element of a scatter-gather list. */
+export interface DmaSegment {
+  iova: bigint;
+  length: number;
+}
+
+interface Piece {
+  region: DmaRegion;
+  iova: bigint;
+  /** Offset in the caller's buffer. */
+  offset: number;
+  length: number;
+}
+
+const errnoNames = new Map<number, string>(Object.entries(E).map(([k, v]) => [v as number, k]));
+const nameOf = (errno: number): string => errnoNames.get(errno) ?? `errno ${errno}`;
+
+const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+export class DmaAddressSpace implements DmaAccessor {
+  private readonly table = new IntervalTable<DmaRegion>();
+  private readonly files: FileTable;
+  private readonly listeners: DmaListener[] = [];
+  private lock: Promise<unknown> = Promise.resolve();
+  /** Mutations started and not yet settled. */
+  private busy = 0;
+  private nextId = 1;
+  private transport: DmaMessageTransport | null = null;
+  private readonly log: DeviceLogger;
+  pageSize: bigint;
+  maxMappings: number;
+  /** Dirty-page logging, when a migration-capable build installs it (see dirty.ts). */
+  dirtyLogging: DirtyPageLogging | undefined;
+  readonly stats: Omit<DmaStats, 'live' | 'files' | 'mappings'> = { maps: 0, unmaps: 0, mapFailures: {} };
+
+  constructor(opts: DmaAddressSpaceOptions = {}) {
+    this.log = opts.log ?? silent;
+    this.pageSize = opts.pageSize ?? 4096n;
+    this.maxMappings = opts.maxMappings ?? 65535;
+    this.files = new FileTable({
+      windowSize: opts.windowSize,
+      mapViews: opts.mapViews,
+      onWarn: (msg, err) => this.log.warn({ err }, msg),
+    });
+    this.checkPageSize(this.pageSize);
+  }
+
+  private checkPageSize(p: bigint): void {
+    if (p <= 0n || (p & (p - 1n)) !== 0n) throw new RangeError('pageSize must be a power of two');
+  }
+
+  /** Applies host limits (from the IOMMU backend's facts). Only while empty. */
+  configure(limits: { pageSize?: bigint; maxMappings?: number }): void {
+    if (this.table.size > 0) throw new Error('DmaAddressSpace.configure: regions are live');
+    if (limits.pageSize !== undefined) {
+      this.checkPageSize(limits.pageSize);
+      this.pageSize = limits.pageSize;
+    }
+    if (limits.maxMappings !== undefined) this.maxMappings = limits.maxMappings;
+  }
+
+  /** Number of live regions. */
+  get size(): number {
+    return this.table.size;
+  }
+
+  snapshot(): DmaStats {
+    return {
+      ...this.stats,
+      live: this.table.size,
+      files: this.files.fileCount,
+      mappings: this.files.mappings,
+    };
+  }
+
+  /** The region containing `iova`. */
+  find(iova: bigint): DmaRegion | undefined {
+    return this.table.find(iova);
+  }
+
+  /** Every live region, in IOVA order. */
+  regions(): DmaRegion[] {
+    return this.table.toArray();
+  }
+
+  /** Installs (or, with null, removes) the messenger that reaches fd-less regions. */
+  setMessageTransport(t: DmaMessageTransport | null): void {
+    this.transport = t;
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    // Idle: start at once (saves a microtask hop per DMA_MAP on the hot path); busy: queue behind the last one.
+    const run = this.busy === 0 ? fn() : this.lock.then(fn, fn);
+    this.busy++;
+    const done = run.then(
+      () => {
+        this.busy--;
+      },
+      () => {
+        this.busy--;
+      },
+    );
+    this.lock = done;
+    return run;
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Subscribers
+
+  /**
+   * Adds a listener. With `replay` (default) it first hears `regionAdded` for every live region, in IOVA order;
+   * if it refuses one, the replayed ones are rolled back (`regionRemoved`) and the subscription fails with that
+   * errno. Returns the unsubscribe function (which sends no events: the subscriber tears down its own state).
+   */
+  subscribe(listener: DmaListener, opts: { replay?: boolean } = {}): Promise<() => Promise<void>> {
+    return this.locked(async () => {
+      if (opts.replay ?? true) {
+        const done: DmaRegion[] = [];
+        for (const r of this.table) {
+          try {
+            await listener.regionAdded(r);
+            done.push(r);
+          } catch (err) {
+            for (const d of done.reverse()) {
+              try {
+                await listener.regionRemoved(d);
+              } catch (e) {
+                this.log.warn({ err: e }, 'rollback of a replayed region failed');
+              }
+            }
+            throw new DmaMapError(
+              errnoOf(err),
+              `subscriber refused replayed region ${r}: ${(err as Error)?.message}`,
+            );
+          }
+        }
+      }
+      this.listeners.push(listener);
+      return () =>
+        this.locked(async () => {
+          const i = this.listeners.indexOf(listener);
+          if (i >= 0) this.listeners.splice(i, 1);
+        });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // DMA_MAP / DMA_UNMAP
+
+  /** DMA_MAP. Resolves with the new region; rejects with DmaMapError (the errno for the reply). */
+  map(p: DmaMapParams): Promise<DmaRegion> {
+    return this.locked(async () => {
+      try {
+        return await this.doMap(p);
+      } catch (err) {
+        const errno = errnoOf(err);
+        const name = nameOf(errno);
+        this.stats.mapFailures[name] = (this.stats.mapFailures[name] ?? 0) + 1;
+        throw err instanceof DmaMapError
+          ? err
+          : new DmaMapError(errno, (err as Error)?.message ?? String(err));
+      }
+    });
+  }
+
+  private validateMap(p: DmaMapParams): void {
+    const { iova, size, prot } = p;
+    const page = this.pageSize;
+    if ((prot & ~(DmaProt.READ | DmaProt.WRITE)) !== 0)
+      throw new DmaMapError(E.EINVAL, `unknown prot bits 0x${prot.toString(16)}`);
+    if ((prot & (DmaProt.READ | DmaProt.WRITE)) === 0)
+      throw new DmaMapError(E.EINVAL, 'neither READ nor WRITE');
+    if (size <= 0n) throw new DmaMapError(E.EINVAL, 'size 0');
+    if (iova < 0n || iova + size > U64_LIMIT)
+      throw new DmaMapError(E.EINVAL, 'address + size wraps past 2^64');
+    if (iova % page !== 0n || size % page !== 0n) {
+      throw new DmaMapError(E.EINVAL, `address/size not aligned to the page size 0x${page.toString(16)}`);
+    }
+    if (p.fd !== undefined) {
+      const off = p.fileOffset ?? 0n;
+      if (off < 0n || off + size > U64_LIMIT)
+        throw new DmaMapError(E.EINVAL, 'offset + size wraps past 2^64');
+      if (off % page !== 0n) throw new DmaMapError(E.EINVAL, 'address - offset not aligned to the page size');
+    }
+    if (this.table.overlaps(iova, iova + size)) {
+      throw new DmaMapError(E.EEXIST, `[0x${iova.toString(16)}, +0x${size.toString(16)}) overlaps a mapping`);
+    }
+    if (this.table.size >= this.maxMappings)
+      throw new DmaMapError(E.ENOSPC, `max_dma_maps (${this.maxMappings}) reached`);
+  }
+
+  private async doMap(p: DmaMapParams): Promise<DmaRegion> {
+    let fd = p.fd;
+    try {
+      this.validateMap(p);
+      let region: DmaRegion;
+      if (fd !== undefined) {
+        const off = p.fileOffset ?? 0n;
+        const { file, pieces } = this.files.acquire(fd, off, p.size, (p.prot & DmaProt.WRITE) !== 0);
+        fd = undefined; // consumed
+        const access: DmaAccessKind = pieces.length > 0 ? 'mmap' : 'fd';
+        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, access, off, file, pieces);
+      } else {
+        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'message', 0n, undefined, []);
+      }
+      const accepted: DmaListener[] = [];
+      for (const l of this.listeners) {
+        try {
+          await l.regionAdded(region);
+          accepted.push(l);
+        } catch (err) {
+          for (const a of accepted.reverse()) {
+            try {
+              await a.regionRemoved(region);
+            } catch (e) {
+              this.log.warn({ err: e }, 'rollback of a refused region failed');
+            }
+          }
+          this.releaseBacking(region);
+          throw new DmaMapError(errnoOf(err), `DMA_MAP ${region} refused: ${(err as Error)?.message ?? err}`);
+        }
+      }
+      this.table.insert(region);
+      this.stats.maps++;
+      this.log.trace({ region: region.toString() }, 'dma map');
+      return region;
+    } finally {
+      if (fd !== undefined) closeQuietly(fd);
+    }
+  }
+
+  /**
+   * DMA_UNMAP of [iova, iova+size): removes every region inside, refuses (EINVAL) a range cutting one. Resolves
+   * with the removed regions (possibly none) once every reference is gone.
+   */
+  unmap(iova: bigint, size: bigint): Promise<DmaRegion[]> {
+    return this.locked(async () => {
+      if (size <= 0n) throw new DmaMapError(E.EINVAL, 'unmap of size 0');
+      const end = iova + size;
+      if (iova < 0n || end > U64_LIMIT) throw new DmaMapError(E.EINVAL, 'unmap range wraps past 2^64');
+      if (iova % this.pageSize !== 0n || size % this.pageSize !== 0n) {
+        throw new DmaMapError(E.EINVAL, 'unmap range not aligned to the page size');
+      }
+      const hit = this.table.overlapping(iova, end);
+      for (const r of hit) {
+        if (r.iova < iova || r.end > end) {
+          throw new DmaMapError(
+            E.EINVAL,
+            `unmap [0x${iova.toString(16)}, +0x${size.toString(16)}) cuts ${r}`,
+          );
+        }
+      }
+      for (const r of hit) this.detach(r);
+      let firstErr: unknown;
+      for (const r of hit) {
+        const err = await this.notifyRemoved([r], false);
+        firstErr ??= err;
+        this.releaseBacking(r);
+      }
+      this.stats.unmaps += hit.length;
+      if (firstErr !== undefined) {
+        throw new DmaMapError(
+          errnoOf(firstErr),
+          `host unmap failed: ${(firstErr as Error)?.message ?? firstErr}`,
+        );
+      }
+      return hit;
+    });
+  }
+
+  /** Unmap-all (DMA_UNMAP FLAG_ALL, client disconnect, shutdown). Never fails; subscriber errors are logged. */
+  unmapAll(): Promise<DmaRegion[]> {
+    return this.locked(async () => {
+      const all = this.table.clear();
+      for (const r of all) this.failInflight(r);
+      const err = await this.notifyRemoved(all, true);
+      if (err !== undefined) this.log.error({ err }, 'unmap-all: a subscriber failed');
+      for (const r of all) this.releaseBacking(r);
+      this.stats.unmaps += all.length;
+      return all;
+    });
+  }
+
+  private detach(r: DmaRegion): void {
+    this.table.remove(r);
+    this.failInflight(r);
+  }
+
+  private failInflight(r: DmaRegion): void {
+    r.removed = true;
+    const pending = r.inflight;
+    if (!pending || pending.size === 0) return;
+    r.inflight = undefined;
+    const err = new DmaError('unmapped', r.iova, 'region unmapped during the access');
+    for (const fail of pending) fail(err);
+  }
+
+  /** Tells every listener, latest subscriber first; returns the first error (after notifying everyone). */
+  private async notifyRemoved(regions: readonly DmaRegion[], batch: boolean): Promise<unknown> {
+    let firstErr: unknown;
+    // A batch goes out even when empty: a subscriber may have host state to sweep (a failed earlier unmap).
+    if (regions.length === 0 && !batch) return undefined;
+    for (let i = this.listeners.length - 1; i >= 0; i--) {
+      const l = this.listeners[i]!;
+      try {
+        if (batch && l.allRemoved) {
+          await l.allRemoved(regions);
+        } else {
+          for (const r of regions) {
+            try {
+              await l.regionRemoved(r);
+            } catch (err) {
+              this.log.error({ err, region: r.toString() }, 'subscriber failed to remove a region');
+              firstErr ??= err;
+            }
+          }
+        }
+      } catch (err) {
+        this.log.error({ err }, 'subscriber failed to remove all regions');
+        firstErr ??= err;
+      }
+    }
+    return firstErr;
+  }
+
+  private releaseBacking(r: DmaRegion): void {
+    if (r.file) this.files.release(r.file, r.pieces);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Access API (DmaAccessor)
+
+  /** Reads `length` bytes at `iova`. */
+  read(iova: bigint, length: number): Promise<Uint8Array> {
+    try {
+      checkLength(iova, length);
+      const out = new Uint8Array(length);
+      // Fast path: inside one mapped region, done synchronously.
+      if (this.copyFast(iova, out, false)) return Promise.resolve(out);
+      return this.execute(this.plan(iova, length, false, 0), out, false).then(() => out);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Writes `data` at `iova`. */
+  write(iova: bigint, data: Uint8Array): Promise<void> {
+    try {
+      checkLength(iova, data.length);
+      if (this.copyFast(iova, data, true)) return Promise.resolve();
+      return this.execute(this.plan(iova, data.length, true, 0), data, true);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Gathers a scatter-gather list into one buffer (checked entirely before any byte moves). */
+  async readv(sgl: readonly DmaSegment[]): Promise<Uint8Array> {
+    let total = 0;
+    for (const s of sgl) {
+      checkLength(s.iova, s.length);
+      total += s.length;
+    }
+    checkLength(0n, total);
+    const out = new Uint8Array(total);
+    const plans = this.planAll(sgl, false);
+    for (const plan of plans) await this.execute(plan, out, false);
+    return out;
+  }
+
+  /** Scatters `data` over a scatter-gather list whose lengths must add up to data.length. */
+  async writev(sgl: readonly DmaSegment[], data: Uint8Array): Promise<void> {
+    let total = 0;
+    for (const s of sgl) {
+      checkLength(s.iova, s.length);
+      total += s.length;
+    }
+    if (total !== data.length)
+      throw new DmaError('range', sgl[0]?.iova ?? 0n, 'scatter-gather list length differs from the data');
+    const plans = this.planAll(sgl, true);
+    for (const plan of plans) await this.execute(plan, data, true);
+  }
+
+  private planAll(sgl: readonly DmaSegment[], isWrite: boolean): Piece[][] {
+    let off = 0;
+    return sgl.map((s) => {
+      const plan = this.plan(s.iova, s.length, isWrite, off);
+      off += s.length;
+      return plan;
+    });
+  }
+
+  /** Moves `buf` synchronously when one mapped region with the right permission holds it all. */
+  private copyFast(iova: bigint, buf: Uint8Array, isWrite: boolean): boolean {
+    if (buf.length === 0) return true;
+    const r = this.table.find(iova);
+    if (r?.access !== 'mmap' || iova + BigInt(buf.length) > r.end || !(isWrite ? r.writable : r.readable)) {
+      return false;
+    }
+    this.copyMapped(r, iova, buf, 0, buf.length, isWrite);
+    if (isWrite) this.dirtyLogging?.markDirty(iova, buf.length);
+    return true;
+  }
+
+  /** Splits [iova, iova+length) over the regions, checking coverage and permission before anything moves. */
+  private plan(iova: bigint, length: number, isWrite: boolean, bufOffset: number): Piece[] {
+    const pieces: Piece[] = [];
+    let pos = iova;
+    let off = 0;
+    while (off < length) {
+      const r = this.table.find(pos);
+      if (!r)
+        throw new DmaError('unmapped', pos, `${isWrite ? 'write' : 'read'} of ${length} bytes: not mapped`);
+      if (isWrite ? !r.writable : !r.readable) {
+        throw new DmaError('permission', pos, `${isWrite ? 'write to' : 'read from'} ${r}`);
+      }
+      const avail = r.end - pos;
+      const n = avail < BigInt(length - off) ? Number(avail) : length - off;
+      pieces.push({ region: r, iova: pos, offset: bufOffset + off, length: n });
+      pos += BigInt(n);
+      off += n;
+    }
+    return pieces;
+  }
+
+  private async execute(pieces: Piece[], buf: Uint8Array, isWrite: boolean): Promise<void> {
+    for (const p of pieces) {
+      const r = p.region;
+      if (r.removed) throw new DmaError('unmapped', p.iova, 'region unmapped during the access');
+      switch (r.access) {
+        case 'mmap':
+          this.copyMapped(r, p.iova, buf, p.offset, p.length, isWrite);
+          break;
+        case 'fd':
+          this.copyFd(r, p.iova, buf, p.offset, p.length, isWrite);
+          break;
+        case 'message':
+          await this.copyMessage(r, p.iova, buf.subarray(p.offset, p.offset + p.length), isWrite);
+          break;
+      }
+      if (isWrite) this.dirtyLogging?.markDirty(p.iova, p.length);
+    }
+  }
+
+  private copyMapped(
+    r: DmaRegion,
+    iova: bigint,
+    buf: Uint8Array,
+    off: number,
+    length: number,
+    isWrite: boolean,
+  ): void {
+    // Region-relative position, then the file piece (window) it falls in.
+    let rel = iova - r.iova;
+    let done = 0;
+    for (const piece of r.pieces) {
+      const plen = BigInt(piece.length);
+      if (rel >= plen) {
+        rel -= plen;
+        continue;
+      }
+      const at = piece.viewOffset + Number(rel);
+      const n = Math.min(length - done, piece.length - Number(rel));
+      const bytes = piece.view.bytes;
+      if (isWrite) bytes.set(buf.subarray(off + done, off + done + n), at);
+      else buf.set(bytes.subarray(at, at + n), off + done);
+      done += n;
+      rel = 0n;
+      if (done >= length) return;
+    }
+    if (done < length) throw new DmaError('io', iova + BigInt(done), 'mapping shorter than its region');
+  }
+
+  private copyFd(
+    r: DmaRegion,
+    iova: bigint,
+    buf: Uint8Array,
+    off: number,
+    length: number,
+    isWrite: boolean,
+  ): void {
+    const fd = r.file!.fd;
+    let fileOff = r.fileOffset + (iova - r.iova);
+    let done = 0;
+    while (done < length) {
+      const chunk = buf.subarray(off + done, off + length);
+      let n: number;
+      try {
+        n = isWrite ? native.pwrite(fd, chunk, fileOff) : native.pread(fd, chunk, fileOff);
+      } catch (err) {
+        throw new DmaError(
+          'io',
+          iova + BigInt(done),
+          `${isWrite ? 'pwrite' : 'pread'} failed: ${(err as Error).message}`,
+          errnoOf(err),
+        );
+      }
+      if (n <= 0)
+        throw new DmaError('io', iova + BigInt(done), `${isWrite ? 'pwrite' : 'pread'} hit end of file`);
+      done += n;
+      fileOff += BigInt(n);
+    }
+  }
+
+  private copyMessage(r: DmaRegion, iova: bigint, chunk: Uint8Array, isWrite: boolean): Promise<void> {
+    const t = this.transport;
+    if (!t) return Promise.reject(new DmaError('io', iova, 'no client to reach fd-less memory', E.ENOTCONN));
+    return new Promise<void>((resolve, reject) => {
+      const abort = (err: Error) => reject(err);
+      r.inflight ??= new Set();
+      r.inflight.add(abort);
+      const op = isWrite ? t.write(iova, chunk) : t.read(iova, chunk.length);
+      op.then(
+        (data) => {
+          if (!r.inflight?.delete(abort)) return; // failed by an unmap already
+          if (!isWrite) {
+            const d = data as Uint8Array;
+            if (d.length !== chunk.length) {
+              reject(
+                new DmaError('io', iova, `DMA_READ returned ${d.length} of ${chunk.length} bytes`, E.EPROTO),
+              );
+              return;
+            }
+            chunk.set(d);
+          }
+          resolve();
+        },
+        (err: unknown) => {
+          if (!r.inflight?.delete(abort)) return;
+          reject(
+            err instanceof DmaError
+              ? err
+              : new DmaError('io', iova, (err as Error)?.message ?? String(err), errnoOf(err)),
+          );
+        },
+      );
+    });
+  }
+
+  /** Unmaps everything and forgets every subscriber (server shutdown). */
+  async close(): Promise<void> {
+    await this.unmapAll();
+    await this.locked(async () => {
+      this.listeners.length = 0;
+    });
+    this.transport = null;
+  }
+}
+
+function checkLength(iova: bigint, length: number): void {
+  if (!Number.isInteger(length) || length < 0 || length > MAX_ACCESS) {
+    throw new DmaError('range', iova, `bad access length ${length}`);
+  }
+  if (iova < 0n || iova + BigInt(length) > U64_LIMIT)
+    throw new DmaError('range', iova, 'access wraps past 2^64');
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    native.closeFd(fd);
+  } catch {
+    // already closed or invalid: nothing to leak
+  }
+}

@@ -1,0 +1,188 @@
+// A table of non-overlapping [iova, end) intervals keyed by IOVA, with O(log n) lookup.
+//
+// Layout: a two-level sorted array (a B+ tree of depth 2). Entries live in blocks of at most 2·B entries, each
+// block sorted, the blocks ordered by their first entry. A lookup is two binary searches (over block heads, then
+// inside one block); an insert or remove splices one block (at most 2·B pointers moved) plus, rarely, the block
+// list. With B = 256 that keeps every operation cheap well past the protocol's 65,535 live mappings (a flat
+// sorted array would memmove up to 64k pointers per vIOMMU map/unmap; a balanced tree would allocate a node
+// per entry and chase pointers). Keys are bigints because IOVAs are 64-bit.
+//
+// The table does not check for overlaps on insert: the caller (DmaAddressSpace) asks `overlaps()` first, since
+// what to do about an overlap (EEXIST) is policy.
+
+export interface Interval {
+  /** First address (inclusive). */
+  readonly iova: bigint;
+  /** Last address + 1 (exclusive); may be 2^64 for a range ending at the top of the address space. */
+  readonly end: bigint;
+}
+
+const B = 256;
+
+export class IntervalTable<T extends Interval> {
+  private blocks: T[][] = [];
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** Index of the last block whose first entry starts at or below `addr`; -1 if every block starts above. */
+  private blockAtOrBefore(addr: bigint): number {
+    const blocks = this.blocks;
+    let lo = 0;
+    let hi = blocks.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (blocks[mid]![0]!.iova <= addr) {
+        found = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return found;
+  }
+
+  /** Index inside `block` of the last entry starting at or below `addr`; -1 if none. */
+  private static entryAtOrBefore<T extends Interval>(block: T[], addr: bigint): number {
+    let lo = 0;
+    let hi = block.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (block[mid]!.iova <= addr) {
+        found = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return found;
+  }
+
+  /** The entry containing `addr`, if any. */
+  find(addr: bigint): T | undefined {
+    const b = this.blockAtOrBefore(addr);
+    if (b < 0) return undefined;
+    const block = this.blocks[b]!;
+    const i = IntervalTable.entryAtOrBefore(block, addr);
+    const e = block[i]!;
+    return addr < e.end ? e : undefined;
+  }
+
+  /** The entry starting exactly at `iova`, if any. */
+  get(iova: bigint): T | undefined {
+    const e = this.find(iova);
+    return e && e.iova === iova ? e : undefined;
+  }
+
+  /** Position (block, index) of the first entry whose end lies above `addr`, or null if there is none. */
+  private firstEndingAfter(addr: bigint): [number, number] | null {
+    const blocks = this.blocks;
+    if (blocks.length === 0) return null;
+    let b = this.blockAtOrBefore(addr);
+    let i: number;
+    if (b < 0) {
+      b = 0;
+      i = 0;
+    } else {
+      const block = blocks[b]!;
+      i = IntervalTable.entryAtOrBefore(block, addr);
+      // Entries do not overlap, so only the entry starting at or below addr can straddle it.
+      if (block[i]!.end <= addr) i++;
+      if (i >= block.length) {
+        b++;
+        i = 0;
+        if (b >= blocks.length) return null;
+      }
+    }
+    return [b, i];
+  }
+
+  /** Whether any entry intersects [start, end). */
+  overlaps(start: bigint, end: bigint): boolean {
+    const pos = this.firstEndingAfter(start);
+    if (!pos) return false;
+    return this.blocks[pos[0]]![pos[1]]!.iova < end;
+  }
+
+  /** Every entry intersecting [start, end), in IOVA order. */
+  overlapping(start: bigint, end: bigint): T[] {
+    const out: T[] = [];
+    const pos = this.firstEndingAfter(start);
+    if (!pos) return out;
+    let [b, i] = pos;
+    const blocks = this.blocks;
+    while (b < blocks.length) {
+      const block = blocks[b]!;
+      for (; i < block.length; i++) {
+        const e = block[i]!;
+        if (e.iova >= end) return out;
+        out.push(e);
+      }
+      b++;
+      i = 0;
+    }
+    return out;
+  }
+
+  /** Inserts `e`; the caller guarantees it overlaps nothing. */
+  insert(e: T): void {
+    const blocks = this.blocks;
+    this.count++;
+    if (blocks.length === 0) {
+      blocks.push([e]);
+      return;
+    }
+    let b = this.blockAtOrBefore(e.iova);
+    if (b < 0) b = 0;
+    const block = blocks[b]!;
+    const i = IntervalTable.entryAtOrBefore(block, e.iova) + 1;
+    if (i === block.length) block.push(e);
+    else block.splice(i, 0, e);
+    if (block.length > 2 * B) blocks.splice(b + 1, 0, block.splice(B));
+  }
+
+  /** Removes `e` (by identity); returns whether it was present. */
+  remove(e: T): boolean {
+    const b = this.blockAtOrBefore(e.iova);
+    if (b < 0) return false;
+    const block = this.blocks[b]!;
+    const i = IntervalTable.entryAtOrBefore(block, e.iova);
+    if (i < 0 || block[i] !== e) return false;
+    if (i === block.length - 1) block.pop();
+    else block.splice(i, 1);
+    this.count--;
+    if (block.length === 0) {
+      this.blocks.splice(b, 1);
+    } else if (block.length < B / 4 && b + 1 < this.blocks.length) {
+      // Merge small neighbours so the block list stays short after mass removals.
+      const next = this.blocks[b + 1]!;
+      if (block.length + next.length <= 2 * B) {
+        for (const x of next) block.push(x);
+        this.blocks.splice(b + 1, 1);
+      }
+    }
+    return true;
+  }
+
+  /** Removes everything; returns the removed entries in IOVA order. */
+  clear(): T[] {
+    const all = this.toArray();
+    this.blocks = [];
+    this.count = 0;
+    return all;
+  }
+
+  toArray(): T[] {
+    const out: T[] = [];
+    for (const block of this.blocks) for (const e of block) out.push(e);
+    return out;
+  }
+
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (const block of this.blocks) yield* block;
+  }
+}

@@ -1,0 +1,93 @@
+// One DMA region: what a DMA_MAP established, as the address space, its subscribers (the IOMMU mirror) and the
+// access API see it.
+
+import type { BackingFile, FilePiece } from './files.js';
+import type { Interval } from './interval-table.js';
+
+/** DMA_MAP protection bits (the vfio-user flags READ = 0x1, WRITE = 0x2). */
+export const DmaProt = { READ: 0x1, WRITE: 0x2 } as const;
+
+/**
+ * How the region's bytes are reached:
+ * - `mmap`: through a view of the process's mapping of the file (fast path);
+ * - `fd`: pread/pwrite on the file's fd (mapping disabled or impossible);
+ * - `message`: DMA_READ/DMA_WRITE messages to the client (the map came without an fd).
+ */
+export type DmaAccessKind = 'mmap' | 'fd' | 'message';
+
+/** A piece of a region in this process's address space, for host IOMMU backends that map by address. */
+export interface HostSegment {
+  iova: bigint;
+  size: bigint;
+  vaddr: bigint;
+}
+
+export class DmaRegion implements Interval {
+  /** Whether unmap has begun: no new access may start. */
+  removed = false;
+  /** In-flight message accesses (failed on removal, see DmaAddressSpace.unmap); created on first use. */
+  inflight: Set<(err: Error) => void> | undefined;
+  readonly end: bigint;
+
+  constructor(
+    /** Monotonic id, unique per address space (for logs and host-side bookkeeping). */
+    readonly id: number,
+    readonly iova: bigint,
+    readonly size: bigint,
+    /** DmaProt bits. */
+    readonly prot: number,
+    readonly access: DmaAccessKind,
+    /** Offset of `iova` inside the backing file (0 without a file). */
+    readonly fileOffset: bigint,
+    /** The backing file, for fd maps. */
+    readonly file: BackingFile | undefined,
+    /** The file's pieces (one per window), for `mmap` access; empty otherwise. */
+    readonly pieces: readonly FilePiece[],
+  ) {
+    this.end = iova + size;
+  }
+
+  get readable(): boolean {
+    return (this.prot & DmaProt.READ) !== 0;
+  }
+  get writable(): boolean {
+    return (this.prot & DmaProt.WRITE) !== 0;
+  }
+
+  /**
+   * The file's fd (borrowed: owned by the address space, valid until every `regionRemoved` subscriber of this
+   * region has returned). For IOAS_MAP_FILE-style backends. Undefined for fd-less maps.
+   */
+  get fd(): number | undefined {
+    return this.file?.fd;
+  }
+
+  /** Identity of the backing file (st_dev, st_ino), for logs and per-file host bookkeeping. */
+  get fileId(): string | undefined {
+    return this.file?.key;
+  }
+
+  /**
+   * The region's bytes in this process's address space (shared mappings), one segment per mapping window; for
+   * MAP_DMA/IOAS_MAP-style backends (type1 pins through these addresses, which stay mapped until the region's
+   * removal has completed). Empty when the region has no mapping (fd-less, or reached with pread/pwrite).
+   */
+  hostSegments(): HostSegment[] {
+    const out: HostSegment[] = [];
+    let iova = this.iova;
+    for (const p of this.pieces) {
+      const size = BigInt(p.length);
+      out.push({ iova, size, vaddr: p.shared.addressOf(p.fileOffset) });
+      iova += size;
+    }
+    return out;
+  }
+
+  toString(): string {
+    const prot = `${this.readable ? 'r' : '-'}${this.writable ? 'w' : '-'}`;
+    const via = this.file
+      ? `${this.access} file ${this.file.key}+0x${this.fileOffset.toString(16)}`
+      : this.access;
+    return `[0x${this.iova.toString(16)}, +0x${this.size.toString(16)}) ${prot} ${via}`;
+  }
+}

@@ -1,0 +1,210 @@
+// The generic host-IOMMU mirror: keeps a host IOMMU (through an IommuBackend) in step with the DMA address space,
+// so a passed-through device can DMA into the same guest memory the device models see.
+//
+// It subscribes to the address space (with replay of live regions), keeps host-side state per region, and owns
+// the policies every backend shares (host-iommu.md §8):
+// - refuse maps the host cannot honour before asking it: outside the host's usable IOVA ranges (reserved MSI
+//   window) or misaligned to the host's minimum page -> EINVAL;
+// - never fail a map for lack of an fd/address: fd-less regions are recorded as unmirrored (policy 1);
+// - one host entry per client region, never coalesced (policy 5), unmapped with the exact range it was mapped
+//   with: the address space has already normalised covering/empty unmaps into per-region removals (policy 4);
+// - unmap "not found" from the host (iommufd ENOENT) is success (policy 11); other unmap failures are counted,
+//   reported to the client, and the range is retried by the next unmap-all;
+// - unmap-all is one backend call (FLAG_ALL, disconnect, shutdown);
+// - counters: maps, unmaps, pages pinned, unmirrored regions, failures by errno name.
+//
+// Ordering and completion (policy 9) come from the address space: it serialises mutations and replies only after
+// the mirror's promise settled.
+
+import type { DeviceLogger } from '../device.js';
+import type { DmaAddressSpace, DmaListener } from '../dma/address-space.js';
+import { DmaMapError, E, errnoOf } from '../dma/errors.js';
+import type { DmaRegion } from '../dma/region.js';
+import type { HostFacts, IommuBackend, IommuMapRequest } from './backend.js';
+
+export interface MirrorStats {
+  backend: string;
+  /** Host maps that succeeded. */
+  maps: number;
+  /** Host unmaps that succeeded (an unmap-all counts every entry it removed). */
+  unmaps: number;
+  /** Regions accepted without a host mapping (no fd / no address for this backend). */
+  unmirrored: number;
+  /** Host pages (of the minimum page size) currently mapped through a pinning backend. */
+  pagesPinned: number;
+  /** Live host entries. */
+  live: number;
+  /** Failures (maps refused, unmaps failed) by errno name. */
+  failures: Record<string, number>;
+}
+
+interface HostEntry {
+  iova: bigint;
+  size: bigint;
+  mirrored: boolean;
+  pages: number;
+}
+
+const errnoNames = new Map<number, string>(Object.entries(E).map(([k, v]) => [v as number, k]));
+const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+export class IommuMirror implements DmaListener {
+  private readonly entries = new Map<number, HostEntry>();
+  /** Ranges whose host unmap failed; retried by the next unmap-all. */
+  private stale = 0;
+  private facts: HostFacts | undefined;
+  private minPage = 4096n;
+  private unsubscribe: (() => Promise<void>) | undefined;
+  readonly stats: MirrorStats;
+
+  constructor(
+    readonly backend: IommuBackend,
+    private readonly log: DeviceLogger = silent,
+  ) {
+    this.stats = {
+      backend: backend.name,
+      maps: 0,
+      unmaps: 0,
+      unmirrored: 0,
+      pagesPinned: 0,
+      live: 0,
+      failures: {},
+    };
+  }
+
+  /** Attaches the backend (once) and returns its facts. */
+  async attach(): Promise<HostFacts> {
+    if (this.facts) return this.facts;
+    const facts = await this.backend.attach();
+    if (facts.pgsizes <= 0n) throw new Error(`IOMMU backend ${this.backend.name} reported no page size`);
+    this.facts = facts;
+    this.minPage = facts.pgsizes & -facts.pgsizes;
+    return facts;
+  }
+
+  /** Subscribes to `space` (replaying its live regions). Attach first. */
+  async start(space: DmaAddressSpace): Promise<void> {
+    await this.attach();
+    this.unsubscribe = await space.subscribe(this);
+  }
+
+  private fail(errno: number): void {
+    const name = errnoNames.get(errno) ?? `errno ${errno}`;
+    this.stats.failures[name] = (this.stats.failures[name] ?? 0) + 1;
+  }
+
+  private pages(size: bigint): number {
+    return this.backend.pins === false ? 0 : Number(size / this.minPage);
+  }
+
+  async regionAdded(r: DmaRegion): Promise<void> {
+    const req = this.backend.requires;
+    const fd = r.fd;
+    const segments = r.hostSegments();
+    if ((req?.fd && fd === undefined) || (req?.vaddr && segments.length === 0)) {
+      this.entries.set(r.id, { iova: r.iova, size: r.size, mirrored: false, pages: 0 });
+      this.stats.unmirrored++;
+      this.log.debug({ region: r.toString() }, 'region not mirrored (no fd/address)');
+      return;
+    }
+    if (r.iova % this.minPage !== 0n || r.size % this.minPage !== 0n || r.fileOffset % this.minPage !== 0n) {
+      this.fail(E.EINVAL);
+      throw new DmaMapError(E.EINVAL, `${r} not aligned to the host page 0x${this.minPage.toString(16)}`);
+    }
+    const last = r.end - 1n;
+    if (this.facts && !this.facts.iovaRanges.some((x) => r.iova >= x.start && last <= x.last)) {
+      this.fail(E.EINVAL);
+      throw new DmaMapError(E.EINVAL, `${r} is outside the host's usable IOVA ranges`);
+    }
+    const m: IommuMapRequest = { iova: r.iova, size: r.size, prot: r.prot };
+    if (fd !== undefined) {
+      m.fd = fd;
+      m.fileOffset = r.fileOffset;
+    }
+    if (segments.length > 0) {
+      m.segments = segments;
+      if (segments.length === 1) m.vaddr = segments[0]!.vaddr;
+    }
+    try {
+      await this.backend.map(m);
+    } catch (err) {
+      const errno = errnoOf(err);
+      this.fail(errno);
+      throw new DmaMapError(errno, `host map of ${r} failed: ${(err as Error)?.message ?? err}`);
+    }
+    const pages = this.pages(r.size);
+    this.entries.set(r.id, { iova: r.iova, size: r.size, mirrored: true, pages });
+    this.stats.maps++;
+    this.stats.live++;
+    this.stats.pagesPinned += pages;
+  }
+
+  async regionRemoved(r: DmaRegion): Promise<void> {
+    const e = this.entries.get(r.id);
+    if (!e) return;
+    this.entries.delete(r.id);
+    if (!e.mirrored) {
+      this.stats.unmirrored--;
+      return;
+    }
+    this.stats.live--;
+    this.stats.pagesPinned -= e.pages;
+    try {
+      await this.backend.unmap(e.iova, e.size);
+    } catch (err) {
+      const errno = errnoOf(err);
+      if (errno === E.ENOENT) {
+        this.stats.unmaps++;
+        return; // the host had nothing there: the state we wanted
+      }
+      this.fail(errno);
+      this.stale++;
+      throw new DmaMapError(errno, `host unmap of ${r} failed: ${(err as Error)?.message ?? err}`);
+    }
+    this.stats.unmaps++;
+  }
+
+  async allRemoved(regions: readonly DmaRegion[]): Promise<void> {
+    let mirrored = 0;
+    for (const r of regions) {
+      const e = this.entries.get(r.id);
+      if (!e) continue;
+      this.entries.delete(r.id);
+      if (e.mirrored) {
+        mirrored++;
+        this.stats.pagesPinned -= e.pages;
+      } else {
+        this.stats.unmirrored--;
+      }
+    }
+    this.stats.live -= mirrored;
+    if (mirrored === 0 && this.stale === 0) return;
+    try {
+      await this.backend.unmapAll();
+    } catch (err) {
+      this.fail(errnoOf(err));
+      throw err;
+    }
+    this.stats.unmaps += mirrored;
+    this.stale = 0;
+  }
+
+  /** Unsubscribes, removes every host mapping and closes the backend. */
+  async close(): Promise<void> {
+    const unsub = this.unsubscribe;
+    this.unsubscribe = undefined;
+    if (unsub) await unsub();
+    if (this.entries.size > 0 || this.stale > 0) {
+      try {
+        await this.backend.unmapAll();
+      } catch (err) {
+        this.log.error({ err }, 'host unmap-all at close failed');
+      }
+      this.entries.clear();
+      this.stats.live = 0;
+      this.stats.pagesPinned = 0;
+      this.stats.unmirrored = 0;
+    }
+    await this.backend.close();
+  }
+}

@@ -1,0 +1,317 @@
+// Interrupt state of one device: DEVICE_SET_IRQS semantics, the eventfds the client handed over, masking and
+// pending bits, and the IrqSink that device models trigger.
+//
+// Per IRQ index (INTx 0, MSI 1, MSI-X 2, ERR 3, REQ 4; vector counts from device.irqInfo) and per vector:
+// - a trigger eventfd (EVENTFD|TRIGGER assigns, the same with 0 fds de-assigns, re-assigning closes the old fd,
+//   NONE|TRIGGER with count 0 disables the whole index);
+// - a mask bit and a pending bit: a trigger on a masked vector sets pending instead of signalling, and the
+//   unmask fires it. Indexes whose IrqInfo has AUTOMASKED (INTx, flags 0x7) mask themselves on every signal,
+//   like vfio-pci's INTx: the client unmasks after the guest's EOI (NONE|UNMASK under TCG);
+// - optional mask/unmask *input* eventfds (EVENTFD|MASK / EVENTFD|UNMASK). This is KVM's INTx resampler: KVM
+//   signals the fd when the guest EOIs, and each signal means "unmask" (kernel VFIO semantics, which QEMU relies
+//   on; vfio-user-protocol.md §3.8). The fd is watched with an FdWatcher, never read from the event loop.
+//
+// Validation follows the kernel and libvfio-user (conformance-cases.md §I): exactly one DATA and one ACTION bit,
+// index < num_irqs, 0 < count and start+count <= vectors (count 0 only as NONE|TRIGGER with start 0, meaning
+// "disable"), only TRIGGER on ERR/REQ, BOOL data of exactly `count` bytes, no fds unless DATA_EVENTFD, and then
+// either `count` fds or none. Every failure is EINVAL and leaves the state untouched; the caller keeps (and
+// closes) the fds of a failed request. A successful request takes ownership of all of them.
+
+import * as native from 'vfio-user-native';
+import { type DeviceLogger, IrqInfoFlags, type IrqSink, PciIrq, type VfioUserDevice } from '../device.js';
+import { E } from '../dma/errors.js';
+
+/** DEVICE_SET_IRQS flag bits (`VFIO_IRQ_SET_*`). */
+export const IrqSetFlags = {
+  DATA_NONE: 0x1,
+  DATA_BOOL: 0x2,
+  DATA_EVENTFD: 0x4,
+  ACTION_MASK: 0x8,
+  ACTION_UNMASK: 0x10,
+  ACTION_TRIGGER: 0x20,
+} as const;
+
+const DATA_MASK = 0x7;
+const ACTION_MASK = 0x38;
+
+export interface SetIrqsParams {
+  flags: number;
+  index: number;
+  start: number;
+  count: number;
+  /** DATA_BOOL payload (`count` bytes). */
+  data?: Uint8Array;
+}
+
+/** A refused SET_IRQS; `errno` goes into the error reply. */
+export class IrqError extends Error {
+  readonly errno: number;
+  constructor(errno: number, message: string) {
+    super(message);
+    this.name = 'IrqError';
+    this.errno = errno;
+  }
+}
+
+interface Watch {
+  fd: number;
+  watcher: native.FdWatcher;
+}
+
+interface Vector {
+  trigger: number; // -1: none
+  masked: boolean;
+  pending: boolean;
+  onMask?: Watch;
+  onUnmask?: Watch;
+}
+
+export interface IrqStats {
+  /** Signals written to eventfds. */
+  signals: number;
+  /** Triggers that became pending because the vector was masked. */
+  pended: number;
+  /** Triggers dropped because no eventfd was assigned. */
+  dropped: number;
+}
+
+const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+export class IrqController implements IrqSink {
+  private readonly indexes = new Map<number, Vector[]>();
+  readonly stats: IrqStats = { signals: 0, pended: 0, dropped: 0 };
+
+  constructor(
+    private readonly device: VfioUserDevice,
+    private readonly log: DeviceLogger = silent,
+  ) {}
+
+  private vectors(index: number, create: boolean): Vector[] | undefined {
+    let v = this.indexes.get(index);
+    if (!v && create) {
+      v = [];
+      this.indexes.set(index, v);
+    }
+    return v;
+  }
+
+  private vector(index: number, i: number): Vector {
+    const vs = this.vectors(index, true)!;
+    while (vs.length <= i) vs.push({ trigger: -1, masked: false, pending: false });
+    return vs[i]!;
+  }
+
+  /** Validates a SET_IRQS without changing anything; throws IrqError. */
+  validate(p: SetIrqsParams, fdCount: number): void {
+    const { flags, index, start, count } = p;
+    if (!Number.isInteger(index) || index < 0 || index >= this.device.numIrqs) {
+      throw new IrqError(E.EINVAL, `IRQ index ${index} out of range`);
+    }
+    if ((flags & ~(DATA_MASK | ACTION_MASK)) !== 0)
+      throw new IrqError(E.EINVAL, `unknown SET_IRQS flags 0x${flags.toString(16)}`);
+    const data = flags & DATA_MASK;
+    const action = flags & ACTION_MASK;
+    if (
+      data !== IrqSetFlags.DATA_NONE &&
+      data !== IrqSetFlags.DATA_BOOL &&
+      data !== IrqSetFlags.DATA_EVENTFD
+    ) {
+      throw new IrqError(E.EINVAL, 'SET_IRQS needs exactly one DATA type');
+    }
+    if (
+      action !== IrqSetFlags.ACTION_MASK &&
+      action !== IrqSetFlags.ACTION_UNMASK &&
+      action !== IrqSetFlags.ACTION_TRIGGER
+    ) {
+      throw new IrqError(E.EINVAL, 'SET_IRQS needs exactly one ACTION type');
+    }
+    if ((index === PciIrq.ERR || index === PciIrq.REQ) && action !== IrqSetFlags.ACTION_TRIGGER) {
+      throw new IrqError(E.EINVAL, 'only TRIGGER is valid on ERR/REQ');
+    }
+    const n = this.device.irqInfo(index).count;
+    if (count === 0) {
+      if (start !== 0 || data !== IrqSetFlags.DATA_NONE || action !== IrqSetFlags.ACTION_TRIGGER) {
+        throw new IrqError(E.EINVAL, 'count 0 is only valid as NONE|TRIGGER with start 0 (disable)');
+      }
+    } else if (start >= n || start + count > n) {
+      throw new IrqError(E.EINVAL, `vectors [${start}, +${count}) outside the ${n} of index ${index}`);
+    }
+    if (data === IrqSetFlags.DATA_BOOL && (p.data?.length ?? 0) !== count) {
+      throw new IrqError(E.EINVAL, `DATA_BOOL needs ${count} bytes, got ${p.data?.length ?? 0}`);
+    }
+    if (data !== IrqSetFlags.DATA_EVENTFD && fdCount !== 0) {
+      throw new IrqError(E.EINVAL, `${fdCount} fds with a non-EVENTFD SET_IRQS`);
+    }
+    if (data === IrqSetFlags.DATA_EVENTFD && fdCount !== 0 && fdCount !== count) {
+      throw new IrqError(
+        E.EINVAL,
+        `DATA_EVENTFD with count ${count} needs ${count} fds or none, got ${fdCount}`,
+      );
+    }
+  }
+
+  /**
+   * DEVICE_SET_IRQS. Throws IrqError (fds untouched, the caller closes them); on success takes every fd in `fds`.
+   */
+  setIrqs(p: SetIrqsParams, fds: readonly number[]): void {
+    this.validate(p, fds.length);
+    const { flags, index, start, count } = p;
+    const data = flags & DATA_MASK;
+    const action = flags & ACTION_MASK;
+
+    if (count === 0) {
+      this.disableIndex(index);
+    } else if (data === IrqSetFlags.DATA_EVENTFD) {
+      for (let i = 0; i < count; i++) {
+        const v = this.vector(index, start + i);
+        const fd = fds.length ? fds[i]! : -1;
+        if (action === IrqSetFlags.ACTION_TRIGGER) {
+          if (v.trigger >= 0) closeQuietly(v.trigger);
+          v.trigger = fd;
+        } else if (action === IrqSetFlags.ACTION_UNMASK) {
+          this.setWatch(v, 'onUnmask', fd, () => this.unmask(index, start + i));
+        } else {
+          this.setWatch(v, 'onMask', fd, () => this.mask(index, start + i));
+        }
+      }
+    } else {
+      for (let i = 0; i < count; i++) {
+        if (data === IrqSetFlags.DATA_BOOL && p.data![i] === 0) continue;
+        const vec = start + i;
+        if (action === IrqSetFlags.ACTION_TRIGGER) this.trigger(index, vec);
+        else if (action === IrqSetFlags.ACTION_MASK) this.vector(index, vec).masked = true;
+        else this.unmask(index, vec, false);
+      }
+    }
+    this.log.debug({ index, start, count, flags, fds: fds.length }, 'SET_IRQS');
+    this.notify(index);
+  }
+
+  private setWatch(v: Vector, slot: 'onMask' | 'onUnmask', fd: number, onSignal: () => void): void {
+    const old = v[slot];
+    if (old) {
+      old.watcher.close();
+      closeQuietly(old.fd);
+      v[slot] = undefined;
+    }
+    if (fd < 0) return;
+    const watcher = new native.FdWatcher(fd, (err) => {
+      if (err) {
+        this.log.warn({ err }, 'IRQ mask/unmask eventfd watch stopped');
+        return;
+      }
+      // Level-triggered: drain the counter (several signals since the last wakeup count as one unmask).
+      let n: bigint;
+      try {
+        n = native.eventfdRead(fd);
+      } catch (e) {
+        this.log.warn({ err: e }, 'IRQ mask/unmask eventfd read failed');
+        watcher.close();
+        return;
+      }
+      if (n === 0n) return;
+      try {
+        onSignal();
+      } catch (e) {
+        this.log.error({ err: e }, 'IRQ mask/unmask eventfd handler failed');
+      }
+    });
+    v[slot] = { fd, watcher };
+  }
+
+  private notify(index: number): void {
+    try {
+      this.device.irqStateChanged?.(index);
+    } catch (err) {
+      this.log.error({ err, index }, 'device irqStateChanged threw');
+    }
+  }
+
+  /** Masks a vector (mask eventfd signal, or device-internal use). */
+  mask(index: number, vector: number): void {
+    this.vector(index, vector).masked = true;
+    this.notify(index);
+  }
+
+  /** Unmasks a vector and fires it if it was pending. */
+  unmask(index: number, vector: number, notify = true): void {
+    const v = this.vector(index, vector);
+    v.masked = false;
+    if (v.pending) {
+      v.pending = false;
+      this.trigger(index, vector);
+    }
+    if (notify) this.notify(index);
+  }
+
+  private disableIndex(index: number): void {
+    const vs = this.indexes.get(index);
+    if (!vs) return;
+    for (const v of vs) this.clearVector(v);
+    this.indexes.delete(index);
+  }
+
+  private clearVector(v: Vector): void {
+    if (v.trigger >= 0) closeQuietly(v.trigger);
+    v.trigger = -1;
+    for (const slot of ['onMask', 'onUnmask'] as const) {
+      const w = v[slot];
+      if (w) {
+        w.watcher.close();
+        closeQuietly(w.fd);
+        v[slot] = undefined;
+      }
+    }
+    v.masked = false;
+    v.pending = false;
+  }
+
+  // IrqSink ------------------------------------------------------------------------------------------------
+
+  trigger(index: number, vector: number): boolean {
+    const v = this.indexes.get(index)?.[vector];
+    if (!v || v.trigger < 0) {
+      this.stats.dropped++;
+      return false;
+    }
+    if (v.masked) {
+      v.pending = true;
+      this.stats.pended++;
+      return false;
+    }
+    try {
+      native.eventfdWrite(v.trigger, 1n);
+    } catch (err) {
+      this.log.warn({ err, index, vector }, 'eventfd write failed');
+      return false;
+    }
+    this.stats.signals++;
+    if (this.device.irqInfo(index).flags & IrqInfoFlags.AUTOMASKED) v.masked = true;
+    return true;
+  }
+
+  isEnabled(index: number, vector: number): boolean {
+    const v = this.indexes.get(index)?.[vector];
+    return !!v && v.trigger >= 0;
+  }
+
+  /** Whether a vector is masked / pending (for device models and tests). */
+  state(index: number, vector: number): { enabled: boolean; masked: boolean; pending: boolean } {
+    const v = this.indexes.get(index)?.[vector];
+    return { enabled: !!v && v.trigger >= 0, masked: !!v?.masked, pending: !!v?.pending };
+  }
+
+  /** Closes every eventfd and watcher and forgets all state (client disconnect). */
+  reset(): void {
+    for (const vs of this.indexes.values()) for (const v of vs) this.clearVector(v);
+    this.indexes.clear();
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    native.closeFd(fd);
+  } catch {
+    // already closed: nothing leaks
+  }
+}

@@ -1,0 +1,255 @@
+// The vfio-user server: one device, one listening socket, one client at a time.
+//
+// Connection policy (transport/client-gate.ts): the device has a single DMA address space and IRQ state, so one
+// client is served at a time; later connections are parked unread until it leaves (at most `maxWaiting`, 8 by
+// default; more are closed with a log line).
+//
+// Lifecycle: start() attaches the IOMMU backend (its facts set the advertised pgsizes and max_dma_maps and the
+// address space's limits), subscribes the mirror to the DMA address space, then listens. Each client gets a
+// Session; when it ends the address space is empty again, every IRQ fd is closed and the device is detached with
+// its state kept, and the next parked client is started. close() stops listening, ends the session, unmaps
+// everything on the host and closes the backend, then the device.
+
+import { EventEmitter } from 'node:events';
+import pino from 'pino';
+import type * as native from 'vfio-user-native';
+import { DEFAULT_MAX_DATA_XFER_SIZE, QEMU_LIMITS } from 'vfio-user-protocol';
+import type { VfioUserDevice } from './device.js';
+import { DmaAddressSpace } from './dma/address-space.js';
+import type { HostFacts, IommuBackend } from './iommu/backend.js';
+import { IommuMirror } from './iommu/mirror.js';
+import { NoneBackend } from './iommu/none.js';
+import { IrqController } from './irq/irq-controller.js';
+import type { ServerOffer } from './session/negotiate.js';
+import { type ServerStats, Session } from './session/session.js';
+import { ClientGate } from './transport/client-gate.js';
+import { checkListenSource, openListener } from './transport/listen.js';
+
+export interface ServerOptions {
+  /** Where to listen (a stale socket file is replaced; a live one is EADDRINUSE). Exclusive with `fd`. */
+  socketPath?: string;
+  /** An inherited listening socket fd (`--fd N`). Exclusive with `socketPath`. */
+  fd?: number;
+  device: VfioUserDevice;
+  /** Host IOMMU backend (default: `none`). The server attaches it in start() and closes it in close(). */
+  iommu?: IommuBackend;
+  /** Default: silent. */
+  logger?: pino.Logger;
+  /** Advertised max_data_xfer_size (default 1 MiB; QEMU accepts up to 64 MiB). */
+  maxDataXferSize?: number;
+  /** Advertised max_msg_fds (default 16, QEMU's maximum). */
+  maxMsgFds?: number;
+  /** Minimum DMA page size (default: the backend's smallest page, 4 KiB). */
+  pageSize?: bigint;
+  /** Timeout of each server->client DMA_READ/WRITE message (default 5000 ms, QEMU's x-msg-timeout). */
+  dmaTimeoutMs?: number;
+  /** Connections parked while a client is served (default 8); more are closed. */
+  maxWaiting?: number;
+  /** Socket file mode (default 0o600). */
+  socketMode?: number;
+  /** Offer twin-socket to clients that ask for it (default true). */
+  twinSocket?: boolean;
+  /** Map fd-backed DMA regions into the process (default true; false = pread/pwrite). */
+  mapViews?: boolean;
+  /** Stream framing (default 'exact', correct for any sender; 'bulk' is faster for QEMU-like senders). */
+  framing?: 'exact' | 'bulk';
+}
+
+export type ServerEvent = 'connect' | 'disconnect';
+/** 'connect': a client is being served (`peer` from SO_PEERCRED). */
+export interface ConnectEvent {
+  session: number;
+  peer?: { pid: number; uid: number; gid?: number };
+}
+/** 'disconnect': that client's session ended and its state was released. */
+export interface DisconnectEvent {
+  session: number;
+  reason: string | undefined;
+}
+
+export class VfioUserServer extends EventEmitter {
+  readonly dma: DmaAddressSpace;
+  readonly irq: IrqController;
+  readonly mirror: IommuMirror;
+  readonly stats: ServerStats = { connections: 0, messages: {}, dmaMaps: 0, dmaUnmaps: 0, errors: {} };
+  private readonly o: ServerOptions;
+  private readonly log: pino.Logger;
+  private listener: native.Listener | undefined;
+  private active: Session | undefined;
+  private readonly gate: ClientGate;
+  private offer: ServerOffer | undefined;
+  private facts: HostFacts | undefined;
+  private nextSessionId = 1;
+  private state: 'new' | 'starting' | 'running' | 'closing' | 'closed' = 'new';
+  private closing: Promise<void> | undefined;
+
+  constructor(o: ServerOptions) {
+    super();
+    checkListenSource(o);
+    this.o = o;
+    this.gate = new ClientGate(o.maxWaiting ?? 8);
+    this.log = o.logger ?? pino({ level: 'silent' });
+    this.dma = new DmaAddressSpace({
+      pageSize: o.pageSize ?? 4096n,
+      mapViews: o.mapViews,
+      log: this.log.child({ module: 'dma' }),
+    });
+    this.irq = new IrqController(o.device, this.log.child({ module: 'irq' }));
+    this.mirror = new IommuMirror(o.iommu ?? new NoneBackend(), this.log.child({ module: 'iommu' }));
+  }
+
+  override on(event: 'connect', cb: (info: ConnectEvent) => void): this;
+  override on(event: 'disconnect', cb: (info: DisconnectEvent) => void): this;
+  override on(
+    event: ServerEvent,
+    cb: ((info: ConnectEvent) => void) | ((info: DisconnectEvent) => void),
+  ): this {
+    return super.on(event, cb as (info: unknown) => void);
+  }
+
+  /** The socket path, when listening on one. */
+  get socketPath(): string | undefined {
+    return this.listener?.path ?? this.o.socketPath;
+  }
+
+  /** Whether a client is being served, and how many wait. */
+  get clients(): { active: boolean; waiting: number } {
+    return { active: !!this.active, waiting: this.gate.waitingCount };
+  }
+
+  /** The capabilities the server advertises (after start()). */
+  get capabilities(): Readonly<ServerOffer> | undefined {
+    return this.offer;
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new Error(`VfioUserServer.start() in state ${this.state}`);
+    this.state = 'starting';
+    const o = this.o;
+    const facts = await this.mirror.attach();
+    this.facts = facts;
+    const want = o.pageSize ?? 4096n;
+    if (want <= 0n || (want & (want - 1n)) !== 0n) throw new RangeError('pageSize must be a power of two');
+    // Advertise the host's page sizes no smaller than ours; the smallest of them is the alignment we enforce.
+    let pgsizes = facts.pgsizes & ~(want - 1n);
+    if (pgsizes === 0n) pgsizes = want;
+    pgsizes &= (1n << 53n) - 1n; // a JSON number
+    const minPage = pgsizes & -pgsizes;
+    // QEMU refuses max_dma_maps above 65535 (it can only lower its own default); iommufd reports "no limit".
+    const maxDmaMaps = Math.min(facts.maxDmaMaps, QEMU_LIMITS.maxDmaMaps);
+    this.dma.configure({ pageSize: minPage, maxMappings: maxDmaMaps });
+    await this.mirror.start(this.dma);
+    this.offer = {
+      maxMsgFds: o.maxMsgFds ?? QEMU_LIMITS.maxMsgFds,
+      maxDataXferSize: o.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE,
+      pgsizes: Number(pgsizes),
+      maxDmaMaps,
+      twinSocket: o.twinSocket ?? true,
+      // `migration` is advertised only by devices that support it; the device contract has no migration yet.
+    };
+    this.listener = openListener({ socketPath: o.socketPath, fd: o.fd, mode: o.socketMode });
+    this.listener.start(
+      (conn) => this.onConnection(conn),
+      (err) => this.log.error({ err }, 'accept failed'),
+    );
+    this.state = 'running';
+    this.log.info(
+      {
+        socket: this.socketPath,
+        fd: o.fd,
+        iommu: this.mirror.backend.name,
+        pgsizes: `0x${pgsizes.toString(16)}`,
+        maxDmaMaps,
+      },
+      'vfio-user server listening',
+    );
+  }
+
+  private onConnection(conn: native.Connection): void {
+    if (this.state !== 'running') {
+      conn.close();
+      return;
+    }
+    let peer: { pid: number; uid: number } | undefined;
+    try {
+      peer = conn.peerCredentials();
+    } catch {
+      peer = undefined;
+    }
+    const decision = this.gate.admit(conn);
+    if (decision === 'active') this.activate(conn, peer);
+    else if (decision === 'queued') {
+      this.log.info(
+        { peer, position: this.gate.waitingCount },
+        'connection queued until the current client leaves',
+      );
+    } else {
+      this.log.warn(
+        { peer, max: this.gate.maxWaiting },
+        'connection refused: a client is active and the wait queue is full',
+      );
+    }
+  }
+
+  private activate(conn: native.Connection, peer?: { pid: number; uid: number }): void {
+    const id = this.nextSessionId++;
+    const session = new Session(conn, {
+      id,
+      device: this.o.device,
+      dma: this.dma,
+      irq: this.irq,
+      log: this.log,
+      offer: this.offer!,
+      dmaTimeoutMs: this.o.dmaTimeoutMs ?? 5000,
+      stats: this.stats,
+      framing: this.o.framing,
+    });
+    this.active = session;
+    this.stats.connections++;
+    this.log.info({ session: id, peer }, 'serving client');
+    void session.closed.then(() => {
+      this.active = undefined;
+      this.emit('disconnect', { session: id, reason: session.closeReason } satisfies DisconnectEvent);
+      if (this.state !== 'running') return;
+      const next = this.gate.release();
+      if (next) this.activate(next);
+    });
+    session.start();
+    this.emit('connect', { session: id, peer } satisfies ConnectEvent);
+  }
+
+  /** Stops listening, ends the current client, unmaps everything, closes the backend and the device. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closing = this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const was = this.state;
+    this.state = 'closing';
+    try {
+      this.listener?.close();
+    } catch (err) {
+      this.log.warn({ err }, 'closing the listener failed');
+    }
+    this.gate.closeWaiting();
+    if (this.active) await this.active.close('server shutdown');
+    if (was !== 'new') {
+      await this.mirror.close();
+      await this.dma.close();
+    }
+    try {
+      this.o.device.close?.();
+    } catch (err) {
+      this.log.warn({ err }, 'device close threw');
+    }
+    this.state = 'closed';
+    this.log.info('vfio-user server closed');
+  }
+
+  /** The host IOMMU facts (after start()). */
+  get hostFacts(): HostFacts | undefined {
+    return this.facts;
+  }
+}

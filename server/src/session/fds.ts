@@ -1,0 +1,56 @@
+// The fds that arrived with one message. Every fd has exactly one owner: a handler that keeps an fd `take`s it;
+// whatever is left when the message is done (success, error reply, NO_REPLY, exception, disconnect) is closed.
+
+import * as native from 'vfio-user-native';
+
+export class FdBag {
+  private readonly fds: (number | undefined)[];
+
+  constructor(fds: readonly number[]) {
+    this.fds = [...fds];
+  }
+
+  get count(): number {
+    return this.fds.length;
+  }
+
+  /** Hands an fd of ours to the bag: it is closed with the rest when the message is done. */
+  adopt(fd: number): void {
+    this.fds.push(fd);
+  }
+
+  /** Takes fd `i` (the caller now owns it). */
+  take(i: number): number {
+    const fd = this.fds[i];
+    if (fd === undefined) throw new Error(`fd ${i} already taken or absent`);
+    this.fds[i] = undefined;
+    return fd;
+  }
+
+  /** Takes every fd still here. */
+  takeAll(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.fds.length; i++) {
+      const fd = this.fds[i];
+      if (fd !== undefined) out.push(fd);
+      this.fds[i] = undefined;
+    }
+    return out;
+  }
+
+  /** The fds still here, without taking them. */
+  peek(): number[] {
+    return this.fds.filter((fd): fd is number => fd !== undefined);
+  }
+
+  /** Closes every fd not taken. */
+  closeRest(): void {
+    for (const fd of this.takeAll()) {
+      try {
+        native.closeFd(fd);
+      } catch {
+        // already closed by its sender side effects? nothing else to do
+      }
+    }
+  }
+}

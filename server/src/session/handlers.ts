@@ -1,0 +1,283 @@
+// Handlers for the client's commands after VERSION. Each decodes its payload with the protocol package (whose
+// ProtocolError carries the errno conformance-cases.md asks for), applies the server-side checks, drives the
+// device / DMA address space / IRQ state, and returns the reply payload (and fds). A thrown error with a
+// positive `errno` (ProtocolError, DeviceError, DmaMapError, IrqError) becomes a header-only error reply; the
+// session closes every fd a handler did not take.
+//
+// Handlers return synchronously except DMA_MAP/DMA_UNMAP (which may await the host IOMMU mirror) and
+// DEVICE_RESET (a device may reset asynchronously); the session holds later messages back until they settle.
+
+import {
+  type Capabilities,
+  Command,
+  checkSetIrqsAgainstDevice,
+  DmaUnmapFlags,
+  decodeDeviceFeatureRequest,
+  decodeDeviceGetInfoRequest,
+  decodeDeviceResetRequest,
+  decodeDmaMapRequest,
+  decodeDmaUnmapRequest,
+  decodeIrqInfoRequest,
+  decodeMigDataReadRequest,
+  decodeMigDataWriteRequest,
+  decodeRegionInfoRequest,
+  decodeRegionIoFdsRequest,
+  decodeRegionReadRequest,
+  decodeRegionWriteMultiRequest,
+  decodeRegionWriteRequest,
+  decodeSetIrqsRequest,
+  dmaUnmapEcho,
+  Errno,
+  encodeDeviceGetInfoReply,
+  encodeDmaUnmapReply,
+  encodeIrqInfoReply,
+  encodeRegionInfoReply,
+  encodeRegionIoFdsReplyFor,
+  encodeRegionReadReply,
+  encodeRegionWriteMultiReply,
+  encodeRegionWriteReply,
+  Feature,
+  featureIndex,
+  isRegionInfoTruncated,
+  type Limits,
+  ProtocolError,
+  type RegionCap,
+  RegionCapId,
+  RegionInfoFlags,
+  rangeWithin,
+  regionInfoReplyFor,
+} from 'vfio-user-protocol';
+import { DeviceError, DeviceFlags, type DeviceLogger, type VfioUserDevice } from '../device.js';
+import type { DmaAddressSpace } from '../dma/address-space.js';
+import type { IrqController } from '../irq/irq-controller.js';
+import type { FdBag } from './fds.js';
+
+export interface HandlerContext {
+  device: VfioUserDevice;
+  dma: DmaAddressSpace;
+  irq: IrqController;
+  log: DeviceLogger;
+  /** Our receive limits (what we advertised). */
+  limits: Required<Limits>;
+  /** The client's capabilities (defaults filled in). */
+  client: Capabilities;
+  /** Whether REGION_WRITE_MULTI was negotiated. */
+  writeMultiple: boolean;
+  /** Successful DMA_MAP / DMA_UNMAP commands (the server's stats). */
+  counters: { dmaMaps: number; dmaUnmaps: number };
+}
+
+export interface HandlerResult {
+  payload?: Uint8Array;
+  /** fds to send with the reply (borrowed: the sender dups them). */
+  fds?: number[];
+}
+
+export type Handler = (
+  ctx: HandlerContext,
+  payload: Uint8Array,
+  fds: FdBag,
+) => HandlerResult | Promise<HandlerResult>;
+
+const EMPTY: HandlerResult = {};
+
+function einval(message: string): never {
+  throw new ProtocolError(Errno.EINVAL, 'BAD_VALUE', message);
+}
+
+function checkRegionIndex(ctx: HandlerContext, index: number): void {
+  if (index >= ctx.device.numRegions) einval(`region index ${index} >= num_regions ${ctx.device.numRegions}`);
+}
+
+// ---- DMA ------------------------------------------------------------------------------------------------------
+
+const dmaMap: Handler = async (ctx, payload, fds) => {
+  const req = decodeDmaMapRequest(payload, fds.count, ctx.limits);
+  const fd = fds.count > 0 ? fds.take(0) : undefined;
+  await ctx.dma.map({ iova: req.address, size: req.size, prot: req.flags, fd, fileOffset: req.offset });
+  ctx.counters.dmaMaps++;
+  return EMPTY;
+};
+
+const dmaUnmap: Handler = async (ctx, payload, fds) => {
+  const req = decodeDmaUnmapRequest(payload, fds.count, ctx.limits);
+  if (req.flags & DmaUnmapFlags.GET_DIRTY_BITMAP) {
+    // Legacy dirty bitmap: only meaningful while dirty logging runs, which it never does here (UNM-15).
+    einval('DMA_UNMAP GET_DIRTY_BITMAP without dirty logging');
+  }
+  if (req.flags & DmaUnmapFlags.ALL) await ctx.dma.unmapAll();
+  else await ctx.dma.unmap(req.address, req.size);
+  ctx.counters.dmaUnmaps++;
+  return { payload: encodeDmaUnmapReply(dmaUnmapEcho(req)) };
+};
+
+// ---- device info ----------------------------------------------------------------------------------------------
+
+const deviceGetInfo: Handler = (ctx, payload, fds) => {
+  decodeDeviceGetInfoRequest(payload, fds.count, ctx.limits);
+  const d = ctx.device;
+  return {
+    payload: encodeDeviceGetInfoReply({ flags: d.flags, numRegions: d.numRegions, numIrqs: d.numIrqs }),
+  };
+};
+
+const regionInfo: Handler = (ctx, payload, fds) => {
+  const req = decodeRegionInfoRequest(payload, fds.count, ctx.limits);
+  checkRegionIndex(ctx, req.index);
+  const desc = ctx.device.regionInfo(req.index);
+  const caps: RegionCap[] = [];
+  let flags = desc.flags & ~RegionInfoFlags.CAPS;
+  // A mappable region's fd needs the client to accept one fd per message (VER-16: max_msg_fds 0 = no fds).
+  const mmap = desc.mmap && ctx.client.maxMsgFds >= 1 ? desc.mmap : undefined;
+  if (mmap) {
+    flags |= RegionInfoFlags.MMAP;
+    if (mmap.areas) caps.push({ id: RegionCapId.SPARSE_MMAP, version: 1, areas: mmap.areas });
+  } else {
+    flags &= ~RegionInfoFlags.MMAP;
+  }
+  if (desc.type)
+    caps.push({ id: RegionCapId.TYPE, version: 1, type: desc.type.type, subtype: desc.type.subtype });
+  const reply = regionInfoReplyFor(
+    { flags, index: req.index, size: desc.size, offset: mmap?.offset ?? 0n, caps },
+    req.argsz!,
+  );
+  // Exactly one fd with a complete MMAP reply; none with a truncated one (QEMU asks again).
+  const sendFd = mmap && !isRegionInfoTruncated(reply);
+  return { payload: encodeRegionInfoReply(reply), fds: sendFd ? [mmap.fd] : undefined };
+};
+
+const regionIoFds: Handler = (ctx, payload, fds) => {
+  const req = decodeRegionIoFdsRequest(payload, fds.count, ctx.limits);
+  checkRegionIndex(ctx, req.index);
+  if (ctx.device.regionInfo(req.index).size === 0n) einval(`region ${req.index} is absent`); // IOF-05
+  // The device contract has no ioeventfds yet: every region has none (IOF-08).
+  return { payload: encodeRegionIoFdsReplyFor(req.index, [], req.argsz!) };
+};
+
+const irqInfo: Handler = (ctx, payload, fds) => {
+  const req = decodeIrqInfoRequest(payload, fds.count, ctx.limits);
+  if (req.index >= ctx.device.numIrqs) einval(`IRQ index ${req.index} >= num_irqs ${ctx.device.numIrqs}`);
+  const info = ctx.device.irqInfo(req.index);
+  return { payload: encodeIrqInfoReply({ flags: info.flags, index: req.index, count: info.count }) };
+};
+
+const setIrqs: Handler = (ctx, payload, fds) => {
+  const req = decodeSetIrqsRequest(payload, fds.count, ctx.limits);
+  const vectors = req.index < ctx.device.numIrqs ? ctx.device.irqInfo(req.index).count : 0;
+  checkSetIrqsAgainstDevice(req, ctx.device.numIrqs, vectors);
+  ctx.irq.validate(req, fds.count);
+  // A forwarding device (vfio-pci) may take the request itself, handing the client's eventfds to the host
+  // device (VfioUserDevice.setIrqs); the fds stay borrowed and are closed with the message.
+  if (ctx.device.setIrqs?.(req.index, req.flags, req.start, req.count, fds.peek(), req.data)) return EMPTY;
+  ctx.irq.setIrqs(req, fds.peek());
+  fds.takeAll(); // the IRQ state owns them now
+  return EMPTY;
+};
+
+// ---- region access ---------------------------------------------------------------------------------------------
+
+function checkAccess(
+  ctx: HandlerContext,
+  index: number,
+  offset: bigint,
+  count: number,
+  write: boolean,
+): void {
+  checkRegionIndex(ctx, index);
+  const desc = ctx.device.regionInfo(index);
+  if (!rangeWithin(offset, BigInt(count), desc.size)) {
+    einval(
+      `region ${index} access [0x${offset.toString(16)}, +${count}) outside its 0x${desc.size.toString(16)} bytes`,
+    );
+  }
+  const need = write ? RegionInfoFlags.WRITE : RegionInfoFlags.READ;
+  if (count > 0 && (desc.flags & need) === 0)
+    einval(`region ${index} is not ${write ? 'writable' : 'readable'}`);
+}
+
+const regionRead: Handler = (ctx, payload, fds) => {
+  const req = decodeRegionReadRequest(payload, fds.count, ctx.limits);
+  checkAccess(ctx, req.region, req.offset, req.count, false);
+  const data = req.count === 0 ? new Uint8Array(0) : ctx.device.regionRead(req.region, req.offset, req.count);
+  if (data.length !== req.count) {
+    // QEMU turns a short read into all-ones and a long one into E2BIG: never send either.
+    throw new DeviceError(Errno.EINVAL, `device returned ${data.length} bytes for a ${req.count}-byte read`);
+  }
+  return { payload: encodeRegionReadReply({ offset: req.offset, region: req.region, data }) };
+};
+
+const regionWrite: Handler = (ctx, payload, fds) => {
+  const req = decodeRegionWriteRequest(payload, fds.count, ctx.limits);
+  checkAccess(ctx, req.region, req.offset, req.data.length, true);
+  if (req.data.length > 0) ctx.device.regionWrite(req.region, req.offset, req.data);
+  return {
+    payload: encodeRegionWriteReply({ offset: req.offset, region: req.region, count: req.data.length }),
+  };
+};
+
+const regionWriteMulti: Handler = (ctx, payload, fds) => {
+  // Only valid when negotiated. We never offer write_multiple (no known server does, and QEMU only coalesces
+  // posted writes when offered), so this is normally WMU-01's EINVAL; the handler stays correct if it is offered.
+  if (!ctx.writeMultiple) einval('REGION_WRITE_MULTI was not negotiated');
+  const req = decodeRegionWriteMultiRequest(payload, fds.count, ctx.limits);
+  for (const w of req.writes) {
+    checkAccess(ctx, w.region, w.offset, w.data.length, true);
+    ctx.device.regionWrite(w.region, w.offset, w.data);
+  }
+  return { payload: encodeRegionWriteMultiReply({ count: req.writes.length }) };
+};
+
+// ---- reset, features, migration --------------------------------------------------------------------------------
+
+const deviceReset: Handler = async (ctx, payload, fds) => {
+  decodeDeviceResetRequest(payload, fds.count, ctx.limits);
+  if ((ctx.device.flags & DeviceFlags.RESET) === 0) einval('device does not advertise RESET'); // RST-03
+  await ctx.device.reset();
+  return EMPTY;
+};
+
+const deviceFeature: Handler = (ctx, payload, fds) => {
+  const req = decodeDeviceFeatureRequest(payload, fds.count, ctx.limits);
+  const feature = featureIndex(req.flags);
+  if (
+    feature === Feature.DMA_LOGGING_START ||
+    feature === Feature.DMA_LOGGING_STOP ||
+    feature === Feature.DMA_LOGGING_REPORT
+  ) {
+    // Dirty-page logging seam (dma/dirty.ts): nothing installs it yet, and without migration the answer is
+    // EINVAL (FEA-28).
+    if (!ctx.dma.dirtyLogging) einval('DMA dirty logging is not supported');
+    throw new ProtocolError(Errno.ENOTSUP, 'BAD_VALUE', 'DMA dirty logging features are not wired yet');
+  }
+  // No device implements migration (device.ts has no migration hooks), so every feature is unsupported
+  // (FEA-02/03).
+  einval(`device feature ${feature} is not supported`);
+};
+
+// Migration data: malformed requests get the decoder's errno, well-formed ones EINVAL (MIG-01/02).
+const migDataRead: Handler = (ctx, payload, fds) => {
+  decodeMigDataReadRequest(payload, fds.count, ctx.limits);
+  einval('migration is not supported');
+};
+const migDataWrite: Handler = (ctx, payload, fds) => {
+  decodeMigDataWriteRequest(payload, fds.count, ctx.limits);
+  einval('migration is not supported');
+};
+
+/** Every client command after VERSION. DMA_READ/DMA_WRITE are server->client and never reach this table. */
+export const HANDLERS: Partial<Record<Command, Handler>> = {
+  [Command.DMA_MAP]: dmaMap,
+  [Command.DMA_UNMAP]: dmaUnmap,
+  [Command.DEVICE_GET_INFO]: deviceGetInfo,
+  [Command.DEVICE_GET_REGION_INFO]: regionInfo,
+  [Command.DEVICE_GET_REGION_IO_FDS]: regionIoFds,
+  [Command.DEVICE_GET_IRQ_INFO]: irqInfo,
+  [Command.DEVICE_SET_IRQS]: setIrqs,
+  [Command.REGION_READ]: regionRead,
+  [Command.REGION_WRITE]: regionWrite,
+  [Command.DEVICE_RESET]: deviceReset,
+  [Command.REGION_WRITE_MULTI]: regionWriteMulti,
+  [Command.DEVICE_FEATURE]: deviceFeature,
+  [Command.MIG_DATA_READ]: migDataRead,
+  [Command.MIG_DATA_WRITE]: migDataWrite,
+};

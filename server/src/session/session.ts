@@ -1,0 +1,533 @@
+// One client connection: VERSION negotiation, strictly ordered dispatch, replies and errors, server->client DMA,
+// and the cleanup when the client goes away.
+//
+// Ordering. Commands are executed strictly in arrival order (a reply to command N implies every earlier command,
+// NO_REPLY ones included, has been processed; a later REGION_READ observes an earlier posted write). Most
+// handlers finish synchronously and the queue drains in the same tick; a handler that returns a promise (DMA_MAP
+// awaiting the host IOMMU, DEVICE_RESET) holds every later message back until it settles. Replies from the
+// client to our own DMA_READ/WRITE bypass the queue and are matched at once, so a queued command can never wait
+// on them (and no handler ever awaits a server->client round trip: see messenger.ts).
+//
+// Replies. NO_REPLY commands never get one, not even an error (it is logged instead). Errors are header-only
+// with a positive errno (ProtocolError/DeviceError/DmaMapError/IrqError carry it; anything else is a bug, logged
+// with its stack and answered EIO... except for NO_REPLY). Every fd that arrived with a message is closed unless a
+// handler took it, on every path.
+//
+// Backpressure: while an asynchronous handler holds the queue, reading stops once 4,096 commands or 64 MiB wait
+// (the client then blocks on a full socket) and resumes below 1,024 / 16 MiB; likewise while more than 16 MiB of
+// replies wait for a client that does not read them (until the send queue drains). A flooding client cannot make
+// the server buffer without bound.
+//
+// Fatal conditions close the connection (after an EINVAL reply where one is possible): a first message other
+// than VERSION (VER-01), a VERSION with another major (VER-04), a header with a bad size or type (HDR-04/05/10),
+// a framing error from the transport. A second VERSION after negotiation is a plain EINVAL (VER-30); a malformed
+// first VERSION is EINVAL and the client may try again.
+//
+// Disconnect (EOF, error, garbage, framing error, server shutdown): queued messages are dropped (their fds
+// closed), the handler in progress is allowed to finish, pending server->client DMAs fail, the device is
+// detached (it keeps its state), every IRQ eventfd is closed, every DMA mapping is dropped (and the host
+// mirror's), and only then does `closed` resolve, so the next client starts from a clean address space.
+
+import type pino from 'pino';
+import * as native from 'vfio-user-native';
+import {
+  type Capabilities,
+  Command,
+  checkCommand,
+  checkHeader,
+  commandName,
+  decodeHeader,
+  decodeVersionRequest,
+  Errno,
+  encodeErrorReply,
+  encodeReplyMessage,
+  errnoName,
+  HEADER_SIZE,
+  type Header,
+  isReply,
+  MESSAGE_OVERHEAD,
+  ProtocolError,
+  wantsReply,
+} from 'vfio-user-protocol';
+import type { VfioUserDevice } from '../device.js';
+import type { DmaAddressSpace } from '../dma/address-space.js';
+import { E } from '../dma/errors.js';
+import type { IrqController } from '../irq/irq-controller.js';
+import { FdBag } from './fds.js';
+import { HANDLERS, type HandlerContext, type HandlerResult } from './handlers.js';
+import { DmaMessenger } from './messenger.js';
+import { negotiate, type ServerOffer } from './negotiate.js';
+
+/** Counters shared by every session of a server. */
+export interface ServerStats {
+  connections: number;
+  /** Commands received, by command name (`DMA_MAP`, `UNKNOWN(99)`, ...). */
+  messages: Record<string, number>;
+  dmaMaps: number;
+  dmaUnmaps: number;
+  /** Error replies (or failed NO_REPLY commands), by errno name. */
+  errors: Record<string, number>;
+}
+
+export interface SessionConfig {
+  id: number;
+  device: VfioUserDevice;
+  dma: DmaAddressSpace;
+  irq: IrqController;
+  log: pino.Logger;
+  offer: ServerOffer;
+  dmaTimeoutMs: number;
+  stats: ServerStats;
+  /**
+   * Hard cap on queued commands (default 100,000). Reading pauses long before (4,096 commands or 64 MiB), so
+   * this only trips if the transport keeps delivering after a pause.
+   */
+  maxQueued?: number;
+  /**
+   * How the addon splits the byte stream (default 'exact'): 'exact' never reads past the current message, so
+   * fds are attributed correctly for any sender (also one that writes two messages, the first with an fd, in
+   * one sendmsg: conformance ROB-10); 'bulk' reads up to 64 KiB at once, cheaper under floods, correct for
+   * senders that start each message with its own sendmsg (QEMU, libvfio-user). See node-native.md §3.
+   */
+  framing?: 'exact' | 'bulk';
+}
+
+interface Queued {
+  h: Header;
+  payload: Uint8Array;
+  fds: FdBag;
+}
+
+/** Backpressure thresholds: pause reading above HIGH queued commands/bytes, resume below LOW. */
+const QUEUE_HIGH = 4096;
+const QUEUE_LOW = 1024;
+const QUEUE_HIGH_BYTES = 64 << 20;
+const QUEUE_LOW_BYTES = 16 << 20;
+/** Unsent reply bytes above which reading pauses until the send queue drains. */
+const SEND_HIGH_BYTES = 16 << 20;
+
+/** An error that ends the session (after its reply, if any). */
+class FatalError extends ProtocolError {}
+
+type State = 'new' | 'ready' | 'closing' | 'closed';
+
+export class Session {
+  private state: State = 'new';
+  private queue: Queued[] = [];
+  private head = 0;
+  private running: Promise<void> | null = null;
+  private twin: native.Connection | undefined;
+  private messenger: DmaMessenger | undefined;
+  private ctx: HandlerContext | undefined;
+  private attached = false;
+  private readonly log: pino.Logger;
+  private readonly maxMessageSize: number;
+  private readonly maxQueued: number;
+  private queuedBytes = 0;
+  /** Why reading is paused: commands piling up behind a slow handler, or replies the client does not read. */
+  private readonly holds = new Set<'queue' | 'send'>();
+  /** How often reading was paused for backpressure (tests, stats). */
+  pauses = 0;
+  /** Per-message trace logging costs an object per message: decided once. */
+  private readonly traceOn: boolean;
+  private resolveClosed!: () => void;
+  /** Resolves once the session is fully cleaned up. */
+  readonly closed: Promise<void>;
+  /** Why the session ended (for logs/tests). */
+  closeReason: string | undefined;
+
+  constructor(
+    private readonly conn: native.Connection,
+    private readonly cfg: SessionConfig,
+  ) {
+    this.log = cfg.log.child({ session: cfg.id });
+    this.maxMessageSize = Math.max(cfg.offer.maxDataXferSize + MESSAGE_OVERHEAD, 65536);
+    this.maxQueued = cfg.maxQueued ?? 100_000;
+    this.traceOn = this.log.isLevelEnabled('trace');
+    this.closed = new Promise((r) => {
+      this.resolveClosed = r;
+    });
+  }
+
+  get isOpen(): boolean {
+    return this.state === 'new' || this.state === 'ready';
+  }
+
+  start(): void {
+    this.log.info('client connected');
+    this.conn.start(
+      {
+        onMessage: (data, fds) => this.onMessage(data, fds),
+        onClose: (err) => {
+          void this.close(err ? `connection error: ${err.message}` : 'client closed the connection', err);
+        },
+        onDrain: () => this.unhold('send'),
+      },
+      { maxMessageSize: this.maxMessageSize, framing: this.cfg.framing ?? 'exact' },
+    );
+  }
+
+  // ---- receive ---------------------------------------------------------------------------------------------
+
+  private onMessage(data: Uint8Array, fds: number[]): void {
+    if (!this.isOpen) {
+      closeFds(fds);
+      return;
+    }
+    let h: Header;
+    try {
+      h = decodeHeader(data);
+      checkHeader(h, this.maxMessageSize);
+      if (h.size !== data.length)
+        throw new ProtocolError(Errno.EINVAL, 'BAD_MESSAGE_SIZE', 'framing mismatch');
+    } catch (err) {
+      closeFds(fds);
+      this.protocolViolation(data, err);
+      return;
+    }
+    const payload = data.subarray(HEADER_SIZE);
+    if (isReply(h)) {
+      // A reply to our DMA_READ/WRITE (never queued); an unsolicited one is logged and ignored (HDR-09).
+      closeFds(fds);
+      if (fds.length) this.log.warn({ id: h.id, fds: fds.length }, 'fds on a reply closed');
+      if (this.messenger)
+        this.messenger.handleReply(h, payload); // it logs replies matching nothing
+      else this.log.warn({ id: h.id, command: h.command }, 'unsolicited reply before VERSION ignored');
+      return;
+    }
+    if (this.queue.length - this.head >= this.maxQueued) {
+      closeFds(fds);
+      void this.close(`more than ${this.maxQueued} commands queued`);
+      return;
+    }
+    this.queue.push({ h, payload, fds: new FdBag(fds) });
+    this.queuedBytes += h.size;
+    // Backpressure: while an asynchronous handler holds the queue, stop reading once a lot is waiting (the
+    // client then blocks on its socket) instead of buffering without bound.
+    if (this.queue.length - this.head > QUEUE_HIGH || this.queuedBytes > QUEUE_HIGH_BYTES) this.hold('queue');
+    this.pump();
+  }
+
+  /** A header the stream cannot be trusted after: answer EINVAL if it looks like a command, then close. */
+  private protocolViolation(data: Uint8Array, err: unknown): void {
+    const errno = (err as { errno?: number }).errno ?? Errno.EINVAL;
+    this.count('errors', errnoName(errno));
+    this.log.warn({ err: (err as Error).message }, 'protocol violation, closing');
+    if (data.length >= HEADER_SIZE) {
+      const dv = new DataView(data.buffer, data.byteOffset, HEADER_SIZE);
+      const flags = dv.getUint32(8, true);
+      if ((flags & 0x10) === 0)
+        this.sendRaw(encodeErrorReply(dv.getUint16(0, true), dv.getUint16(2, true), errno));
+    }
+    void this.close('protocol violation');
+  }
+
+  // ---- dispatch --------------------------------------------------------------------------------------------
+
+  private pump(): void {
+    if (this.running) return;
+    while (this.head < this.queue.length && this.isOpen) {
+      const m = this.queue[this.head]!;
+      this.queue[this.head++] = undefined as unknown as Queued;
+      this.queuedBytes -= m.h.size;
+      if (
+        this.holds.has('queue') &&
+        this.queue.length - this.head < QUEUE_LOW &&
+        this.queuedBytes < QUEUE_LOW_BYTES
+      ) {
+        this.unhold('queue');
+      }
+      const r = this.process(m);
+      if (r) {
+        this.running = r.then(() => {
+          this.running = null;
+          this.pump();
+        });
+        return;
+      }
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    }
+  }
+
+  /** Runs one command; returns a promise only when the handler is asynchronous. */
+  private process(m: Queued): Promise<void> | undefined {
+    const { h } = m;
+    const name = commandName(h.command);
+    this.count('messages', name);
+    if (this.traceOn) this.log.trace({ id: h.id, command: name, size: h.size, fds: m.fds.count }, 'command');
+    let r: HandlerResult | Promise<HandlerResult>;
+    try {
+      r = this.dispatch(m);
+    } catch (err) {
+      this.fail(m, err);
+      return undefined;
+    }
+    if (r instanceof Promise) {
+      return r.then(
+        (res) => this.finish(m, res),
+        (err) => this.fail(m, err),
+      );
+    }
+    this.finish(m, r);
+    return undefined;
+  }
+
+  private dispatch(m: Queued): HandlerResult | Promise<HandlerResult> {
+    const { h, payload, fds } = m;
+    if (this.state === 'new') {
+      if (h.command !== Command.VERSION) {
+        throw new FatalError(Errno.EINVAL, 'NEGOTIATION', `${commandName(h.command)} before VERSION`);
+      }
+      return this.version(h, payload, fds);
+    }
+    if (h.command === Command.VERSION) {
+      throw new ProtocolError(Errno.EINVAL, 'NEGOTIATION', 'VERSION after negotiation');
+    }
+    const command = checkCommand(h.command, 'client');
+    const handler = HANDLERS[command];
+    if (!handler)
+      throw new ProtocolError(Errno.EINVAL, 'UNKNOWN_COMMAND', `no handler for ${commandName(command)}`);
+    return handler(this.ctx!, payload, fds);
+  }
+
+  private finish(m: Queued, res: HandlerResult): void {
+    // Send first: a reply may carry an fd the bag holds (the twin socket's client end); sending dups it.
+    if (wantsReply(m.h) && this.isOpen)
+      this.sendRaw(encodeReplyMessage(m.h.id, m.h.command, res.payload), res.fds);
+    m.fds.closeRest();
+  }
+
+  private fail(m: Queued, err: unknown): void {
+    m.fds.closeRest();
+    const known =
+      typeof (err as { errno?: unknown })?.errno === 'number' && (err as { errno: number }).errno > 0;
+    const errno = known ? (err as { errno: number }).errno : E.EIO;
+    this.count('errors', errnoName(errno));
+    const name = commandName(m.h.command);
+    const fatal = err instanceof FatalError;
+    if (!known) {
+      this.log.error({ err, command: name, id: m.h.id }, 'handler failed unexpectedly');
+    } else if (!wantsReply(m.h)) {
+      this.log.warn(
+        { command: name, id: m.h.id, errno: errnoName(errno), msg: (err as Error).message },
+        'NO_REPLY command failed',
+      );
+    } else {
+      this.log.debug(
+        { command: name, id: m.h.id, errno: errnoName(errno), msg: (err as Error).message },
+        'command failed',
+      );
+    }
+    if (wantsReply(m.h) && this.isOpen) this.sendRaw(encodeErrorReply(m.h.id, m.h.command, errno));
+    if (fatal) void this.close(`fatal: ${(err as Error).message}`);
+  }
+
+  private count(what: 'messages' | 'errors', key: string): void {
+    const rec = this.cfg.stats[what];
+    rec[key] = (rec[key] ?? 0) + 1;
+  }
+
+  private hold(why: 'queue' | 'send'): void {
+    if (this.holds.has(why)) return;
+    if (this.holds.size === 0) {
+      this.pauses++;
+      safely(() => this.conn.pause());
+    }
+    this.holds.add(why);
+  }
+
+  private unhold(why: 'queue' | 'send'): void {
+    if (!this.holds.delete(why) || this.holds.size > 0 || !this.isOpen) return;
+    safely(() => this.conn.resume());
+  }
+
+  private sendRaw(bytes: Uint8Array, fds?: number[]): void {
+    try {
+      // A client that sends but does not read its replies: stop reading its commands until the replies drain
+      // (onDrain), so the send queue stays bounded.
+      if (!this.conn.send(bytes, fds) && this.conn.queuedBytes > SEND_HIGH_BYTES) this.hold('send');
+    } catch (err) {
+      // The peer is gone; its onClose follows.
+      this.log.debug({ err }, 'send failed');
+    }
+  }
+
+  // ---- VERSION ---------------------------------------------------------------------------------------------
+
+  private version(h: Header, payload: Uint8Array, fds: FdBag): HandlerResult {
+    let n: ReturnType<typeof negotiate>;
+    try {
+      const req = decodeVersionRequest(payload, fds.count, {
+        maxDataXferSize: this.cfg.offer.maxDataXferSize,
+        maxMsgFds: this.cfg.offer.maxMsgFds,
+      });
+      n = negotiate(req, h.size, this.cfg.offer);
+    } catch (err) {
+      if (err instanceof ProtocolError && err.code === 'VERSION_MISMATCH') {
+        throw new FatalError(err.errno, err.code, err.message); // spec: close on a major we cannot speak
+      }
+      throw err;
+    }
+    if (n.unknownKeys.length) this.log.info({ keys: n.unknownKeys }, 'client sent unknown capability keys');
+    if (n.dropped.length) this.log.info({ dropped: n.dropped }, 'VERSION reply trimmed to the request size');
+    const client = n.client;
+    const replyFds: number[] = [];
+    // Twin-socket only when the reply (carrying the client's end) is actually sent.
+    if (n.twinSocket && wantsReply(h)) {
+      const [mine, theirs] = native.socketpair();
+      fds.adopt(theirs); // closed after the reply went out
+      replyFds.push(theirs);
+      this.startTwin(mine);
+    }
+    this.ready(client, n.writeMultiple);
+    this.log.info(
+      {
+        major: n.reply.major,
+        minor: n.reply.minor,
+        clientMaxMsgFds: client.maxMsgFds,
+        clientMaxDataXferSize: client.maxDataXferSize,
+        twinSocket: n.twinSocket,
+      },
+      'VERSION negotiated',
+    );
+    return { payload: n.payload, fds: replyFds.length ? replyFds : undefined };
+  }
+
+  private ready(client: Capabilities, writeMultiple: boolean): void {
+    const cfg = this.cfg;
+    const counters = {
+      get dmaMaps() {
+        return cfg.stats.dmaMaps;
+      },
+      set dmaMaps(v: number) {
+        cfg.stats.dmaMaps = v;
+      },
+      get dmaUnmaps() {
+        return cfg.stats.dmaUnmaps;
+      },
+      set dmaUnmaps(v: number) {
+        cfg.stats.dmaUnmaps = v;
+      },
+    };
+    this.ctx = {
+      device: cfg.device,
+      dma: cfg.dma,
+      irq: cfg.irq,
+      log: this.log,
+      limits: { maxDataXferSize: cfg.offer.maxDataXferSize, maxMsgFds: cfg.offer.maxMsgFds },
+      client,
+      writeMultiple,
+      counters,
+    };
+    this.messenger = new DmaMessenger({
+      send: (bytes) => (this.twin ?? this.conn).send(bytes),
+      // Chunks must fit both the client's limit and our own receive limit (the DMA_READ reply comes back here).
+      maxDataXferSize: Math.min(client.maxDataXferSize, cfg.offer.maxDataXferSize),
+      timeoutMs: cfg.dmaTimeoutMs,
+      log: this.log,
+    });
+    cfg.dma.setMessageTransport(this.messenger);
+    this.state = 'ready';
+    try {
+      cfg.device.attach({ dma: cfg.dma, irq: cfg.irq, log: this.log.child({ device: true }) });
+    } catch (err) {
+      this.log.error({ err }, 'device attach threw');
+      throw new FatalError(E.EIO, 'NEGOTIATION', `device attach failed: ${(err as Error)?.message}`);
+    }
+    this.attached = true;
+  }
+
+  private startTwin(fd: number): void {
+    const twin = native.Connection.fromFd(fd);
+    this.twin = twin;
+    twin.start(
+      {
+        onMessage: (data, fds) => {
+          closeFds(fds);
+          if (!this.isOpen) return;
+          let h: Header;
+          try {
+            h = decodeHeader(data);
+            checkHeader(h, this.maxMessageSize);
+          } catch (err) {
+            this.protocolViolation(data, err);
+            return;
+          }
+          if (!isReply(h)) {
+            this.log.warn({ command: commandName(h.command) }, 'command on the twin socket ignored');
+            return;
+          }
+          this.messenger?.handleReply(h, data.subarray(HEADER_SIZE));
+        },
+        onClose: (err) => {
+          void this.close(err ? `twin socket error: ${err.message}` : 'client closed the twin socket', err);
+        },
+      },
+      { maxMessageSize: this.maxMessageSize, framing: this.cfg.framing ?? 'exact' },
+    );
+  }
+
+  // ---- teardown --------------------------------------------------------------------------------------------
+
+  /** Ends the session (idempotent); resolves when everything the client had is released. */
+  close(reason: string, err?: unknown): Promise<void> {
+    if (!this.isOpen) return this.closed;
+    this.state = 'closing';
+    this.closeReason = reason;
+    if (err) this.log.warn({ reason, err }, 'client disconnected');
+    else this.log.info({ reason }, 'client disconnected');
+    void this.cleanup();
+    return this.closed;
+  }
+
+  private async cleanup(): Promise<void> {
+    const cfg = this.cfg;
+    for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.fds.closeRest();
+    this.queue = [];
+    this.head = 0;
+    this.messenger?.close();
+    cfg.dma.setMessageTransport(null);
+    safely(() => this.conn.close());
+    if (this.twin) safely(() => this.twin!.close());
+    // Let a handler already in progress (a DMA_MAP awaiting the mirror) finish before tearing down under it.
+    if (this.running) await this.running.catch(() => {});
+    if (this.attached) {
+      this.attached = false;
+      try {
+        cfg.device.detach();
+      } catch (e) {
+        this.log.error({ err: e }, 'device detach threw');
+      }
+    }
+    cfg.irq.reset();
+    try {
+      const dropped = await cfg.dma.unmapAll();
+      if (dropped.length) this.log.info({ regions: dropped.length }, 'DMA mappings dropped');
+    } catch (e) {
+      this.log.error({ err: e }, 'unmap-all at disconnect failed');
+    }
+    this.state = 'closed';
+    this.resolveClosed();
+  }
+}
+
+function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      native.closeFd(fd);
+    } catch {
+      // nothing to leak
+    }
+  }
+}
+
+function safely(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // closing something already closed
+  }
+}

@@ -1,0 +1,27 @@
+// Where clients come from: a listening UNIX socket created at a path, or one inherited as an fd (`--fd N`,
+// systemd socket activation), per the vfio-user backend program conventions (`--socket-path` / `--fd`,
+// mutually exclusive). The addon does the socket work (bind/listen/accept4, stale-socket replacement: a socket
+// file nobody listens on is replaced, a live one is EADDRINUSE); this module only picks the source.
+
+import * as native from 'vfio-user-native';
+
+export interface ListenSource {
+  socketPath?: string;
+  fd?: number;
+  /** Socket file mode (default 0o600: only the owner, usually the VMM's user, may connect). */
+  mode?: number;
+}
+
+/** Validates that exactly one source is given. */
+export function checkListenSource(src: ListenSource): void {
+  if (src.socketPath !== undefined && src.fd !== undefined)
+    throw new TypeError('socketPath and fd are exclusive');
+  if (src.socketPath === undefined && src.fd === undefined)
+    throw new TypeError('socketPath or fd is required');
+}
+
+export function openListener(src: ListenSource): native.Listener {
+  checkListenSource(src);
+  if (src.fd !== undefined) return native.Listener.adopt(src.fd);
+  return native.Listener.listen(src.socketPath!, { mode: src.mode ?? 0o600 });
+}
