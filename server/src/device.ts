@@ -22,7 +22,17 @@ export const IrqInfoFlags = { EVENTFD: 0x1, MASKABLE: 0x2, AUTOMASKED: 0x4, NORE
 /** VFIO device flag bits (`VFIO_DEVICE_FLAGS_*`). */
 export const DeviceFlags = { RESET: 0x1, PCI: 0x2 } as const;
 /** PCI region indexes (`VFIO_PCI_*_REGION_INDEX`). */
-export const PciRegion = { BAR0: 0, BAR1: 1, BAR2: 2, BAR3: 3, BAR4: 4, BAR5: 5, ROM: 6, CONFIG: 7, VGA: 8 } as const;
+export const PciRegion = {
+  BAR0: 0,
+  BAR1: 1,
+  BAR2: 2,
+  BAR3: 3,
+  BAR4: 4,
+  BAR5: 5,
+  ROM: 6,
+  CONFIG: 7,
+  VGA: 8,
+} as const;
 /** PCI IRQ indexes (`VFIO_PCI_*_IRQ_INDEX`). */
 export const PciIrq = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
 
@@ -122,6 +132,24 @@ export interface VfioUserDevice {
 
   /** Called when the IRQ state of an index changes (e.g. to re-evaluate pending interrupts). Optional. */
   irqStateChanged?(index: number): void;
+  /**
+   * DEVICE_SET_IRQS pass-through, for forwarded host devices (vfio-pci): the engine calls it after validating
+   * the request (flags = VFIO_IRQ_SET_* bits as received) and before touching its own IRQ state. Returning true
+   * means the device handled it, e.g. gave the client's eventfds straight to the host's VFIO_DEVICE_SET_IRQS so
+   * the host device signals the VMM without this process; the engine then keeps no state for the request.
+   * Returning false (or not implementing it) = the engine's IrqController handles it as usual. `fds` are
+   * borrowed: the engine closes them after the call (VFIO takes its own eventfd references). `data` is the
+   * DATA_BOOL payload. Throw DeviceError to fail the request with its errno.
+   * (Added for vfio-pci; the engine's SET_IRQS handler must call it: see server/src/devices/vfio-pci.ts.)
+   */
+  setIrqs?(
+    index: number,
+    flags: number,
+    start: number,
+    count: number,
+    fds: readonly number[],
+    data?: Uint8Array,
+  ): boolean;
   /** Release everything (server shutdown). */
   close?(): void;
 }

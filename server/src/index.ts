@@ -1,1 +1,45 @@
-export const SERVER_PLACEHOLDER = true;
+// vfio-user-server: the device process. The engine (server, session, DMA address space, IRQs, IOMMU mirror)
+// and the device contract.
+
+export * from './device.js';
+export {
+  createDevice,
+  createEdu,
+  deviceNames,
+  type EduDevice,
+  type EduStats,
+  registerDevice,
+} from './devices/index.js';
+export {
+  DmaAddressSpace,
+  type DmaAddressSpaceOptions,
+  type DmaListener,
+  type DmaMapParams,
+  type DmaMessageTransport,
+  type DmaSegment,
+  type DmaStats,
+} from './dma/address-space.js';
+export type { DirtyPageLogging, DirtyRange } from './dma/dirty.js';
+export { DmaError, type DmaErrorKind, DmaMapError } from './dma/errors.js';
+export { DEFAULT_WINDOW_SIZE } from './dma/files.js';
+export { type Interval, IntervalTable } from './dma/interval-table.js';
+export { type DmaAccessKind, DmaProt, DmaRegion, type HostSegment } from './dma/region.js';
+export type { HostFacts, IommuBackend, IommuMapRequest } from './iommu/backend.js';
+export { IommuMirror, type MirrorStats } from './iommu/mirror.js';
+export { NoneBackend } from './iommu/none.js';
+export {
+  IrqController,
+  IrqError,
+  IrqSetFlags,
+  type IrqStats,
+  type SetIrqsParams,
+} from './irq/irq-controller.js';
+export {
+  type ConnectEvent,
+  type DisconnectEvent,
+  type ServerEvent,
+  type ServerOptions,
+  VfioUserServer,
+} from './server.js';
+export type { ServerOffer } from './session/negotiate.js';
+export type { ServerStats } from './session/session.js';

@@ -1,0 +1,367 @@
+// vfio-pci passthrough: a host PCI device bound to the kernel's vfio-pci driver, exposed over vfio-user
+// (`--device vfio-pci,host=0000:00:03.0 --iommu vfio|iommufd|auto`).
+//
+// The device is reached through the VFIO device fd of the host IOMMU backend (type1 container or iommufd IOAS),
+// the same container/IOAS the mirror maps every client DMA region into, so the host device DMAs straight into
+// the client's memory through the host IOMMU. Everything is forwarded, nothing is emulated:
+// - device/region/IRQ info come from the host (VFIO_DEVICE_GET_INFO / GET_REGION_INFO / GET_IRQ_INFO, read once);
+// - region reads and writes (config space included: vfio-pci virtualises it) are pread/pwrite on the device fd
+//   at the region's offset (always `info.offset`, never index << 40);
+// - mmap-able regions (BARs) are handed to the client with the device fd itself and the region's offset, with
+//   the host's sparse areas, so the VMM maps the BAR like QEMU's vfio-pci does;
+// - DEVICE_RESET becomes VFIO_DEVICE_RESET (advertised only when the host device has it);
+// - interrupts: with the engine's SET_IRQS pass-through hook (VfioUserDevice.setIrqs) the client's eventfds go
+//   straight to VFIO_DEVICE_SET_IRQS and the host device signals the VMM with no hop through this process.
+//   Until the engine calls that hook, the engine keeps the client's eventfds (IrqController) and this device
+//   relays: it gives the host its own eventfds for the vectors the client enabled and triggers the IrqSink when
+//   they fire (INTx: the host's automask is lifted when the client unmasks).
+// The device fd belongs to the backend (closed by backend.close(), which the server runs before device.close()).
+
+import * as native from 'vfio-user-native';
+import {
+  type DeviceContext,
+  DeviceError,
+  DeviceFlags,
+  type DeviceLogger,
+  type IrqDescription,
+  PciIrq,
+  type RegionDescription,
+  RegionFlags,
+  type VfioUserDevice,
+} from '../device.js';
+import { E, errnoOf } from '../dma/errors.js';
+import {
+  type HostDevice,
+  type HostDeviceBackend,
+  isHostDeviceBackend,
+  normaliseBdf,
+} from '../iommu/host-device.js';
+
+const { vfio } = native;
+
+const DATA_MASK = 0x7;
+const ACTION_MASK = 0x38;
+const IRQ_SET = {
+  DATA_NONE: 0x1,
+  DATA_BOOL: 0x2,
+  DATA_EVENTFD: 0x4,
+  MASK: 0x8,
+  UNMASK: 0x10,
+  TRIGGER: 0x20,
+} as const;
+
+export interface VfioPciOptions {
+  /** The host device's PCI address; checked against the backend's when both are known. */
+  host?: string;
+  /** The VFIO IOMMU backend (vfio-type1 or iommufd) that opened the device; the server mirrors into it. */
+  iommu: HostDeviceBackend;
+  log?: DeviceLogger;
+}
+
+export interface VfioPciStats {
+  regionReads: number;
+  regionWrites: number;
+  /** SET_IRQS requests passed straight to the host (engine hook). */
+  irqPassthrough: number;
+  /** Host interrupts relayed through the engine's IrqSink (fallback path). */
+  irqRelayed: number;
+  resets: number;
+}
+
+interface Relay {
+  fd: number;
+  watcher: native.FdWatcher;
+}
+
+const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+export class VfioPciDevice implements VfioUserDevice {
+  readonly flags: number;
+  readonly numRegions: number;
+  readonly numIrqs: number;
+  readonly host: HostDevice;
+  readonly stats: VfioPciStats = {
+    regionReads: 0,
+    regionWrites: 0,
+    irqPassthrough: 0,
+    irqRelayed: 0,
+    resets: 0,
+  };
+
+  private readonly regions: (native.RegionInfo | null)[] = [];
+  private readonly irqs: native.IrqInfo[] = [];
+  private ctx: DeviceContext | undefined;
+  private log: DeviceLogger;
+  /** IRQ indexes the client enabled through the pass-through hook (disabled again on detach). */
+  private readonly passthrough = new Set<number>();
+  /** Fallback relays per IRQ index: one entry per vector (undefined = not enabled). */
+  private readonly relays = new Map<number, (Relay | undefined)[]>();
+
+  constructor(o: VfioPciOptions) {
+    this.log = o.log ?? silent;
+    this.host = o.iommu.hostDevice();
+    if (o.host !== undefined && this.host.bdf !== undefined && normaliseBdf(o.host) !== this.host.bdf) {
+      throw new Error(`vfio-pci host=${o.host} but the IOMMU backend opened ${this.host.bdf}`);
+    }
+    const info = vfio.deviceGetInfo(this.host.fd);
+    if ((info.flags & vfio.DEVICE_FLAGS_PCI) === 0) throw new Error('the VFIO device is not a PCI device');
+    this.flags = info.flags & (DeviceFlags.RESET | DeviceFlags.PCI);
+    this.numRegions = info.numRegions;
+    this.numIrqs = info.numIrqs;
+    for (let i = 0; i < this.numRegions; i++) {
+      try {
+        this.regions.push(vfio.regionInfo(this.host.fd, i));
+      } catch {
+        // vfio-pci refuses the VGA index of a non-VGA device (EINVAL): an absent region.
+        this.regions.push(null);
+      }
+    }
+    for (let i = 0; i < this.numIrqs; i++) {
+      try {
+        this.irqs.push(vfio.irqInfo(this.host.fd, i));
+      } catch {
+        this.irqs.push({ index: i, flags: 0, count: 0 });
+      }
+    }
+    this.log.info(
+      {
+        host: this.host.bdf,
+        via: this.host.via,
+        flags: this.flags,
+        regions: this.numRegions,
+        irqs: this.numIrqs,
+      },
+      'vfio-pci host device opened',
+    );
+  }
+
+  private region(index: number): native.RegionInfo {
+    const r = this.regions[index];
+    if (!r || r.size === 0n) throw new DeviceError(E.EINVAL, `region ${index} is absent`);
+    return r;
+  }
+
+  regionInfo(index: number): RegionDescription {
+    const r = this.regions[index];
+    if (!r || r.size === 0n) return { size: 0n, flags: 0 };
+    const flags = r.flags & (RegionFlags.READ | RegionFlags.WRITE | RegionFlags.MMAP);
+    const desc: RegionDescription = { size: r.size, flags };
+    if (flags & RegionFlags.MMAP) {
+      desc.mmap = { fd: this.host.fd, offset: r.offset };
+      // The host's sparse areas (e.g. around an MSI-X table that may not be mapped); none = the whole region.
+      if (r.sparseMmap) desc.mmap.areas = r.sparseMmap.map((a) => ({ offset: a.offset, size: a.size }));
+    }
+    if (r.type) desc.type = { type: r.type.type, subtype: r.type.subtype };
+    return desc;
+  }
+
+  irqInfo(index: number): IrqDescription {
+    const i = this.irqs[index];
+    return i ? { flags: i.flags & 0xf, count: i.count } : { flags: 0, count: 0 };
+  }
+
+  regionRead(index: number, offset: bigint, count: number): Uint8Array {
+    const r = this.region(index);
+    const buf = new Uint8Array(count);
+    let n: number;
+    try {
+      n = vfio.regionRead(this.host.fd, r, offset, buf);
+    } catch (err) {
+      throw new DeviceError(
+        errnoOf(err),
+        `host region ${index} read at 0x${offset.toString(16)}: ${(err as Error).message}`,
+      );
+    }
+    if (n !== count)
+      throw new DeviceError(E.EIO, `host region ${index} read returned ${n} of ${count} bytes`);
+    this.stats.regionReads++;
+    return buf;
+  }
+
+  regionWrite(index: number, offset: bigint, data: Uint8Array): void {
+    const r = this.region(index);
+    let n: number;
+    try {
+      n = vfio.regionWrite(this.host.fd, r, offset, data);
+    } catch (err) {
+      throw new DeviceError(
+        errnoOf(err),
+        `host region ${index} write at 0x${offset.toString(16)}: ${(err as Error).message}`,
+      );
+    }
+    if (n !== data.length)
+      throw new DeviceError(E.EIO, `host region ${index} write took ${n} of ${data.length} bytes`);
+    this.stats.regionWrites++;
+  }
+
+  reset(): void {
+    if ((this.flags & DeviceFlags.RESET) === 0)
+      throw new DeviceError(E.EINVAL, 'the host device has no reset');
+    try {
+      vfio.reset(this.host.fd);
+    } catch (err) {
+      throw new DeviceError(errnoOf(err), `VFIO_DEVICE_RESET: ${(err as Error).message}`);
+    }
+    this.stats.resets++;
+  }
+
+  attach(ctx: DeviceContext): void {
+    this.ctx = ctx;
+    this.log = ctx.log;
+  }
+
+  /** The client left: the host must stop signalling its eventfds (device state itself is kept). */
+  detach(): void {
+    for (const index of [...this.passthrough, ...this.relays.keys()]) this.disableHost(index);
+    this.passthrough.clear();
+    for (const index of [...this.relays.keys()]) this.closeRelays(index);
+    this.ctx = undefined;
+  }
+
+  close(): void {
+    for (const index of [...this.relays.keys()]) this.closeRelays(index);
+  }
+
+  // ---- interrupts: pass-through (engine hook) -------------------------------------------------------------
+
+  setIrqs(
+    index: number,
+    flags: number,
+    start: number,
+    count: number,
+    fds: readonly number[],
+    data?: Uint8Array,
+  ): boolean {
+    const dataType = flags & DATA_MASK;
+    const action = flags & ACTION_MASK;
+    if (this.relays.has(index)) {
+      // Switching an index from the relay to the direct path: the host forgets our eventfds first.
+      this.disableHost(index);
+      this.closeRelays(index);
+    }
+    try {
+      if (dataType === IRQ_SET.DATA_EVENTFD) {
+        // vfio-user sends no fds to de-assign; the kernel wants -1 per vector.
+        const eventfds = fds.length > 0 ? [...fds] : new Array<number>(count).fill(-1);
+        vfio.setIrqs(this.host.fd, { index, start, action, eventfds });
+      } else if (dataType === IRQ_SET.DATA_BOOL) {
+        const bools = Array.from(data ?? new Uint8Array(count), (b) => b !== 0);
+        vfio.setIrqs(this.host.fd, { index, start, action, bools });
+      } else {
+        vfio.setIrqs(this.host.fd, { index, start, action, count });
+      }
+    } catch (err) {
+      throw new DeviceError(
+        errnoOf(err, E.EINVAL),
+        `VFIO_DEVICE_SET_IRQS index ${index}: ${(err as Error).message}`,
+      );
+    }
+    if (action === IRQ_SET.TRIGGER) {
+      if (count === 0) this.passthrough.delete(index);
+      else if (dataType === IRQ_SET.DATA_EVENTFD) this.passthrough.add(index);
+    }
+    this.stats.irqPassthrough++;
+    return true;
+  }
+
+  private disableHost(index: number): void {
+    try {
+      vfio.setIrqs(this.host.fd, { index, action: IRQ_SET.TRIGGER, count: 0 });
+    } catch (err) {
+      this.log.debug({ err, index }, 'disabling host IRQ index failed');
+    }
+  }
+
+  // ---- interrupts: relay through the engine's IrqSink (until the engine calls setIrqs) -------------------
+
+  irqStateChanged(index: number): void {
+    const ctx = this.ctx;
+    if (!ctx || this.passthrough.has(index)) return;
+    const count = this.irqInfo(index).count;
+    const want: boolean[] = [];
+    for (let v = 0; v < count; v++) want.push(ctx.irq.isEnabled(index, v));
+    const have = this.relays.get(index) ?? [];
+    const same = want.every((w, v) => w === !!have[v]) && have.length <= count;
+    if (!same) this.rebuildRelays(index, want);
+    // INTx is automasked by the host on every interrupt; the client's unmask (which brought us here) lifts it.
+    if (index === PciIrq.INTX && this.relays.get(index)?.[0]) {
+      try {
+        vfio.setIrqs(this.host.fd, { index, action: IRQ_SET.UNMASK, count: 1 });
+      } catch (err) {
+        this.log.debug({ err }, 'host INTx unmask failed');
+      }
+    }
+  }
+
+  private rebuildRelays(index: number, want: boolean[]): void {
+    if (this.relays.has(index)) {
+      this.disableHost(index);
+      this.closeRelays(index);
+    }
+    const n = want.lastIndexOf(true) + 1;
+    if (n === 0) return;
+    const relays: (Relay | undefined)[] = [];
+    try {
+      for (let v = 0; v < n; v++) relays.push(want[v] ? this.newRelay(index, v) : undefined);
+      // MSI/MSI-X are enabled as one block from vector 0 (changing the count needs a disable first: done above).
+      vfio.setIrqs(this.host.fd, {
+        index,
+        action: IRQ_SET.TRIGGER,
+        eventfds: relays.map((r) => r?.fd ?? -1),
+      });
+    } catch (err) {
+      for (const r of relays) if (r) closeRelay(r);
+      this.log.warn({ err, index }, 'relaying host interrupts failed');
+      return;
+    }
+    this.relays.set(index, relays);
+  }
+
+  private newRelay(index: number, vector: number): Relay {
+    const fd = native.eventfd();
+    try {
+      const watcher = new native.FdWatcher(fd, (err) => {
+        if (err) return;
+        let n = 0n;
+        try {
+          n = native.eventfdRead(fd);
+        } catch {
+          return;
+        }
+        if (n === 0n || !this.ctx) return;
+        this.stats.irqRelayed++;
+        this.ctx.irq.trigger(index, vector);
+      });
+      return { fd, watcher };
+    } catch (err) {
+      native.closeFd(fd);
+      throw err;
+    }
+  }
+
+  private closeRelays(index: number): void {
+    for (const r of this.relays.get(index) ?? []) if (r) closeRelay(r);
+    this.relays.delete(index);
+  }
+}
+
+function closeRelay(r: Relay): void {
+  r.watcher.close();
+  try {
+    native.closeFd(r.fd);
+  } catch {
+    // already closed
+  }
+}
+
+/** Factory for the device registry: options `host` (BDF string) and `iommu` (the VFIO backend object). */
+export function createVfioPci(opts: Record<string, unknown>): VfioPciDevice {
+  const iommu = opts.iommu;
+  if (!isHostDeviceBackend(iommu)) {
+    throw new Error('vfio-pci needs a VFIO host IOMMU backend (--iommu vfio, iommufd or auto with host=BDF)');
+  }
+  const o: VfioPciOptions = { iommu };
+  if (typeof opts.host === 'string') o.host = opts.host;
+  if (opts.log && typeof opts.log === 'object') o.log = opts.log as DeviceLogger;
+  return new VfioPciDevice(o);
+}

@@ -1,0 +1,90 @@
+// What the VFIO backends (type1, iommufd) share beyond the IommuBackend interface: the passed-through host
+// device they attached to their container/IOAS, handed to the vfio-pci device model, and small helpers.
+//
+// Why the backend owns the device fd: a VFIO device can only be reached through the container (type1:
+// GROUP_GET_DEVICE_FD needs the group in a container with an IOMMU set) or the iommufd it is bound to, and the
+// device must DMA through exactly the mappings the mirror installs. So the backend opens the host side once, and
+// the device model borrows the fd (backend.ts has no notion of a device; this interface is the extension).
+
+import { constants } from 'node:os';
+import type { DeviceLogger } from '../device.js';
+import type { IommuBackend } from './backend.js';
+
+/** The host device a VFIO backend attached, for the vfio-pci device model. */
+export interface HostDevice {
+  /** The VFIO device fd (group-obtained or cdev). Owned by the backend: closed by backend.close(). */
+  readonly fd: number;
+  /** PCI address, e.g. '0000:00:03.0' (undefined when only a pre-opened device fd was given). */
+  readonly bdf: string | undefined;
+  /** 'vfio-type1' | 'iommufd'. */
+  readonly via: string;
+}
+
+/** An IOMMU backend that also holds a passed-through host device (VFIO type1, iommufd). */
+export interface HostDeviceBackend extends IommuBackend {
+  /** Opens the host side if not yet done (synchronous ioctls) and returns the device. Throws an errno Error. */
+  hostDevice(): HostDevice;
+}
+
+/** Type guard for HostDeviceBackend. */
+export function isHostDeviceBackend(b: unknown): b is HostDeviceBackend {
+  return !!b && typeof (b as HostDeviceBackend).hostDevice === 'function';
+}
+
+/** Fds a management layer opened for us (like QEMU's `-object iommufd,fd=` / `-device vfio-pci,fd=`). */
+export interface HostFds {
+  iommufd?: number;
+  container?: number;
+  group?: number;
+  device?: number;
+}
+
+export const silentLog: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+export const E = constants.errno;
+
+/** An Error carrying a positive errno and its code, as the mirror and the engine expect. */
+export function errnoError(errno: number, message: string): Error & { errno: number; code: string } {
+  const code = Object.entries(E).find(([, v]) => v === errno)?.[0] ?? `E${errno}`;
+  const err = new Error(`${message} (${code})`) as Error & { errno: number; code: string };
+  err.errno = errno;
+  err.code = code;
+  return err;
+}
+
+/** The positive errno of an addon/TS error, or 0 when there is none. */
+export function errnoOfError(err: unknown): number {
+  const n = (err as { errno?: unknown } | null)?.errno;
+  return typeof n === 'number' ? Math.abs(n) : 0;
+}
+
+/** Closes fds, ignoring errors (already closed), in the order given. */
+export function closeAll(close: (fd: number) => void, fds: number[]): void {
+  for (const fd of fds) {
+    if (fd < 0) continue;
+    try {
+      close(fd);
+    } catch {
+      // nothing to leak
+    }
+  }
+}
+
+/** '0000:00:03.0' (a domain is added when missing: '00:03.0' -> '0000:00:03.0'). Throws on anything else. */
+export function normaliseBdf(s: string): string {
+  const m = /^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$/.exec(s.trim());
+  if (!m) throw new Error(`'${s}' is not a PCI address (DDDD:BB:DD.F)`);
+  return `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
+}
+
+/** 2^64 - 1. */
+export const U64_MAX = (1n << 64n) - 1n;
+
+/** Sorts ranges and renames `end` (the addon's inclusive end) to `last`. */
+export function toFactsRanges(ranges: { start: bigint; end: bigint }[]): { start: bigint; last: bigint }[] {
+  return ranges
+    .map((r) => ({ start: r.start, last: r.end }))
+    .sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+}
+
+export const hex = (v: bigint | number): string => `0x${v.toString(16)}`;

@@ -1,0 +1,287 @@
+// The iommufd IOMMU backend: `/dev/iommu` plus the passed-through device's VFIO cdev, one IOAS that every client
+// DMA region is mirrored into (host-iommu.md §4, §8).
+//
+// Set-up (open(), synchronous ioctls, done once): open /dev/iommu (or take `--iommufd-fd`), open the device's
+// cdev /dev/vfio/devices/vfioN (or take `--vfio-device-fd`), VFIO_DEVICE_BIND_IOMMUFD, IOMMU_IOAS_ALLOC, and
+// VFIO_DEVICE_ATTACH_IOMMUFD_PT to the IOAS (the kernel allocates the HWPT). The IOAS is ours and fresh, so it
+// starts empty (policy 10).
+//
+// attach() reads IOMMU_IOAS_IOVA_RANGES after the device attached (reserved windows, e.g. the MSI range, are cut
+// out only then) and the IOVA alignment, which is the page size we advertise (QEMU's iommufd container also
+// advertises the host page only). iommufd has no entry limit: max_dma_maps is the protocol's 65535. It also
+// probes IOMMU_IOAS_MAP_FILE (6.13+): a call with no READABLE/WRITEABLE flag is refused with EINVAL by a kernel
+// that has it and with ENOTTY by one that does not, and creates nothing either way.
+//
+// Maps:
+// - with MAP_FILE, straight from the client's file: `{fd, start = file offset, length, iova, FIXED_IOVA |
+//   READABLE [| WRITEABLE]}`. No process address is involved and the kernel holds its own file reference. If the
+//   kernel turns out not to know it (ENOTTY/EOPNOTSUPP), the backend switches to IOAS_MAP for good;
+// - otherwise IOAS_MAP of the server's mapping of the region, one call per mapping window (segment), unwinding
+//   the earlier segments when a later one fails.
+// READ/WRITE become READABLE (0x4) / WRITEABLE (0x2): the bits differ from type1's. Pinning runs on the libuv
+// threadpool. Host errnos pass unchanged (EINVAL reserved range/alignment, EEXIST, ENOMEM, EPERM for WRITEABLE
+// on a read-only file...).
+//
+// Unmaps: IOAS_UNMAP of the region's exact range; ENOENT ("nothing there") is success (policy 4/11). Unmap-all is
+// IOAS_UNMAP(0, U64_MAX), which succeeds even on an empty IOAS.
+
+import { closeFd, type IovaRange, iommufd, vfio } from 'vfio-user-native';
+import type { DeviceLogger } from '../device.js';
+import type { HostFacts, IommuMapRequest } from './backend.js';
+import {
+  closeAll,
+  E,
+  errnoError,
+  errnoOfError,
+  type HostDevice,
+  type HostDeviceBackend,
+  type HostFds,
+  hex,
+  silentLog,
+  toFactsRanges,
+  U64_MAX,
+} from './host-device.js';
+
+export interface IommufdOptions {
+  /** The host device's PCI address (finds its cdev). */
+  bdf?: string;
+  /** Pre-opened fds: the iommufd and/or the (unbound) device cdev. Ownership passes to the backend. */
+  hostFds?: Pick<HostFds, 'iommufd' | 'device'>;
+  /** Use IOAS_MAP_FILE when the kernel has it (default true; false forces IOAS_MAP of our mapping). */
+  mapFile?: boolean;
+  log?: DeviceLogger;
+}
+
+export class IommufdBackend implements HostDeviceBackend {
+  readonly name = 'iommufd';
+  readonly pins = true;
+
+  private ifd = -1;
+  private device = -1;
+  private ioas = 0;
+  private hwpt = 0;
+  private devId = 0;
+  private attached = false;
+  private opened = false;
+  private closed = false;
+  /** IOAS_MAP_FILE usable (probed in attach; cleared if the kernel refuses it as unknown). */
+  private mapFile = false;
+  private facts: HostFacts | undefined;
+  private readonly log: DeviceLogger;
+
+  constructor(private readonly o: IommufdOptions = {}) {
+    this.log = o.log ?? silentLog;
+  }
+
+  /**
+   * What a region needs: its file for MAP_FILE, otherwise an address for IOAS_MAP. Read by the mirror per map, so
+   * the answer follows the probe.
+   */
+  get requires(): { fd?: boolean; vaddr?: boolean } {
+    return this.mapFile ? { fd: true } : { vaddr: true };
+  }
+
+  /** Whether maps go through IOAS_MAP_FILE (after attach). */
+  get usesMapFile(): boolean {
+    return this.mapFile;
+  }
+
+  /** The iommufd and the IOAS id (tests and diagnostics; owned by the backend). */
+  get ids(): { iommufd: number; ioas: number; hwpt: number; devId: number } {
+    return { iommufd: this.ifd, ioas: this.ioas, hwpt: this.hwpt, devId: this.devId };
+  }
+
+  /** Opens /dev/iommu and the cdev, binds, allocates the IOAS and attaches (idempotent). */
+  open(): void {
+    if (this.opened) return;
+    if (this.closed) throw errnoError(E.EBADF, 'iommufd backend is closed');
+    const given = this.o.hostFds ?? {};
+    this.ifd = given.iommufd ?? -1;
+    this.device = given.device ?? -1;
+    try {
+      if (this.ifd < 0) this.ifd = iommufd.open();
+      if (this.device < 0) {
+        if (this.o.bdf === undefined)
+          throw errnoError(E.EINVAL, 'iommufd needs the host device (host=BDF) or its cdev fd');
+        this.device = vfio.openDevice(this.o.bdf);
+      }
+      this.devId = vfio.bindIommufd(this.device, this.ifd);
+      this.ioas = iommufd.ioasAlloc(this.ifd);
+      this.hwpt = vfio.attachPt(this.device, this.ioas);
+      this.attached = true;
+    } catch (err) {
+      this.release();
+      throw err;
+    }
+    this.opened = true;
+  }
+
+  hostDevice(): HostDevice {
+    this.open();
+    return { fd: this.device, bdf: this.o.bdf, via: this.name };
+  }
+
+  /** IOMMU_IOAS_IOVA_RANGES now. */
+  iovaRanges(): { ranges: IovaRange[]; alignment: bigint } {
+    this.open();
+    return iommufd.iovaRanges(this.ifd, this.ioas);
+  }
+
+  async attach(): Promise<HostFacts> {
+    if (this.facts) return this.facts;
+    this.open();
+    // Ranges only exclude the device's reserved regions once it is attached (host-iommu.md §4.4).
+    const { ranges, alignment } = iommufd.iovaRanges(this.ifd, this.ioas);
+    const pgsize = alignment > 4096n ? alignment : 4096n;
+    let iovaRanges = toFactsRanges(ranges);
+    if (iovaRanges.length === 0) iovaRanges = [{ start: 0n, last: U64_MAX }];
+    this.mapFile = this.o.mapFile !== false && (await this.probeMapFile());
+    this.facts = { pgsizes: pgsize, iovaRanges, maxDmaMaps: 65535 };
+    this.log.info(
+      {
+        backend: this.name,
+        bdf: this.o.bdf,
+        ioas: this.ioas,
+        hwpt: this.hwpt,
+        pgsizes: hex(pgsize),
+        iovaRanges: iovaRanges.map((r) => `${hex(r.start)}-${hex(r.last)}`),
+        mapFile: this.mapFile,
+      },
+      'iommufd IOAS attached',
+    );
+    return this.facts;
+  }
+
+  /** IOAS_MAP_FILE with neither READABLE nor WRITEABLE: EINVAL if the kernel has it, ENOTTY if not. */
+  private async probeMapFile(): Promise<boolean> {
+    try {
+      // The fd is only dup'ed by the addon; the kernel refuses the flags before it looks at the file.
+      const iova = await iommufd.ioasMapFile(this.ifd, {
+        ioasId: this.ioas,
+        fd: this.ifd,
+        start: 0n,
+        length: 4096n,
+        iova: 0n,
+        flags: 0,
+      });
+      // Not expected: undo whatever was created.
+      await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova, length: 4096n }).catch(() => undefined);
+      return true;
+    } catch (err) {
+      const errno = errnoOfError(err);
+      if (errno === E.ENOTTY || errno === E.EOPNOTSUPP) return false;
+      return true;
+    }
+  }
+
+  private flagsOf(prot: number): number {
+    return (
+      iommufd.IOAS_MAP_FIXED_IOVA |
+      (prot & 0x1 ? iommufd.IOAS_MAP_READABLE : 0) |
+      (prot & 0x2 ? iommufd.IOAS_MAP_WRITEABLE : 0)
+    );
+  }
+
+  async map(e: IommuMapRequest): Promise<void> {
+    const flags = this.flagsOf(e.prot);
+    if (this.mapFile && e.fd !== undefined) {
+      try {
+        await iommufd.ioasMapFile(this.ifd, {
+          ioasId: this.ioas,
+          fd: e.fd,
+          start: e.fileOffset ?? 0n,
+          length: e.size,
+          iova: e.iova,
+          flags,
+        });
+        return;
+      } catch (err) {
+        const errno = errnoOfError(err);
+        if (errno !== E.ENOTTY && errno !== E.EOPNOTSUPP) throw err;
+        this.mapFile = false;
+        this.log.warn({ err }, 'IOMMU_IOAS_MAP_FILE is unknown to this kernel: using IOAS_MAP');
+      }
+    }
+    const segments =
+      e.segments ?? (e.vaddr !== undefined ? [{ iova: e.iova, size: e.size, vaddr: e.vaddr }] : []);
+    if (segments.length === 0)
+      throw errnoError(E.EINVAL, `IOAS_MAP of ${hex(e.iova)} without a process address`);
+    let done = 0;
+    try {
+      for (const s of segments) {
+        await iommufd.ioasMap(this.ifd, {
+          ioasId: this.ioas,
+          iova: s.iova,
+          length: s.size,
+          userVa: s.vaddr,
+          flags,
+        });
+        done++;
+      }
+    } catch (err) {
+      if (done > 0) {
+        const size = segments[done]!.iova - e.iova;
+        await iommufd
+          .ioasUnmap(this.ifd, { ioasId: this.ioas, iova: e.iova, length: size })
+          .catch((u: unknown) => {
+            this.log.error(
+              { err: u, iova: hex(e.iova), size: hex(size) },
+              'rollback of a partial IOAS_MAP failed',
+            );
+          });
+      }
+      throw err;
+    }
+  }
+
+  async unmap(iova: bigint, size: bigint): Promise<void> {
+    try {
+      await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova, length: size });
+    } catch (err) {
+      // ENOENT: nothing mapped there (or a split, which the mirror never asks for). The state we wanted.
+      if (errnoOfError(err) === E.ENOENT) return;
+      throw err;
+    }
+  }
+
+  async unmapAll(): Promise<void> {
+    if (!this.opened) return;
+    try {
+      await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova: 0n, length: U64_MAX });
+    } catch (err) {
+      if (errnoOfError(err) === E.ENOENT) return;
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.release();
+  }
+
+  /** Detach, close the device (unbinds it), destroy the IOAS (the iommufd may be shared), close the iommufd. */
+  private release(): void {
+    if (this.attached) {
+      try {
+        vfio.detachPt(this.device);
+      } catch (err) {
+        this.log.warn({ err }, 'VFIO_DEVICE_DETACH_IOMMUFD_PT failed');
+      }
+      this.attached = false;
+    }
+    closeAll(closeFd, [this.device]);
+    this.device = -1;
+    if (this.ioas !== 0 && this.ifd >= 0) {
+      try {
+        iommufd.destroy(this.ifd, this.ioas);
+      } catch (err) {
+        this.log.debug({ err }, 'IOMMU_DESTROY of the IOAS failed');
+      }
+    }
+    this.ioas = 0;
+    closeAll(closeFd, [this.ifd]);
+    this.ifd = -1;
+    this.opened = false;
+  }
+}
