@@ -1,0 +1,161 @@
+// Command-line parsing of `vfio-user-server` (cli.ts is the entry point). Kept apart from cli.ts so tests can
+// parse argument vectors without starting a server. Conventions (vfio-user spec appendix, modelled on
+// vhost-user backends): `--socket-path PATH` or `--fd N`, mutually exclusive; systemd socket activation
+// (LISTEN_FDS=1, LISTEN_PID = us) stands for `--fd 3`; `--print-capabilities` prints JSON and exits.
+import { parseArgs } from 'node:util';
+import { IOMMU_CHOICES, type IommuChoice } from './iommu/select.js';
+import { LOG_LEVELS, type LogLevel } from './log.js';
+
+export function usage(devices: readonly string[]): string {
+  return `Usage: vfio-user-server (--socket-path PATH | --fd N) [options]
+
+  --socket-path PATH     listen on a new UNIX socket at PATH (mode 0600; a stale socket file is replaced)
+  --fd N                 serve on an inherited listening socket fd (also: systemd LISTEN_FDS=1 -> fd 3)
+  --device SPEC          device model and options, NAME[,key=value...]: ${devices.join(' | ')} (default edu)
+  --iommu MODE           host IOMMU mirror: ${IOMMU_CHOICES.join(' | ')} (default none)
+  --iommufd-fd N, --vfio-container-fd N, --vfio-group-fd N, --vfio-device-fd N
+                         pre-opened host fds handed over by a management layer
+  --log-level LEVEL      ${LOG_LEVELS.join(' | ')} (default info)
+  --log-format FMT       json | pretty (default: pretty on a terminal, json otherwise)
+  --print-capabilities   print what this server advertises in VERSION, as JSON, and exit
+  -h, --help             this text
+
+Logs go to stderr; SIGTERM or SIGINT stops the server, removes the socket and logs its counters.
+Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a usage error.
+`;
+}
+
+/** A bad command line: the CLI prints the message and the usage, and exits 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface DeviceSpec {
+  name: string;
+  params: Record<string, string>;
+}
+
+export interface CliOptions {
+  socketPath?: string;
+  fd?: number;
+  /** True when `fd` came from systemd's LISTEN_FDS. */
+  socketActivated: boolean;
+  device: DeviceSpec;
+  iommu: IommuChoice;
+  hostFds: { iommufd?: number; container?: number; group?: number; device?: number };
+  logLevel: LogLevel;
+  logFormat?: 'json' | 'pretty';
+  printCapabilities: boolean;
+  help: boolean;
+}
+
+function intArg(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(v)) throw new UsageError(`--${name} takes a non-negative integer, not '${v}'`);
+  return Number(v);
+}
+
+/** `edu` or `edu,dmaDelayMs=100` -> { name, params }. */
+export function parseDeviceSpec(spec: string): DeviceSpec {
+  const [name, ...rest] = spec.split(',');
+  if (!name) throw new UsageError(`--device: empty device name in '${spec}'`);
+  const params: Record<string, string> = {};
+  for (const kv of rest) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--device: expected key=value, got '${kv}'`);
+    const key = kv.slice(0, eq);
+    // Device options are spread into an object: never let a key reach the prototype.
+    if (
+      key === '__proto__' ||
+      key === 'constructor' ||
+      key === 'prototype' ||
+      key === 'log' ||
+      key === 'iommu'
+    ) {
+      throw new UsageError(`--device: option '${key}' is not allowed`);
+    }
+    params[key] = kv.slice(eq + 1);
+  }
+  return { name, params };
+}
+
+/** Parses argv (without node and the script). Throws UsageError for anything the user must fix. */
+export function parseCli(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  pid = process.pid,
+): CliOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        'socket-path': { type: 'string' },
+        fd: { type: 'string' },
+        device: { type: 'string', default: 'edu' },
+        iommu: { type: 'string', default: 'none' },
+        'iommufd-fd': { type: 'string' },
+        'vfio-container-fd': { type: 'string' },
+        'vfio-group-fd': { type: 'string' },
+        'vfio-device-fd': { type: 'string' },
+        'log-level': { type: 'string', default: 'info' },
+        'log-format': { type: 'string' },
+        'print-capabilities': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const socketPath = values['socket-path'] as string | undefined;
+  if (socketPath === '') throw new UsageError('--socket-path must not be empty');
+  let fd = intArg('fd', values.fd as string | undefined);
+  let socketActivated = false;
+  // systemd socket activation: LISTEN_FDS=1 with LISTEN_PID = us hands over fd 3 (SD_LISTEN_FDS_START).
+  if (fd === undefined && socketPath === undefined && env.LISTEN_FDS) {
+    if (!env.LISTEN_PID || Number(env.LISTEN_PID) === pid) {
+      if (env.LISTEN_FDS !== '1')
+        throw new UsageError(`LISTEN_FDS=${env.LISTEN_FDS}: exactly one socket is supported`);
+      fd = 3;
+      socketActivated = true;
+    }
+  }
+  const help = values.help as boolean;
+  const printCapabilities = values['print-capabilities'] as boolean;
+  if (socketPath !== undefined && fd !== undefined)
+    throw new UsageError('--socket-path and --fd are exclusive');
+  if (!help && !printCapabilities && socketPath === undefined && fd === undefined) {
+    throw new UsageError('one of --socket-path or --fd is required');
+  }
+  const iommu = values.iommu as string;
+  if (!(IOMMU_CHOICES as readonly string[]).includes(iommu)) {
+    throw new UsageError(`--iommu must be one of ${IOMMU_CHOICES.join(', ')}, not '${iommu}'`);
+  }
+  const logLevel = values['log-level'] as string;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not '${logLevel}'`);
+  }
+  const logFormat = values['log-format'] as string | undefined;
+  if (logFormat !== undefined && logFormat !== 'json' && logFormat !== 'pretty') {
+    throw new UsageError(`--log-format must be json or pretty, not '${logFormat}'`);
+  }
+  return {
+    socketPath,
+    fd,
+    socketActivated,
+    device: parseDeviceSpec(values.device as string),
+    iommu: iommu as IommuChoice,
+    hostFds: {
+      iommufd: intArg('iommufd-fd', values['iommufd-fd'] as string | undefined),
+      container: intArg('vfio-container-fd', values['vfio-container-fd'] as string | undefined),
+      group: intArg('vfio-group-fd', values['vfio-group-fd'] as string | undefined),
+      device: intArg('vfio-device-fd', values['vfio-device-fd'] as string | undefined),
+    },
+    logLevel: logLevel as LogLevel,
+    logFormat: logFormat as 'json' | 'pretty' | undefined,
+    printCapabilities,
+    help,
+  };
+}

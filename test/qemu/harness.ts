@@ -1,0 +1,126 @@
+// Shared pieces of the end-to-end tests with real QEMU (test/qemu and test/vm/qemu-*): our edu served in-process
+// on a socket the test owns (so assertions can read the server's counters and the device's state directly), a
+// recorder of every DMA region the client maps and unmaps, the edu register map, and stage timings.
+//
+// VFIO_USER_TEST_LOG=debug (or any pino level) prints the in-process server's log on stderr.
+
+import pino from 'pino';
+import {
+  createEdu,
+  type DmaAccessKind,
+  type DmaRegion,
+  type EduDevice,
+  type ServerOptions,
+  VfioUserServer,
+} from 'vfio-user-server';
+
+/** edu's BAR0 registers (QEMU docs/specs/edu.rst; 0x9c is our DMA error register). */
+export const Edu = {
+  IDENT: 0x00,
+  LIVENESS: 0x04,
+  FACTORIAL: 0x08,
+  STATUS: 0x20,
+  IRQ_STATUS: 0x24,
+  IRQ_RAISE: 0x60,
+  IRQ_ACK: 0x64,
+  DMA_SRC: 0x80,
+  DMA_DST: 0x88,
+  DMA_COUNT: 0x90,
+  DMA_CMD: 0x98,
+  DMA_ERROR: 0x9c,
+  /** The device-side DMA buffer (4 KiB). */
+  BUFFER: 0x40000n,
+  IDENT_VALUE: 0x010000ed,
+  VENDOR_DEVICE: 0x11e81234,
+  BAR0_SIZE: 0x100000,
+} as const;
+
+export interface DmaEvent {
+  kind: 'map' | 'unmap';
+  iova: bigint;
+  size: bigint;
+  prot: number;
+  access: DmaAccessKind;
+  fileOffset: bigint;
+}
+
+export interface EduServer {
+  server: VfioUserServer;
+  edu: EduDevice;
+  path: string;
+  /** Every region the client mapped and unmapped, in order (recorded through the address space's listener API). */
+  dma: DmaEvent[];
+  close(): Promise<void>;
+}
+
+function testLogger(): pino.Logger | undefined {
+  const level = process.env.VFIO_USER_TEST_LOG;
+  if (!level) return undefined;
+  return pino({ level, name: 'server' }, pino.destination({ fd: 2, sync: true }));
+}
+
+/** Starts our edu on `path` in this process. */
+export async function startEduServer(
+  path: string,
+  opts: Omit<ServerOptions, 'socketPath' | 'fd' | 'device'> = {},
+): Promise<EduServer> {
+  const logger = opts.logger ?? testLogger();
+  const edu = createEdu({ log: logger });
+  const server = new VfioUserServer({ ...opts, logger, socketPath: path, device: edu });
+  const dma: DmaEvent[] = [];
+  const record = (kind: DmaEvent['kind'], r: DmaRegion) =>
+    dma.push({ kind, iova: r.iova, size: r.size, prot: r.prot, access: r.access, fileOffset: r.fileOffset });
+  await server.dma.subscribe(
+    {
+      regionAdded: (r) => {
+        record('map', r);
+      },
+      regionRemoved: (r) => {
+        record('unmap', r);
+      },
+    },
+    { replay: false },
+  );
+  await server.start();
+  return { server, edu, path, dma, close: () => server.close() };
+}
+
+/** Stage timings of one test, printed as one line (and kept for the report). */
+export class Stages {
+  private last = performance.now();
+  private readonly t0 = this.last;
+  readonly ms: Record<string, number> = {};
+
+  constructor(readonly name: string) {}
+
+  /** Closes the current stage under `label`. */
+  mark(label: string): void {
+    const now = performance.now();
+    this.ms[label] = Math.round(now - this.last);
+    this.last = now;
+  }
+
+  get totalMs(): number {
+    return Math.round(performance.now() - this.t0);
+  }
+
+  print(): void {
+    const parts = Object.entries(this.ms).map(([k, v]) => `${k} ${v} ms`);
+    console.log(`  [timing] ${this.name}: ${parts.join(', ')}; total ${this.totalMs} ms`);
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` every 5 ms; false when it did not hold within `timeoutMs`. */
+export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(5);
+  }
+}
+
+/** Hex for messages. */
+export const hex = (v: number | bigint) => `0x${v.toString(16)}`;
