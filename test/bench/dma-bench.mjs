@@ -11,7 +11,7 @@
 //  3. the address space alone, in process, at 65,535 live 4 KiB fd-backed mappings: map, lookup (find), a
 //     4-byte device read through the access API, unmap, per operation.
 //
-// Usage: node server/test/bench/dma-bench.mjs [--pairs N] [--json]   (build first: npx tsc -b server)
+// Usage: node test/bench/dma-bench.mjs [--pairs N] [--json]   (build first: npx tsc -b server)
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -54,7 +54,7 @@ function nullDevice() {
 }
 
 async function serveVfio(path, framing) {
-  const { VfioUserServer } = await import('../../dist/src/index.js');
+  const { VfioUserServer } = await import('vfio-user-server');
   const server = new VfioUserServer({ socketPath: path, device: nullDevice(), framing });
   await server.start();
   process.send?.('ready');
@@ -247,7 +247,7 @@ async function main() {
     }
 
     // 3. in process, 65,535 live mappings
-    const { DmaAddressSpace } = await import('../../dist/src/index.js');
+    const { DmaAddressSpace } = await import('vfio-user-server');
     results.at65535 = await inProcess65535(DmaAddressSpace);
   } finally {
     native.closeFd(memfd);
