@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+// Host-IOMMU map+unmap throughput (`make bench`): boots one TCG guest (the self-built 7.3 kernel when cached, so
+// both backends run; else Debian 6.12, type1 only) with edu bound to vfio-pci, and in that same guest measures
+// 4 KiB map+unmap pairs per second
+//   - raw-c:     a static C loop of the bare ioctls (test/vm/guest/iommu-bench.c): the kernel's own cost;
+//   - backend:   our TypeScript backend alone (addon ioctls on the libuv threadpool, no protocol);
+//   - vfio-user: a vfio-user client's DMA_MAP + DMA_UNMAP through our server (socket, address space, mirror).
+// Under TCG every figure is far below native; only the ratios mean something.
+//
+//   node test/bench/iommu-bench.mjs [--pairs N] [--kernel debian|iommufd]    (build first: npx tsc -b)
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { bootGuest, buildGuestProgram, guestKernel, guestUnavailableReason, nodeInGuest } = await import(
+  join(here, '..', 'dist', 'lib', 'guest.js')
+);
+
+const { values } = parseArgs({
+  options: { pairs: { type: 'string', default: '2000' }, kernel: { type: 'string' } },
+});
+const pairs = Number(values.pairs);
+const kernel = values.kernel ?? (guestKernel('iommufd') ? 'iommufd' : 'debian');
+const reason = guestUnavailableReason(kernel);
+if (reason) {
+  console.log(`iommu-bench: skipped (${reason})`);
+  process.exit(0);
+}
+
+const bin = await buildGuestProgram(join(here, '..', 'vm', 'guest', 'iommu-bench.c'));
+const r = await bootGuest({
+  kernel,
+  mode: 'bench',
+  hostRoot: true,
+  devices: ['edu,dma_mask=0xffffffff'],
+  bind: ['1234:11e8'],
+  files: [{ path: '/bin/iommu-bench', source: bin }],
+  script: [
+    `/bin/iommu-bench "$BDF" ${pairs}`,
+    'echo "# raw-c done at $(cut -d" " -f1 /proc/uptime)"',
+    nodeInGuest(['test/dist/vm/guest/mirror-guest.js', 'bench', `--pairs=${pairs}`]),
+  ].join('\n'),
+  timeoutMs: 600_000,
+});
+const rows = [...r.output.matchAll(/^BENCH (\{.*\})$/gm)].map((m) => JSON.parse(m[1]));
+if (rows.length === 0 || r.exitCode !== 0) {
+  console.error(r.console);
+  console.error(r.qemu.stderr.slice(-2000));
+  console.error('iommu-bench: no results');
+  process.exit(1);
+}
+console.log(
+  `host IOMMU map+unmap pairs/s in a TCG guest (${kernel} kernel, ${pairs} pairs of 4 KiB, 2 vCPUs):`,
+);
+for (const backend of [...new Set(rows.map((x) => x.backend))]) {
+  const raw = rows.find((x) => x.backend === backend && x.path === 'raw-c');
+  for (const x of rows.filter((y) => y.backend === backend)) {
+    const rel =
+      raw && x !== raw ? ` (${((100 * x.pairsPerSec) / raw.pairsPerSec).toFixed(2)}% of raw C)` : '';
+    console.log(
+      `  ${backend.padEnd(8)} ${x.path.padEnd(10)} ${String(x.pairsPerSec).padStart(7)} pairs/s${rel}`,
+    );
+  }
+}
+console.log(
+  `  VM: /init at ${r.timings.initUptime}s, payload end at ${r.timings.endUptime}s guest time, wall ${(r.timings.wallMs / 1000).toFixed(1)}s`,
+);
+console.log(
+  `  host (native, no VM): vfio-user DMA_MAP+DMA_UNMAP, 'none' backend: ${await nativeNone(pairs)} pairs/s`,
+);
+
+/**
+ * The protocol path without any host IOMMU, natively on this machine: what the JavaScript side costs when it is
+ * not emulated (the guest figures are TCG-bound, and JIT-compiled JavaScript suffers far more from TCG than the
+ * C loop does).
+ */
+async function nativeNone(n) {
+  const { GuestMemory, VfioUserClient } = await import('vfio-user-client');
+  const { VfioUserServer } = await import('vfio-user-server');
+  const { createDevice } = await import(
+    join(here, '..', '..', 'server', 'dist', 'src', 'devices', 'index.js')
+  );
+  const dir = mkdtempSync(join(tmpdir(), 'iommu-bench-'));
+  const sock = join(dir, 's.sock');
+  const server = new VfioUserServer({ socketPath: sock, device: createDevice('edu') });
+  await server.start();
+  const c = await VfioUserClient.connect(sock);
+  await c.negotiate();
+  const mem = GuestMemory.create(0x100000);
+  const pair = async (i) => {
+    const address = 0x10000000n + BigInt(i % 4096) * 4096n;
+    await c.mapMemory(mem, { address, memoryOffset: (i % 256) * 4096, size: 4096 });
+    await c.dmaUnmap({ address, size: 4096n });
+  };
+  for (let i = 0; i < 500; i++) await pair(i);
+  const t = performance.now();
+  for (let i = 0; i < n; i++) await pair(i);
+  const rate = Math.round((n * 1000) / (performance.now() - t));
+  c.close();
+  await server.close();
+  mem.close();
+  rmSync(dir, { recursive: true, force: true });
+  return rate;
+}
