@@ -99,6 +99,8 @@ bool vu_is_nullish(napi_env env, napi_value v);
 bool vu_get_i32(napi_env env, napi_value v, const char *name, int32_t *out);
 bool vu_get_u32(napi_env env, napi_value v, const char *name, uint32_t *out);
 bool vu_get_fd(napi_env env, napi_value v, const char *name, int *out);
+/* vu_args for a function whose first argument is an fd (named "fd" in errors), stored in *fd. */
+bool vu_args_fd(napi_env env, napi_callback_info info, size_t n, napi_value *argv, int *fd);
 /* Accepts a bigint or a non-negative safe-integer number. */
 bool vu_get_u64(napi_env env, napi_value v, const char *name, uint64_t *out);
 bool vu_get_bool(napi_env env, napi_value v, const char *name, bool dflt, bool *out);
@@ -148,6 +150,8 @@ napi_value vu_ref_value(napi_env env, napi_ref ref);
 
 int vu_set_nonblock(int fd);
 int vu_set_cloexec(int fd);
+/* ioctl(2), retried on EINTR; -1 with errno on failure. */
+int vu_ioctl(int fd, unsigned long req, void *arg);
 
 /* ---- module parts (each file's init registers its exports) ---- */
 
@@ -190,6 +194,19 @@ typedef struct vu_job {
 
 /* Allocates a job (fd duplicated). Throws and returns NULL on failure. */
 vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name);
+/*
+ * The (buffer|null, bufferOffset, rawAddress) arguments of the map ioctls, args[0..2]: with a buffer (an mmap()
+ * ArrayBuffer), *boff = bufferOffset (default 0); without one, *va = rawAddress (named `va_name` in errors).
+ * Throws and returns false on a bad value.
+ */
+bool vu_job_address_args(napi_env env, const napi_value *args, const char *va_name, bool *has_buf, uint64_t *boff,
+                         uint64_t *va);
+/*
+ * For an ioctl that hands the kernel [boff, boff+len) of `buf` (an mmap() ArrayBuffer): stores its address in *va,
+ * marks the mapping busy and keeps `buf` referenced until the job completes. On failure frees the job, throws and
+ * returns false.
+ */
+bool vu_job_pin_buffer(napi_env env, vu_job *job, napi_value buf, uint64_t boff, uint64_t len, uint64_t *va);
 /* Queues it and returns the promise; on failure frees the job (and its refs/fds) and returns NULL. */
 napi_value vu_job_queue(napi_env env, vu_job *job);
 void vu_job_free(napi_env env, vu_job *job);

@@ -9,29 +9,17 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #define MAX_RANGES 4096
-
-static int xioctl(int fd, unsigned long req, void *arg) {
-  int r;
-  do r = ioctl(fd, req, arg);
-  while (r < 0 && errno == EINTR);
-  return r;
-}
-
-static bool fd_arg(napi_env env, napi_callback_info info, size_t n, napi_value *argv, int *fd) {
-  return vu_args(env, info, n, argv, NULL) && vu_get_fd(env, argv[0], "fd", fd);
-}
 
 /* ioasAlloc(iommufd) -> ioas id */
 static napi_value ioas_alloc(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vu_iommu_ioas_alloc a = {.size = sizeof a};
-  if (xioctl(fd, VU_IOMMU_IOAS_ALLOC, &a) < 0) {
+  if (vu_ioctl(fd, VU_IOMMU_IOAS_ALLOC, &a) < 0) {
     vu_throw_errno(env, errno, "IOMMU_IOAS_ALLOC");
     return NULL;
   }
@@ -43,9 +31,9 @@ static napi_value destroy(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
   uint32_t id;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "id", &id)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "id", &id)) return NULL;
   struct vu_iommu_destroy d = {.size = sizeof d, .id = id};
-  if (xioctl(fd, VU_IOMMU_DESTROY, &d) < 0) {
+  if (vu_ioctl(fd, VU_IOMMU_DESTROY, &d) < 0) {
     vu_throw_errno(env, errno, "IOMMU_DESTROY");
     return NULL;
   }
@@ -57,7 +45,7 @@ static napi_value iova_ranges(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
   uint32_t ioas;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
   uint32_t cap = 8;
   struct vu_iommu_iova_range *r = NULL;
   struct vu_iommu_ioas_iova_ranges q;
@@ -74,7 +62,7 @@ static napi_value iova_ranges(napi_env env, napi_callback_info info) {
     q.ioas_id = ioas;
     q.num_iovas = cap;
     q.allowed_iovas = (uint64_t)(uintptr_t)r;
-    if (xioctl(fd, VU_IOMMU_IOAS_IOVA_RANGES, &q) == 0) break;
+    if (vu_ioctl(fd, VU_IOMMU_IOAS_IOVA_RANGES, &q) == 0) break;
     int e = errno;
     if (e != EMSGSIZE || pass > 3 || q.num_iovas <= cap || q.num_iovas > MAX_RANGES) {
       free(r);
@@ -106,7 +94,7 @@ static napi_value allow_iovas(napi_env env, napi_callback_info info) {
   int fd;
   uint32_t ioas, n;
   bool is_array;
-  if (!fd_arg(env, info, 3, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
+  if (!vu_args_fd(env, info, 3, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
   NAPI_CALL(env, napi_is_array(env, argv[2], &is_array));
   if (!is_array) {
     vu_throw_type(env, "ranges must be an array of {start, end}");
@@ -136,7 +124,7 @@ static napi_value allow_iovas(napi_env env, napi_callback_info info) {
   }
   struct vu_iommu_ioas_allow_iovas a = {
       .size = sizeof a, .ioas_id = ioas, .num_iovas = n, .allowed_iovas = (uint64_t)(uintptr_t)r};
-  int rr = xioctl(fd, VU_IOMMU_IOAS_ALLOW_IOVAS, &a);
+  int rr = vu_ioctl(fd, VU_IOMMU_IOAS_ALLOW_IOVAS, &a);
   int e = errno;
   free(r);
   if (rr < 0) {
@@ -155,26 +143,15 @@ static napi_value ioas_map(napi_env env, napi_callback_info info) {
   int fd;
   uint32_t ioas, flags;
   uint64_t iova, length, boff = 0, va = 0;
-  if (!fd_arg(env, info, 8, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+  if (!vu_args_fd(env, info, 8, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
       !vu_get_u32(env, argv[2], "flags", &flags) || !vu_get_u64(env, argv[3], "iova", &iova) ||
       !vu_get_u64(env, argv[4], "length", &length))
     return NULL;
-  bool has_buf = !vu_is_nullish(env, argv[5]);
-  if (has_buf) {
-    if (!vu_is_nullish(env, argv[6]) && !vu_get_u64(env, argv[6], "bufferOffset", &boff)) return NULL;
-  } else if (!vu_get_u64(env, argv[7], "userVa", &va)) {
-    return NULL;
-  }
+  bool has_buf;
+  if (!vu_job_address_args(env, argv + 5, "userVa", &has_buf, &boff, &va)) return NULL;
   vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_MAP, "IOMMU_IOAS_MAP");
   if (!j) return NULL;
-  if (has_buf) {
-    j->map = vu_map_acquire(env, argv[5], boff, length, &va);
-    if (!j->map || napi_create_reference(env, argv[5], 1, &j->keep) != napi_ok) {
-      vu_job_free(env, j);
-      vu_throw_napi(env, napi_generic_failure, "napi_create_reference");
-      return NULL;
-    }
-  }
+  if (has_buf && !vu_job_pin_buffer(env, j, argv[5], boff, length, &va)) return NULL;
   struct vu_iommu_ioas_map m = {
       .size = sizeof m, .flags = flags, .ioas_id = ioas, .user_va = va, .length = length, .iova = iova};
   memcpy(j->arg, &m, sizeof m);
@@ -189,7 +166,7 @@ static napi_value ioas_map_file(napi_env env, napi_callback_info info) {
   int fd, mfd;
   uint32_t ioas, flags;
   uint64_t start, length, iova;
-  if (!fd_arg(env, info, 7, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+  if (!vu_args_fd(env, info, 7, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
       !vu_get_u32(env, argv[2], "flags", &flags) || !vu_get_fd(env, argv[3], "fileFd", &mfd) ||
       !vu_get_u64(env, argv[4], "start", &start) || !vu_get_u64(env, argv[5], "length", &length) ||
       !vu_get_u64(env, argv[6], "iova", &iova))
@@ -222,7 +199,7 @@ static napi_value ioas_unmap(napi_env env, napi_callback_info info) {
   int fd;
   uint32_t ioas;
   uint64_t iova, length;
-  if (!fd_arg(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+  if (!vu_args_fd(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
       !vu_get_u64(env, argv[2], "iova", &iova) || !vu_get_u64(env, argv[3], "length", &length))
     return NULL;
   vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP");
@@ -240,7 +217,7 @@ static napi_value option(napi_env env, napi_callback_info info) {
   int fd;
   uint32_t id, op, obj;
   uint64_t val = 0;
-  if (!fd_arg(env, info, 5, argv, &fd) || !vu_get_u32(env, argv[1], "optionId", &id) ||
+  if (!vu_args_fd(env, info, 5, argv, &fd) || !vu_get_u32(env, argv[1], "optionId", &id) ||
       !vu_get_u32(env, argv[2], "op", &op) || !vu_get_u32(env, argv[3], "objectId", &obj))
     return NULL;
   if (!vu_is_nullish(env, argv[4]) && !vu_get_u64(env, argv[4], "val64", &val)) return NULL;
@@ -249,7 +226,7 @@ static napi_value option(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct vu_iommu_option o = {.size = sizeof o, .option_id = id, .op = (__u16)op, .object_id = obj, .val64 = val};
-  if (xioctl(fd, VU_IOMMU_OPTION, &o) < 0) {
+  if (vu_ioctl(fd, VU_IOMMU_OPTION, &o) < 0) {
     vu_throw_errno(env, errno, "IOMMU_OPTION");
     return NULL;
   }

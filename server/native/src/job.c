@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name) {
@@ -44,12 +43,27 @@ void vu_job_free(napi_env env, vu_job *j) {
   free(j);
 }
 
+bool vu_job_address_args(napi_env env, const napi_value *args, const char *va_name, bool *has_buf, uint64_t *boff,
+                         uint64_t *va) {
+  *has_buf = !vu_is_nullish(env, args[0]);
+  if (*has_buf) return vu_is_nullish(env, args[1]) || vu_get_u64(env, args[1], "bufferOffset", boff);
+  return vu_get_u64(env, args[2], va_name, va);
+}
+
+bool vu_job_pin_buffer(napi_env env, vu_job *j, napi_value buf, uint64_t boff, uint64_t len, uint64_t *va) {
+  j->map = vu_map_acquire(env, buf, boff, len, va);
+  if (!j->map || napi_create_reference(env, buf, 1, &j->keep) != napi_ok) {
+    vu_job_free(env, j);
+    vu_throw_napi(env, napi_generic_failure, "napi_create_reference");
+    return false;
+  }
+  return true;
+}
+
 static void job_execute(napi_env env, void *data) {
   (void)env;
   vu_job *j = data;
-  int r;
-  do r = ioctl(j->fd, j->request, j->arg);
-  while (r < 0 && errno == EINTR);
+  int r = vu_ioctl(j->fd, j->request, j->arg);
   j->err = r < 0 ? errno : 0;
 }
 

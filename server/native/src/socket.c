@@ -43,6 +43,33 @@ static void close_fds(const int *fds, int n) {
     if (fds[i] >= 0) close(fds[i]);
 }
 
+/* A Connection or Listener fd handed over by JS: made non-blocking and close-on-exec. Throws on failure. */
+static bool adopt_fd(napi_env env, int fd) {
+  if (vu_set_nonblock(fd) < 0 || vu_set_cloexec(fd) < 0) {
+    vu_throw_errno(env, errno, "fcntl");
+    return false;
+  }
+  return true;
+}
+
+/*
+ * The end of a constructor: wraps the new handle `obj` in `thisv`, registers its `link` for env teardown and makes
+ * the weak `self` reference. If the wrap fails, nothing refers to `obj` yet: it is freed and the error thrown.
+ * Returns thisv, or NULL with an exception pending.
+ */
+static napi_value wrap_handle(napi_env env, vu_state *st, napi_value thisv, void *obj, napi_finalize finalize,
+                              vu_link *link, napi_ref *self) {
+  napi_status s = napi_wrap(env, thisv, obj, finalize, NULL, NULL);
+  if (s != napi_ok) {
+    free(obj);
+    vu_throw_napi(env, s, "napi_wrap");
+    return NULL;
+  }
+  vu_link_add(st, link);
+  NAPI_CALL(env, napi_create_reference(env, thisv, 0, self));
+  return thisv;
+}
+
 /* =============================================================================================== Connection */
 
 typedef struct fdgroup {
@@ -231,15 +258,19 @@ static conn *conn_unwrap(napi_env env, napi_value thisv) {
   return p;
 }
 
+/* The conn behind `this` of a method without arguments; NULL with an exception pending. */
+static conn *conn_this(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  return conn_unwrap(env, thisv);
+}
+
 /* new NativeConnection(fd): adopts fd (made non-blocking and close-on-exec). */
 static napi_value conn_ctor(napi_env env, napi_callback_info info) {
   napi_value argv[1], thisv;
   int fd;
   if (!vu_args(env, info, 1, argv, &thisv) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
-  if (vu_set_nonblock(fd) < 0 || vu_set_cloexec(fd) < 0) {
-    vu_throw_errno(env, errno, "fcntl");
-    return NULL;
-  }
+  if (!adopt_fd(env, fd)) return NULL;
   vu_state *st = vu_state_get(env);
   conn *c = calloc(1, sizeof *c);
   if (!c || !st) {
@@ -254,15 +285,7 @@ static napi_value conn_ctor(napi_env env, napi_callback_info info) {
   c->state = C_NEW;
   c->max_msg = DEFAULT_MAX_MSG;
   c->link.teardown = conn_teardown;
-  napi_status s = napi_wrap(env, thisv, c, conn_finalize, NULL, NULL);
-  if (s != napi_ok) {
-    free(c);
-    vu_throw_napi(env, s, "napi_wrap");
-    return NULL;
-  }
-  vu_link_add(st, &c->link);
-  NAPI_CALL(env, napi_create_reference(env, thisv, 0, &c->self));
-  return thisv;
+  return wrap_handle(env, st, thisv, c, conn_finalize, &c->link, &c->self);
 }
 
 static bool rx_reserve(conn *c, size_t want) {
@@ -810,9 +833,7 @@ static napi_value conn_send(napi_env env, napi_callback_info info) {
 }
 
 static napi_value conn_pause(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  conn *c = conn_unwrap(env, thisv);
+  conn *c = conn_this(env, info);
   if (!c) return NULL;
   c->paused = true;
   conn_update_poll(c);
@@ -820,9 +841,7 @@ static napi_value conn_pause(napi_env env, napi_callback_info info) {
 }
 
 static napi_value conn_resume(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  conn *c = conn_unwrap(env, thisv);
+  conn *c = conn_this(env, info);
   if (!c) return NULL;
   c->paused = false;
   conn_update_poll(c);
@@ -831,35 +850,27 @@ static napi_value conn_resume(napi_env env, napi_callback_info info) {
 
 /* flush(): delivers complete messages still buffered (after resume); JS calls it from setImmediate. */
 static napi_value conn_flush(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  conn *c = conn_unwrap(env, thisv);
+  conn *c = conn_this(env, info);
   if (!c) return NULL;
   if (c->state == C_OPEN && !c->paused && !c->delivering) conn_deliver(c, NULL);
   return NULL;
 }
 
 static napi_value conn_close(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  conn *c = conn_unwrap(env, thisv);
+  conn *c = conn_this(env, info);
   if (!c) return NULL;
   conn_begin_close(c);
   return NULL;
 }
 
 static napi_value conn_get_fd(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  conn *c = conn_unwrap(env, thisv);
+  conn *c = conn_this(env, info);
   if (!c) return NULL;
   return vu_i32(env, c->state == C_NEW || c->state == C_OPEN ? c->fd : -1);
 }
 
 static napi_value conn_get_queued(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  conn *c = conn_unwrap(env, thisv);
+  conn *c = conn_this(env, info);
   if (!c) return NULL;
   return vu_double(env, (double)c->q_bytes);
 }
@@ -937,6 +948,13 @@ static lis *lis_unwrap(napi_env env, napi_value thisv) {
   return p;
 }
 
+/* The lis behind `this` of a method without arguments; NULL with an exception pending. */
+static lis *lis_this(napi_env env, napi_callback_info info) {
+  napi_value thisv;
+  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
+  return lis_unwrap(env, thisv);
+}
+
 static napi_value lis_ctor(napi_env env, napi_callback_info info) {
   napi_value argv[1], thisv;
   int fd;
@@ -951,10 +969,7 @@ static napi_value lis_ctor(napi_env env, napi_callback_info info) {
     vu_throw_errno_msg(env, EINVAL, "listen", "fd is not a listening socket");
     return NULL;
   }
-  if (vu_set_nonblock(fd) < 0 || vu_set_cloexec(fd) < 0) {
-    vu_throw_errno(env, errno, "fcntl");
-    return NULL;
-  }
+  if (!adopt_fd(env, fd)) return NULL;
   vu_state *st = vu_state_get(env);
   lis *l = calloc(1, sizeof *l);
   if (!l || !st) {
@@ -968,15 +983,7 @@ static napi_value lis_ctor(napi_env env, napi_callback_info info) {
   l->refs = 1;
   l->state = C_NEW;
   l->link.teardown = lis_teardown;
-  napi_status s = napi_wrap(env, thisv, l, lis_finalize, NULL, NULL);
-  if (s != napi_ok) {
-    free(l);
-    vu_throw_napi(env, s, "napi_wrap");
-    return NULL;
-  }
-  vu_link_add(st, &l->link);
-  NAPI_CALL(env, napi_create_reference(env, thisv, 0, &l->self));
-  return thisv;
+  return wrap_handle(env, st, thisv, l, lis_finalize, &l->link, &l->self);
 }
 
 static void lis_on_poll(uv_poll_t *h, int status, int events) {
@@ -1069,9 +1076,7 @@ static napi_value lis_start(napi_env env, napi_callback_info info) {
 }
 
 static napi_value lis_resume(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  lis *l = lis_unwrap(env, thisv);
+  lis *l = lis_this(env, info);
   if (!l) return NULL;
   if (l->state == C_OPEN && l->paused) {
     l->paused = false;
@@ -1085,18 +1090,14 @@ static napi_value lis_resume(napi_env env, napi_callback_info info) {
 }
 
 static napi_value lis_close(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  lis *l = lis_unwrap(env, thisv);
+  lis *l = lis_this(env, info);
   if (!l) return NULL;
   lis_begin_close(l);
   return NULL;
 }
 
 static napi_value lis_get_fd(napi_env env, napi_callback_info info) {
-  napi_value thisv;
-  if (!vu_args(env, info, 0, NULL, &thisv)) return NULL;
-  lis *l = lis_unwrap(env, thisv);
+  lis *l = lis_this(env, info);
   if (!l) return NULL;
   return vu_i32(env, l->state == C_NEW || l->state == C_OPEN ? l->fd : -1);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 /* ---- state ---- */
 
@@ -172,6 +173,10 @@ bool vu_get_fd(napi_env env, napi_value v, const char *name, int *out) {
   }
   *out = fd;
   return true;
+}
+
+bool vu_args_fd(napi_env env, napi_callback_info info, size_t n, napi_value *argv, int *fd) {
+  return vu_args(env, info, n, argv, NULL) && vu_get_fd(env, argv[0], "fd", fd);
 }
 
 bool vu_get_u64(napi_env env, napi_value v, const char *name, uint64_t *out) {
@@ -456,4 +461,11 @@ int vu_set_cloexec(int fd) {
   if (fl < 0) return -1;
   if (fl & FD_CLOEXEC) return 0;
   return fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+}
+
+int vu_ioctl(int fd, unsigned long req, void *arg) {
+  int r;
+  do r = ioctl(fd, req, arg);
+  while (r < 0 && errno == EINTR);
+  return r;
 }

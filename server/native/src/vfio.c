@@ -13,13 +13,6 @@
 #define MAX_INFO_SIZE (1u << 20) /* sanity cap for argsz the kernel asks for */
 #define MAX_CAPS 64
 
-static int xioctl(int fd, unsigned long req, void *arg) {
-  int r;
-  do r = ioctl(fd, req, arg);
-  while (r < 0 && errno == EINTR);
-  return r;
-}
-
 static int xioctl_val(int fd, unsigned long req, unsigned long val) {
   int r;
   do r = ioctl(fd, req, val);
@@ -27,15 +20,11 @@ static int xioctl_val(int fd, unsigned long req, unsigned long val) {
   return r;
 }
 
-static bool fd_arg(napi_env env, napi_callback_info info, size_t n, napi_value *argv, int *fd) {
-  return vu_args(env, info, n, argv, NULL) && vu_get_fd(env, argv[0], "fd", fd);
-}
-
 /* getApiVersion(containerFd) -> number (VFIO_API_VERSION = 0) */
 static napi_value get_api_version(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   int r = xioctl_val(fd, VFIO_GET_API_VERSION, 0);
   if (r < 0) {
     vu_throw_errno(env, errno, "VFIO_GET_API_VERSION");
@@ -49,7 +38,7 @@ static napi_value check_extension(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
   uint32_t ext;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "extension", &ext)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "extension", &ext)) return NULL;
   int r = xioctl_val(fd, VFIO_CHECK_EXTENSION, ext);
   if (r < 0) {
     vu_throw_errno(env, errno, "VFIO_CHECK_EXTENSION");
@@ -62,7 +51,7 @@ static napi_value set_iommu(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
   uint32_t type;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "type", &type)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "type", &type)) return NULL;
   if (xioctl_val(fd, VFIO_SET_IOMMU, type) < 0) {
     vu_throw_errno(env, errno, "VFIO_SET_IOMMU");
     return NULL;
@@ -74,9 +63,9 @@ static napi_value set_iommu(napi_env env, napi_callback_info info) {
 static napi_value group_get_status(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vfio_group_status st = {.argsz = sizeof st};
-  if (xioctl(fd, VFIO_GROUP_GET_STATUS, &st) < 0) {
+  if (vu_ioctl(fd, VFIO_GROUP_GET_STATUS, &st) < 0) {
     vu_throw_errno(env, errno, "VFIO_GROUP_GET_STATUS");
     return NULL;
   }
@@ -86,9 +75,9 @@ static napi_value group_get_status(napi_env env, napi_callback_info info) {
 static napi_value group_set_container(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd, container;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_fd(env, argv[1], "containerFd", &container)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_fd(env, argv[1], "containerFd", &container)) return NULL;
   __s32 c = container;
-  if (xioctl(fd, VFIO_GROUP_SET_CONTAINER, &c) < 0) {
+  if (vu_ioctl(fd, VFIO_GROUP_SET_CONTAINER, &c) < 0) {
     vu_throw_errno(env, errno, "VFIO_GROUP_SET_CONTAINER");
     return NULL;
   }
@@ -98,7 +87,7 @@ static napi_value group_set_container(napi_env env, napi_callback_info info) {
 static napi_value group_unset_container(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   if (xioctl_val(fd, VFIO_GROUP_UNSET_CONTAINER, 0) < 0) {
     vu_throw_errno(env, errno, "VFIO_GROUP_UNSET_CONTAINER");
     return NULL;
@@ -111,8 +100,8 @@ static napi_value group_get_device_fd(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
   char name[256];
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_string(env, argv[1], "device", name, sizeof name)) return NULL;
-  int r = xioctl(fd, VFIO_GROUP_GET_DEVICE_FD, name);
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_string(env, argv[1], "device", name, sizeof name)) return NULL;
+  int r = vu_ioctl(fd, VFIO_GROUP_GET_DEVICE_FD, name);
   if (r < 0) {
     vu_throw_errno(env, errno, "VFIO_GROUP_GET_DEVICE_FD");
     return NULL;
@@ -136,7 +125,7 @@ static void *info_two_pass(napi_env env, int fd, unsigned long req, const char *
     uint32_t argsz = (uint32_t)size;
     memcpy(buf, &argsz, 4);
     if (index_off) memcpy(buf + index_off, &index, 4);
-    if (xioctl(fd, req, buf) < 0) {
+    if (vu_ioctl(fd, req, buf) < 0) {
       int e = errno;
       free(buf);
       vu_throw_errno(env, e, name);
@@ -177,17 +166,25 @@ static uint64_t rd64(const uint8_t *p) {
   return v;
 }
 
-static napi_value range_list(napi_env env, const uint8_t *p, uint32_t n) {
+/* {k0, k1}[] (bigints) from n records of two u64 at p: IOVA ranges {start, end}, sparse areas {offset, size}. */
+static napi_value u64_pairs(napi_env env, const uint8_t *p, uint32_t n, const char *k0, const char *k1) {
   napi_value arr;
   NAPI_CALL(env, napi_create_array_with_length(env, n, &arr));
   for (uint32_t i = 0; i < n; i++) {
     napi_value r;
     NAPI_CALL(env, napi_create_object(env, &r));
-    if (!vu_set_u64(env, r, "start", rd64(p + 16 * i)) || !vu_set_u64(env, r, "end", rd64(p + 16 * i + 8)))
-      return NULL;
+    if (!vu_set_u64(env, r, k0, rd64(p + 16 * i)) || !vu_set_u64(env, r, k1, rd64(p + 16 * i + 8))) return NULL;
     NAPI_CALL(env, napi_set_element(env, arr, i, r));
   }
   return arr;
+}
+
+/* Sets caps[i] = {id, version, offset} for the cap header at c (offset `off` in the info buffer). */
+static bool list_cap(napi_env env, napi_value caps, uint32_t i, const uint8_t *c, uint32_t off) {
+  napi_value cv;
+  return napi_create_object(env, &cv) == napi_ok && vu_set_u32(env, cv, "id", rd16(c)) &&
+         vu_set_u32(env, cv, "version", rd16(c + 2)) && vu_set_u32(env, cv, "offset", off) &&
+         napi_set_element(env, caps, i, cv) == napi_ok;
 }
 
 /*
@@ -197,7 +194,7 @@ static napi_value range_list(napi_env env, const uint8_t *p, uint32_t n) {
 static napi_value iommu_get_info(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   uint8_t *buf = info_two_pass(env, fd, VFIO_IOMMU_GET_INFO, "VFIO_IOMMU_GET_INFO",
                                sizeof(struct vfio_iommu_type1_info), 0, 0);
   if (!buf) return NULL;
@@ -215,16 +212,12 @@ static napi_value iommu_get_info(napi_env env, napi_callback_info info) {
   for (uint32_t ncap = 0; off && ncap < MAX_CAPS; ncap++) {
     const uint8_t *c = cap_at(buf, len, off, 8);
     if (!c) break;
-    uint16_t id = rd16(c), ver = rd16(c + 2);
-    napi_value cv;
-    if (napi_create_object(env, &cv) != napi_ok || !vu_set_u32(env, cv, "id", id) ||
-        !vu_set_u32(env, cv, "version", ver) || !vu_set_u32(env, cv, "offset", off) ||
-        napi_set_element(env, caps, ncap, cv) != napi_ok)
-      goto fail;
+    if (!list_cap(env, caps, ncap, c, off)) goto fail;
+    uint16_t id = rd16(c);
     if (id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE && cap_at(buf, len, off, 16)) {
       uint32_t n = rd32(c + 8);
       if (cap_at(buf, len, off, 16 + (size_t)n * 16)) {
-        ranges = range_list(env, c + 16, n);
+        ranges = u64_pairs(env, c + 16, n, "start", "end");
         if (!ranges) goto fail;
       }
     } else if (id == VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION && cap_at(buf, len, off, 32)) {
@@ -257,25 +250,14 @@ static napi_value map_dma(napi_env env, napi_callback_info info) {
   int fd;
   uint32_t flags;
   uint64_t iova, size, boff = 0, vaddr = 0;
-  if (!fd_arg(env, info, 7, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags) ||
+  if (!vu_args_fd(env, info, 7, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags) ||
       !vu_get_u64(env, argv[2], "iova", &iova) || !vu_get_u64(env, argv[3], "size", &size))
     return NULL;
-  bool has_buf = !vu_is_nullish(env, argv[4]);
-  if (has_buf) {
-    if (!vu_is_nullish(env, argv[5]) && !vu_get_u64(env, argv[5], "bufferOffset", &boff)) return NULL;
-  } else if (!vu_get_u64(env, argv[6], "vaddr", &vaddr)) {
-    return NULL;
-  }
+  bool has_buf;
+  if (!vu_job_address_args(env, argv + 4, "vaddr", &has_buf, &boff, &vaddr)) return NULL;
   vu_job *j = vu_job_new(env, fd, VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA");
   if (!j) return NULL;
-  if (has_buf) {
-    j->map = vu_map_acquire(env, argv[4], boff, size, &vaddr);
-    if (!j->map || napi_create_reference(env, argv[4], 1, &j->keep) != napi_ok) {
-      vu_job_free(env, j);
-      vu_throw_napi(env, napi_generic_failure, "napi_create_reference");
-      return NULL;
-    }
-  }
+  if (has_buf && !vu_job_pin_buffer(env, j, argv[4], boff, size, &vaddr)) return NULL;
   struct vfio_iommu_type1_dma_map m = {
       .argsz = sizeof m, .flags = flags, .vaddr = vaddr, .iova = iova, .size = size};
   memcpy(j->arg, &m, sizeof m);
@@ -289,7 +271,7 @@ static napi_value unmap_dma(napi_env env, napi_callback_info info) {
   int fd;
   uint32_t flags;
   uint64_t iova, size;
-  if (!fd_arg(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags) ||
+  if (!vu_args_fd(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags) ||
       !vu_get_u64(env, argv[2], "iova", &iova) || !vu_get_u64(env, argv[3], "size", &size))
     return NULL;
   if (flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) {
@@ -309,9 +291,9 @@ static napi_value unmap_dma(napi_env env, napi_callback_info info) {
 static napi_value device_get_info(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vu_vfio_device_info di = {.argsz = sizeof di};
-  if (xioctl(fd, VFIO_DEVICE_GET_INFO, &di) < 0) {
+  if (vu_ioctl(fd, VFIO_DEVICE_GET_INFO, &di) < 0) {
     vu_throw_errno(env, errno, "VFIO_DEVICE_GET_INFO");
     return NULL;
   }
@@ -333,7 +315,7 @@ static napi_value device_get_region_info(napi_env env, napi_callback_info info) 
   napi_value argv[2];
   int fd;
   uint32_t index;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "index", &index)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "index", &index)) return NULL;
   uint8_t *buf = info_two_pass(env, fd, VFIO_DEVICE_GET_REGION_INFO, "VFIO_DEVICE_GET_REGION_INFO",
                                sizeof(struct vfio_region_info), offsetof(struct vfio_region_info, index), index);
   if (!buf) return NULL;
@@ -350,24 +332,13 @@ static napi_value device_get_region_info(napi_env env, napi_callback_info info) 
   for (uint32_t ncap = 0; off && ncap < MAX_CAPS; ncap++) {
     const uint8_t *c = cap_at(buf, len, off, 8);
     if (!c) break;
-    uint16_t id = rd16(c), ver = rd16(c + 2);
-    napi_value cv;
-    if (napi_create_object(env, &cv) != napi_ok || !vu_set_u32(env, cv, "id", id) ||
-        !vu_set_u32(env, cv, "version", ver) || !vu_set_u32(env, cv, "offset", off) ||
-        napi_set_element(env, caps, ncap, cv) != napi_ok)
-      goto fail;
+    if (!list_cap(env, caps, ncap, c, off)) goto fail;
+    uint16_t id = rd16(c);
     if (id == VFIO_REGION_INFO_CAP_SPARSE_MMAP && cap_at(buf, len, off, 16)) {
       uint32_t n = rd32(c + 8);
       if (cap_at(buf, len, off, 16 + (size_t)n * 16)) {
-        napi_value arr;
-        if (napi_create_array_with_length(env, n, &arr) != napi_ok) goto fail;
-        for (uint32_t i = 0; i < n; i++) {
-          napi_value a;
-          if (napi_create_object(env, &a) != napi_ok || !vu_set_u64(env, a, "offset", rd64(c + 16 + 16 * i)) ||
-              !vu_set_u64(env, a, "size", rd64(c + 24 + 16 * i)) || napi_set_element(env, arr, i, a) != napi_ok)
-            goto fail;
-        }
-        if (!vu_set_val(env, out, "sparseMmap", arr)) goto fail;
+        napi_value areas = u64_pairs(env, c + 16, n, "offset", "size");
+        if (!areas || !vu_set_val(env, out, "sparseMmap", areas)) goto fail;
       }
     } else if (id == VFIO_REGION_INFO_CAP_TYPE && cap_at(buf, len, off, 16)) {
       napi_value t;
@@ -393,9 +364,9 @@ static napi_value device_get_irq_info(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
   uint32_t index;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "index", &index)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "index", &index)) return NULL;
   struct vfio_irq_info ii = {.argsz = sizeof ii, .index = index};
-  if (xioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &ii) < 0) {
+  if (vu_ioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &ii) < 0) {
     vu_throw_errno(env, errno, "VFIO_DEVICE_GET_IRQ_INFO");
     return NULL;
   }
@@ -416,7 +387,7 @@ static napi_value device_set_irqs(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   int fd;
   uint32_t flags, index, start, count;
-  if (!fd_arg(env, info, 6, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags) ||
+  if (!vu_args_fd(env, info, 6, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags) ||
       !vu_get_u32(env, argv[2], "index", &index) || !vu_get_u32(env, argv[3], "start", &start) ||
       !vu_get_u32(env, argv[4], "count", &count))
     return NULL;
@@ -474,7 +445,7 @@ static napi_value device_set_irqs(napi_env env, napi_callback_info info) {
       }
     }
   }
-  int r = xioctl(fd, VFIO_DEVICE_SET_IRQS, s);
+  int r = vu_ioctl(fd, VFIO_DEVICE_SET_IRQS, s);
   int e = errno;
   free(s);
   if (r < 0) {
@@ -487,7 +458,7 @@ static napi_value device_set_irqs(napi_env env, napi_callback_info info) {
 static napi_value device_reset(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   if (xioctl_val(fd, VFIO_DEVICE_RESET, 0) < 0) {
     vu_throw_errno(env, errno, "VFIO_DEVICE_RESET");
     return NULL;
@@ -502,7 +473,7 @@ static napi_value device_feature(napi_env env, napi_callback_info info) {
   uint32_t flags;
   void *data = NULL;
   size_t len = 0;
-  if (!fd_arg(env, info, 3, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags)) return NULL;
+  if (!vu_args_fd(env, info, 3, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags)) return NULL;
   if (!vu_is_nullish(env, argv[2]) && !vu_get_bytes(env, argv[2], "data", &data, &len)) return NULL;
   if (len > MAX_INFO_SIZE) {
     vu_throw_errno(env, EINVAL, "VFIO_DEVICE_FEATURE");
@@ -516,7 +487,7 @@ static napi_value device_feature(napi_env env, napi_callback_info info) {
   f->argsz = (uint32_t)(sizeof *f + len);
   f->flags = flags;
   if (len) memcpy(f->data, data, len);
-  int r = xioctl(fd, VFIO_DEVICE_FEATURE, f);
+  int r = vu_ioctl(fd, VFIO_DEVICE_FEATURE, f);
   if (r < 0) {
     int e = errno;
     free(f);
@@ -534,9 +505,9 @@ static napi_value device_feature(napi_env env, napi_callback_info info) {
 static napi_value device_bind_iommufd(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd, ifd;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_fd(env, argv[1], "iommufd", &ifd)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_fd(env, argv[1], "iommufd", &ifd)) return NULL;
   struct vu_vfio_device_bind_iommufd b = {.argsz = sizeof b, .iommufd = ifd};
-  if (xioctl(fd, VU_VFIO_DEVICE_BIND_IOMMUFD, &b) < 0) {
+  if (vu_ioctl(fd, VU_VFIO_DEVICE_BIND_IOMMUFD, &b) < 0) {
     vu_throw_errno(env, errno, "VFIO_DEVICE_BIND_IOMMUFD");
     return NULL;
   }
@@ -548,9 +519,9 @@ static napi_value device_attach_pt(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
   uint32_t pt;
-  if (!fd_arg(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ptId", &pt)) return NULL;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ptId", &pt)) return NULL;
   struct vu_vfio_device_attach_iommufd_pt a = {.argsz = sizeof a, .pt_id = pt};
-  if (xioctl(fd, VU_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a) < 0) {
+  if (vu_ioctl(fd, VU_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a) < 0) {
     vu_throw_errno(env, errno, "VFIO_DEVICE_ATTACH_IOMMUFD_PT");
     return NULL;
   }
@@ -560,9 +531,9 @@ static napi_value device_attach_pt(napi_env env, napi_callback_info info) {
 static napi_value device_detach_pt(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!fd_arg(env, info, 1, argv, &fd)) return NULL;
+  if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vu_vfio_device_detach_iommufd_pt d = {.argsz = sizeof d};
-  if (xioctl(fd, VU_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d) < 0) {
+  if (vu_ioctl(fd, VU_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d) < 0) {
     vu_throw_errno(env, errno, "VFIO_DEVICE_DETACH_IOMMUFD_PT");
     return NULL;
   }

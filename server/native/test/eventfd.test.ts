@@ -2,9 +2,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { closeFd, eventfd, eventfdRead, eventfdWrite, FD_CLOEXEC, FdWatcher, fdFlags } from '../lib/index.js';
-import { noLeak, tick, ticks, waitFor } from './helpers.js';
-
-type CodedError = Error & { code?: string; errno?: number; syscall?: string };
+import { type CodedError, noLeak, tick, ticks, waitFor } from './helpers.js';
 
 const E = suite('native: eventfd');
 

@@ -1,4 +1,4 @@
-// Shared test helpers: vfio-user-style framing, timeouts, fd-leak checks, a child-process peer.
+// Shared test helpers: vfio-user-style framing, timeouts, fd-leak checks, thrown errors, a child-process peer.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -96,6 +96,19 @@ export async function waitFor(cond: () => boolean, ms: number, what: string): Pr
     if (Date.now() > end) throw new Error(`timeout after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
   }
+}
+
+/** What the addon throws: Error{errno, code, syscall} (see src/common.h). */
+export type CodedError = Error & { code?: string; errno?: number; syscall?: string };
+
+/** Runs fn and returns what it threw; fails when it returns normally. */
+export function thrown(fn: () => unknown): CodedError {
+  try {
+    fn();
+  } catch (err) {
+    return err as CodedError;
+  }
+  throw new Error('expected an exception');
 }
 
 /** Runs fn and asserts the process has as many open fds afterwards (after pending closes ran). */

@@ -35,20 +35,10 @@ import {
   pwrite,
   socketpair,
 } from '../lib/index.js';
-import { noLeak, ticks } from './helpers.js';
+import { noLeak, thrown, ticks } from './helpers.js';
 
-type CodedError = Error & { code?: string; errno?: number; syscall?: string };
 const GiB = 1n << 30n;
 const PAGE = 4096n;
-
-function thrown(fn: () => unknown): CodedError {
-  try {
-    fn();
-  } catch (err) {
-    return err as CodedError;
-  }
-  throw new Error('expected an exception');
-}
 
 const M = suite('native: memory');
 let dir = '';

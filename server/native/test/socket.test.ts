@@ -25,24 +25,14 @@ import {
   noLeak,
   patterned,
   taggedEventfds,
+  thrown,
   ticks,
   waitFor,
 } from './helpers.js';
 
-type CodedError = Error & { code?: string; errno?: number; syscall?: string };
-
 function pair(): [Connection, Connection] {
   const [a, b] = socketpair();
   return [Connection.fromFd(a), Connection.fromFd(b)];
-}
-
-function thrown(fn: () => unknown): CodedError {
-  try {
-    fn();
-  } catch (err) {
-    return err as CodedError;
-  }
-  throw new Error('expected an exception');
 }
 
 async function closeBoth(a: Connection, b: Connection): Promise<void> {

@@ -5,18 +5,7 @@ import { existsSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { closeFd, eventfd, iommufd, layouts, memfdCreate, mmap, munmap, vfio } from '../lib/index.js';
-import { noLeak } from './helpers.js';
-
-type CodedError = Error & { code?: string; errno?: number; syscall?: string };
-
-function thrown(fn: () => unknown): CodedError {
-  try {
-    fn();
-  } catch (err) {
-    return err as CodedError;
-  }
-  throw new Error('expected an exception');
-}
+import { type CodedError, noLeak, thrown } from './helpers.js';
 
 async function rejected(p: Promise<unknown>): Promise<CodedError> {
   try {
