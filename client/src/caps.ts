@@ -172,34 +172,20 @@ export function checkServerVersion(
       } else warnings.push(`capability "${k}" was not proposed`);
     }
   }
-  if ('max_msg_fds' in c) {
-    const v = c.max_msg_fds;
-    if (!isInt(v) || v < 0) errors.push(`max_msg_fds ${JSON.stringify(v)} is not a non-negative integer`);
-    else {
-      caps.maxMsgFds = v;
-      if (qemu && v > QEMU_LIMITS.maxMsgFds)
-        errors.push(`max_msg_fds ${v} > QEMU's limit ${QEMU_LIMITS.maxMsgFds}`);
+  // The server's receive limits: integers (max_data_xfer_size > 0, the others >= 0), within QEMU's when asked.
+  const limit = (key: string, field: 'maxMsgFds' | 'maxDataXferSize' | 'maxDmaMaps', positive: boolean) => {
+    if (!(key in c)) return;
+    const v = c[key];
+    if (!isInt(v) || (positive ? v <= 0 : v < 0)) {
+      errors.push(`${key} ${JSON.stringify(v)} is not a ${positive ? 'positive' : 'non-negative'} integer`);
+    } else {
+      caps[field] = v;
+      if (qemu && v > QEMU_LIMITS[field]) errors.push(`${key} ${v} > QEMU's limit ${QEMU_LIMITS[field]}`);
     }
-  }
-  if ('max_data_xfer_size' in c) {
-    const v = c.max_data_xfer_size;
-    if (!isInt(v) || v <= 0) errors.push(`max_data_xfer_size ${JSON.stringify(v)} is not a positive integer`);
-    else {
-      caps.maxDataXferSize = v;
-      if (qemu && v > QEMU_LIMITS.maxDataXferSize) {
-        errors.push(`max_data_xfer_size ${v} > QEMU's limit ${QEMU_LIMITS.maxDataXferSize}`);
-      }
-    }
-  }
-  if ('max_dma_maps' in c) {
-    const v = c.max_dma_maps;
-    if (!isInt(v) || v < 0) errors.push(`max_dma_maps ${JSON.stringify(v)} is not a non-negative integer`);
-    else {
-      caps.maxDmaMaps = v;
-      if (qemu && v > QEMU_LIMITS.maxDmaMaps)
-        errors.push(`max_dma_maps ${v} > QEMU's limit ${QEMU_LIMITS.maxDmaMaps}`);
-    }
-  }
+  };
+  limit('max_msg_fds', 'maxMsgFds', false);
+  limit('max_data_xfer_size', 'maxDataXferSize', true);
+  limit('max_dma_maps', 'maxDmaMaps', false);
   if ('pgsizes' in c) {
     const v = c.pgsizes;
     if (!isInt(v) || v <= 0) errors.push(`pgsizes ${JSON.stringify(v)} is not a positive integer`);

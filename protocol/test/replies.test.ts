@@ -157,8 +157,9 @@ rgn('a reply longer than its own argsz, or trailing bytes without CAPS, is EINVA
   throwsErrno(() => decodeRegionInfoReply(new Uint8Array(31), 0), EINVAL, 'BAD_PAYLOAD_SIZE');
 });
 
-rgn('cap chains that loop, point backwards or overrun are EINVAL', () => {
-  const reply = encodeRegionInfoReply({
+/** A 64-byte region info reply (READ|WRITE|CAPS) with two TYPE caps at 32 and 48; a fresh copy each call. */
+const twoTypeCapsReply = () =>
+  encodeRegionInfoReply({
     argsz: 64,
     flags: 0xb,
     index: 9,
@@ -170,6 +171,9 @@ rgn('cap chains that loop, point backwards or overrun are EINVAL', () => {
       { id: 2, version: 1, type: 2, subtype: 2 },
     ],
   });
+
+rgn('cap chains that loop, point backwards or overrun are EINVAL', () => {
+  const reply = twoTypeCapsReply();
   decodeRegionInfoReply(reply, 0);
   const loop = Uint8Array.from(reply);
   new DataView(loop.buffer).setUint32(48 + 4, 32, true); // second cap points back at the first
@@ -194,18 +198,7 @@ rgn('cap chains that loop, point backwards or overrun are EINVAL', () => {
 });
 
 rgn('unknown cap ids are skipped, as QEMU does', () => {
-  const reply = encodeRegionInfoReply({
-    argsz: 64,
-    flags: 0xb,
-    index: 9,
-    capOffset: 32,
-    size: 0x1000n,
-    offset: 0n,
-    caps: [
-      { id: 2, version: 1, type: 1, subtype: 1 },
-      { id: 2, version: 1, type: 2, subtype: 2 },
-    ],
-  });
+  const reply = twoTypeCapsReply();
   new DataView(reply.buffer).setUint16(32, 3, true); // first cap becomes id 3 (MSIX_MAPPABLE)
   assert.equal(decodeRegionInfoReply(reply, 0).caps, [{ id: 2, version: 1, type: 2, subtype: 2 }]);
 });

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { type Capabilities, encodeCapabilities, PROTOCOL_VERSION } from 'vfio-user-protocol';
+import { encodeCapabilities, PROTOCOL_VERSION } from 'vfio-user-protocol';
 import { type CliOptions, parseCli, UsageError, usage } from './cli-options.js';
 import type { VfioUserDevice } from './device.js';
 import { createDevice, deviceNames } from './devices/index.js';
@@ -15,7 +15,7 @@ import type { IommuBackend } from './iommu/backend.js';
 import { createIommuBackend, resolveIommuChoice } from './iommu/select.js';
 import { createLogger } from './log.js';
 import { VfioUserServer } from './server.js';
-import type { ServerOffer } from './session/negotiate.js';
+import { offerCapabilities, type ServerOffer } from './session/negotiate.js';
 
 /** The host IOMMU backend for --iommu (and the pre-opened host fds), opened; iommu/select.ts decides. */
 async function createIommu(opts: CliOptions, log: Logger): Promise<IommuBackend> {
@@ -33,15 +33,7 @@ function makeDevice(opts: CliOptions, iommu: IommuBackend, log: Logger): VfioUse
 
 /** The VERSION capabilities object exactly as it goes on the wire (snake_case keys). */
 function wireCapabilities(offer: Readonly<ServerOffer>): Record<string, unknown> {
-  const caps: Partial<Capabilities> = {
-    maxMsgFds: offer.maxMsgFds,
-    maxDataXferSize: offer.maxDataXferSize,
-    pgsizes: offer.pgsizes,
-    maxDmaMaps: offer.maxDmaMaps,
-  };
-  if (offer.migration) caps.migration = offer.migration;
-  if (offer.twinSocket) caps.twinSocket = { supported: true };
-  const bytes = encodeCapabilities(caps);
+  const bytes = encodeCapabilities(offerCapabilities(offer));
   const json = JSON.parse(new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0)))) as {
     capabilities: Record<string, unknown>;
   };

@@ -11,19 +11,10 @@ import { DmaProt, type DmaRegion } from '../src/dma/region.js';
 import type { HostFacts, IommuBackend, IommuMapRequest } from '../src/iommu/backend.js';
 import { IommuMirror } from '../src/iommu/mirror.js';
 import { NoneBackend } from '../src/iommu/none.js';
+import { rejects } from './engine-fixtures.js';
 
 const E = constants.errno;
 const RW = DmaProt.READ | DmaProt.WRITE;
-
-async function rejects(p: Promise<unknown>, errno: number, what?: string): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    assert.is((err as { errno?: number }).errno, errno, `${what ?? 'errno'}: ${(err as Error).message}`);
-    return err;
-  }
-  assert.unreachable(`${what ?? 'operation'} should have failed with errno ${errno}`);
-}
 
 const hex = (r: DmaRegion) => `0x${r.iova.toString(16)}`;
 

@@ -9,20 +9,11 @@ import * as native from 'vfio-user-native';
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import type { DmaError } from '../src/dma/errors.js';
 import { DmaProt, type DmaRegion } from '../src/dma/region.js';
+import { rejects } from './engine-fixtures.js';
 
 const E = constants.errno;
 const RW = DmaProt.READ | DmaProt.WRITE;
 const MiB = 1 << 20;
-
-async function rejects(p: Promise<unknown>, errno: number, what?: string): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    assert.is((err as { errno?: number }).errno, errno, `${what ?? 'errno'}: ${(err as Error).message}`);
-    return err;
-  }
-  assert.unreachable(`${what ?? 'operation'} should have failed with errno ${errno}`);
-}
 
 function pattern(n: number, seed: number): Uint8Array {
   return new Uint8Array(n).map((_, i) => (i * 31 + seed) & 0xff);

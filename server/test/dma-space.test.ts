@@ -8,19 +8,10 @@ import * as assert from 'uvu/assert';
 import { DmaAddressSpace, type DmaMessageTransport } from '../src/dma/address-space.js';
 import { DmaError, DmaMapError } from '../src/dma/errors.js';
 import { DmaProt } from '../src/dma/region.js';
+import { rejects } from './engine-fixtures.js';
 
 const E = constants.errno;
 const RW = DmaProt.READ | DmaProt.WRITE;
-
-async function rejects(p: Promise<unknown>, errno: number, what?: string): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    assert.is((err as { errno?: number }).errno, errno, `${what ?? 'errno'}: ${(err as Error).message}`);
-    return err;
-  }
-  assert.unreachable(`${what ?? 'operation'} should have failed with errno ${errno}`);
-}
 
 /** A message transport backed by a plain buffer, standing in for the client's guest memory. */
 function fakeGuest(size = 1 << 20): DmaMessageTransport & { mem: Uint8Array; calls: string[] } {

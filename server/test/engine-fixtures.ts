@@ -1,4 +1,5 @@
-// Shared fixtures for the engine tests (dma-*, irq-*, session-*, server-*): a small but real test device.
+// Shared fixtures for the engine tests (dma-*, irq-*, session-*, server-*): a small but real test device, plus
+// waiting and errno-assertion helpers.
 //
 // TestDevice: PCI, RESET, 9 regions, 5 IRQ indexes.
 // - BAR0 (index 0): 4 KiB of scratch registers, READ|WRITE. Offsets 0x100.. form a tiny DMA engine:
@@ -12,6 +13,7 @@
 // IRQs: INTx 1 (EVENTFD|MASKABLE|AUTOMASKED), MSI 2, MSI-X 8 (EVENTFD|MASKABLE|NORESIZE), ERR 1, REQ 0.
 
 import { readdirSync, readlinkSync } from 'node:fs';
+import * as assert from 'uvu/assert';
 import * as native from 'vfio-user-native';
 import {
   type DeviceContext,
@@ -153,6 +155,17 @@ export class TestDevice implements VfioUserDevice {
   close(): void {
     native.closeFd(this.bar1Fd);
   }
+}
+
+/** Awaits `p` and asserts it rejects with `errno` (a positive errno property); returns the rejection. */
+export async function rejects(p: Promise<unknown>, errno: number, what?: string): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    assert.is((err as { errno?: number }).errno, errno, `${what ?? 'errno'}: ${(err as Error).message}`);
+    return err;
+  }
+  assert.unreachable(`${what ?? 'operation'} should have failed with errno ${errno}`);
 }
 
 /** Waits until `cond` holds (polling the event loop), or fails after `ms`. */

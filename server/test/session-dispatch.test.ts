@@ -57,6 +57,32 @@ async function ready(opts?: Parameters<typeof startSession>[0]): Promise<Session
   return rig;
 }
 
+/**
+ * A ready session whose address space is mirrored by a backend that holds each DMA_MAP until `release()` (which
+ * completes the latest map).
+ */
+async function readyWithSlowMap(): Promise<{ rig: SessionRig; mirror: IommuMirror; release: () => void }> {
+  let release!: () => void;
+  const slow: IommuBackend = {
+    name: 'slow',
+    async attach() {
+      return { pgsizes: 4096n, iovaRanges: [{ start: 0n, last: (1n << 64n) - 1n }], maxDmaMaps: 65535 };
+    },
+    map: () =>
+      new Promise<void>((r) => {
+        release = r;
+      }),
+    async unmap() {},
+    async unmapAll() {},
+    async close() {},
+  };
+  const dma = new DmaAddressSpace();
+  const mirror = new IommuMirror(slow);
+  await mirror.start(dma);
+  const rig = await ready({ dma });
+  return { rig, mirror, release: () => release() };
+}
+
 function startCopy(rig: SessionRig, src: bigint, dst: bigint, len: number): void {
   new DataView(rig.device.bar0.buffer).setUint32(0x11c, 0, true); // so the test can wait for "not 0"
   const regs = new Uint8Array(24);
@@ -106,24 +132,7 @@ test('256 pipelined commands: 256 replies in request order; repeated ids echoed 
 });
 
 test('an asynchronous DMA_MAP holds later messages back: replies keep arrival order', async () => {
-  let release!: () => void;
-  const slow: IommuBackend = {
-    name: 'slow',
-    async attach() {
-      return { pgsizes: 4096n, iovaRanges: [{ start: 0n, last: (1n << 64n) - 1n }], maxDmaMaps: 65535 };
-    },
-    map: () =>
-      new Promise<void>((r) => {
-        release = r;
-      }),
-    async unmap() {},
-    async unmapAll() {},
-    async close() {},
-  };
-  const dma = new DmaAddressSpace();
-  const mirror = new IommuMirror(slow);
-  await mirror.start(dma);
-  const rig = await ready({ dma });
+  const { rig, mirror, release } = await readyWithSlowMap();
   const mapId = rig.client.send(Command.DMA_MAP, dmaMap(0x1000n, 0x1000n));
   rig.client.send(Command.REGION_WRITE, write(0, 0x10n, u32le(0xabcd)), { flags: NO_REPLY });
   const readId = rig.client.send(Command.REGION_READ, read(0, 0x10n, 4));
@@ -142,24 +151,7 @@ test('an asynchronous DMA_MAP holds later messages back: replies keep arrival or
 });
 
 test('backpressure: a flood behind a slow DMA_MAP pauses reading, then everything runs in order', async () => {
-  let release!: () => void;
-  const slow: IommuBackend = {
-    name: 'slow',
-    async attach() {
-      return { pgsizes: 4096n, iovaRanges: [{ start: 0n, last: (1n << 64n) - 1n }], maxDmaMaps: 65535 };
-    },
-    map: () =>
-      new Promise<void>((r) => {
-        release = r;
-      }),
-    async unmap() {},
-    async unmapAll() {},
-    async close() {},
-  };
-  const dma = new DmaAddressSpace();
-  const mirror = new IommuMirror(slow);
-  await mirror.start(dma);
-  const rig = await ready({ dma });
+  const { rig, mirror, release } = await readyWithSlowMap();
   rig.client.send(Command.DMA_MAP, dmaMap(0x1000n, 0x1000n));
   for (let i = 0; i < 6000; i++)
     rig.client.send(Command.REGION_WRITE, write(0, 0x50n, u32le(i)), { flags: NO_REPLY });

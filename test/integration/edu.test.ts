@@ -6,25 +6,12 @@ import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient, type VfioUserError } from 'vfio-user-client';
 import { DeviceFeatureFlags } from 'vfio-user-protocol';
 import { createDevice } from 'vfio-user-server';
+import { Edu } from '../lib/edu-regs.js';
 import { fdCount, fdCountSettles, readU32, startServer, u32, u64, until } from './helpers.js';
 
 const BAR0 = 0;
 const CONFIG = 7;
 const INTX = 0;
-const Reg = {
-  IDENT: 0x00,
-  LIVENESS: 0x04,
-  FACTORIAL: 0x08,
-  STATUS: 0x20,
-  IRQ_STATUS: 0x24,
-  IRQ_ACK: 0x64,
-  DMA_SRC: 0x80,
-  DMA_DST: 0x88,
-  DMA_COUNT: 0x90,
-  DMA_CMD: 0x98,
-  DMA_ERROR: 0x9c,
-};
-const EDU_BUF = 0x40000n;
 
 async function rd(c: VfioUserClient, reg: number): Promise<number> {
   return readU32(await c.regionRead(BAR0, BigInt(reg), 4));
@@ -42,12 +29,12 @@ async function eduDma(
   toRam: boolean,
   irq = false,
 ) {
-  await wr(c, Reg.DMA_SRC, src);
-  await wr(c, Reg.DMA_DST, dst);
-  await wr(c, Reg.DMA_COUNT, BigInt(count));
-  await wr(c, Reg.DMA_CMD, BigInt(1 | (toRam ? 2 : 0) | (irq ? 4 : 0)));
+  await wr(c, Edu.DMA_SRC, src);
+  await wr(c, Edu.DMA_DST, dst);
+  await wr(c, Edu.DMA_COUNT, BigInt(count));
+  await wr(c, Edu.DMA_CMD, BigInt(1 | (toRam ? 2 : 0) | (irq ? 4 : 0)));
   const t0 = Date.now();
-  while ((await rd(c, Reg.DMA_CMD)) & 1) {
+  while ((await rd(c, Edu.DMA_CMD)) & 1) {
     if (Date.now() - t0 > 5000) throw new Error('edu DMA never finished');
   }
 }
@@ -63,18 +50,18 @@ test('edu over vfio-user: identity, liveness, factorial interrupt on INTx, DMA b
   assert.is((await c.getRegionInfo(BAR0)).size, 1n << 20n);
   const cfg = await c.regionRead(CONFIG, 0n, 4);
   assert.is(readU32(cfg), 0x11e81234, 'vendor 1234, device 11e8');
-  assert.is(await rd(c, Reg.IDENT), 0x010000ed);
-  await wr(c, Reg.LIVENESS, 0x12345678);
-  assert.is(await rd(c, Reg.LIVENESS), ~0x12345678 >>> 0);
+  assert.is(await rd(c, Edu.IDENT), 0x010000ed);
+  await wr(c, Edu.LIVENESS, 0x12345678);
+  assert.is(await rd(c, Edu.LIVENESS), ~0x12345678 >>> 0);
 
   // Factorial with its completion interrupt on INTx.
   const [intx] = await c.enableEventfds(INTX, 0, 1);
-  await wr(c, Reg.STATUS, 0x80);
-  await wr(c, Reg.FACTORIAL, 10);
+  await wr(c, Edu.STATUS, 0x80);
+  await wr(c, Edu.FACTORIAL, 10);
   await intx!.wait(1);
-  assert.is(await rd(c, Reg.FACTORIAL), 3628800);
-  assert.is(await rd(c, Reg.IRQ_STATUS), 1);
-  await wr(c, Reg.IRQ_ACK, 1);
+  assert.is(await rd(c, Edu.FACTORIAL), 3628800);
+  assert.is(await rd(c, Edu.IRQ_STATUS), 1);
+  await wr(c, Edu.IRQ_ACK, 1);
 
   // Bus mastering on, then DMA: guest RAM (fd map) -> edu buffer -> guest RAM (fd-less map, by messages).
   await c.regionWrite(CONFIG, 4n, Uint8Array.of(0x06, 0x00));
@@ -83,19 +70,19 @@ test('edu over vfio-user: identity, liveness, factorial interrupt on INTx, DMA b
   await c.mapMemory(mem, { address: 0x200000n, size: 0x2000, memoryOffset: 0x2000, withFd: false });
   const pattern = Uint8Array.from({ length: 4096 }, (_, i) => (i * 5 + 3) & 0xff);
   mem.write(0, pattern);
-  await eduDma(c, 0x100000n, EDU_BUF, 4096, false);
+  await eduDma(c, 0x100000n, Edu.BUFFER, 4096, false);
   await c.unmaskIrqs(INTX, 0, 1);
-  await eduDma(c, EDU_BUF, 0x200000n, 4096, true, true);
+  await eduDma(c, Edu.BUFFER, 0x200000n, 4096, true, true);
   assert.equal(mem.read(0x2000, 4096), pattern, 'the edu buffer arrived in the fd-less map');
   assert.is(c.dmaStats.writes, 4, '4096 bytes as four 1024-byte DMA_WRITE messages');
   assert.is(c.dmaStats.maxCount, 1024);
   assert.equal(c.guestRead(0x200000n, 8), pattern.subarray(0, 8));
   await intx!.wait(2);
-  assert.is(await rd(c, Reg.DMA_ERROR), 0);
+  assert.is(await rd(c, Edu.DMA_ERROR), 0);
   // And the way back: fd-less map -> edu -> fd map.
   mem.write(0x2000, new Uint8Array(4096).fill(0xab));
-  await eduDma(c, 0x200000n, EDU_BUF, 4096, false);
-  await eduDma(c, EDU_BUF, 0x101000n, 4096, true);
+  await eduDma(c, 0x200000n, Edu.BUFFER, 4096, false);
+  await eduDma(c, Edu.BUFFER, 0x101000n, 4096, true);
   assert.equal(mem.read(0x1000, 4096), new Uint8Array(4096).fill(0xab));
   assert.is(c.dmaStats.reads, 4);
 
@@ -105,9 +92,9 @@ test('edu over vfio-user: identity, liveness, factorial interrupt on INTx, DMA b
   await until(() => !s.server.clients.active);
   const d = await VfioUserClient.connect(s.path);
   await d.negotiate();
-  assert.is(await rd(d, Reg.LIVENESS), ~0x12345678 >>> 0);
-  await eduDma(d, 0x100000n, EDU_BUF, 16, false);
-  assert.ok((await rd(d, Reg.DMA_ERROR)) >>> 16 >= 1, 'the failed transfer is counted');
+  assert.is(await rd(d, Edu.LIVENESS), ~0x12345678 >>> 0);
+  await eduDma(d, 0x100000n, Edu.BUFFER, 16, false);
+  assert.ok((await rd(d, Edu.DMA_ERROR)) >>> 16 >= 1, 'the failed transfer is counted');
   d.close();
   await s.close();
   assert.is(await fdCountSettles(before), before);
@@ -142,7 +129,7 @@ test('what the server does not support: feature, migration data and write-multip
   );
   // Posted: no reply at all, and the connection stays usable.
   await c.regionWriteMulti([{ region: 0, offset: 4n, data: u32(1) }], { force: true });
-  assert.is(await rd(c, Reg.IDENT), 0x010000ed);
+  assert.is(await rd(c, Edu.IDENT), 0x010000ed);
   assert.is(c.violations.length, 0);
   c.close();
   await s.close();

@@ -1,6 +1,6 @@
 // Shared pieces of the end-to-end tests with real QEMU (test/qemu and test/vm/qemu-*): our edu served in-process
 // on a socket the test owns (so assertions can read the server's counters and the device's state directly), a
-// recorder of every DMA region the client maps and unmaps, the edu register map, and stage timings.
+// recorder of every DMA region the client maps and unmaps, the edu register map (from test/lib), and stage timings.
 //
 // VFIO_USER_TEST_LOG=debug (or any pino level) prints the in-process server's log on stderr.
 
@@ -14,26 +14,8 @@ import {
   VfioUserServer,
 } from 'vfio-user-server';
 
-/** edu's BAR0 registers (QEMU docs/specs/edu.rst; 0x9c is our DMA error register). */
-export const Edu = {
-  IDENT: 0x00,
-  LIVENESS: 0x04,
-  FACTORIAL: 0x08,
-  STATUS: 0x20,
-  IRQ_STATUS: 0x24,
-  IRQ_RAISE: 0x60,
-  IRQ_ACK: 0x64,
-  DMA_SRC: 0x80,
-  DMA_DST: 0x88,
-  DMA_COUNT: 0x90,
-  DMA_CMD: 0x98,
-  DMA_ERROR: 0x9c,
-  /** The device-side DMA buffer (4 KiB). */
-  BUFFER: 0x40000n,
-  IDENT_VALUE: 0x010000ed,
-  VENDOR_DEVICE: 0x11e81234,
-  BAR0_SIZE: 0x100000,
-} as const;
+// The edu register map lives in test/lib (shared with test/integration); re-exported for the qemu/vm tests.
+export { Edu } from '../lib/edu-regs.js';
 
 export interface DmaEvent {
   kind: 'map' | 'unmap';

@@ -28,8 +28,10 @@ export const SetIrqsFlags = {
   ACTION_UNMASK: 0x10,
   ACTION_TRIGGER: 0x20,
 } as const;
-const DATA_MASK = 0x7;
-const ACTION_MASK = 0x38;
+/** All DATA_* bits (`VFIO_IRQ_SET_DATA_TYPE_MASK`); a valid request sets exactly one. */
+export const SET_IRQS_DATA_TYPE_MASK = 0x7;
+/** All ACTION_* bits (`VFIO_IRQ_SET_ACTION_TYPE_MASK`); a valid request sets exactly one. */
+export const SET_IRQS_ACTION_TYPE_MASK = 0x38;
 
 export const SET_IRQS_SIZE = 20;
 
@@ -102,9 +104,11 @@ export function decodeSetIrqsRequest(payload: Uint8Array, fdCount?: number, limi
     count: u32(dv, 16),
   };
   expectArgszAtLeast(v.argsz!, SET_IRQS_SIZE, 'DEVICE_SET_IRQS');
-  checkFlags(v.flags, DATA_MASK | ACTION_MASK, 'DEVICE_SET_IRQS');
-  if (!oneBit(v.flags & DATA_MASK)) fail('BAD_FLAGS', 'DEVICE_SET_IRQS needs exactly one DATA type');
-  if (!oneBit(v.flags & ACTION_MASK)) fail('BAD_FLAGS', 'DEVICE_SET_IRQS needs exactly one ACTION type');
+  checkFlags(v.flags, SET_IRQS_DATA_TYPE_MASK | SET_IRQS_ACTION_TYPE_MASK, 'DEVICE_SET_IRQS');
+  if (!oneBit(v.flags & SET_IRQS_DATA_TYPE_MASK))
+    fail('BAD_FLAGS', 'DEVICE_SET_IRQS needs exactly one DATA type');
+  if (!oneBit(v.flags & SET_IRQS_ACTION_TYPE_MASK))
+    fail('BAD_FLAGS', 'DEVICE_SET_IRQS needs exactly one ACTION type');
   if (!u32RangeWithin(v.start, v.count, 0xffffffff + 1))
     fail('BAD_RANGE', 'DEVICE_SET_IRQS start + count wraps');
   if (v.count === 0) {

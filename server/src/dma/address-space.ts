@@ -209,24 +209,17 @@ export class DmaAddressSpace implements DmaAccessor {
   subscribe(listener: DmaListener, opts: { replay?: boolean } = {}): Promise<() => Promise<void>> {
     return this.locked(async () => {
       if (opts.replay ?? true) {
-        const done: DmaRegion[] = [];
-        for (const r of this.table) {
-          try {
-            await listener.regionAdded(r);
-            done.push(r);
-          } catch (err) {
-            for (const d of done.reverse()) {
-              try {
-                await listener.regionRemoved(d);
-              } catch (e) {
-                this.log.warn({ err: e }, 'rollback of a replayed region failed');
-              }
-            }
-            throw new DmaMapError(
-              errnoOf(err),
-              `subscriber refused replayed region ${r}: ${(err as Error)?.message}`,
-            );
-          }
+        const refused = await this.addAllOrRollBack(
+          this.table,
+          (r) => listener.regionAdded(r),
+          (r) => listener.regionRemoved(r),
+          'rollback of a replayed region failed',
+        );
+        if (refused) {
+          throw new DmaMapError(
+            errnoOf(refused.err),
+            `subscriber refused replayed region ${refused.item}: ${(refused.err as Error)?.message}`,
+          );
         }
       }
       this.listeners.push(listener);
@@ -297,22 +290,16 @@ export class DmaAddressSpace implements DmaAccessor {
       } else {
         region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'message', 0n, undefined, []);
       }
-      const accepted: DmaListener[] = [];
-      for (const l of this.listeners) {
-        try {
-          await l.regionAdded(region);
-          accepted.push(l);
-        } catch (err) {
-          for (const a of accepted.reverse()) {
-            try {
-              await a.regionRemoved(region);
-            } catch (e) {
-              this.log.warn({ err: e }, 'rollback of a refused region failed');
-            }
-          }
-          this.releaseBacking(region);
-          throw new DmaMapError(errnoOf(err), `DMA_MAP ${region} refused: ${(err as Error)?.message ?? err}`);
-        }
+      const refused = await this.addAllOrRollBack(
+        this.listeners,
+        (l) => l.regionAdded(region),
+        (l) => l.regionRemoved(region),
+        'rollback of a refused region failed',
+      );
+      if (refused) {
+        this.releaseBacking(region);
+        const { err } = refused;
+        throw new DmaMapError(errnoOf(err), `DMA_MAP ${region} refused: ${(err as Error)?.message ?? err}`);
       }
       this.table.insert(region);
       this.stats.maps++;
@@ -387,6 +374,37 @@ export class DmaAddressSpace implements DmaAccessor {
     r.inflight = undefined;
     const err = new DmaError('unmapped', r.iova, 'region unmapped during the access');
     for (const fail of pending) fail(err);
+  }
+
+  /**
+   * Runs `add` on each item in order, all or nothing: when one throws, the items already added are undone with
+   * `remove`, newest first (a failing undo is logged as `undoFailed` and the rest still run), and the item that
+   * refused is returned with its error. Undefined when every item was added. Serves both directions of
+   * regionAdded: one region offered to every listener (DMA_MAP) and every region replayed to one (subscribe).
+   */
+  private async addAllOrRollBack<T>(
+    items: Iterable<T>,
+    add: (item: T) => void | Promise<void>,
+    remove: (item: T) => void | Promise<void>,
+    undoFailed: string,
+  ): Promise<{ item: T; err: unknown } | undefined> {
+    const done: T[] = [];
+    for (const item of items) {
+      try {
+        await add(item);
+        done.push(item);
+      } catch (err) {
+        for (const d of done.reverse()) {
+          try {
+            await remove(d);
+          } catch (e) {
+            this.log.warn({ err: e }, undoFailed);
+          }
+        }
+        return { item, err };
+      }
+    }
+    return undefined;
   }
 
   /** Tells every listener, latest subscriber first; returns the first error (after notifying everyone). */

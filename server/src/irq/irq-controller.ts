@@ -18,21 +18,16 @@
 // closes) the fds of a failed request. A successful request takes ownership of all of them.
 
 import * as native from 'vfio-user-native';
+import {
+  SET_IRQS_ACTION_TYPE_MASK as ACTION_MASK,
+  SET_IRQS_DATA_TYPE_MASK as DATA_MASK,
+  SetIrqsFlags,
+} from 'vfio-user-protocol';
 import { type DeviceLogger, IrqInfoFlags, type IrqSink, PciIrq, type VfioUserDevice } from '../device.js';
 import { E } from '../dma/errors.js';
 
-/** DEVICE_SET_IRQS flag bits (`VFIO_IRQ_SET_*`). */
-export const IrqSetFlags = {
-  DATA_NONE: 0x1,
-  DATA_BOOL: 0x2,
-  DATA_EVENTFD: 0x4,
-  ACTION_MASK: 0x8,
-  ACTION_UNMASK: 0x10,
-  ACTION_TRIGGER: 0x20,
-} as const;
-
-const DATA_MASK = 0x7;
-const ACTION_MASK = 0x38;
+/** DEVICE_SET_IRQS flag bits (`VFIO_IRQ_SET_*`): the protocol package's SetIrqsFlags, under the engine's name. */
+export const IrqSetFlags = SetIrqsFlags;
 
 export interface SetIrqsParams {
   flags: number;

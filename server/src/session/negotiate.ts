@@ -49,6 +49,19 @@ const DROP_ORDER: Key[] = [
   'maxMsgFds',
 ];
 
+/** The capabilities `offer` advertises in full (a fresh object: negotiate() drops keys from it). */
+export function offerCapabilities(offer: Readonly<ServerOffer>): Partial<Capabilities> {
+  const caps: Partial<Capabilities> = {
+    maxMsgFds: offer.maxMsgFds,
+    maxDataXferSize: offer.maxDataXferSize,
+    pgsizes: offer.pgsizes,
+    maxDmaMaps: offer.maxDmaMaps,
+  };
+  if (offer.migration) caps.migration = offer.migration;
+  if (offer.twinSocket) caps.twinSocket = { supported: true };
+  return caps;
+}
+
 /**
  * Negotiates `request` (the decoded VERSION payload; `requestSize` is its whole message size, header included).
  * Throws ProtocolError (EINVAL) for a wrong major or malformed capabilities.
@@ -58,14 +71,7 @@ export function negotiate(
   requestSize: number,
   offer: ServerOffer,
 ): NegotiatedVersion {
-  const caps: Partial<Capabilities> = {
-    maxMsgFds: offer.maxMsgFds,
-    maxDataXferSize: offer.maxDataXferSize,
-    pgsizes: offer.pgsizes,
-    maxDmaMaps: offer.maxDmaMaps,
-  };
-  if (offer.migration) caps.migration = offer.migration;
-  if (offer.twinSocket) caps.twinSocket = { supported: true };
+  const caps = offerCapabilities(offer);
 
   const budget = requestSize - HEADER_SIZE;
   const dropped: string[] = [];
