@@ -36,8 +36,8 @@ function findFiles(dir, re) {
 }
 
 const suites = [
-  uvuSuite('protocol', 'protocol/dist/test'),
-  uvuSuite('native', 'server/native/dist/test'),
+  uvuSuite('protocol', 'protocol/dist/test', undefined, {}, 300),
+  uvuSuite('native', 'server/native/dist/test', undefined, {}, 300),
   {
     // The same native tests against the AddressSanitizer/UBSan build of the addon.
     ...uvuSuite('native-asan', 'server/native/dist/test', '\\.test\\.js$', {
@@ -47,10 +47,10 @@ const suites = [
     }),
     preload: ['libasan.so', 'libubsan.so'],
   },
-  uvuSuite('server', 'server/dist/test'),
-  uvuSuite('client', 'client/dist/test'),
-  uvuSuite('integration', 'test/dist/integration'),
-  uvuSuite('qemu', 'test/dist/qemu'),
+  uvuSuite('server', 'server/dist/test', undefined, {}, 300),
+  uvuSuite('client', 'client/dist/test', undefined, {}, 300),
+  uvuSuite('integration', 'test/dist/integration', undefined, {}, 300),
+  uvuSuite('qemu', 'test/dist/qemu', undefined, {}, 300),
   uvuSuite('conformance', 'test/dist/conformance'),
   uvuSuite('vm', 'test/dist/vm'),
 ];
