@@ -101,6 +101,31 @@ export interface DeviceContext {
   log: DeviceLogger;
 }
 
+/** Migration flag bits the MIGRATION feature reports (VFIO_MIGRATION_*): STOP_COPY is mandatory. */
+export const MigrationFlags = { STOP_COPY: 1n, P2P: 2n, PRE_COPY: 4n } as const;
+
+/**
+ * Migration (vfio-user migration v2) as a device sees it. The engine owns the state machine (MIG_DEVICE_STATE),
+ * the data streams (MIG_DATA_READ/WRITE), command gating and dirty logging; the device only stops and starts,
+ * and turns its whole state into bytes and back:
+ * - `stateChanged(from, to)` is called for every arc the engine walks (MigState numbers, e.g. RUNNING -> STOP),
+ *   before the engine saves (arcs into PRE_COPY/STOP_COPY) and after it loads (RESUMING -> STOP). A device is
+ *   running in RUNNING and PRE_COPY and must be quiescent (no DMA, no interrupts, no progress) in every other
+ *   state; it may return a promise (e.g. to let a DMA in flight finish) and the transition waits for it.
+ * - `save()` is a self-contained snapshot (the engine frames it; PRE_COPY takes an early one, STOP_COPY the
+ *   final one, and the destination loads the last complete snapshot it received).
+ * - `load(state)` validates first and throws DeviceError (EINVAL) on data of another device, another version
+ *   or truncated data, leaving the device untouched; the engine then puts the FSM in ERROR (MIG-13).
+ * A throw from any hook fails the transition with its errno (DeviceError) and leaves the FSM in ERROR.
+ */
+export interface DeviceMigration {
+  /** MigrationFlags bits: STOP_COPY, plus PRE_COPY when the device can stream while running. */
+  readonly flags: bigint;
+  save(): Uint8Array;
+  load(state: Uint8Array): void;
+  stateChanged?(from: number, to: number): void | Promise<void>;
+}
+
 /**
  * A device served over vfio-user. Region accesses are synchronous and must return promptly (the client may be
  * a vCPU waiting with QEMU's big lock held); long work (a DMA engine) runs asynchronously and signals
@@ -150,6 +175,8 @@ export interface VfioUserDevice {
     fds: readonly number[],
     data?: Uint8Array,
   ): boolean;
+  /** Migration support (see DeviceMigration); absent = the server offers no migration. */
+  readonly migration?: DeviceMigration;
   /** Release everything (server shutdown). */
   close?(): void;
 }

@@ -20,6 +20,7 @@ import type { HostFacts, IommuBackend } from './iommu/backend.js';
 import { IommuMirror } from './iommu/mirror.js';
 import { NoneBackend } from './iommu/none.js';
 import { IrqController } from './irq/irq-controller.js';
+import { MAX_BITMAP_SIZE } from './session/migration.js';
 import type { ServerOffer } from './session/negotiate.js';
 import { type ServerStats, Session } from './session/session.js';
 import { ClientGate } from './transport/client-gate.js';
@@ -145,7 +146,9 @@ export class VfioUserServer extends EventEmitter {
       pgsizes: Number(pgsizes),
       maxDmaMaps,
       twinSocket: o.twinSocket ?? true,
-      // `migration` is advertised only by devices that support it; the device contract has no migration yet.
+      // Advertised only by devices with a migration facet (session/migration.ts); the dirty-log page size is the
+      // DMA page size.
+      ...(o.device.migration && { migration: { pgsize: Number(minPage), maxBitmapSize: MAX_BITMAP_SIZE } }),
     };
     this.listener = openListener({ socketPath: o.socketPath, fd: o.fd, mode: o.socketMode });
     this.listener.start(

@@ -295,6 +295,8 @@ prog('--print-capabilities prints the VERSION capabilities as JSON and exits 0',
     pgsizes: 4096,
     max_dma_maps: 65535,
     twin_socket: { supported: true },
+    // edu implements migration (session/migration.ts).
+    migration: { pgsize: 4096, max_bitmap_size: 1048576 },
   });
   assert.equal(out.device, { name: 'edu', flags: 3, regions: 9, irqs: 5 });
   assert.is(out.iommu, 'none');
@@ -307,6 +309,7 @@ prog('--print-capabilities prints the VERSION capabilities as JSON and exits 0',
     maxDataXferSize: toQemu.max_data_xfer_size as number,
     pgsizes: toQemu.pgsizes as number,
     maxDmaMaps: toQemu.max_dma_maps as number,
+    migration: { pgsize: 4096, maxBitmapSize: 1048576 },
   });
   assert.ok(HEADER_SIZE + 4 + json.length <= 214, `reply of ${HEADER_SIZE + 4 + json.length} bytes`);
   // The probe socket it used is gone and nothing was logged at warn level.
@@ -353,7 +356,13 @@ prog('serves QEMU VERSION on --socket-path; SIGTERM removes the socket and logs 
     assert.is(v.flags, 1, 'a successful reply');
     assert.ok(v.size <= 214, `VERSION reply of ${v.size} bytes fits QEMU's buffer`);
     assert.equal(JSON.parse(v.json), {
-      capabilities: { max_msg_fds: 16, max_data_xfer_size: 1048576, pgsizes: 4096, max_dma_maps: 65535 },
+      capabilities: {
+        max_msg_fds: 16,
+        max_data_xfer_size: 1048576,
+        pgsizes: 4096,
+        max_dma_maps: 65535,
+        migration: { pgsize: 4096, max_bitmap_size: 1048576 },
+      },
     });
     await cli.waitFor('client disconnected');
     cli.child.kill('SIGTERM');

@@ -28,7 +28,13 @@
 //   factorial after `factDelayMs`; n! is computed in O(1) because n! mod 2^32 = 0 for n >= 34.
 // - IOVAs are not clamped unless `dmaMask` is given (QEMU's default dma_mask 2^28-1 silently clamps).
 // - DEVICE_RESET also resets the edu registers (QEMU's edu keeps them; only its config space resets).
-import type { DeviceContext, DeviceLogger } from '../device.js';
+//
+// Migration (pci/migration.ts): the saved state is every register, the DMA buffer and the DMA error register.
+// Stopping (any migration state but RUNNING/PRE_COPY) quiesces the device: a scheduled factorial or DMA
+// transfer is held (COMPUTING / the DMA start bit stay set, so they are part of the saved state), a transfer
+// already in flight is awaited, and writes that would start work only latch it. Running again (on the source,
+// or on the destination after the load) starts whatever is pending.
+import { type DeviceContext, DeviceError, type DeviceLogger } from '../device.js';
 import { type AccessSize, PciDevice, type PciDeviceModel } from '../pci/index.js';
 
 export const EDU_VENDOR_ID = 0x1234;
@@ -157,6 +163,10 @@ export class Edu implements PciDeviceModel {
   private factEpoch = 0;
   private dmaTimer: Timer | undefined;
   private factTimer: Timer | undefined;
+  /** The transfer being executed (awaiting the DMA accessor), if any. */
+  private dmaInflight: Promise<void> | undefined;
+  /** Migration: stopped devices make no progress (see the file comment). */
+  private stopped = false;
 
   constructor(opts: EduOptions = {}) {
     this.dmaDelayMs = Math.max(0, opts.dmaDelayMs ?? 0);
@@ -297,6 +307,7 @@ export class Edu implements PciDeviceModel {
   // ---- factorial ------------------------------------------------------------------------------------
 
   private startFactorial(): void {
+    if (this.stopped) return; // resumed by setRunning(true)
     const epoch = this.factEpoch;
     this.factTimer = schedule(this.factDelayMs, () => {
       this.factTimer = undefined;
@@ -315,12 +326,17 @@ export class Edu implements PciDeviceModel {
   }
 
   private startDma(): void {
+    if (this.stopped) return; // resumed by setRunning(true)
     const epoch = this.dmaEpoch;
     this.dmaTimer = schedule(this.dmaDelayMs, () => {
       this.dmaTimer = undefined;
       if (epoch !== this.dmaEpoch) return;
       // runDma never rejects; the catch is belt and braces so nothing escapes into the event loop.
-      this.runDma(epoch).catch((err: unknown) => this.log.error({ err }, 'edu: DMA bug'));
+      const run = this.runDma(epoch).catch((err: unknown) => this.log.error({ err }, 'edu: DMA bug'));
+      const tracked: Promise<void> = run.finally(() => {
+        if (this.dmaInflight === tracked) this.dmaInflight = undefined;
+      });
+      this.dmaInflight = tracked;
     });
   }
 
@@ -406,6 +422,70 @@ export class Edu implements PciDeviceModel {
     this.factTimer = undefined;
   }
 
+  // ---- migration ------------------------------------------------------------------------------------
+
+  saveState(): EduState {
+    return {
+      liveness: this.liveness,
+      fact: this.fact,
+      status: this.status,
+      irqStatus: this.irqStatus,
+      dmaSrc: this.dmaSrc.toString(),
+      dmaDst: this.dmaDst.toString(),
+      dmaCount: this.dmaCount.toString(),
+      dmaCmd: this.dmaCmd.toString(),
+      dmaErrorCount: this.dmaErrorCount,
+      dmaLastError: this.dmaLastError,
+      buffer: this.buffer.slice(),
+    };
+  }
+
+  loadState(state: unknown): void {
+    const s = checkEduState(state);
+    // Whatever was scheduled belongs to the state being replaced.
+    this.stopDma();
+    this.stopFactorial();
+    this.liveness = s.liveness;
+    this.fact = s.fact;
+    this.status = s.status;
+    this.irqStatus = s.irqStatus;
+    this.dmaSrc = BigInt(s.dmaSrc);
+    this.dmaDst = BigInt(s.dmaDst);
+    this.dmaCount = BigInt(s.dmaCount);
+    this.dmaCmd = BigInt(s.dmaCmd);
+    this.dmaErrorCount = s.dmaErrorCount;
+    this.dmaLastError = s.dmaLastError;
+    this.buffer.set(s.buffer);
+    if (!this.stopped) this.resumePending();
+  }
+
+  async setRunning(running: boolean): Promise<void> {
+    if (running) {
+      if (!this.stopped) return;
+      this.stopped = false;
+      this.resumePending();
+      return;
+    }
+    this.stopped = true;
+    // Hold scheduled work (its state stays latched in the registers)...
+    this.factEpoch++;
+    cancel(this.factTimer);
+    this.factTimer = undefined;
+    if (this.dmaTimer) {
+      this.dmaEpoch++;
+      cancel(this.dmaTimer);
+      this.dmaTimer = undefined;
+    }
+    // ...and let a transfer already touching guest memory finish: it cannot be taken back.
+    if (this.dmaInflight) await this.dmaInflight;
+  }
+
+  /** Start the work the registers say is pending (after a stop or a load). */
+  private resumePending(): void {
+    if (this.status & EDU_STATUS_COMPUTING && !this.factTimer) this.startFactorial();
+    if (this.dmaRunning && !this.dmaTimer && !this.dmaInflight) this.startDma();
+  }
+
   // ---- PciDeviceModel -------------------------------------------------------------------------------
 
   reset(): void {
@@ -444,6 +524,43 @@ export class Edu implements PciDeviceModel {
     this.stopFactorial();
     this.ctx = undefined;
   }
+}
+
+/** The edu model's saved state (msgpackr-encoded inside the PCI state; u64 registers as decimal strings). */
+export interface EduState {
+  liveness: number;
+  fact: number;
+  status: number;
+  irqStatus: number;
+  dmaSrc: string;
+  dmaDst: string;
+  dmaCount: string;
+  dmaCmd: string;
+  dmaErrorCount: number;
+  dmaLastError: number;
+  buffer: Uint8Array;
+}
+
+const U32_FIELDS = ['liveness', 'fact', 'status', 'irqStatus', 'dmaErrorCount', 'dmaLastError'] as const;
+const U64_FIELDS = ['dmaSrc', 'dmaDst', 'dmaCount', 'dmaCmd'] as const;
+
+/** Validates a saved edu state (DeviceError EINVAL on anything else). */
+function checkEduState(state: unknown): EduState {
+  const bad = (what: string): never => {
+    throw new DeviceError(22, `edu migration state refused: ${what}`);
+  };
+  if (typeof state !== 'object' || state === null) bad('not an object');
+  const s = state as Record<string, unknown>;
+  for (const k of U32_FIELDS) {
+    const v = s[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) bad(`${k} = ${String(v)}`);
+  }
+  for (const k of U64_FIELDS) {
+    const v = s[k];
+    if (typeof v !== 'string' || !/^[0-9]{1,20}$/.test(v) || BigInt(v) > U64) bad(`${k} = ${String(v)}`);
+  }
+  if (!(s.buffer instanceof Uint8Array) || s.buffer.length !== Number(EDU_DMA_SIZE)) bad('DMA buffer');
+  return s as unknown as EduState;
 }
 
 /** The edu device as the engine sees it, plus its counters. */

@@ -257,6 +257,11 @@ export class BarRegion {
     else storeLE(this.memory!.bytes, pos, size, value);
   }
 
+  /** The bytes behind the BAR when it is plain RAM or shared memory (migration saves them), else undefined. */
+  get backing(): Uint8Array | undefined {
+    return this.ram ?? this.memory?.bytes;
+  }
+
   /** Power-on state of the backing store (RAM BARs and shared memory are zeroed). */
   reset(): void {
     this.ram?.fill(0);

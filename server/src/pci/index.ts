@@ -5,6 +5,7 @@ export * from './config-space.js';
 export * from './constants.js';
 export * from './interrupts.js';
 export * from './memfd.js';
+export * from './migration.js';
 export * from './msi.js';
 export * from './msix.js';
 export * from './pci-device.js';

@@ -63,6 +63,11 @@ export class InterruptRouter {
     return this.asserted;
   }
 
+  /** Migration restore: the saved INTx line level (the new client's eventfds learn it through intxUnmasked). */
+  restoreIntx(asserted: boolean): void {
+    this.asserted = asserted;
+  }
+
   /**
    * Raise interrupt `vector`: MSI-X when enabled (function-masked or masked: pending), else MSI when enabled
    * (masked: pending), else assert INTx (the vector is ignored; there is one line).

@@ -61,6 +61,7 @@ import {
   DeviceError,
   DeviceFlags,
   type DeviceLogger,
+  type DeviceMigration,
   type IrqDescription,
   IrqInfoFlags,
   PciIrq,
@@ -98,6 +99,7 @@ import {
 } from './constants.js';
 import { InterruptRouter, type IrqRoute } from './interrupts.js';
 import { memfdSharedMemory } from './memfd.js';
+import { isMigratableModel, PciMigration } from './migration.js';
 import { MsiCapability, type MsiSpec } from './msi.js';
 import { MsixCapability, type MsixSpec } from './msix.js';
 import { PcieCapability, type PcieSpec } from './pcie.js';
@@ -153,6 +155,15 @@ export interface PciDeviceModel {
   detach?(): void;
   /** Server shutdown. */
   close?(): void;
+  /**
+   * Migration (see migration.ts): implement saveState and loadState and the PciDevice offers migration, saving
+   * config space, MSI-X table/PBA, RAM/shared BAR contents and the INTx level around the model's own state.
+   * saveState returns anything msgpackr encodes; loadState validates (DeviceError EINVAL) before it changes
+   * anything; setRunning(false) must quiesce the model (no DMA, interrupts or progress until setRunning(true)).
+   */
+  saveState?(): unknown;
+  loadState?(state: unknown): void;
+  setRunning?(running: boolean): void | Promise<void>;
 }
 
 const noop = () => {};
@@ -171,6 +182,8 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
   readonly pcie: PcieCapability | undefined;
   readonly pm: PmCapability | undefined;
   readonly intxPin: number;
+  /** Present when the model implements saveState/loadState. */
+  readonly migration: DeviceMigration | undefined;
 
   private readonly bars: (BarRegion | undefined)[] = [];
   private readonly rom: Uint8Array | undefined;
@@ -285,6 +298,9 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       this.irq.msix = this.msix;
       spec.configure?.(cfg, caps);
       cfg.freeze();
+      this.migration = isMigratableModel(model)
+        ? new PciMigration({ config: cfg, bars: this.bars, msix: this.msix, irq: this.irq, model })
+        : undefined;
     } catch (err) {
       // Do not leak the memfds of BARs built before the spec turned out to be invalid.
       for (const bar of this.bars) bar?.memory?.close();

@@ -4,8 +4,9 @@
 // positive `errno` (ProtocolError, DeviceError, DmaMapError, IrqError) becomes a header-only error reply; the
 // session closes every fd a handler did not take.
 //
-// Handlers return synchronously except DMA_MAP/DMA_UNMAP (which may await the host IOMMU mirror) and
-// DEVICE_RESET (a device may reset asynchronously); the session holds later messages back until they settle.
+// Handlers return synchronously except DMA_MAP/DMA_UNMAP (which may await the host IOMMU mirror), DEVICE_RESET
+// (a device may reset asynchronously) and DEVICE_FEATURE on a migratable device (a migration arc may wait for
+// the device to quiesce, session/migration.ts); the session holds later messages back until they settle.
 
 import {
   type Capabilities,
@@ -51,6 +52,7 @@ import { DeviceError, DeviceFlags, type DeviceLogger, type VfioUserDevice } from
 import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
 import type { FdBag } from './fds.js';
+import { migrationFeature, migrationOf, migrationRead } from './migration.js';
 
 export interface HandlerContext {
   device: VfioUserDevice;
@@ -233,35 +235,45 @@ const deviceReset: Handler = async (ctx, payload, fds) => {
   decodeDeviceResetRequest(payload, fds.count, ctx.limits);
   if ((ctx.device.flags & DeviceFlags.RESET) === 0) einval('device does not advertise RESET'); // RST-03
   await ctx.device.reset();
+  // A reset device runs: from ERROR (MIG-14) or any other state the migration gate let through.
+  await migrationOf(ctx.device)?.afterReset();
   return EMPTY;
 };
 
 const deviceFeature: Handler = (ctx, payload, fds) => {
   const req = decodeDeviceFeatureRequest(payload, fds.count, ctx.limits);
+  const mig = migrationOf(ctx.device);
+  if (mig) return migrationFeature(mig, ctx.dma, req).then((p) => ({ payload: p }));
   const feature = featureIndex(req.flags);
   if (
     feature === Feature.DMA_LOGGING_START ||
     feature === Feature.DMA_LOGGING_STOP ||
     feature === Feature.DMA_LOGGING_REPORT
   ) {
-    // Dirty-page logging seam (dma/dirty.ts): nothing installs it yet, and without migration the answer is
-    // EINVAL (FEA-28).
-    if (!ctx.dma.dirtyLogging) einval('DMA dirty logging is not supported');
-    throw new ProtocolError(Errno.ENOTSUP, 'BAD_VALUE', 'DMA dirty logging features are not wired yet');
+    // Dirty-page logging only exists for migration (session/migration.ts): EINVAL without it (FEA-28).
+    einval('DMA dirty logging is not supported');
   }
-  // No device implements migration (device.ts has no migration hooks), so every feature is unsupported
-  // (FEA-02/03).
+  // Without a migration facet every feature is unsupported (FEA-02/03).
   einval(`device feature ${feature} is not supported`);
 };
 
-// Migration data: malformed requests get the decoder's errno, well-formed ones EINVAL (MIG-01/02).
+// Migration data: malformed requests get the decoder's errno (MIG-01); without migration well-formed ones are
+// EINVAL (MIG-02); with it session/migration.ts checks the state (MIG-03/07).
 const migDataRead: Handler = (ctx, payload, fds) => {
-  decodeMigDataReadRequest(payload, fds.count, ctx.limits);
-  einval('migration is not supported');
+  const req = decodeMigDataReadRequest(payload, fds.count, ctx.limits);
+  const mig = migrationOf(ctx.device);
+  if (!mig) einval('migration is not supported');
+  // Our receive limit is checked by the decoder; the reply must also fit the client's (MIG-04).
+  if (req.size > ctx.client.maxDataXferSize)
+    einval(`MIG_DATA_READ size ${req.size} > the client's max_data_xfer_size ${ctx.client.maxDataXferSize}`);
+  return { payload: migrationRead(mig, req.size) };
 };
 const migDataWrite: Handler = (ctx, payload, fds) => {
-  decodeMigDataWriteRequest(payload, fds.count, ctx.limits);
-  einval('migration is not supported');
+  const req = decodeMigDataWriteRequest(payload, fds.count, ctx.limits);
+  const mig = migrationOf(ctx.device);
+  if (!mig) einval('migration is not supported');
+  mig.write(req.data);
+  return EMPTY;
 };
 
 /** Every client command after VERSION. DMA_READ/DMA_WRITE are server->client and never reach this table. */

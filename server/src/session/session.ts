@@ -56,6 +56,7 @@ import type { IrqController } from '../irq/irq-controller.js';
 import { FdBag } from './fds.js';
 import { HANDLERS, type HandlerContext, type HandlerResult } from './handlers.js';
 import { DmaMessenger } from './messenger.js';
+import { gateCommand, migrationOf } from './migration.js';
 import { negotiate, type ServerOffer } from './negotiate.js';
 
 /** Counters shared by every session of a server. */
@@ -290,6 +291,8 @@ export class Session {
     const handler = HANDLERS[command];
     if (!handler)
       throw new ProtocolError(Errno.EINVAL, 'UNKNOWN_COMMAND', `no handler for ${commandName(command)}`);
+    // A stopped device accepts only a few commands (session/migration.ts, MIG-11/12).
+    gateCommand(this.cfg.device, command);
     return handler(this.ctx!, payload, fds);
   }
 
@@ -503,6 +506,12 @@ export class Session {
       }
     }
     cfg.irq.reset();
+    // Mid-migration: the device runs again for the next client, and dirty logging stops (migration.ts).
+    try {
+      await migrationOf(cfg.device)?.disconnected(cfg.dma);
+    } catch (e) {
+      this.log.error({ err: e }, 'resuming the device after a migration failed');
+    }
     try {
       const dropped = await cfg.dma.unmapAll();
       if (dropped.length) this.log.info({ regions: dropped.length }, 'DMA mappings dropped');

@@ -1,0 +1,173 @@
+// Migration for any PciDevice: the generic half of the device's saved state.
+//
+// The stream is one msgpackr-encoded object:
+//   { magic: 'vfio-user-ts/pci', version: 1,
+//     id: { vendor, device, subVendor, subId, revision, classCode, configSize, bars: [size | 0] x6 },
+//     config: bytes, msix: { table, pba } | null, bars: (bytes | null) x6, intx: boolean, model: <model state> }
+// `id` must match the loading device exactly (MIG-13: a stream for another device is refused), every field is
+// type- and size-checked, and nothing changes until the whole stream (the model's part included) has been
+// validated: a refused load leaves the device as it was. msgpackr refuses truncated input, and the engine's
+// framing (session/migration.ts) refuses a torn frame before we ever see it.
+//
+// The model contributes its own state through PciDeviceModel.saveState/loadState and is told when the device
+// starts and stops running (setRunning): a stopped device must make no progress (no DMA, no interrupts).
+
+import { pack, unpack } from 'msgpackr';
+import { DeviceError, type DeviceMigration, MigrationFlags } from '../device.js';
+import type { BarRegion } from './bar.js';
+import type { ConfigSpace } from './config-space.js';
+import {
+  PCI_CLASS_PROG,
+  PCI_DEVICE_ID,
+  PCI_REVISION_ID,
+  PCI_SUBSYSTEM_ID,
+  PCI_SUBSYSTEM_VENDOR_ID,
+  PCI_VENDOR_ID,
+} from './constants.js';
+import type { InterruptRouter } from './interrupts.js';
+import type { MsixCapability } from './msix.js';
+
+const EINVAL = 22;
+export const PCI_STATE_MAGIC = 'vfio-user-ts/pci';
+export const PCI_STATE_VERSION = 1;
+
+/** MigState numbers this file needs (the protocol package's MigState). */
+const RUNNING = 2;
+const PRE_COPY = 6;
+const isRunning = (s: number) => s === RUNNING || s === PRE_COPY;
+
+/** What a PciDeviceModel implements to be migratable. */
+export interface PciMigratableModel {
+  /** A msgpackr-encodable snapshot of the model's registers and memory (taken while stopped, or PRE_COPY). */
+  saveState(): unknown;
+  /** Validate `state` (from saveState of the same model), then apply it; throw DeviceError(EINVAL) first. */
+  loadState(state: unknown): void;
+  /** Running (RUNNING/PRE_COPY) or stopped (every other state); may wait for in-flight work to settle. */
+  setRunning?(running: boolean): void | Promise<void>;
+}
+
+/** The parts of a PciDevice the generic state covers. */
+export interface PciStateParts {
+  config: ConfigSpace;
+  bars: readonly (BarRegion | undefined)[];
+  msix: MsixCapability | undefined;
+  irq: InterruptRouter;
+  model: PciMigratableModel;
+}
+
+interface Identity {
+  vendor: number;
+  device: number;
+  subVendor: number;
+  subId: number;
+  revision: number;
+  classCode: number;
+  configSize: number;
+  bars: number[];
+}
+
+function identity(p: PciStateParts): Identity {
+  const c = p.config;
+  return {
+    vendor: c.get16(PCI_VENDOR_ID),
+    device: c.get16(PCI_DEVICE_ID),
+    subVendor: c.get16(PCI_SUBSYSTEM_VENDOR_ID),
+    subId: c.get16(PCI_SUBSYSTEM_ID),
+    revision: c.get8(PCI_REVISION_ID),
+    classCode: c.get32(PCI_CLASS_PROG - 1) >>> 8,
+    configSize: c.size,
+    bars: Array.from({ length: 6 }, (_, i) => Number(p.bars[i]?.size ?? 0n)),
+  };
+}
+
+function bad(message: string): never {
+  throw new DeviceError(EINVAL, `migration state refused: ${message}`);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+function bytesOf(v: unknown, length: number, what: string): Uint8Array {
+  if (!(v instanceof Uint8Array)) bad(`${what} is not bytes`);
+  if (v.length !== length) bad(`${what} is ${v.length} bytes, expected ${length}`);
+  return v;
+}
+
+export class PciMigration implements DeviceMigration {
+  readonly flags = MigrationFlags.STOP_COPY | MigrationFlags.PRE_COPY;
+
+  constructor(private readonly p: PciStateParts) {}
+
+  save(): Uint8Array {
+    const p = this.p;
+    return pack({
+      magic: PCI_STATE_MAGIC,
+      version: PCI_STATE_VERSION,
+      id: identity(p),
+      config: p.config.bytes.slice(),
+      msix: p.msix ? { table: p.msix.table.slice(), pba: p.msix.pba.slice() } : null,
+      bars: Array.from({ length: 6 }, (_, i) => p.bars[i]?.backing?.slice() ?? null),
+      intx: p.irq.intxAsserted,
+      model: p.model.saveState(),
+    });
+  }
+
+  load(state: Uint8Array): void {
+    const p = this.p;
+    let s: unknown;
+    try {
+      s = unpack(state);
+    } catch (err) {
+      bad(`not a msgpack stream (${(err as Error).message})`);
+    }
+    if (!isRecord(s) || s.magic !== PCI_STATE_MAGIC) bad('not a PCI device state');
+    if (s.version !== PCI_STATE_VERSION) bad(`version ${String(s.version)}, expected ${PCI_STATE_VERSION}`);
+    const want = identity(p);
+    const got = s.id;
+    if (!isRecord(got) || JSON.stringify(got) !== JSON.stringify(want)) {
+      bad(`saved from another device (${JSON.stringify(got)}; this is ${JSON.stringify(want)})`);
+    }
+    const config = bytesOf(s.config, p.config.size, 'config space');
+    let msix: { table: Uint8Array; pba: Uint8Array } | undefined;
+    if (p.msix) {
+      if (!isRecord(s.msix)) bad('MSI-X state missing');
+      msix = {
+        table: bytesOf(s.msix.table, p.msix.table.length, 'MSI-X table'),
+        pba: bytesOf(s.msix.pba, p.msix.pba.length, 'MSI-X PBA'),
+      };
+    } else if (s.msix !== null) bad('MSI-X state for a device without MSI-X');
+    if (!Array.isArray(s.bars) || s.bars.length !== 6) bad('BAR list');
+    const bars = (s.bars as unknown[]).map((b, i) => {
+      const backing = p.bars[i]?.backing;
+      if (!backing) {
+        if (b !== null) bad(`BAR${i} contents for a BAR without memory`);
+        return undefined;
+      }
+      return bytesOf(b, backing.length, `BAR${i}`);
+    });
+    if (typeof s.intx !== 'boolean') bad('INTx level');
+    // The model validates its part and applies it; only then does the generic part change (nothing can fail).
+    p.model.loadState(s.model);
+    p.config.bytes.set(config);
+    if (p.msix && msix) {
+      p.msix.table.set(msix.table);
+      p.msix.pba.set(msix.pba);
+    }
+    bars.forEach((b, i) => {
+      if (b) p.bars[i]!.backing!.set(b);
+    });
+    p.irq.restoreIntx(s.intx);
+  }
+
+  stateChanged(from: number, to: number): void | Promise<void> {
+    if (isRunning(from) === isRunning(to)) return;
+    return this.p.model.setRunning?.(isRunning(to));
+  }
+}
+
+/** Whether `model` implements the migration hooks. */
+export function isMigratableModel(model: unknown): model is PciMigratableModel {
+  const m = model as Partial<PciMigratableModel> | undefined;
+  return typeof m?.saveState === 'function' && typeof m.loadState === 'function';
+}

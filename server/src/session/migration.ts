@@ -1,0 +1,337 @@
+// Migration (vfio-user migration v2) in the engine: the MIG_DEVICE_STATE state machine, the data streams of
+// MIG_DATA_READ/WRITE, command gating while the device is stopped, and DMA dirty logging (DMA_LOGGING_*).
+// Offered only for devices with a `migration` facet (device.ts DeviceMigration); without one every migration
+// command is EINVAL, as before (FEA-03, FEA-28, MIG-02).
+//
+// State machine. SET MIG_DEVICE_STATE walks the arcs of the protocol package's migStatePath (shortest path,
+// saving states never interior, STOP_COPY -> PRE_COPY and requests for ERROR/P2P refused with EINVAL) one at a
+// time; each arc completes before the reply. The device hears every arc (stateChanged) and saves or loads on
+// the arcs that need it. A failing arc returns the device's errno (DeviceError, FEA-19; anything else EIO) and
+// leaves the FSM in ERROR, which only DEVICE_RESET leaves (to RUNNING, MIG-14). The FSM lives with the device,
+// not the connection, but a client that disconnects mid-migration does not leave the device stopped for the
+// next one: the FSM returns to RUNNING (streams dropped, dirty logging stopped).
+//
+// Streams. Entering PRE_COPY takes an early snapshot, entering STOP_COPY the final one (device stopped); each is
+// one frame `u32 magic 'VUMS' | u32 length | device.save() bytes`, read in chunks of at most the client's
+// max_data_xfer_size; a reply shorter than asked (0 bytes once drained) is the end of the current data (MIG-06).
+// The destination accumulates MIG_DATA_WRITE bytes in RESUMING; RESUMING -> STOP parses the frames (every one
+// complete, at least one, nothing trailing), and loads the last one: PRE_COPY data is superseded by the
+// STOP_COPY snapshot that follows it in the stream. Torn or foreign data fails the arc (MIG-13, state ERROR);
+// no data at all leaves the device as it was (an abandoned resume, FEA-17).
+//
+// Gating (the notes table: follow libvfio-user). In STOP only REGION_READ/WRITE, DEVICE_FEATURE and
+// MIG_DATA_READ are accepted (MIG-12: DMA_MAP, DEVICE_RESET, SET_IRQS refused; region access allowed so a
+// stopped device can still be inspected); in STOP_COPY only DEVICE_FEATURE and MIG_DATA_READ (MIG-11; region
+// access is refused too, as libvfio-user does: the state is being copied out). Everything else there is EINVAL.
+// RESUMING, PRE_COPY, RUNNING and ERROR gate nothing (the destination may still map memory while resuming;
+// ERROR must accept DEVICE_RESET).
+//
+// Dirty logging. DMA_LOGGING_START installs a DirtyLog (dma/dirty.ts) on the address space, whose access API
+// marks every device write; START again with the same page size is a no-op, with another EINVAL (FEA-21);
+// STOP removes it (STOP without START is OK). REPORT needs START (EINVAL, FEA-22), the started page size
+// (EINVAL), and must name exactly one map: no map at iova ENOENT (FEA-24), part of a map ENOTSUP (FEA-23), an
+// fd-less map EINVAL (FEA-25), the libvfio-user errnos. The bitmap is clear-on-read (FEA-27).
+
+import {
+  Command,
+  DeviceFeatureFlags,
+  type DeviceFeatureRequest,
+  decodeDmaLoggingControl,
+  decodeDmaLoggingReport,
+  decodeMigDeviceState,
+  deviceFeatureEcho,
+  deviceFeatureGetReply,
+  dirtyBitmapSize,
+  Errno,
+  encodeDeviceFeatureReply,
+  encodeDmaLoggingReport,
+  encodeMigDataReadReply,
+  encodeMigDeviceState,
+  encodeMigrationFlags,
+  Feature,
+  featureIndex,
+  MigrationFlags,
+  MigState,
+  migStatePath,
+  ProtocolError,
+} from 'vfio-user-protocol';
+import { DeviceError, type DeviceMigration, type VfioUserDevice } from '../device.js';
+import type { DmaAddressSpace } from '../dma/address-space.js';
+import { DirtyLog } from '../dma/dirty.js';
+import { E } from '../dma/errors.js';
+
+/** Frame magic 'VUMS' (vfio-user migration stream), little-endian. */
+export const MIG_FRAME_MAGIC = 0x534d5556;
+const FRAME_HEADER = 8;
+/** Bound on what a destination accumulates in RESUMING (a hostile client must not exhaust memory). */
+export const MAX_RESUME_BYTES = 256 << 20;
+/** max_bitmap_size advertised in VERSION: the largest DMA_LOGGING_REPORT bitmap we build (bytes). */
+export const MAX_BITMAP_SIZE = 1 << 20;
+
+function einval(message: string): never {
+  throw new ProtocolError(Errno.EINVAL, 'BAD_VALUE', message);
+}
+
+const isRunning = (s: number) => s === MigState.RUNNING || s === MigState.PRE_COPY;
+
+/** One device's migration state (kept across connections). */
+export class MigrationController {
+  state: number = MigState.RUNNING;
+  /** The current saving stream (PRE_COPY / STOP_COPY) and how much of it was read. */
+  private out: Uint8Array | undefined;
+  private outPos = 0;
+  /** What RESUMING received so far. */
+  private incoming: Uint8Array[] = [];
+  private incomingBytes = 0;
+  readonly dirty = new DirtyLog();
+
+  constructor(private readonly mig: DeviceMigration) {}
+
+  get flags(): bigint {
+    return this.mig.flags | MigrationFlags.STOP_COPY;
+  }
+
+  get preCopy(): boolean {
+    return (this.mig.flags & MigrationFlags.PRE_COPY) !== 0n;
+  }
+
+  /** SET MIG_DEVICE_STATE. */
+  async setState(target: number): Promise<void> {
+    if (this.state === MigState.ERROR) einval('the device is in ERROR: only DEVICE_RESET leaves it');
+    for (const next of migStatePath(this.state, target, { preCopy: this.preCopy })) {
+      await this.step(next);
+    }
+  }
+
+  private async step(to: number): Promise<void> {
+    const from = this.state;
+    try {
+      if (from === MigState.RESUMING && to === MigState.STOP) this.loadIncoming();
+      await this.mig.stateChanged?.(from, to);
+      this.out = undefined;
+      this.outPos = 0;
+      if (to === MigState.PRE_COPY || to === MigState.STOP_COPY) this.out = frame(this.mig.save());
+      if (to === MigState.RESUMING) {
+        this.incoming = [];
+        this.incomingBytes = 0;
+      }
+    } catch (err) {
+      this.state = MigState.ERROR;
+      this.dropStreams();
+      if (typeof (err as { errno?: unknown })?.errno === 'number') throw err;
+      throw new DeviceError(E.EIO, `migration ${from} -> ${to} failed: ${(err as Error)?.message}`);
+    }
+    this.state = to;
+  }
+
+  private loadIncoming(): void {
+    const data = concat(this.incoming, this.incomingBytes);
+    this.incoming = [];
+    this.incomingBytes = 0;
+    // Nothing received at all: a resume that was abandoned before any data came (FEA-17: RESUMING -> RUNNING
+    // succeeds); the device keeps its state. Anything received must be a complete stream.
+    if (data.length === 0) return;
+    let last: Uint8Array | undefined;
+    let pos = 0;
+    const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    while (pos < data.length) {
+      if (data.length - pos < FRAME_HEADER) throw new DeviceError(Errno.EINVAL, 'migration data truncated');
+      if (dv.getUint32(pos, true) !== MIG_FRAME_MAGIC)
+        throw new DeviceError(Errno.EINVAL, 'migration data is not a vfio-user-ts stream');
+      const n = dv.getUint32(pos + 4, true);
+      if (data.length - pos - FRAME_HEADER < n)
+        throw new DeviceError(Errno.EINVAL, 'migration data truncated');
+      last = data.subarray(pos + FRAME_HEADER, pos + FRAME_HEADER + n);
+      pos += FRAME_HEADER + n;
+    }
+    if (!last) throw new DeviceError(Errno.EINVAL, 'no migration data received');
+    this.mig.load(last);
+  }
+
+  /** MIG_DATA_READ: up to `size` bytes of the current stream. */
+  read(size: number): Uint8Array {
+    if (this.state !== MigState.PRE_COPY && this.state !== MigState.STOP_COPY)
+      einval('MIG_DATA_READ outside PRE_COPY/STOP_COPY');
+    const out = this.out ?? new Uint8Array(0);
+    const chunk = out.subarray(this.outPos, Math.min(out.length, this.outPos + size));
+    this.outPos += chunk.length;
+    return chunk;
+  }
+
+  /** MIG_DATA_WRITE: accumulate (copied: the payload's buffer belongs to the transport). */
+  write(data: Uint8Array): void {
+    if (this.state !== MigState.RESUMING) einval('MIG_DATA_WRITE outside RESUMING');
+    if (this.incomingBytes + data.length > MAX_RESUME_BYTES)
+      throw new ProtocolError(
+        Errno.ENOSPC,
+        'BAD_VALUE',
+        `more than ${MAX_RESUME_BYTES} bytes of migration data`,
+      );
+    this.incoming.push(data.slice());
+    this.incomingBytes += data.length;
+  }
+
+  /** After DEVICE_RESET (ERROR or any other state the gate let through): RUNNING. */
+  async afterReset(): Promise<void> {
+    const from = this.state;
+    this.dropStreams();
+    this.state = MigState.RUNNING;
+    if (from !== MigState.RUNNING) await this.mig.stateChanged?.(from, MigState.RUNNING);
+  }
+
+  /** The client went away: back to RUNNING, streams and dirty log dropped. */
+  async disconnected(dma: DmaAddressSpace): Promise<void> {
+    this.stopLogging(dma);
+    if (this.state === MigState.RUNNING) return;
+    const from = this.state;
+    this.dropStreams();
+    this.state = MigState.RUNNING;
+    if (!isRunning(from)) await this.mig.stateChanged?.(from, MigState.RUNNING);
+  }
+
+  stopLogging(dma: DmaAddressSpace): void {
+    this.dirty.stop();
+    if (dma.dirtyLogging === this.dirty) dma.dirtyLogging = undefined;
+  }
+
+  private dropStreams(): void {
+    this.out = undefined;
+    this.outPos = 0;
+    this.incoming = [];
+    this.incomingBytes = 0;
+  }
+}
+
+function frame(blob: Uint8Array): Uint8Array {
+  const out = new Uint8Array(FRAME_HEADER + blob.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, MIG_FRAME_MAGIC, true);
+  dv.setUint32(4, blob.length, true);
+  out.set(blob, FRAME_HEADER);
+  return out;
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+const controllers = new WeakMap<VfioUserDevice, MigrationController>();
+
+/** The device's migration controller, or undefined when it has no migration facet. */
+export function migrationOf(device: VfioUserDevice): MigrationController | undefined {
+  if (!device.migration) return undefined;
+  let c = controllers.get(device);
+  if (!c) {
+    c = new MigrationController(device.migration);
+    controllers.set(device, c);
+  }
+  return c;
+}
+
+// ---- gating --------------------------------------------------------------------------------------------------
+
+const ALLOWED_IN_STOP: ReadonlySet<number> = new Set([
+  Command.REGION_READ,
+  Command.REGION_WRITE,
+  Command.DEVICE_FEATURE,
+  Command.MIG_DATA_READ,
+]);
+const ALLOWED_IN_STOP_COPY: ReadonlySet<number> = new Set([Command.DEVICE_FEATURE, Command.MIG_DATA_READ]);
+
+/** Throws EINVAL when `command` is not accepted in the device's migration state (see the file comment). */
+export function gateCommand(device: VfioUserDevice, command: number): void {
+  const c = device.migration ? migrationOf(device) : undefined;
+  if (!c) return;
+  const allowed =
+    c.state === MigState.STOP
+      ? ALLOWED_IN_STOP
+      : c.state === MigState.STOP_COPY
+        ? ALLOWED_IN_STOP_COPY
+        : undefined;
+  if (allowed && !allowed.has(command)) {
+    einval(
+      `command ${command} is not accepted in migration state ${c.state === MigState.STOP ? 'STOP' : 'STOP_COPY'}`,
+    );
+  }
+}
+
+// ---- DEVICE_FEATURE ------------------------------------------------------------------------------------------
+
+const { GET, PROBE } = DeviceFeatureFlags;
+
+/**
+ * DEVICE_FEATURE for a device with migration (`req` already passed decodeDeviceFeatureRequest). Returns the
+ * reply payload.
+ */
+export async function migrationFeature(
+  c: MigrationController,
+  dma: DmaAddressSpace,
+  req: DeviceFeatureRequest,
+): Promise<Uint8Array> {
+  const feature = featureIndex(req.flags);
+  const known =
+    feature === Feature.MIGRATION ||
+    feature === Feature.MIG_DEVICE_STATE ||
+    feature === Feature.DMA_LOGGING_START ||
+    feature === Feature.DMA_LOGGING_STOP ||
+    feature === Feature.DMA_LOGGING_REPORT;
+  if (!known) einval(`device feature ${feature} is not supported`); // FEA-02
+  // The decoder refused GET/SET on features without them (FEA-07), so a PROBE of a known feature succeeds.
+  if (req.flags & PROBE) return encodeDeviceFeatureReply(deviceFeatureEcho(req));
+  const get = (req.flags & GET) !== 0;
+  switch (feature) {
+    case Feature.MIGRATION:
+      return encodeDeviceFeatureReply(deviceFeatureGetReply(req, encodeMigrationFlags(c.flags)));
+    case Feature.MIG_DEVICE_STATE:
+      if (get) {
+        return encodeDeviceFeatureReply(
+          deviceFeatureGetReply(req, encodeMigDeviceState({ deviceState: c.state })),
+        );
+      }
+      await c.setState(decodeMigDeviceState(req.data).deviceState);
+      return encodeDeviceFeatureReply(deviceFeatureEcho(req));
+    case Feature.DMA_LOGGING_START: {
+      const ctl = decodeDmaLoggingControl(req.data);
+      if (c.dirty.started) {
+        if (ctl.pageSize !== c.dirty.pageSize)
+          einval(`dirty logging already runs with page size ${c.dirty.pageSize}`);
+      } else {
+        c.dirty.start(ctl.pageSize, ctl.ranges);
+        dma.dirtyLogging = c.dirty;
+      }
+      return encodeDeviceFeatureReply(deviceFeatureEcho(req));
+    }
+    case Feature.DMA_LOGGING_STOP:
+      c.stopLogging(dma);
+      return encodeDeviceFeatureReply(deviceFeatureEcho(req));
+    default: {
+      // DMA_LOGGING_REPORT (GET: the decoder checked page size, range and argsz for the bitmap).
+      if (!c.dirty.started) einval('DMA_LOGGING_REPORT without DMA_LOGGING_START');
+      const r = decodeDmaLoggingReport(req.data);
+      if (dirtyBitmapSize(r.length, r.pageSize) > BigInt(MAX_BITMAP_SIZE))
+        einval(`DMA_LOGGING_REPORT bitmap larger than max_bitmap_size ${MAX_BITMAP_SIZE}`);
+      if (r.pageSize !== c.dirty.pageSize)
+        einval(`report page size ${r.pageSize} differs from the logging page size ${c.dirty.pageSize}`);
+      const region = dma.find(r.iova);
+      if (!region) throw new ProtocolError(Errno.ENOENT, 'BAD_RANGE', 'DMA_LOGGING_REPORT: no map at iova');
+      if (region.iova !== r.iova || region.size !== r.length) {
+        throw new ProtocolError(Errno.ENOTSUP, 'BAD_RANGE', 'DMA_LOGGING_REPORT must cover exactly one map');
+      }
+      if (region.access === 'message') einval('DMA_LOGGING_REPORT on an fd-less map');
+      const bitmap = c.dirty.report(r.iova, r.length, r.pageSize);
+      return encodeDeviceFeatureReply(deviceFeatureGetReply(req, encodeDmaLoggingReport({ ...r, bitmap })));
+    }
+  }
+}
+
+/** MIG_DATA_READ reply payload. */
+export function migrationRead(c: MigrationController, size: number): Uint8Array {
+  return encodeMigDataReadReply({ data: c.read(size) });
+}
