@@ -3,8 +3,11 @@
 // both backends run; else Debian 6.12, type1 only) with edu bound to vfio-pci, and in that same guest measures
 // 4 KiB map+unmap pairs per second
 //   - raw-c:     a static C loop of the bare ioctls (test/vm/guest/iommu-bench.c): the kernel's own cost;
-//   - backend:   our TypeScript backend alone (addon ioctls on the libuv threadpool, no protocol);
-//   - vfio-user: a vfio-user client's DMA_MAP + DMA_UNMAP through our server (socket, address space, mirror).
+//   - backend:   our TypeScript backend alone (no protocol): 4 KiB ioctls synchronous (the default fast path);
+//   - backend-async: the same with every ioctl on the libuv threadpool (syncMaxSize 0n, as before the fast path);
+//   - vfio-user / vfio-user-async: a vfio-user client's DMA_MAP + DMA_UNMAP through our server (socket, address
+//     space, mirror), with the backend's default / all-threadpool ioctls;
+//   - backend-2MiB: 2 MiB map+unmap pairs, the largest that run synchronously: how long they hold the event loop.
 // Under TCG every figure is far below native; only the ratios mean something.
 //
 //   node test/bench/iommu-bench.mjs [--pairs N] [--kernel debian|iommufd]    (build first: npx tsc -b)
@@ -59,10 +62,16 @@ console.log(
 for (const backend of [...new Set(rows.map((x) => x.backend))]) {
   const raw = rows.find((x) => x.backend === backend && x.path === 'raw-c');
   for (const x of rows.filter((y) => y.backend === backend)) {
+    if (x.size !== undefined) {
+      console.log(
+        `  ${backend.padEnd(8)} ${x.path.padEnd(15)} ${String(x.usPerPair).padStart(7)} µs per pair (worst ${x.worstUs} µs, ${x.sync ? 'synchronous' : 'threadpool'})`,
+      );
+      continue;
+    }
     const rel =
       raw && x !== raw ? ` (${((100 * x.pairsPerSec) / raw.pairsPerSec).toFixed(2)}% of raw C)` : '';
     console.log(
-      `  ${backend.padEnd(8)} ${x.path.padEnd(10)} ${String(x.pairsPerSec).padStart(7)} pairs/s${rel}`,
+      `  ${backend.padEnd(8)} ${x.path.padEnd(15)} ${String(x.pairsPerSec).padStart(7)} pairs/s${rel}`,
     );
   }
 }

@@ -186,14 +186,25 @@ export function shellQuote(s: string): string {
 
 /**
  * A payload line that runs the host's Node inside the guest over the 9p share (needs `hostRoot`):
- * `chroot /mnt/host /bin/sh -c 'cd CWD && exec /usr/bin/node ARGS'` (CWD defaults to the project root).
+ * `chroot /mnt/host /bin/sh -c 'cd CWD && exec [env K=V...] /usr/bin/node ARGS'` (CWD defaults to the project
+ * root). The variables go through env(1): `exec K=V node` is no assignment to a shell, which looks for a command
+ * named `K=V` ("exec: K=V: not found").
  */
 export function nodeInGuest(
   args: string[],
   opts: { cwd?: string; env?: Record<string, string> } = {},
 ): string {
-  const env = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${shellQuote(v)} `);
-  const inner = `cd ${shellQuote(opts.cwd ?? projectRoot)} && exec ${env.join('')}${shellQuote(process.execPath)} ${args.map(shellQuote).join(' ')}`;
+  const env = Object.entries(opts.env ?? {}).map(([k, v]) => {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+      throw new Error(`nodeInGuest: bad environment variable name '${k}'`);
+    return shellQuote(`${k}=${v}`);
+  });
+  const node = [
+    ...(env.length > 0 ? ['env', ...env] : []),
+    shellQuote(process.execPath),
+    ...args.map(shellQuote),
+  ];
+  const inner = `cd ${shellQuote(opts.cwd ?? projectRoot)} && exec ${node.join(' ')}`;
   return `chroot /mnt/host /bin/sh -c ${shellQuote(inner)}`;
 }
 

@@ -1,6 +1,6 @@
 // Proves that the host's Node and the project tree run inside a guest over the read-only 9p share of the host
 // root (vm-testing.md §6): the self-built kernel (9p built in, /dev/iommu present) and the Debian kernel (9p as
-// modules loaded from the initramfs, no /dev/iommu).
+// modules loaded from the initramfs, no /dev/iommu). nodeInGuest's environment variables reach Node intact.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootGuest, guestKernel, guestUnavailableReason, nodeInGuest } from '../lib/guest.js';
@@ -19,8 +19,12 @@ console.log('NODE-IN-GUEST ' + JSON.stringify({
   readOnly: ro,
   shm: fs.readFileSync('/dev/shm/guest-shm-probe', 'utf8'),
   kernel: fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+  env: process.env.GUEST_ENV_PROBE ?? null,
 }));
 `;
+
+/** Quotes, spaces, `=` and `$` must survive both shells (the payload's and the chroot's). */
+const ENV_VALUE = `it's "quoted" a=b $HOME`;
 
 async function nodeProbe(kernel: string): Promise<Record<string, unknown>> {
   const reason = guestUnavailableReason(kernel);
@@ -30,7 +34,7 @@ async function nodeProbe(kernel: string): Promise<Record<string, unknown>> {
     hostRoot: true,
     devices: ['edu,dma_mask=0xffffffff'],
     bind: ['1234:11e8'],
-    script: nodeInGuest(['-e', probe]),
+    script: nodeInGuest(['-e', probe], { env: { GUEST_ENV_PROBE: ENV_VALUE } }),
     timeoutMs: 150_000,
   });
   const context = `\n--- guest console ---\n${r.console}\n--- qemu stderr ---\n${r.qemu.stderr}`;
@@ -51,6 +55,7 @@ if (guestKernel('iommufd')) {
     assert.is(p.project, true);
     assert.is(p.readOnly, true, 'the host root must be shared read-only');
     assert.is(p.shm, 'shm');
+    assert.is(p.env, ENV_VALUE);
   });
 } else {
   console.log(
@@ -66,6 +71,7 @@ test('node runs in the Debian guest over 9p (modules) and sees type1 only', asyn
   assert.is(p.project, true);
   assert.is(p.readOnly, true);
   assert.is(p.shm, 'shm');
+  assert.is(p.env, ENV_VALUE);
 });
 
 test.run();

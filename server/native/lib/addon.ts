@@ -128,6 +128,16 @@ export interface NativeAddon {
     vaddr: bigint | null,
   ): Promise<void>;
   vfioUnmapDma(fd: number, flags: number, iova: bigint, size: bigint): Promise<bigint>;
+  vfioMapDmaSync(
+    fd: number,
+    flags: number,
+    iova: bigint,
+    size: bigint,
+    buffer: ArrayBuffer | null,
+    bufferOffset: bigint | null,
+    vaddr: bigint | null,
+  ): undefined;
+  vfioUnmapDmaSync(fd: number, flags: number, iova: bigint, size: bigint): bigint;
   vfioDeviceGetInfo(fd: number): { flags: number; numRegions: number; numIrqs: number; capOffset: number };
   vfioDeviceGetRegionInfo(
     fd: number,
@@ -181,6 +191,26 @@ export interface NativeAddon {
     iova: bigint,
   ): Promise<bigint>;
   iommufdIoasUnmap(fd: number, ioasId: number, iova: bigint, length: bigint): Promise<bigint>;
+  iommufdIoasMapSync(
+    fd: number,
+    ioasId: number,
+    flags: number,
+    iova: bigint,
+    length: bigint,
+    buffer: ArrayBuffer | null,
+    bufferOffset: bigint | null,
+    userVa: bigint | null,
+  ): bigint;
+  iommufdIoasMapFileSync(
+    fd: number,
+    ioasId: number,
+    flags: number,
+    fileFd: number,
+    start: bigint,
+    length: bigint,
+    iova: bigint,
+  ): bigint;
+  iommufdIoasUnmapSync(fd: number, ioasId: number, iova: bigint, length: bigint): bigint;
   iommufdOption(
     fd: number,
     optionId: number,

@@ -40,21 +40,30 @@
  *
  * ── Host IOMMU and devices (vfio.ts, iommufd.ts) ───────────────────────────────────────────────────────────────
  *   vfio.openContainer()/open(), getApiVersion, checkExtension, setIommu, getInfo, mapDma (Promise),
- *        unmapDma (Promise<bigint>), iommuGroupOf(bdf), openGroup, groupGetStatus, groupSetContainer,
- *        groupUnsetContainer, getDeviceFd, cdevPathOf(bdf), openDevice, bindIommufd, attachPt, detachPt,
- *        deviceGetInfo, regionInfo, irqInfo, setIrqs, reset, deviceFeature, regionRead, regionWrite, constants
+ *        unmapDma (Promise<bigint>), mapDmaSync, unmapDmaSync (-> bigint), iommuGroupOf(bdf), openGroup,
+ *        groupGetStatus, groupSetContainer, groupUnsetContainer, getDeviceFd, cdevPathOf(bdf), openDevice,
+ *        bindIommufd, attachPt, detachPt, deviceGetInfo, regionInfo, irqInfo, setIrqs, reset, deviceFeature,
+ *        regionRead, regionWrite, constants
  *   iommufd.open(), ioasAlloc, destroy, iovaRanges, allowIovas, ioasMap (Promise<iova>),
- *        ioasMapFile (Promise<iova>), ioasUnmap (Promise<bytes>), optionGet, optionSet, constants
- *   Async maps run on the threadpool. Passing `buffer` (an mmap() ArrayBuffer) instead of a raw address keeps the
- *   mapping referenced and busy (munmap -> EBUSY) until the ioctl completes. Callers must not munmap a region the
- *   host IOMMU still maps, nor close a container/iommufd while its ioctls are in flight (the addon uses private
- *   dups of the fds during the call, so the ioctl itself is never redirected).
+ *        ioasMapFile (Promise<iova>), ioasUnmap (Promise<bytes>), ioasMapSync, ioasMapFileSync, ioasUnmapSync,
+ *        optionGet, optionSet, constants
+ *   Async maps run on the threadpool; their *Sync twins run the same ioctl on the calling thread (small sizes
+ *   only: the event loop waits for the pinning). Passing `buffer` (an mmap() ArrayBuffer) instead of a raw
+ *   address keeps the mapping busy (munmap -> EBUSY) and, when async, referenced until the ioctl completes.
+ *   Callers must not munmap a region the host IOMMU still maps, nor close a container/iommufd while its ioctls are
+ *   in flight (async calls use private dups of the fds, so the ioctl itself is never redirected).
  *   layouts(): ioctl numbers, struct sizes and offsets computed by the compiler (checked against host-iommu.md).
  */
 export type { Layouts } from './addon.js';
 export { type ErrnoError, errnoError, isErrno } from './errors.js';
 export { type EventfdOptions, eventfd, eventfdRead, eventfdWrite, FdWatcher } from './eventfd.js';
-export { type IoasMapArgs, type IoasMapFileArgs, iommufd, U64_MAX } from './iommufd.js';
+export {
+  type IoasMapArgs,
+  type IoasMapFileArgs,
+  type IoasUnmapArgs,
+  iommufd,
+  U64_MAX,
+} from './iommufd.js';
 export {
   addSeals,
   closeFd,
@@ -103,6 +112,7 @@ export {
 export {
   type DeviceInfo,
   type DmaMapArgs,
+  type DmaUnmapArgs,
   type InfoCap,
   type IommuInfo,
   type IovaRange,

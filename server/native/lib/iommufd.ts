@@ -29,7 +29,36 @@ export interface IoasMapFileArgs {
   flags?: number;
 }
 
+export interface IoasUnmapArgs {
+  ioasId: number;
+  iova: bigint;
+  length: bigint;
+}
+
 export const U64_MAX = (1n << 64n) - 1n;
+
+/** The map flags when none are given: FIXED_IOVA | READABLE | WRITEABLE. */
+function mapFlags(flags: number | undefined): number {
+  return flags ?? iommufd.IOAS_MAP_FIXED_IOVA | iommufd.IOAS_MAP_READABLE | iommufd.IOAS_MAP_WRITEABLE;
+}
+
+/** The addon arguments (after the iommufd) shared by ioasMap and ioasMapSync. */
+function ioasMapArgs(
+  args: IoasMapArgs,
+  name: string,
+): [number, number, bigint, bigint, ArrayBuffer | null, bigint | null, bigint | null] {
+  const flags = mapFlags(args.flags);
+  if (args.buffer) {
+    return [args.ioasId, flags, args.iova, args.length, args.buffer, args.bufferOffset ?? 0n, null];
+  }
+  if (args.userVa === undefined) throw new TypeError(`${name} needs a buffer or a userVa`);
+  return [args.ioasId, flags, args.iova, args.length, null, null, args.userVa];
+}
+
+/** The addon arguments (after the iommufd) shared by ioasMapFile and ioasMapFileSync. */
+function ioasMapFileArgs(args: IoasMapFileArgs): [number, number, number, bigint, bigint, bigint] {
+  return [args.ioasId, mapFlags(args.flags), args.fd, args.start, args.length, args.iova];
+}
 
 export const iommufd = {
   IOAS_MAP_FIXED_IOVA: 0x1,
@@ -62,31 +91,34 @@ export const iommufd = {
   },
   /** IOMMU_IOAS_MAP on the threadpool; resolves with the IOVA. */
   ioasMap(fd: number, args: IoasMapArgs): Promise<bigint> {
-    const flags =
-      args.flags ?? iommufd.IOAS_MAP_FIXED_IOVA | iommufd.IOAS_MAP_READABLE | iommufd.IOAS_MAP_WRITEABLE;
-    return settle(() => {
-      if (args.buffer) {
-        const off = args.bufferOffset ?? 0n;
-        return addon.iommufdIoasMap(fd, args.ioasId, flags, args.iova, args.length, args.buffer, off, null);
-      }
-      if (args.userVa === undefined) throw new TypeError('ioasMap needs a buffer or a userVa');
-      return addon.iommufdIoasMap(fd, args.ioasId, flags, args.iova, args.length, null, null, args.userVa);
-    });
+    return settle(() => addon.iommufdIoasMap(fd, ...ioasMapArgs(args, 'ioasMap')));
+  },
+  /**
+   * IOMMU_IOAS_MAP on the calling thread: the event loop waits while the kernel pins the pages. Only for small
+   * lengths (a few hundred pages pin in microseconds, far less than a threadpool round trip); same arguments and
+   * errors as ioasMap, thrown instead of rejected. Returns the IOVA.
+   */
+  ioasMapSync(fd: number, args: IoasMapArgs): bigint {
+    return addon.iommufdIoasMapSync(fd, ...ioasMapArgs(args, 'ioasMapSync'));
   },
   /** IOMMU_IOAS_MAP_FILE (6.13+; ENOTTY before) on the threadpool; resolves with the IOVA. No mmap needed. */
   ioasMapFile(fd: number, args: IoasMapFileArgs): Promise<bigint> {
-    const flags =
-      args.flags ?? iommufd.IOAS_MAP_FIXED_IOVA | iommufd.IOAS_MAP_READABLE | iommufd.IOAS_MAP_WRITEABLE;
-    return settle(() =>
-      addon.iommufdIoasMapFile(fd, args.ioasId, flags, args.fd, args.start, args.length, args.iova),
-    );
+    return settle(() => addon.iommufdIoasMapFile(fd, ...ioasMapFileArgs(args)));
+  },
+  /** IOMMU_IOAS_MAP_FILE on the calling thread (small lengths only, see ioasMapSync); returns the IOVA. */
+  ioasMapFileSync(fd: number, args: IoasMapFileArgs): bigint {
+    return addon.iommufdIoasMapFileSync(fd, ...ioasMapFileArgs(args));
   },
   /**
    * IOMMU_IOAS_UNMAP on the threadpool; resolves with the bytes unmapped. ENOENT: nothing there, or the range
    * splits an area. iova 0 + length U64_MAX unmaps everything (succeeds on an empty IOAS).
    */
-  ioasUnmap(fd: number, args: { ioasId: number; iova: bigint; length: bigint }): Promise<bigint> {
+  ioasUnmap(fd: number, args: IoasUnmapArgs): Promise<bigint> {
     return settle(() => addon.iommufdIoasUnmap(fd, args.ioasId, args.iova, args.length));
+  },
+  /** IOMMU_IOAS_UNMAP on the calling thread (small ranges only, see ioasMapSync); returns the bytes unmapped. */
+  ioasUnmapSync(fd: number, args: IoasUnmapArgs): bigint {
+    return addon.iommufdIoasUnmapSync(fd, args.ioasId, args.iova, args.length);
   },
   /** IOMMU_OPTION GET (objectId 0 = global, or an IOAS id for HUGE_PAGES). */
   optionGet(fd: number, optionId: number, objectId = 0): bigint {

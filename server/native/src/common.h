@@ -173,27 +173,39 @@ typedef struct vu_map vu_map;
 vu_map *vu_map_acquire(napi_env env, napi_value ab, uint64_t offset, uint64_t len, uint64_t *addr);
 void vu_map_release(vu_map *m);
 
-/* ---- async ioctl on the threadpool (ioctl_async.c) ---- */
+/* ---- DMA map/unmap ioctls, on the threadpool or inline (job.c) ---- */
 
 enum vu_job_result { VU_JOB_VOID, VU_JOB_U64 /* resolve with the u64 at result_off of arg */ };
 
 typedef struct vu_job {
-  int fd;     /* a dup of the caller's fd: closing the caller's fd mid-flight cannot retarget the ioctl */
-  int aux_fd; /* a dup of a file the ioctl reads (IOAS_MAP_FILE), or -1 */
+  /*
+   * Async: a dup of the caller's fd (closing the caller's fd mid-flight cannot retarget the ioctl).
+   * Sync: the caller's fd itself, used only during the call.
+   */
+  int fd;
+  int aux_fd; /* async: a dup of a file the ioctl reads (IOAS_MAP_FILE), or -1; sync: always -1 */
+  bool sync;  /* made by vu_job_init_sync: lives on the caller's stack, owns no fd and no reference */
   unsigned long request;
   const char *name; /* the ioctl's name, for Error.syscall */
   enum vu_job_result result;
   size_t result_off;
   vu_map *map;     /* busy mapping (released at completion), or NULL */
-  napi_ref keep;   /* the ArrayBuffer kept alive while the kernel may use its address, or NULL */
+  napi_ref keep;   /* async: the ArrayBuffer kept alive while the kernel may use its address, or NULL */
   int err;
   napi_async_work work;
   napi_deferred deferred;
   uint64_t arg[8]; /* the ioctl struct (<= 64 bytes), 8-byte aligned */
 } vu_job;
 
-/* Allocates a job (fd duplicated). Throws and returns NULL on failure. */
+/* Allocates an async job (fd duplicated). Throws and returns NULL on failure. */
 vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name);
+/*
+ * Prepares `j` (caller's storage) for a synchronous run of the same ioctl on the calling thread: no fd dup, no
+ * reference (the caller's arguments stay alive for the duration of the call). Returns j.
+ */
+vu_job *vu_job_init_sync(vu_job *j, int fd, unsigned long request, const char *name);
+/* Either of the above: the one entry point the map/unmap wrappers use for both of their variants. */
+vu_job *vu_job_make(napi_env env, vu_job *storage, bool sync, int fd, unsigned long request, const char *name);
 /*
  * The (buffer|null, bufferOffset, rawAddress) arguments of the map ioctls, args[0..2]: with a buffer (an mmap()
  * ArrayBuffer), *boff = bufferOffset (default 0); without one, *va = rawAddress (named `va_name` in errors).
@@ -202,13 +214,21 @@ vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name
 bool vu_job_address_args(napi_env env, const napi_value *args, const char *va_name, bool *has_buf, uint64_t *boff,
                          uint64_t *va);
 /*
- * For an ioctl that hands the kernel [boff, boff+len) of `buf` (an mmap() ArrayBuffer): stores its address in *va,
- * marks the mapping busy and keeps `buf` referenced until the job completes. On failure frees the job, throws and
- * returns false.
+ * For an ioctl that hands the kernel [boff, boff+len) of `buf` (an mmap() ArrayBuffer): stores its address in *va
+ * and marks the mapping busy until the job completes; an async job also keeps `buf` referenced. On failure frees
+ * the job, throws and returns false.
  */
 bool vu_job_pin_buffer(napi_env env, vu_job *job, napi_value buf, uint64_t boff, uint64_t len, uint64_t *va);
-/* Queues it and returns the promise; on failure frees the job (and its refs/fds) and returns NULL. */
-napi_value vu_job_queue(napi_env env, vu_job *job);
+/*
+ * The fd of a file the ioctl reads (IOAS_MAP_FILE): a private dup kept in aux_fd for an async job, `fd` itself
+ * for a sync one. On failure frees the job, throws and returns -1.
+ */
+int vu_job_aux_fd(napi_env env, vu_job *job, int fd);
+/*
+ * Async job: queues it and returns the promise. Sync job: runs the ioctl now and returns its result (or throws
+ * the same Error the promise would reject with). Either way the job is consumed; NULL on failure.
+ */
+napi_value vu_job_submit(napi_env env, vu_job *job);
 void vu_job_free(napi_env env, vu_job *job);
 
 #endif

@@ -1,15 +1,14 @@
 /*
  * iommufd (/dev/iommu) ioctls: IOAS alloc/destroy, IOVA ranges, map (user VA or file), unmap, options.
- * Maps and unmaps run on the threadpool (see job.c). Flag bits differ from type1: READABLE 0x4, WRITEABLE 0x2,
- * FIXED_IOVA 0x1. Unmap of an empty range is ENOENT here (type1 reports success, size 0): normalising is policy.
+ * Maps and unmaps run on the threadpool, or inline in their *Sync variants (see job.c). Flag bits differ from
+ * type1: READABLE 0x4, WRITEABLE 0x2, FIXED_IOVA 0x1. Unmap of an empty range is ENOENT here (type1 reports
+ * success, size 0): normalising is policy.
  */
 #include "common.h"
 #include "uapi.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define MAX_RANGES 4096
 
@@ -136,9 +135,11 @@ static napi_value allow_iovas(napi_env env, napi_callback_info info) {
 
 /*
  * ioasMap(iommufd, ioasId, flags, iova, length, buffer|null, bufferOffset, userVa) -> Promise<bigint iova>
- * With a buffer (an mmap() ArrayBuffer) user_va = its address + bufferOffset, busy and referenced until done.
+ * ioasMapSync(same) -> bigint iova (the ioctl runs on the calling thread; for small sizes, policy in TS)
+ * With a buffer (an mmap() ArrayBuffer) user_va = its address + bufferOffset, busy (and, when async, referenced)
+ * until done.
  */
-static napi_value ioas_map(napi_env env, napi_callback_info info) {
+static napi_value ioas_map_common(napi_env env, napi_callback_info info, bool sync) {
   napi_value argv[8];
   int fd;
   uint32_t ioas, flags;
@@ -149,7 +150,8 @@ static napi_value ioas_map(napi_env env, napi_callback_info info) {
     return NULL;
   bool has_buf;
   if (!vu_job_address_args(env, argv + 5, "userVa", &has_buf, &boff, &va)) return NULL;
-  vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_MAP, "IOMMU_IOAS_MAP");
+  vu_job storage;
+  vu_job *j = vu_job_make(env, &storage, sync, fd, VU_IOMMU_IOAS_MAP, "IOMMU_IOAS_MAP");
   if (!j) return NULL;
   if (has_buf && !vu_job_pin_buffer(env, j, argv[5], boff, length, &va)) return NULL;
   struct vu_iommu_ioas_map m = {
@@ -157,11 +159,17 @@ static napi_value ioas_map(napi_env env, napi_callback_info info) {
   memcpy(j->arg, &m, sizeof m);
   j->result = VU_JOB_U64;
   j->result_off = offsetof(struct vu_iommu_ioas_map, iova);
-  return vu_job_queue(env, j);
+  return vu_job_submit(env, j);
 }
 
-/* ioasMapFile(iommufd, ioasId, flags, fileFd, start, length, iova) -> Promise<bigint iova> (Linux 6.13+) */
-static napi_value ioas_map_file(napi_env env, napi_callback_info info) {
+static napi_value ioas_map(napi_env env, napi_callback_info info) { return ioas_map_common(env, info, false); }
+static napi_value ioas_map_sync(napi_env env, napi_callback_info info) { return ioas_map_common(env, info, true); }
+
+/*
+ * ioasMapFile(iommufd, ioasId, flags, fileFd, start, length, iova) -> Promise<bigint iova> (Linux 6.13+)
+ * ioasMapFileSync(same) -> bigint iova
+ */
+static napi_value ioas_map_file_common(napi_env env, napi_callback_info info, bool sync) {
   napi_value argv[7];
   int fd, mfd;
   uint32_t ioas, flags;
@@ -171,30 +179,36 @@ static napi_value ioas_map_file(napi_env env, napi_callback_info info) {
       !vu_get_u64(env, argv[4], "start", &start) || !vu_get_u64(env, argv[5], "length", &length) ||
       !vu_get_u64(env, argv[6], "iova", &iova))
     return NULL;
-  vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_MAP_FILE, "IOMMU_IOAS_MAP_FILE");
+  vu_job storage;
+  vu_job *j = vu_job_make(env, &storage, sync, fd, VU_IOMMU_IOAS_MAP_FILE, "IOMMU_IOAS_MAP_FILE");
   if (!j) return NULL;
-  j->aux_fd = fcntl(mfd, F_DUPFD_CLOEXEC, 0);
-  if (j->aux_fd < 0) {
-    int e = errno;
-    vu_job_free(env, j);
-    vu_throw_errno(env, e, "IOMMU_IOAS_MAP_FILE");
-    return NULL;
-  }
+  int file = vu_job_aux_fd(env, j, mfd);
+  if (file < 0) return NULL;
   struct vu_iommu_ioas_map_file m = {.size = sizeof m,
                                      .flags = flags,
                                      .ioas_id = ioas,
-                                     .fd = j->aux_fd,
+                                     .fd = file,
                                      .start = start,
                                      .length = length,
                                      .iova = iova};
   memcpy(j->arg, &m, sizeof m);
   j->result = VU_JOB_U64;
   j->result_off = offsetof(struct vu_iommu_ioas_map_file, iova);
-  return vu_job_queue(env, j);
+  return vu_job_submit(env, j);
 }
 
-/* ioasUnmap(iommufd, ioasId, iova, length) -> Promise<bigint bytes unmapped> (iova 0, length 2^64-1 = all) */
-static napi_value ioas_unmap(napi_env env, napi_callback_info info) {
+static napi_value ioas_map_file(napi_env env, napi_callback_info info) {
+  return ioas_map_file_common(env, info, false);
+}
+static napi_value ioas_map_file_sync(napi_env env, napi_callback_info info) {
+  return ioas_map_file_common(env, info, true);
+}
+
+/*
+ * ioasUnmap(iommufd, ioasId, iova, length) -> Promise<bigint bytes unmapped> (iova 0, length 2^64-1 = all)
+ * ioasUnmapSync(same) -> bigint
+ */
+static napi_value ioas_unmap_common(napi_env env, napi_callback_info info, bool sync) {
   napi_value argv[4];
   int fd;
   uint32_t ioas;
@@ -202,13 +216,19 @@ static napi_value ioas_unmap(napi_env env, napi_callback_info info) {
   if (!vu_args_fd(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
       !vu_get_u64(env, argv[2], "iova", &iova) || !vu_get_u64(env, argv[3], "length", &length))
     return NULL;
-  vu_job *j = vu_job_new(env, fd, VU_IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP");
+  vu_job storage;
+  vu_job *j = vu_job_make(env, &storage, sync, fd, VU_IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP");
   if (!j) return NULL;
   struct vu_iommu_ioas_unmap u = {.size = sizeof u, .ioas_id = ioas, .iova = iova, .length = length};
   memcpy(j->arg, &u, sizeof u);
   j->result = VU_JOB_U64;
   j->result_off = offsetof(struct vu_iommu_ioas_unmap, length);
-  return vu_job_queue(env, j);
+  return vu_job_submit(env, j);
+}
+
+static napi_value ioas_unmap(napi_env env, napi_callback_info info) { return ioas_unmap_common(env, info, false); }
+static napi_value ioas_unmap_sync(napi_env env, napi_callback_info info) {
+  return ioas_unmap_common(env, info, true);
 }
 
 /* option(iommufd, optionId, op, objectId, val64) -> bigint val64 after the call */
@@ -241,5 +261,8 @@ bool vu_init_iommufd(napi_env env, napi_value exports) {
          vu_export_fn(env, exports, "iommufdIoasMap", ioas_map) &&
          vu_export_fn(env, exports, "iommufdIoasMapFile", ioas_map_file) &&
          vu_export_fn(env, exports, "iommufdIoasUnmap", ioas_unmap) &&
+         vu_export_fn(env, exports, "iommufdIoasMapSync", ioas_map_sync) &&
+         vu_export_fn(env, exports, "iommufdIoasMapFileSync", ioas_map_file_sync) &&
+         vu_export_fn(env, exports, "iommufdIoasUnmapSync", ioas_unmap_sync) &&
          vu_export_fn(env, exports, "iommufdOption", option);
 }

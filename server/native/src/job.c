@@ -6,6 +6,11 @@
  *   so the pages cannot be unmapped or collected under the kernel;
  * - a file the ioctl reads by fd (IOAS_MAP_FILE) is a private dup as well.
  * Completion order equals submission order only if the caller awaits each; keeping replies ordered is policy (TS).
+ *
+ * Every such ioctl also has a synchronous variant (a job on the caller's stack, run inline by vu_job_submit): for
+ * small maps the ioctl takes microseconds while a threadpool hop costs far more. Same argument handling, same
+ * Error; the caller's fd and buffer are used directly since nothing can close or collect them during the call.
+ * Which variant to use for which size is policy (TS).
  */
 #include "common.h"
 
@@ -33,11 +38,27 @@ vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name
   return j;
 }
 
+vu_job *vu_job_init_sync(vu_job *j, int fd, unsigned long request, const char *name) {
+  memset(j, 0, sizeof *j);
+  j->fd = fd;
+  j->aux_fd = -1;
+  j->sync = true;
+  j->request = request;
+  j->name = name;
+  return j;
+}
+
+vu_job *vu_job_make(napi_env env, vu_job *storage, bool sync, int fd, unsigned long request, const char *name) {
+  return sync ? vu_job_init_sync(storage, fd, request, name) : vu_job_new(env, fd, request, name);
+}
+
 void vu_job_free(napi_env env, vu_job *j) {
   if (!j) return;
+  if (j->map) vu_map_release(j->map);
+  j->map = NULL;
+  if (j->sync) return; /* borrowed fds, no references, caller's storage */
   if (j->fd >= 0) close(j->fd);
   if (j->aux_fd >= 0) close(j->aux_fd);
-  if (j->map) vu_map_release(j->map);
   if (j->keep) NAPI_LOG(env, napi_delete_reference(env, j->keep));
   if (j->work) NAPI_LOG(env, napi_delete_async_work(env, j->work));
   free(j);
@@ -52,7 +73,8 @@ bool vu_job_address_args(napi_env env, const napi_value *args, const char *va_na
 
 bool vu_job_pin_buffer(napi_env env, vu_job *j, napi_value buf, uint64_t boff, uint64_t len, uint64_t *va) {
   j->map = vu_map_acquire(env, buf, boff, len, va);
-  if (!j->map || napi_create_reference(env, buf, 1, &j->keep) != napi_ok) {
+  /* A sync job needs no reference: `buf` is one of the arguments of the running call. */
+  if (!j->map || (!j->sync && napi_create_reference(env, buf, 1, &j->keep) != napi_ok)) {
     vu_job_free(env, j);
     vu_throw_napi(env, napi_generic_failure, "napi_create_reference");
     return false;
@@ -60,11 +82,31 @@ bool vu_job_pin_buffer(napi_env env, vu_job *j, napi_value buf, uint64_t boff, u
   return true;
 }
 
+int vu_job_aux_fd(napi_env env, vu_job *j, int fd) {
+  if (j->sync) return fd;
+  j->aux_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (j->aux_fd < 0) {
+    int e = errno;
+    vu_job_free(env, j);
+    vu_throw_errno(env, e, j->name);
+    return -1;
+  }
+  return j->aux_fd;
+}
+
 static void job_execute(napi_env env, void *data) {
   (void)env;
   vu_job *j = data;
   int r = vu_ioctl(j->fd, j->request, j->arg);
   j->err = r < 0 ? errno : 0;
+}
+
+/* The value a successful job resolves with (or returns, when sync); NULL with an exception pending. */
+static napi_value job_result(napi_env env, const vu_job *j) {
+  if (j->result != VU_JOB_U64) return vu_undefined(env);
+  uint64_t out;
+  memcpy(&out, (const uint8_t *)j->arg + j->result_off, sizeof out);
+  return vu_u64(env, out);
 }
 
 static void job_complete(napi_env env, napi_status status, void *data) {
@@ -75,9 +117,7 @@ static void job_complete(napi_env env, napi_status status, void *data) {
     v = vu_errno_error(env, j->err, j->name, NULL);
     if (v) NAPI_LOG(env, napi_reject_deferred(env, j->deferred, v));
   } else {
-    uint64_t out = 0;
-    if (j->result == VU_JOB_U64) memcpy(&out, (const uint8_t *)j->arg + j->result_off, sizeof out);
-    v = j->result == VU_JOB_U64 ? vu_u64(env, out) : vu_undefined(env);
+    v = job_result(env, j);
     if (v) NAPI_LOG(env, napi_resolve_deferred(env, j->deferred, v));
   }
   if (!v) {
@@ -92,7 +132,7 @@ static void job_complete(napi_env env, napi_status status, void *data) {
   vu_job_free(env, j);
 }
 
-napi_value vu_job_queue(napi_env env, vu_job *j) {
+static napi_value job_queue(napi_env env, vu_job *j) {
   napi_value promise, name;
   if (napi_create_string_utf8(env, j->name, NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, job_execute, job_complete, j, &j->work) != napi_ok) {
@@ -113,3 +153,16 @@ napi_value vu_job_queue(napi_env env, vu_job *j) {
   }
   return promise;
 }
+
+/* Runs a sync job's ioctl on the calling thread: the fast path for small maps and unmaps. */
+static napi_value job_run(napi_env env, vu_job *j) {
+  job_execute(env, j);
+  vu_job_free(env, j); /* releases the busy mapping; nothing else to free */
+  if (j->err) {
+    vu_throw_errno(env, j->err, j->name);
+    return NULL;
+  }
+  return job_result(env, j);
+}
+
+napi_value vu_job_submit(napi_env env, vu_job *j) { return j->sync ? job_run(env, j) : job_queue(env, j); }

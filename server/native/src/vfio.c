@@ -242,10 +242,11 @@ fail:
 
 /*
  * mapDma(containerFd, flags, iova, size, buffer|null, bufferOffset, vaddr) -> Promise<void>
- * With a buffer (an mmap() ArrayBuffer), vaddr = its address + bufferOffset and the mapping stays busy and
- * referenced until the ioctl completes. Without one, the raw vaddr is used (caller's responsibility).
+ * mapDmaSync(same) -> undefined (the ioctl runs on the calling thread; for small sizes, policy in TS)
+ * With a buffer (an mmap() ArrayBuffer), vaddr = its address + bufferOffset and the mapping stays busy (and, when
+ * async, referenced) until the ioctl completes. Without one, the raw vaddr is used (caller's responsibility).
  */
-static napi_value map_dma(napi_env env, napi_callback_info info) {
+static napi_value map_dma_common(napi_env env, napi_callback_info info, bool sync) {
   napi_value argv[7];
   int fd;
   uint32_t flags;
@@ -255,18 +256,25 @@ static napi_value map_dma(napi_env env, napi_callback_info info) {
     return NULL;
   bool has_buf;
   if (!vu_job_address_args(env, argv + 4, "vaddr", &has_buf, &boff, &vaddr)) return NULL;
-  vu_job *j = vu_job_new(env, fd, VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA");
+  vu_job storage;
+  vu_job *j = vu_job_make(env, &storage, sync, fd, VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA");
   if (!j) return NULL;
   if (has_buf && !vu_job_pin_buffer(env, j, argv[4], boff, size, &vaddr)) return NULL;
   struct vfio_iommu_type1_dma_map m = {
       .argsz = sizeof m, .flags = flags, .vaddr = vaddr, .iova = iova, .size = size};
   memcpy(j->arg, &m, sizeof m);
   j->result = VU_JOB_VOID;
-  return vu_job_queue(env, j);
+  return vu_job_submit(env, j);
 }
 
-/* unmapDma(containerFd, flags, iova, size) -> Promise<bigint> (bytes unmapped; 0 when nothing was mapped) */
-static napi_value unmap_dma(napi_env env, napi_callback_info info) {
+static napi_value map_dma(napi_env env, napi_callback_info info) { return map_dma_common(env, info, false); }
+static napi_value map_dma_sync(napi_env env, napi_callback_info info) { return map_dma_common(env, info, true); }
+
+/*
+ * unmapDma(containerFd, flags, iova, size) -> Promise<bigint> (bytes unmapped; 0 when nothing was mapped)
+ * unmapDmaSync(same) -> bigint
+ */
+static napi_value unmap_dma_common(napi_env env, napi_callback_info info, bool sync) {
   napi_value argv[4];
   int fd;
   uint32_t flags;
@@ -278,13 +286,19 @@ static napi_value unmap_dma(napi_env env, napi_callback_info info) {
     vu_throw_errno_msg(env, EINVAL, "VFIO_IOMMU_UNMAP_DMA", "GET_DIRTY_BITMAP is not supported by this wrapper");
     return NULL;
   }
-  vu_job *j = vu_job_new(env, fd, VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA");
+  vu_job storage;
+  vu_job *j = vu_job_make(env, &storage, sync, fd, VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA");
   if (!j) return NULL;
   struct vfio_iommu_type1_dma_unmap u = {.argsz = sizeof u, .flags = flags, .iova = iova, .size = size};
   memcpy(j->arg, &u, sizeof u);
   j->result = VU_JOB_U64;
   j->result_off = offsetof(struct vfio_iommu_type1_dma_unmap, size);
-  return vu_job_queue(env, j);
+  return vu_job_submit(env, j);
+}
+
+static napi_value unmap_dma(napi_env env, napi_callback_info info) { return unmap_dma_common(env, info, false); }
+static napi_value unmap_dma_sync(napi_env env, napi_callback_info info) {
+  return unmap_dma_common(env, info, true);
 }
 
 /* deviceGetInfo(deviceFd) -> { flags, numRegions, numIrqs, capOffset } */
@@ -555,6 +569,8 @@ bool vu_init_vfio(napi_env env, napi_value exports) {
       {"vfioIommuGetInfo", iommu_get_info},
       {"vfioMapDma", map_dma},
       {"vfioUnmapDma", unmap_dma},
+      {"vfioMapDmaSync", map_dma_sync},
+      {"vfioUnmapDmaSync", unmap_dma_sync},
       {"vfioDeviceGetInfo", device_get_info},
       {"vfioDeviceGetRegionInfo", device_get_region_info},
       {"vfioDeviceGetIrqInfo", device_get_irq_info},

@@ -1,6 +1,7 @@
 // VFIO/iommufd wrappers without /dev/vfio or /dev/iommu: uAPI layouts against host-iommu.md, clean failures
-// (ENOENT when the nodes are absent, ENOTTY with the ioctl's name on a wrong fd), busy mappings during async
-// ioctls. The guest-side end-to-end run is test/vfio-smoke.ts.
+// (ENOENT when the nodes are absent, ENOTTY with the ioctl's name on a wrong fd, EBADF on a closed one), busy
+// mappings during async ioctls, and the synchronous map/unmap twins failing exactly like the async ones. The
+// guest-side end-to-end run is test/vfio-smoke.ts (and test/vm/mirror.test.ts through the server's backends).
 import { existsSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -363,6 +364,147 @@ V('DMA map arguments are checked before any ioctl', () =>
     assert.ok(none instanceof TypeError);
     assert.throws(() => vfio.setIrqs(fd, { index: 0, eventfds: [-(2 ** 40)] }), RangeError);
     munmap(ab);
+    closeFd(fd);
+  }),
+);
+
+/** The observable shape of an addon errno Error, to compare a sync throw with the async rejection. */
+function shape(e: CodedError): Record<string, unknown> {
+  return { ctor: e.constructor.name, message: e.message, code: e.code, errno: e.errno, syscall: e.syscall };
+}
+
+V('sync maps/unmaps on a non-VFIO fd throw what the async ones reject with (ENOTTY, the ioctl name)', () =>
+  noLeak(async () => {
+    const fd = memfdCreate('not-vfio', 1 << 20);
+    const va = 0x7f0000000000n;
+    const full = (1n << 64n) - 1n;
+    // [ioctl, sync call, async call], each given the mmap() buffer to use.
+    const cases: [string, (b: ArrayBuffer) => unknown, (b: ArrayBuffer) => Promise<unknown>][] = [
+      [
+        'VFIO_IOMMU_MAP_DMA',
+        (b) => vfio.mapDmaSync(fd, { iova: 0x100000n, size: 0x10000n, buffer: b, bufferOffset: 0x1000n }),
+        (b) => vfio.mapDma(fd, { iova: 0x100000n, size: 0x10000n, buffer: b, bufferOffset: 0x1000n }),
+      ],
+      [
+        'VFIO_IOMMU_MAP_DMA',
+        () => vfio.mapDmaSync(fd, { iova: 0n, size: 4096n, vaddr: va, flags: 1 }),
+        () => vfio.mapDma(fd, { iova: 0n, size: 4096n, vaddr: va, flags: 1 }),
+      ],
+      [
+        'VFIO_IOMMU_UNMAP_DMA',
+        () => vfio.unmapDmaSync(fd, { iova: 0x100000n, size: 0x1000n }),
+        () => vfio.unmapDma(fd, { iova: 0x100000n, size: 0x1000n }),
+      ],
+      [
+        'VFIO_IOMMU_UNMAP_DMA',
+        () => vfio.unmapDmaSync(fd, { all: true }),
+        () => vfio.unmapDma(fd, { all: true }),
+      ],
+      [
+        'IOMMU_IOAS_MAP',
+        (b) => iommufd.ioasMapSync(fd, { ioasId: 2, iova: 0x100000n, length: 0x10000n, buffer: b }),
+        (b) => iommufd.ioasMap(fd, { ioasId: 2, iova: 0x100000n, length: 0x10000n, buffer: b }),
+      ],
+      [
+        'IOMMU_IOAS_MAP',
+        () => iommufd.ioasMapSync(fd, { ioasId: 2, iova: 0n, length: 4096n, userVa: va }),
+        () => iommufd.ioasMap(fd, { ioasId: 2, iova: 0n, length: 4096n, userVa: va }),
+      ],
+      [
+        'IOMMU_IOAS_MAP_FILE',
+        () =>
+          iommufd.ioasMapFileSync(fd, { ioasId: 2, fd, start: 0x1000n, length: 0x10000n, iova: 0x100000n }),
+        () => iommufd.ioasMapFile(fd, { ioasId: 2, fd, start: 0x1000n, length: 0x10000n, iova: 0x100000n }),
+      ],
+      [
+        'IOMMU_IOAS_UNMAP',
+        () => iommufd.ioasUnmapSync(fd, { ioasId: 2, iova: 0n, length: full }),
+        () => iommufd.ioasUnmap(fd, { ioasId: 2, iova: 0n, length: full }),
+      ],
+    ];
+    // Every sync call first: it must leave its buffer's mapping released (munmap succeeds right after).
+    const syncBuf = mmap(fd, 0n, 1 << 20);
+    const errors = cases.map(([, sync]) => thrown(() => sync(syncBuf)));
+    munmap(syncBuf);
+    const asyncBuf = mmap(fd, 0n, 1 << 20);
+    for (const [i, [name, , async]] of cases.entries()) {
+      const e = errors[i]!;
+      assert.ok(e instanceof Error, name);
+      assert.is(e.syscall, name);
+      assert.is(e.code, 'ENOTTY', name);
+      assert.is(e.errno, 25);
+      assert.ok(e.message.startsWith(`${name}: `), e.message);
+      assert.equal(shape(e), shape(await rejected(async(asyncBuf))), `${name}: sync throw = async rejection`);
+    }
+    munmap(asyncBuf);
+    closeFd(fd);
+  }),
+);
+
+V("sync maps/unmaps on a closed fd: EBADF named after the ioctl (the caller's fd is used, not a dup)", () =>
+  noLeak(() => {
+    const fd = memfdCreate('closed', 4096);
+    const ab = mmap(fd, 0n, 4096);
+    closeFd(fd);
+    const cases: [string, () => unknown][] = [
+      ['VFIO_IOMMU_MAP_DMA', () => vfio.mapDmaSync(fd, { iova: 0n, size: 4096n, buffer: ab })],
+      ['VFIO_IOMMU_UNMAP_DMA', () => vfio.unmapDmaSync(fd, { iova: 0n, size: 4096n })],
+      ['IOMMU_IOAS_MAP', () => iommufd.ioasMapSync(fd, { ioasId: 1, iova: 0n, length: 4096n, buffer: ab })],
+      [
+        'IOMMU_IOAS_MAP_FILE',
+        () => iommufd.ioasMapFileSync(fd, { ioasId: 1, fd, start: 0n, length: 4096n, iova: 0n }),
+      ],
+      ['IOMMU_IOAS_UNMAP', () => iommufd.ioasUnmapSync(fd, { ioasId: 1, iova: 0n, length: 4096n })],
+    ];
+    for (const [name, call] of cases) {
+      const e = thrown(call);
+      assert.is(e.syscall, name);
+      assert.is(e.code, 'EBADF', name);
+      assert.is(e.errno, 9);
+    }
+    munmap(ab); // not left busy
+  }),
+);
+
+V('sync map arguments are checked before any ioctl, like the async ones', () =>
+  noLeak(async () => {
+    const fd = memfdCreate('x', 8192);
+    const ab = mmap(fd, 0n, 8192);
+    // Outside the mapping / not a mapping of ours: EINVAL from the address lookup, the mapping not left busy.
+    const outside = thrown(() =>
+      vfio.mapDmaSync(fd, { iova: 0n, size: 8192n, buffer: ab, bufferOffset: 4096n }),
+    );
+    assert.is(outside.code, 'EINVAL');
+    assert.is(outside.syscall, 'mapAddress');
+    const outsideAsync = await rejected(
+      vfio.mapDma(fd, { iova: 0n, size: 8192n, buffer: ab, bufferOffset: 4096n }),
+    );
+    assert.equal(shape(outside), shape(outsideAsync));
+    const foreign = thrown(() =>
+      iommufd.ioasMapSync(fd, { ioasId: 1, iova: 0n, length: 16n, buffer: new ArrayBuffer(16) }),
+    );
+    assert.is(foreign.code, 'EINVAL');
+    // Neither a buffer nor an address.
+    assert.throws(() => vfio.mapDmaSync(fd, { iova: 0n, size: 4096n }), TypeError);
+    assert.throws(() => iommufd.ioasMapSync(fd, { ioasId: 1, iova: 0n, length: 4096n }), TypeError);
+    // Out-of-range numbers and fds: RangeError, as for every wrapper.
+    assert.throws(() => vfio.mapDmaSync(fd, { iova: -1n, size: 4096n, vaddr: 0n }), RangeError);
+    assert.throws(() => vfio.unmapDmaSync(fd, { iova: 1n << 64n, size: 4096n }), RangeError);
+    assert.throws(() => vfio.unmapDmaSync(-1, { iova: 0n, size: 4096n }), RangeError);
+    assert.throws(() => iommufd.ioasUnmapSync(fd, { ioasId: -1, iova: 0n, length: 4096n }), RangeError);
+    assert.throws(
+      () => iommufd.ioasMapFileSync(fd, { ioasId: 1, fd: -1, start: 0n, length: 4096n, iova: 0n }),
+      RangeError,
+    );
+    assert.throws(
+      () => iommufd.ioasMapSync(fd, { ioasId: 1, iova: 0n, length: 4096n, buffer: ab, bufferOffset: -1n }),
+      RangeError,
+    );
+    // The dirty-bitmap unmap is refused by the wrapper itself (its bitmap would be written through a raw pointer).
+    const dirty = thrown(() => vfio.unmapDmaSync(fd, { iova: 0n, size: 4096n, flags: 1 }));
+    assert.is(dirty.code, 'EINVAL');
+    assert.is(dirty.syscall, 'VFIO_IOMMU_UNMAP_DMA');
+    munmap(ab); // none of the refused calls left it busy
     closeFd(fd);
   }),
 );

@@ -18,6 +18,7 @@
 // The device fd belongs to the backend (closed by backend.close(), which the server runs before device.close()).
 
 import * as native from 'vfio-user-native';
+import { SET_IRQS_ACTION_TYPE_MASK, SET_IRQS_DATA_TYPE_MASK } from 'vfio-user-protocol';
 import {
   type DeviceContext,
   DeviceError,
@@ -39,8 +40,6 @@ import {
 
 const { vfio } = native;
 
-const DATA_MASK = 0x7;
-const ACTION_MASK = 0x38;
 const IRQ_SET = {
   DATA_NONE: 0x1,
   DATA_BOOL: 0x2,
@@ -232,8 +231,8 @@ export class VfioPciDevice implements VfioUserDevice {
     fds: readonly number[],
     data?: Uint8Array,
   ): boolean {
-    const dataType = flags & DATA_MASK;
-    const action = flags & ACTION_MASK;
+    const dataType = flags & SET_IRQS_DATA_TYPE_MASK;
+    const action = flags & SET_IRQS_ACTION_TYPE_MASK;
     if (this.relays.has(index)) {
       // Switching an index from the relay to the direct path: the host forgets our eventfds first.
       this.disableHost(index);

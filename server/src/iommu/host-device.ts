@@ -88,3 +88,37 @@ export function toFactsRanges(ranges: { start: bigint; end: bigint }[]): { start
 }
 
 export const hex = (v: bigint | number): string => `0x${v.toString(16)}`;
+
+/**
+ * Host maps and unmaps of at most this many bytes run their ioctl synchronously, on the event loop; larger ones
+ * (and unmap-all) run on the libuv threadpool. Why: pinning or unpinning up to 512 pages of 4 KiB takes from a few
+ * microseconds to a few hundred (faulting in and zeroing fresh pages included), while an async call adds a
+ * threadpool round trip (queue the work, wake a thread, post the completion back to the loop): tens of
+ * microseconds natively and 0.5-1 ms under TCG, 10-50x the ioctl itself. A vIOMMU guest sends exactly these small
+ * ones, one DMA_MAP and one DMA_UNMAP per 4 KiB IOTLB entry. Above this size a map may pin GiBs (seconds), which
+ * must never stall the loop, and the threadpool hop is noise next to it. 2 MiB = one x86 huge page.
+ */
+export const SYNC_IOCTL_MAX_SIZE = 2n << 20n;
+
+/**
+ * Per map/unmap ioctl: the addon's synchronous call or its threadpool one, by size (SYNC_IOCTL_MAX_SIZE), counting
+ * the choices (tests and benchmarks read `counts`).
+ */
+export class IoctlPath {
+  /** Map/unmap ioctls decided so far, by path (unmap-all and the MAP_FILE probe are always async, not counted). */
+  readonly counts = { sync: 0, async: 0 };
+
+  /** `syncMaxSize`: 0n sends every map and unmap to the threadpool (the behaviour before the fast path). */
+  constructor(readonly syncMaxSize: bigint = SYNC_IOCTL_MAX_SIZE) {
+    if (typeof syncMaxSize !== 'bigint' || syncMaxSize < 0n) {
+      throw new RangeError(`syncMaxSize must be a bigint >= 0n, got ${String(syncMaxSize)}`);
+    }
+  }
+
+  /** Whether an ioctl covering `size` bytes runs synchronously (and counts it). */
+  sync(size: bigint): boolean {
+    const sync = size <= this.syncMaxSize;
+    this.counts[sync ? 'sync' : 'async']++;
+    return sync;
+  }
+}

@@ -18,12 +18,14 @@
 //   kernel turns out not to know it (ENOTTY/EOPNOTSUPP), the backend switches to IOAS_MAP for good;
 // - otherwise IOAS_MAP of the server's mapping of the region, one call per mapping window (segment), unwinding
 //   the earlier segments when a later one fails.
-// READ/WRITE become READABLE (0x4) / WRITEABLE (0x2): the bits differ from type1's. Pinning runs on the libuv
-// threadpool. Host errnos pass unchanged (EINVAL reserved range/alignment, EEXIST, ENOMEM, EPERM for WRITEABLE
+// READ/WRITE become READABLE (0x4) / WRITEABLE (0x2): the bits differ from type1's. An ioctl of at most
+// SYNC_IOCTL_MAX_SIZE (2 MiB) uses the addon's synchronous call (pinning a few hundred pages costs less than a
+// threadpool hop, and a vIOMMU guest maps page by page); larger ones pin on the libuv threadpool. Host errnos pass unchanged (EINVAL reserved range/alignment, EEXIST, ENOMEM, EPERM for WRITEABLE
 // on a read-only file...).
 //
-// Unmaps: IOAS_UNMAP of the region's exact range; ENOENT ("nothing there") is success (policy 4/11). Unmap-all is
-// IOAS_UNMAP(0, U64_MAX), which succeeds even on an empty IOAS.
+// Unmaps: IOAS_UNMAP of the region's exact range (synchronous up to the same size); ENOENT ("nothing there") is
+// success (policy 4/11). Unmap-all is IOAS_UNMAP(0, U64_MAX) on the threadpool, which succeeds even on an empty
+// IOAS.
 
 import { closeFd, type IovaRange, iommufd, vfio } from 'vfio-user-native';
 import type { DeviceLogger } from '../device.js';
@@ -37,6 +39,7 @@ import {
   type HostDeviceBackend,
   type HostFds,
   hex,
+  IoctlPath,
   silentLog,
   toFactsRanges,
   U64_MAX,
@@ -49,6 +52,11 @@ export interface IommufdOptions {
   hostFds?: Pick<HostFds, 'iommufd' | 'device'>;
   /** Use IOAS_MAP_FILE when the kernel has it (default true; false forces IOAS_MAP of our mapping). */
   mapFile?: boolean;
+  /**
+   * Maps/unmaps of at most this many bytes use the synchronous ioctl (default SYNC_IOCTL_MAX_SIZE, 2 MiB; 0n sends
+   * every map and unmap to the threadpool). For tests and benchmarks.
+   */
+  syncMaxSize?: bigint;
   log?: DeviceLogger;
 }
 
@@ -68,9 +76,12 @@ export class IommufdBackend implements HostDeviceBackend {
   private mapFile = false;
   private facts: HostFacts | undefined;
   private readonly log: DeviceLogger;
+  /** Sync or threadpool, per map/unmap ioctl (its `counts` tell tests which path ran). */
+  readonly ioctlPath: IoctlPath;
 
   constructor(private readonly o: IommufdOptions = {}) {
     this.log = o.log ?? silentLog;
+    this.ioctlPath = new IoctlPath(o.syncMaxSize);
   }
 
   /**
@@ -186,14 +197,16 @@ export class IommufdBackend implements HostDeviceBackend {
     const flags = this.flagsOf(e.prot);
     if (this.mapFile && e.fd !== undefined) {
       try {
-        await iommufd.ioasMapFile(this.ifd, {
+        const args = {
           ioasId: this.ioas,
           fd: e.fd,
           start: e.fileOffset ?? 0n,
           length: e.size,
           iova: e.iova,
           flags,
-        });
+        };
+        if (this.ioctlPath.sync(e.size)) iommufd.ioasMapFileSync(this.ifd, args);
+        else await iommufd.ioasMapFile(this.ifd, args);
         return;
       } catch (err) {
         const errno = errnoOfError(err);
@@ -209,34 +222,35 @@ export class IommufdBackend implements HostDeviceBackend {
     let done = 0;
     try {
       for (const s of segments) {
-        await iommufd.ioasMap(this.ifd, {
-          ioasId: this.ioas,
-          iova: s.iova,
-          length: s.size,
-          userVa: s.vaddr,
-          flags,
-        });
+        const args = { ioasId: this.ioas, iova: s.iova, length: s.size, userVa: s.vaddr, flags };
+        if (this.ioctlPath.sync(s.size)) iommufd.ioasMapSync(this.ifd, args);
+        else await iommufd.ioasMap(this.ifd, args);
         done++;
       }
     } catch (err) {
       if (done > 0) {
         const size = segments[done]!.iova - e.iova;
-        await iommufd
-          .ioasUnmap(this.ifd, { ioasId: this.ioas, iova: e.iova, length: size })
-          .catch((u: unknown) => {
-            this.log.error(
-              { err: u, iova: hex(e.iova), size: hex(size) },
-              'rollback of a partial IOAS_MAP failed',
-            );
-          });
+        await this.unmapRange(e.iova, size).catch((u: unknown) => {
+          this.log.error(
+            { err: u, iova: hex(e.iova), size: hex(size) },
+            'rollback of a partial IOAS_MAP failed',
+          );
+        });
       }
       throw err;
     }
   }
 
+  /** IOAS_UNMAP of [iova, iova+length): synchronous when small. Resolves with the bytes unmapped. */
+  private async unmapRange(iova: bigint, length: bigint): Promise<bigint> {
+    const args = { ioasId: this.ioas, iova, length };
+    if (this.ioctlPath.sync(length)) return iommufd.ioasUnmapSync(this.ifd, args);
+    return await iommufd.ioasUnmap(this.ifd, args);
+  }
+
   async unmap(iova: bigint, size: bigint): Promise<void> {
     try {
-      await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova, length: size });
+      await this.unmapRange(iova, size);
     } catch (err) {
       // ENOENT: nothing mapped there (or a split, which the mirror never asks for). The state we wanted.
       if (errnoOfError(err) === E.ENOENT) return;

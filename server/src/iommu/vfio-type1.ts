@@ -12,15 +12,18 @@
 // live entries), which becomes max_dma_maps; and the UNMAP_ALL extension (queried after SET_IOMMU, §3.2).
 //
 // Maps: one MAP_DMA per process segment (a region crossing a 1 GiB mapping window has several), READ and/or
-// WRITE exactly as the client asked (a READ-only map pins read-only, device writes then fault). Pinning runs on
-// the libuv threadpool (the addon's async jobs), so the event loop never waits for it; the mirror replies only
-// after the promise settled. If a later segment fails, the earlier ones are unmapped again before the error is
+// WRITE exactly as the client asked (a READ-only map pins read-only, device writes then fault). A segment of at
+// most SYNC_IOCTL_MAX_SIZE (2 MiB) is mapped with the addon's synchronous call: pinning a few hundred pages costs
+// less than a threadpool hop, and a vIOMMU guest maps page by page. Larger ones pin on the libuv threadpool (the
+// addon's async jobs), so the event loop never waits for GiBs; either way the mirror replies only after the
+// promise settled. If a later segment fails, the earlier ones are unmapped again before the error is
 // passed on: a failed map leaves nothing behind. Host errnos pass unchanged (EINVAL alignment/reserved range,
 // EEXIST overlap, ENOSPC entry limit, ENOMEM RLIMIT_MEMLOCK, EFAULT bad backing).
 //
 // Unmaps: the exact range of a region the mirror mapped (one call removes all of its segments; type1v2 accepts
-// a range covering whole entries). "Nothing there" is success with size 0 in type1 already. Unmap-all uses
-// FLAG_ALL when extension 9 is present, else two 2^63-byte halves (what QEMU's legacy container does).
+// a range covering whole entries), synchronous up to the same size. "Nothing there" is success with size 0 in
+// type1 already. Unmap-all (always on the threadpool) uses FLAG_ALL when extension 9 is present, else two
+// 2^63-byte halves (what QEMU's legacy container does).
 
 import { readFileSync } from 'node:fs';
 import { closeFd, type IommuInfo, vfio } from 'vfio-user-native';
@@ -35,6 +38,7 @@ import {
   type HostDeviceBackend,
   type HostFds,
   hex,
+  IoctlPath,
   silentLog,
   toFactsRanges,
 } from './host-device.js';
@@ -49,6 +53,11 @@ export interface VfioType1Options {
   hostFds?: Pick<HostFds, 'container' | 'group' | 'device'>;
   /** Use VFIO_DMA_UNMAP_FLAG_ALL when the kernel offers it (default true; false = the two-halves fallback). */
   unmapAllFlag?: boolean;
+  /**
+   * Maps/unmaps of at most this many bytes use the synchronous ioctl (default SYNC_IOCTL_MAX_SIZE, 2 MiB; 0n sends
+   * every map and unmap to the threadpool). For tests and benchmarks.
+   */
+  syncMaxSize?: bigint;
   log?: DeviceLogger;
 }
 
@@ -68,9 +77,12 @@ export class VfioType1Backend implements HostDeviceBackend {
   private hasUnmapAll = false;
   private facts: HostFacts | undefined;
   private readonly log: DeviceLogger;
+  /** Sync or threadpool, per map/unmap ioctl (its `counts` tell tests which path ran). */
+  readonly ioctlPath: IoctlPath;
 
   constructor(private readonly o: VfioType1Options = {}) {
     this.log = o.log ?? silentLog;
+    this.ioctlPath = new IoctlPath(o.syncMaxSize);
   }
 
   /** Whether the kernel offers VFIO_UNMAP_ALL (extension 9); known after open(). */
@@ -203,7 +215,9 @@ export class VfioType1Backend implements HostDeviceBackend {
     let done = 0;
     try {
       for (const s of segments) {
-        await vfio.mapDma(this.container, { iova: s.iova, size: s.size, vaddr: s.vaddr, flags });
+        const args = { iova: s.iova, size: s.size, vaddr: s.vaddr, flags };
+        if (this.ioctlPath.sync(s.size)) vfio.mapDmaSync(this.container, args);
+        else await vfio.mapDma(this.container, args);
         done++;
       }
     } catch (err) {
@@ -215,14 +229,20 @@ export class VfioType1Backend implements HostDeviceBackend {
   /** Removes the segments of a half-made map (covering whole entries, so type1v2 accepts it). */
   private async rollback(iova: bigint, size: bigint): Promise<void> {
     try {
-      await vfio.unmapDma(this.container, { iova, size });
+      await this.unmapRange(iova, size);
     } catch (err) {
       this.log.error({ err, iova: hex(iova), size: hex(size) }, 'rollback of a partial type1 map failed');
     }
   }
 
+  /** VFIO_IOMMU_UNMAP_DMA of [iova, iova+size): synchronous when small. Resolves with the bytes unmapped. */
+  private async unmapRange(iova: bigint, size: bigint): Promise<bigint> {
+    if (this.ioctlPath.sync(size)) return vfio.unmapDmaSync(this.container, { iova, size });
+    return await vfio.unmapDma(this.container, { iova, size });
+  }
+
   async unmap(iova: bigint, size: bigint): Promise<void> {
-    const n = await vfio.unmapDma(this.container, { iova, size });
+    const n = await this.unmapRange(iova, size);
     if (n !== size) {
       // 0: nothing was mapped there (type1's normal answer to an empty range); anything else is unexpected.
       this.log.debug(

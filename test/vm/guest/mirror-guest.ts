@@ -53,8 +53,8 @@ type VfioType1Backend = InstanceType<Type1Mod['VfioType1Backend']>;
 type IommufdBackend = InstanceType<IommufdMod['IommufdBackend']>;
 type VfioPciDevice = InstanceType<VfioPciMod['VfioPciDevice']>;
 
-// Options as `--name=value` (test/lib's nodeInGuest cannot pass environment variables yet); MODE and BDF come from
-// the environment /init exports unless given as positional arguments.
+// Options as `--name=value`; MODE and BDF come from the environment /init exports unless given as positional
+// arguments.
 const opts = new Map(
   process.argv
     .slice(2)
@@ -311,6 +311,8 @@ const OFF_A = 0x0;
 const OFF_B = 0x10000;
 const OFF_C = 0x20000;
 const CHURN_BASE = 0x1000_0000n;
+const IOVA_BIG = 0x80_0000n;
+const BIG = 0x40_0000; // 4 MiB: above the backends' synchronous-ioctl threshold (2 MiB)
 
 async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   const t0 = performance.now();
@@ -480,6 +482,27 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
       `DMA_AVAIL back up by one after the unmap (${dmaAvail(backend)})`,
     );
 
+  // --- a region above the synchronous-ioctl threshold: its map and unmap pin on the threadpool
+  const paths = (backend as VfioType1Backend | IommufdBackend).ioctlPath.counts;
+  const bigMem = GuestMemory.create(BIG, 'big');
+  const p0 = { ...paths };
+  const bigSrc = pattern(0x1000, 0x99);
+  bigMem.write(0, bigSrc);
+  await client.mapMemory(bigMem, { address: IOVA_BIG, memoryOffset: 0, size: BIG });
+  await edu.roundtrip(IOVA_BIG, IOVA_BIG + BigInt(BIG) - PAGE, 0x1000);
+  check(
+    paths.async === p0.async + 1 &&
+      paths.sync === p0.sync &&
+      equal(bigMem.read(BIG - 0x1000, 0x1000), bigSrc),
+    `${BIG >> 20} MiB DMA_MAP mapped on the threadpool (above the 2 MiB sync threshold): edu DMA reaches its last page`,
+  );
+  await client.dmaUnmap({ address: IOVA_BIG, size: BigInt(BIG) });
+  check(
+    paths.async === p0.async + 2 && paths.sync === p0.sync && (!type1 || dmaAvail(backend) === avail0 - 2),
+    `its DMA_UNMAP ran on the threadpool too (paths: ${JSON.stringify(paths)})`,
+  );
+  bigMem.close();
+
   // --- interrupts, through the engine: MSI, then INTx (automasked by the host, unmasked by the client)
   const until = async (cond: () => boolean, ms = 2000) => {
     for (let i = 0; i < ms / 5 && !cond(); i++) await sleep(5);
@@ -545,12 +568,17 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     cl.dmaUnmap({ address: CHURN_BASE + BigInt(i) * PAGE, size: PAGE, timeoutMs });
   const seq = 300;
   const before = server.mirror.stats.maps;
+  const p1 = { ...paths };
   let t = performance.now();
   for (let i = 0; i < seq; i++) {
     await mapPage(client, i);
     await unmapPage(client, i);
   }
   let ms = performance.now() - t;
+  check(
+    paths.sync === p1.sync + 2 * seq && paths.async === p1.async,
+    `the ${seq} 4 KiB maps and ${seq} unmaps each took the synchronous ioctl, none the threadpool`,
+  );
   check(
     server.mirror.stats.maps - before === seq && server.mirror.stats.live === 2,
     `${seq} sequential 4 KiB map/unmap pairs mirrored (${((seq * 1000) / ms).toFixed(0)} pairs/s round trip)`,
@@ -634,11 +662,12 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
 
 async function lateAttachScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   // The fallback paths run against the kernel here: iommufd maps with IOAS_MAP of our own mapping (MAP_FILE off),
-  // type1 unmaps everything with two 2^63-byte halves (VFIO_UNMAP_ALL off).
-  const backend: IommuBackend =
+  // type1 unmaps everything with two 2^63-byte halves (VFIO_UNMAP_ALL off), and every map goes to the threadpool
+  // (syncMaxSize 0n: the path large regions take, here with 4 KiB ones).
+  const backend =
     kind === 'type1'
-      ? new VfioType1Backend({ bdf, unmapAllFlag: false, log: logger })
-      : new IommufdBackend({ bdf, mapFile: false, log: logger });
+      ? new VfioType1Backend({ bdf, unmapAllFlag: false, syncMaxSize: 0n, log: logger })
+      : new IommufdBackend({ bdf, mapFile: false, syncMaxSize: 0n, log: logger });
   const space = new DmaAddressSpace({ pageSize: 4096n });
   const mem = GuestMemory.create(0x100000, 'late');
   const n = 64;
@@ -657,8 +686,13 @@ async function lateAttachScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   onCleanup(() => space.close());
   onCleanup(() => mirror.close());
   await mirror.start(space);
+  const paths = backend.ioctlPath.counts;
+  check(
+    paths.async === n && paths.sync === 0,
+    `syncMaxSize 0n: the ${n} replayed 4 KiB maps all pinned on the threadpool (${JSON.stringify(paths)})`,
+  );
   const avail = kind === 'type1' ? dmaAvail(backend) : undefined;
-  const dev = (backend as VfioType1Backend | IommufdBackend).hostDevice();
+  const dev = backend.hostDevice();
   const raw = rawIo(dev.fd);
   raw.enableBusMaster();
   const edu = new Edu(raw.io);
@@ -935,7 +969,6 @@ async function iommufdPreopenedScenario(): Promise<void> {
 // bench: map+unmap pairs per second through the server (and straight on the backend), per backend
 
 async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
-  const rig = await startRig(kind === 'type1' ? 'vfio' : 'iommufd');
   const mem = GuestMemory.create(0x100000, 'bench');
   const run = async (label: string, fn: (i: number) => Promise<void>) => {
     for (let i = 0; i < 200; i++) await fn(i); // warm-up
@@ -946,28 +979,77 @@ async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
       `BENCH ${JSON.stringify({ backend: kind, path: label, pairs, seconds: +s.toFixed(3), pairsPerSec: Math.round(pairs / s) })}`,
     );
   };
-  await run('vfio-user', async (i) => {
-    const address = CHURN_BASE + BigInt(i % 4096) * PAGE;
-    await rig.client.mapMemory(mem, { address, memoryOffset: (i % 256) * 0x1000, size: 0x1000 });
-    await rig.client.dmaUnmap({ address, size: PAGE });
-  });
-  await stopRig(rig);
-  // The backend alone (no protocol, no address space): the cost of the addon's threadpool ioctls from Node.
-  const b = (await createIommuBackend(kind === 'type1' ? 'vfio' : 'iommufd', {
-    device: { name: 'vfio-pci', params: { host: bdf } },
-  })) as VfioType1Backend | IommufdBackend;
-  await b.attach();
+  // Through the server: with the backend's synchronous ioctls for small sizes (the default), then with every
+  // ioctl on the threadpool (syncMaxSize 0n, the behaviour before the fast path).
+  for (const [label, syncMaxSize] of [
+    ['vfio-user', undefined],
+    ['vfio-user-async', 0n],
+  ] as const) {
+    const rig = await startRig(kind === 'type1' ? 'vfio' : 'iommufd', {}, newBackend(kind, syncMaxSize));
+    await run(label, async (i) => {
+      const address = CHURN_BASE + BigInt(i % 4096) * PAGE;
+      await rig.client.mapMemory(mem, { address, memoryOffset: (i % 256) * 0x1000, size: 0x1000 });
+      await rig.client.dmaUnmap({ address, size: PAGE });
+    });
+    await stopRig(rig);
+  }
+  // The backend alone (no protocol, no address space): with the synchronous ioctls for small sizes (the default),
+  // then with every ioctl on the threadpool (syncMaxSize 0n, the behaviour before the fast path).
   const view = mmap(mem.fd, 0n, 0x100000, PROT_READ | PROT_WRITE, MAP_SHARED);
   const vaddr = mapAddress(view);
-  await run('backend', async (i) => {
-    const iova = CHURN_BASE + BigInt(i % 4096) * PAGE;
-    const off = BigInt(i % 256) * PAGE;
-    await b.map({ iova, size: PAGE, prot: 3, fd: mem.fd, fileOffset: off, vaddr: vaddr + off });
-    await b.unmap(iova, PAGE);
-  });
-  await b.close();
+  for (const [label, syncMaxSize] of [
+    ['backend', undefined],
+    ['backend-async', 0n],
+  ] as const) {
+    const b = newBackend(kind, syncMaxSize);
+    await b.attach();
+    await run(label, async (i) => {
+      const iova = CHURN_BASE + BigInt(i % 4096) * PAGE;
+      const off = BigInt(i % 256) * PAGE;
+      await b.map({ iova, size: PAGE, prot: 3, fd: mem.fd, fileOffset: off, vaddr: vaddr + off });
+      await b.unmap(iova, PAGE);
+    });
+    await b.close();
+  }
   munmap(view);
   mem.close();
+  // The largest synchronous ioctls (2 MiB, the threshold): how long one map+unmap pair holds the event loop.
+  const big = GuestMemory.create(0x200000, 'bench-2m');
+  const bigView = mmap(big.fd, 0n, 0x200000, PROT_READ | PROT_WRITE, MAP_SHARED);
+  const bigVa = mapAddress(bigView);
+  const b = newBackend(kind, undefined);
+  await b.attach();
+  const size = 0x200000n;
+  const pair = async () => {
+    await b.map({ iova: CHURN_BASE, size, prot: 3, fd: big.fd, fileOffset: 0n, vaddr: bigVa });
+    await b.unmap(CHURN_BASE, size);
+  };
+  for (let i = 0; i < 10; i++) await pair();
+  const n = 100;
+  let worst = 0;
+  const t = performance.now();
+  for (let i = 0; i < n; i++) {
+    const s = performance.now();
+    await pair();
+    worst = Math.max(worst, performance.now() - s);
+  }
+  const s = (performance.now() - t) / 1000;
+  const sync = b.ioctlPath.counts.async === 0;
+  console.log(
+    `BENCH ${JSON.stringify({ backend: kind, path: 'backend-2MiB', size: 0x200000, sync, pairs: n, seconds: +s.toFixed(3), pairsPerSec: Math.round(n / s), usPerPair: Math.round((s * 1e6) / n), worstUs: Math.round(worst * 1000) })}`,
+  );
+  await b.close();
+  munmap(bigView);
+  big.close();
+}
+
+function newBackend(
+  kind: 'type1' | 'iommufd',
+  syncMaxSize: bigint | undefined,
+): VfioType1Backend | IommufdBackend {
+  return kind === 'type1'
+    ? new VfioType1Backend({ bdf, syncMaxSize, log: logger })
+    : new IommufdBackend({ bdf, syncMaxSize, log: logger });
 }
 
 // ------------------------------------------------------------------------------------------------------------
