@@ -15,6 +15,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -24,6 +25,7 @@ import {
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as assert from 'uvu/assert';
 import { findQemu, type QemuExit, spawnQemu } from './qemu.js';
 
 /** The project root (this file is test/lib/guest.ts, compiled to test/dist/lib/guest.js). */
@@ -112,8 +114,14 @@ export async function buildGuestProgram(source: string, extraFlags: string[] = [
     ...m.uapi.include.flatMap((d) => ['-isystem', d]),
   ];
   flags.push(...extraFlags);
-  const key = createHash('sha256')
-    .update(readFileSync(source))
+  // Headers beside the source (shared helpers such as guest-check.h) are part of what is built.
+  const srcDir = dirname(source);
+  const headers = readdirSync(srcDir)
+    .filter((f) => f.endsWith('.h'))
+    .sort();
+  const hash = createHash('sha256').update(readFileSync(source));
+  for (const h of headers) hash.update(h).update(readFileSync(join(srcDir, h)));
+  const key = hash
     .update(JSON.stringify([flags, gccVersion, m.uapi.version]))
     .digest('hex')
     .slice(0, 16);
@@ -491,4 +499,38 @@ function uptimes(raw: string): { initUptime: number | null; endUptime: number | 
   const init = /@@vfio-guest: init uptime=([\d.]+)/.exec(raw);
   const end = /@@vfio-guest: END rc=\d+ uptime=([\d.]+)/.exec(raw);
   return { initUptime: init ? Number(init[1]) : null, endUptime: end ? Number(end[1]) : null };
+}
+
+/** The guest console and QEMU's stderr (its last `stderrTail` characters, when given), for assertion messages. */
+export function bootContext(r: BootResult, stderrTail?: number): string {
+  const stderr = stderrTail === undefined ? r.qemu.stderr : r.qemu.stderr.slice(-stderrTail);
+  return `\n--- guest console ---\n${r.console}\n--- qemu stderr ---\n${stderr}`;
+}
+
+export interface GuestSummaryExpectation {
+  /** The program's name, for messages. */
+  program: string;
+  /** The fewest checks that must have run. */
+  minChecks: number;
+  /** The summary line carries `, N skipped` (which must then be 0). */
+  withSkipped?: boolean;
+  stderrTail?: number;
+}
+
+/**
+ * Asserts that a guest test program printed its summary line `N passed, 0 failed` (`, 0 skipped` with
+ * `withSkipped`) with N >= minChecks, and that the payload and QEMU exited cleanly. Returns N.
+ */
+export function assertGuestPassed(r: BootResult, e: GuestSummaryExpectation): number {
+  const context = bootContext(r, e.stderrTail);
+  const re = e.withSkipped ? /^(\d+) passed, (\d+) failed, (\d+) skipped$/m : /^(\d+) passed, (\d+) failed$/m;
+  const summary = re.exec(r.output);
+  assert.ok(summary, `no summary line from ${e.program}${context}`);
+  assert.is(Number(summary[2]), 0, `${e.program} reported failures${context}`);
+  if (e.withSkipped) assert.is(Number(summary[3]), 0, `${e.program} skipped checks${context}`);
+  const n = Number(summary[1]);
+  assert.ok(n >= e.minChecks, `too few checks ran (${n} < ${e.minChecks})${context}`);
+  assert.is(r.exitCode, 0, `payload exit status${context}`);
+  assert.ok(r.qemu.code === 0 && !r.qemu.timedOut, `QEMU exit ${r.qemu.code}/${r.qemu.signal}${context}`);
+  return n;
 }

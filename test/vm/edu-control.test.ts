@@ -6,7 +6,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bootGuest, buildGuestProgram, guestKernel, guestUnavailableReason } from '../lib/guest.js';
+import {
+  assertGuestPassed,
+  bootContext,
+  bootGuest,
+  buildGuestProgram,
+  guestKernel,
+  guestUnavailableReason,
+} from '../lib/guest.js';
 
 // test/dist/vm/x.test.js -> test/vm/guest/edu-vfio.c
 const source = join(dirname(fileURLToPath(import.meta.url)), '../../vm/guest/edu-vfio.c');
@@ -24,13 +31,8 @@ async function runEdu(kernel: string, mode: 'type1' | 'iommufd'): Promise<void> 
     script: '/bin/edu-vfio "$MODE" "$BDF"',
     timeoutMs: 150_000,
   });
-  const summary = /^(\d+) passed, (\d+) failed$/m.exec(r.output);
-  const context = `\n--- guest console ---\n${r.console}\n--- qemu stderr ---\n${r.qemu.stderr}`;
-  assert.ok(summary, `no summary line from edu-vfio${context}`);
-  assert.is(Number(summary![2]), 0, `edu-vfio reported failures${context}`);
-  assert.ok(Number(summary![1]) >= 20, `too few checks ran (${summary![1]})${context}`);
-  assert.is(r.exitCode, 0, `payload exit status${context}`);
-  assert.ok(r.qemu.code === 0 && !r.qemu.timedOut, `QEMU exit ${r.qemu.code}/${r.qemu.signal}${context}`);
+  const checks = assertGuestPassed(r, { program: 'edu-vfio', minChecks: 20 });
+  const context = bootContext(r);
   // The negative check must have come from the IOMMU, not from a DMA that went elsewhere.
   assert.match(
     r.qemu.stderr,
@@ -38,7 +40,7 @@ async function runEdu(kernel: string, mode: 'type1' | 'iommufd'): Promise<void> 
     `no vIOMMU fault${context}`,
   );
   console.log(
-    `  ${kernel}/${mode}: ${summary![1]} checks, init at ${r.timings.initUptime}s guest time, ` +
+    `  ${kernel}/${mode}: ${checks} checks, init at ${r.timings.initUptime}s guest time, ` +
       `wall ${(r.timings.wallMs / 1000).toFixed(1)}s`,
   );
 }

@@ -6,7 +6,14 @@
 // guest check passed and the vIOMMU really faulted on the blocked DMAs.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bootGuest, guestKernel, guestUnavailableReason, nodeInGuest } from '../lib/guest.js';
+import {
+  assertGuestPassed,
+  bootContext,
+  bootGuest,
+  guestKernel,
+  guestUnavailableReason,
+  nodeInGuest,
+} from '../lib/guest.js';
 
 const script = 'test/dist/vm/guest/mirror-guest.js';
 
@@ -29,14 +36,13 @@ async function runMirror(kernel: string, mode: 'type1' | 'iommufd', minChecks: n
     ].join('\n'),
     timeoutMs: 150_000,
   });
-  const context = `\n--- guest console ---\n${r.console}\n--- qemu stderr ---\n${r.qemu.stderr.slice(-4000)}`;
-  const summary = /^(\d+) passed, (\d+) failed, (\d+) skipped$/m.exec(r.output);
-  assert.ok(summary, `no summary line from mirror-guest${context}`);
-  assert.is(Number(summary![2]), 0, `guest checks failed${context}`);
-  assert.is(Number(summary![3]), 0, `guest checks skipped${context}`);
-  assert.ok(Number(summary![1]) >= minChecks, `too few checks ran (${summary![1]} < ${minChecks})${context}`);
-  assert.is(r.exitCode, 0, `payload exit status${context}`);
-  assert.ok(r.qemu.code === 0 && !r.qemu.timedOut, `QEMU exit ${r.qemu.code}/${r.qemu.signal}${context}`);
+  const context = bootContext(r, 4000);
+  const checks = assertGuestPassed(r, {
+    program: 'mirror-guest',
+    minChecks,
+    withSkipped: true,
+    stderrTail: 4000,
+  });
   // The blocked DMAs must have been stopped by the vIOMMU (write to the read-only map, DMA after unmap).
   assert.match(
     r.qemu.stderr,
@@ -48,7 +54,7 @@ async function runMirror(kernel: string, mode: 'type1' | 'iommufd', minChecks: n
   const stages = [...r.output.matchAll(/^# stage (\S+): ([\d.]+) s$/gm)].map((m) => `${m[1]} ${m[2]}s`);
   const nodeUp = /^# node started and modules loaded in ([\d.]+) s$/m.exec(r.output)?.[1];
   console.log(
-    `  ${kernel}/${mode}: ${summary![1]} checks; guest /init at ${r.timings.initUptime}s, payload end at ` +
+    `  ${kernel}/${mode}: ${checks} checks; guest /init at ${r.timings.initUptime}s, payload end at ` +
       `${r.timings.endUptime}s guest time; wall ${(r.timings.wallMs / 1000).toFixed(1)}s ` +
       `(node + modules over 9p ${nodeUp}s, ${stages.join(', ')})`,
   );

@@ -3,7 +3,7 @@
 // modules loaded from the initramfs, no /dev/iommu). nodeInGuest's environment variables reach Node intact.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bootGuest, guestKernel, guestUnavailableReason, nodeInGuest } from '../lib/guest.js';
+import { bootContext, bootGuest, guestKernel, guestUnavailableReason, nodeInGuest } from '../lib/guest.js';
 
 const probe = `
 const fs = require('node:fs');
@@ -37,7 +37,7 @@ async function nodeProbe(kernel: string): Promise<Record<string, unknown>> {
     script: nodeInGuest(['-e', probe], { env: { GUEST_ENV_PROBE: ENV_VALUE } }),
     timeoutMs: 150_000,
   });
-  const context = `\n--- guest console ---\n${r.console}\n--- qemu stderr ---\n${r.qemu.stderr}`;
+  const context = bootContext(r);
   const m = /^NODE-IN-GUEST (.*)$/m.exec(r.output);
   assert.ok(m, `no probe output${context}`);
   assert.is(r.exitCode, 0, `payload exit status${context}`);

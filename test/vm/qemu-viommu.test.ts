@@ -12,7 +12,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { bootGuest, buildGuestProgram, guestKernel, guestUnavailableReason } from '../lib/guest.js';
+import {
+  assertGuestPassed,
+  bootContext,
+  bootGuest,
+  buildGuestProgram,
+  guestKernel,
+  guestUnavailableReason,
+} from '../lib/guest.js';
 import { makeTempDir } from '../lib/qemu.js';
 import { guestDeviceOptions, README_DIR, readmeMismatch, renderCommand } from '../qemu/cmdline.js';
 import { type DmaEvent, Stages, startEduServer } from '../qemu/harness.js';
@@ -61,14 +68,9 @@ async function run(kernel: string, mode: 'type1' | 'iommufd'): Promise<void> {
       timeoutMs: 150_000,
     });
     st.mark('boot + run + poweroff');
-    const context = `\n--- guest console ---\n${r.console}\n--- qemu stderr ---\n${r.qemu.stderr}`;
+    const context = bootContext(r);
     assert.match(r.console, /bound 0000:00:05\.0 \(1234:11e8\) to vfio-pci/, `not bound${context}`);
-    const summary = /^(\d+) passed, (\d+) failed$/m.exec(r.output);
-    assert.ok(summary, `no summary line from edu-vfio${context}`);
-    assert.is(Number(summary![2]), 0, `edu-vfio reported failures${context}`);
-    assert.ok(Number(summary![1]) >= 20, `too few checks ran (${summary![1]})${context}`);
-    assert.is(r.exitCode, 0, `payload exit status${context}`);
-    assert.ok(r.qemu.code === 0 && !r.qemu.timedOut, `QEMU exit ${r.qemu.code}/${r.qemu.signal}${context}`);
+    const checks = assertGuestPassed(r, { program: 'edu-vfio', minChecks: 20 });
 
     // The guest's IOMMU mappings reached the server as DMA_MAPs of its IOVAs, backed by the guest RAM memfd, and
     // its unmaps as DMA_UNMAPs; B's pages were unmapped before the blocked transfer.
@@ -101,7 +103,7 @@ async function run(kernel: string, mode: 'type1' | 'iommufd'): Promise<void> {
     assert.is(srv.edu.stats.lastDmaError, 2, 'the last DMA error is a FAULT (unmapped IOVA)');
     assert.equal(s.errors, {}, `no error replies: ${JSON.stringify(s)}`);
     console.log(
-      `  ${kernel}/${mode}: ${summary![1]} checks; server saw ${s.messages.DMA_MAP} DMA_MAP, ` +
+      `  ${kernel}/${mode}: ${checks} checks; server saw ${s.messages.DMA_MAP} DMA_MAP, ` +
         `${s.messages.DMA_UNMAP} DMA_UNMAP; edu ${srv.edu.stats.dmaTransfers} transfers, ` +
         `${srv.edu.stats.dmaErrors} refused; init at ${r.timings.initUptime}s guest time`,
     );

@@ -30,32 +30,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guest-check.h"
+
 #define EDU_IDENT 0x00
 #define EDU_IRQ_STATUS 0x24
 #define EDU_IRQ_RAISE 0x60
 #define EDU_IRQ_ACK 0x64
 
-static int passed, failed;
-
-static void check(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s - ", ok ? "ok" : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  fflush(stdout);
-  va_end(ap);
-  if (ok)
-    passed++;
-  else
-    failed++;
-}
-
-static int finish(void) {
-  printf("%d passed, %d failed\n", passed, failed);
-  fflush(stdout);
-  return failed ? 1 : 0;
-}
 
 static char dev_dir[256];
 

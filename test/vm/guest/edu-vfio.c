@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guest-check.h"
+
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
 #define EDU_IDENT 0x00
@@ -43,27 +45,6 @@
 #define IOVA_C 0x300000ULL
 #define BUF_SIZE (2 * PAGE)
 
-static int passed, failed;
-
-static void check(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s - ", ok ? "ok" : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  fflush(stdout);
-  va_end(ap);
-  if (ok)
-    passed++;
-  else
-    failed++;
-}
-
-static int finish(void) {
-  printf("%d passed, %d failed\n", passed, failed);
-  fflush(stdout);
-  return failed ? 1 : 0;
-}
 
 // The device: its fd and where BAR0 and config space sit in it.
 static int devfd = -1;
