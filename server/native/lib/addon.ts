@@ -43,6 +43,38 @@ export interface RawRange {
   end: bigint;
 }
 
+// The map/unmap ioctls come in an async (threadpool) and a sync form taking the same arguments.
+type MapDmaArgs = [
+  fd: number,
+  flags: number,
+  iova: bigint,
+  size: bigint,
+  buffer: ArrayBuffer | null,
+  bufferOffset: bigint | null,
+  vaddr: bigint | null,
+];
+type UnmapDmaArgs = [fd: number, flags: number, iova: bigint, size: bigint];
+type IoasMapArgs = [
+  fd: number,
+  ioasId: number,
+  flags: number,
+  iova: bigint,
+  length: bigint,
+  buffer: ArrayBuffer | null,
+  bufferOffset: bigint | null,
+  userVa: bigint | null,
+];
+type IoasMapFileArgs = [
+  fd: number,
+  ioasId: number,
+  flags: number,
+  fileFd: number,
+  start: bigint,
+  length: bigint,
+  iova: bigint,
+];
+type IoasUnmapArgs = [fd: number, ioasId: number, iova: bigint, length: bigint];
+
 export interface NativeAddon {
   NativeConnection: new (fd: number) => NativeConnection;
   NativeListener: new (fd: number) => NativeListener;
@@ -118,26 +150,10 @@ export interface NativeAddon {
     migration?: { flags: number; pgsizeBitmap: bigint; maxDirtyBitmapSize: bigint };
     caps: { id: number; version: number; offset: number }[];
   };
-  vfioMapDma(
-    fd: number,
-    flags: number,
-    iova: bigint,
-    size: bigint,
-    buffer: ArrayBuffer | null,
-    bufferOffset: bigint | null,
-    vaddr: bigint | null,
-  ): Promise<void>;
-  vfioUnmapDma(fd: number, flags: number, iova: bigint, size: bigint): Promise<bigint>;
-  vfioMapDmaSync(
-    fd: number,
-    flags: number,
-    iova: bigint,
-    size: bigint,
-    buffer: ArrayBuffer | null,
-    bufferOffset: bigint | null,
-    vaddr: bigint | null,
-  ): undefined;
-  vfioUnmapDmaSync(fd: number, flags: number, iova: bigint, size: bigint): bigint;
+  vfioMapDma(...a: MapDmaArgs): Promise<void>;
+  vfioUnmapDma(...a: UnmapDmaArgs): Promise<bigint>;
+  vfioMapDmaSync(...a: MapDmaArgs): undefined;
+  vfioUnmapDmaSync(...a: UnmapDmaArgs): bigint;
   vfioDeviceGetInfo(fd: number): { flags: number; numRegions: number; numIrqs: number; capOffset: number };
   vfioDeviceGetRegionInfo(
     fd: number,
@@ -171,46 +187,12 @@ export interface NativeAddon {
   iommufdDestroy(fd: number, id: number): void;
   iommufdIovaRanges(fd: number, ioasId: number): { ranges: RawRange[]; alignment: bigint };
   iommufdAllowIovas(fd: number, ioasId: number, ranges: RawRange[]): void;
-  iommufdIoasMap(
-    fd: number,
-    ioasId: number,
-    flags: number,
-    iova: bigint,
-    length: bigint,
-    buffer: ArrayBuffer | null,
-    bufferOffset: bigint | null,
-    userVa: bigint | null,
-  ): Promise<bigint>;
-  iommufdIoasMapFile(
-    fd: number,
-    ioasId: number,
-    flags: number,
-    fileFd: number,
-    start: bigint,
-    length: bigint,
-    iova: bigint,
-  ): Promise<bigint>;
-  iommufdIoasUnmap(fd: number, ioasId: number, iova: bigint, length: bigint): Promise<bigint>;
-  iommufdIoasMapSync(
-    fd: number,
-    ioasId: number,
-    flags: number,
-    iova: bigint,
-    length: bigint,
-    buffer: ArrayBuffer | null,
-    bufferOffset: bigint | null,
-    userVa: bigint | null,
-  ): bigint;
-  iommufdIoasMapFileSync(
-    fd: number,
-    ioasId: number,
-    flags: number,
-    fileFd: number,
-    start: bigint,
-    length: bigint,
-    iova: bigint,
-  ): bigint;
-  iommufdIoasUnmapSync(fd: number, ioasId: number, iova: bigint, length: bigint): bigint;
+  iommufdIoasMap(...a: IoasMapArgs): Promise<bigint>;
+  iommufdIoasMapFile(...a: IoasMapFileArgs): Promise<bigint>;
+  iommufdIoasUnmap(...a: IoasUnmapArgs): Promise<bigint>;
+  iommufdIoasMapSync(...a: IoasMapArgs): bigint;
+  iommufdIoasMapFileSync(...a: IoasMapFileArgs): bigint;
+  iommufdIoasUnmapSync(...a: IoasUnmapArgs): bigint;
   iommufdOption(
     fd: number,
     optionId: number,
