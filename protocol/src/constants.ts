@@ -63,8 +63,8 @@ export const DEFAULT_MAX_DATA_XFER_SIZE = 1048576;
 
 /**
  * Room for the largest fixed part any data-carrying message adds to `max_data_xfer_size`
- * (REGION_READ reply / DMA_WRITE request: 16-byte header + 16-byte payload header). node-native.md §3 sets the
- * framing cap to max_data_xfer_size + 64.
+ * (REGION_READ reply / DMA_WRITE request: 16-byte header + 16-byte payload header). The addon's framing
+ * cap is max_data_xfer_size + 64 (docs/native-addon.md).
  */
 export const MESSAGE_OVERHEAD = 64;
 

@@ -4,7 +4,7 @@
 // File descriptors: SCM_RIGHTS fds arrive with a read, not with a message. The kernel ends a stream read right
 // after the segment that carried fds, and QEMU and libvfio-user send a message's fds with the sendmsg that starts
 // the message. So the fds of a chunk belong to the last message that starts before the end of that chunk, i.e.
-// to the message containing the chunk's last byte (node-native.md §3, "bulk" strategy).
+// to the message containing the chunk's last byte (the "bulk" framing of docs/native-addon.md).
 //
 // A framing error (size < 16, size > cap, type not 0/1) is fatal for the stream: nothing after it can be
 // trusted. push() then throws a FramingError that hands back everything the framer held (complete frames of the

@@ -1,4 +1,4 @@
-// Malformed requests from conformance-cases.md that can be judged from the payload alone: each must become a
+// Malformed requests from the conformance catalogue (docs/conformance-index.md) that can be judged from the payload alone: each must become a
 // ProtocolError carrying the errno the server answers with. Device-level cases use the pure helpers.
 
 import { suite } from 'uvu';

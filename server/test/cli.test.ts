@@ -230,7 +230,7 @@ function tempDir(): { dir: string; cleanup: () => void } {
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** QEMU 11.1.3's VERSION request, byte for byte (vfio-user-protocol.md §3.1). */
+/** QEMU 11.1.3's VERSION request, byte for byte (as observed on the wire). */
 function qemuVersionRequest(): Uint8Array {
   const json = new TextEncoder().encode(
     '{"capabilities": {"pgsizes": 4096, "max_msg_fds": 16, "max_dma_maps": 65535, "max_data_xfer_size": 1048576, "migration": {"max_bitmap_size": 268435456, "pgsize": 4096}, "write_multiple": true}}\0',

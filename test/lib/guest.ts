@@ -1,4 +1,4 @@
-// Booting Linux guests under QEMU/TCG for the VM tests (shared/reference/vm-testing.md).
+// Booting Linux guests under QEMU/TCG for the VM tests (docs/testing.md).
 //
 // test/setup/prepare-guest.sh caches the kernels, modules and uAPI headers and writes a manifest
 // ($VFIO_USER_CACHE/guest.json, default /var/cache/vfio-user-node). This module reads it, builds static guest

@@ -1,7 +1,7 @@
 // A qtest client: drive QEMU's memory and I/O buses directly, no guest CPU (`-accel qtest`).
 //
 // The test listens on a UNIX socket *before* QEMU starts and QEMU connects to it (`-qtest unix:PATH`), see
-// shared/reference/vfio-user-protocol.md §7.2. The protocol is line based: the test writes `cmd args\n`, QEMU
+// QEMU's docs/devel/qtest.rst. The protocol is line based: the test writes `cmd args\n`, QEMU
 // answers `OK`, `OK <value>` or `FAIL <reason>`, in order. Lines starting with `IRQ` are asynchronous (after
 // `irq_intercept_in`/`_out`) and may come at any time: they are recorded in `irqs`, never taken as an answer.
 

@@ -1,5 +1,5 @@
 // Proves that the host's Node and the project tree run inside a guest over the read-only 9p share of the host
-// root (vm-testing.md §6): the self-built kernel (9p built in, /dev/iommu present) and the Debian kernel (9p as
+// root (docs/testing.md): the self-built kernel (9p built in, /dev/iommu present) and the Debian kernel (9p as
 // modules loaded from the initramfs, no /dev/iommu). nodeInGuest's environment variables reach Node intact.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';

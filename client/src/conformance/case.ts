@@ -17,7 +17,7 @@ import type { Target } from './target.js';
 export type Profile = 'spec' | 'lvu';
 
 export interface CaseDef {
-  /** Catalogue id (conformance-cases.md), e.g. `MAP-10`; ROB-* are the suite's own additions. */
+  /** Catalogue id (listed in docs/conformance-index.md), e.g. `MAP-10`; ROB-* are the suite's own additions. */
   id: string;
   title: string;
   /** Basis codes from the catalogue: S, S~, L, Q, K (comma separated), plus PCI. */

@@ -1,6 +1,6 @@
 // Shared pieces of the message codecs: payload-size checks, fd-count rules and limits. Every check fails with
 // EINVAL unless stated: that is what libvfio-user answers to a malformed request and what the conformance
-// catalogue expects (conformance-cases.md §A-§O).
+// suite expects (docs/conformance-index.md).
 
 import { DEFAULT_MAX_DATA_XFER_SIZE, type Limits, SCM_MAX_FD } from '../constants.js';
 import { Errno, fail } from '../errors.js';

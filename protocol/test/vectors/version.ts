@@ -3,7 +3,7 @@ import { Command } from '../../src/index.js';
 import { nul } from '../helpers.js';
 import type { Vector } from './types.js';
 
-/** The JSON QEMU 11.1.3 proposes, byte for byte (vfio-user-protocol.md §3.1, observed on the wire). */
+/** The JSON QEMU 11.1.3 proposes, byte for byte (observed on the wire). */
 export const QEMU_VERSION_JSON =
   '{"capabilities": {"pgsizes": 4096, "max_msg_fds": 16, "max_dma_maps": 65535, "max_data_xfer_size": 1048576, ' +
   '"migration": {"max_bitmap_size": 268435456, "pgsize": 4096}, "write_multiple": true}}';

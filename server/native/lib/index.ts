@@ -52,7 +52,7 @@
  *   address keeps the mapping busy (munmap -> EBUSY) and, when async, referenced until the ioctl completes.
  *   Callers must not munmap a region the host IOMMU still maps, nor close a container/iommufd while its ioctls are
  *   in flight (async calls use private dups of the fds, so the ioctl itself is never redirected).
- *   layouts(): ioctl numbers, struct sizes and offsets computed by the compiler (checked against host-iommu.md).
+ *   layouts(): ioctl numbers, struct sizes and offsets computed by the compiler (checked against the kernel's layouts by test/vfio.test.ts).
  */
 export type { Layouts } from './addon.js';
 export { type ErrnoError, errnoError, isErrno } from './errors.js';

@@ -1,7 +1,7 @@
 // VFIO: the type1 container (host-IOMMU mirroring of DMA maps), groups, and the device fd of a passed-through
 // device (group or cdev). Typed ioctl wrappers; every failure is an Error with errno (positive), code and syscall
 // (the ioctl's name, e.g. 'VFIO_IOMMU_MAP_DMA'; 'open' when a node such as /dev/vfio/vfio is absent: ENOENT).
-// Layouts and errno semantics: host-iommu.md. Policy (alignment, interval table, ordering) belongs to the caller.
+// Layouts and errno semantics: docs/iommu-mirroring.md. Policy (alignment, interval table, ordering) belongs to the caller.
 import { readdirSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { addon } from './addon.js';

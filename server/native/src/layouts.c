@@ -1,6 +1,6 @@
 /*
  * layouts(): ioctl numbers, struct sizes and field offsets as the compiler sees them, so a test can compare them
- * with host-iommu.md without /dev/vfio or /dev/iommu.
+ * with the kernel's published uAPI layouts without /dev/vfio or /dev/iommu.
  */
 #include "common.h"
 #include "uapi.h"

@@ -1,7 +1,7 @@
 /*
  * mmap into external ArrayBuffers, explicit munmap, addresses for the host IOMMU.
  *
- * Traps handled here (see node-native.md §5):
+ * Traps handled here (see docs/native-addon.md):
  * - If creating the external ArrayBuffer fails, Node still runs the finalizer: the finalizer owns the record.
  * - munmap(ab): registry lookup, napi_detach_arraybuffer (every view drops to length 0), then munmap. Stale JS
  *   references cannot reach freed memory. The finalizer only frees the record, or unmaps if JS never did.

@@ -4,7 +4,7 @@
  * The type1/device structs come from <linux/vfio.h>. The iommufd structs and the VFIO cdev ioctls (6.6+) are
  * defined locally with a vu_ prefix because the build host's linux-libc-dev may predate them (Debian 12 ships 6.1
  * headers: no <linux/iommufd.h>); when the installed headers have them, the local copies are checked against them.
- * Offsets and sizes follow host-iommu.md §2-§5 and are static-asserted below and reported by layouts().
+ * Offsets and sizes follow the kernel's uAPI headers and are static-asserted below and reported by layouts().
  */
 #ifndef VU_UAPI_H
 #define VU_UAPI_H
@@ -173,7 +173,7 @@ struct vu_iommu_ioas_change_process {
 #define VU_IOMMU_OPTION_OP_SET 0
 #define VU_IOMMU_OPTION_OP_GET 1
 
-/* ---- sizes and offsets from host-iommu.md ---- */
+/* ---- sizes and offsets of the kernel uAPI (x86_64) ---- */
 
 #define VU_ASSERT_SIZE(t, n) _Static_assert(sizeof(struct t) == (n), "sizeof(struct " #t ")")
 #define VU_ASSERT_OFF(t, f, n) _Static_assert(offsetof(struct t, f) == (n), "offsetof(struct " #t ", " #f ")")

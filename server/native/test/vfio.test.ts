@@ -1,4 +1,4 @@
-// VFIO/iommufd wrappers without /dev/vfio or /dev/iommu: uAPI layouts against host-iommu.md, clean failures
+// VFIO/iommufd wrappers without /dev/vfio or /dev/iommu: uAPI layouts against the kernel's, clean failures
 // (ENOENT when the nodes are absent, ENOTTY with the ioctl's name on a wrong fd, EBADF on a closed one), busy
 // mappings during async ioctls, and the synchronous map/unmap twins failing exactly like the async ones. The
 // guest-side end-to-end run is test/vfio-smoke.ts (and test/vm/mirror.test.ts through the server's backends).
@@ -17,7 +17,7 @@ async function rejected(p: Promise<unknown>): Promise<CodedError> {
   throw new Error('expected a rejection');
 }
 
-// host-iommu.md §2 (x86_64): every VFIO and iommufd ioctl is _IO(';', nr) = 0x3b00 | nr.
+// The kernel uAPI (x86_64): every VFIO and iommufd ioctl is _IO(';', nr) = 0x3b00 | nr.
 const IOCTLS: Record<string, number> = {
   VFIO_GET_API_VERSION: 0x3b64,
   VFIO_CHECK_EXTENSION: 0x3b65,
@@ -54,7 +54,7 @@ const IOCTLS: Record<string, number> = {
   IOMMU_IOAS_CHANGE_PROCESS: 0x3b92,
 };
 
-// host-iommu.md §2-§5 struct sizes.
+// Struct sizes of the kernel uAPI (linux/vfio.h, linux/iommufd.h, x86_64).
 const SIZES: Record<string, number> = {
   vfio_group_status: 8,
   vfio_iommu_type1_info: 24,
@@ -70,7 +70,7 @@ const SIZES: Record<string, number> = {
   vfio_iommu_type1_dirty_bitmap_get: 40,
   vfio_device_info: 24,
   vfio_region_info: 32,
-  // region caps (vfio-user-protocol.md §3.5 uses the same layouts): header 8 + two u32
+  // region caps (vfio-user's region-info caps use the same layouts): header 8 + two u32
   vfio_region_info_cap_sparse_mmap: 16,
   vfio_region_sparse_mmap_area: 16,
   vfio_region_info_cap_type: 16,
@@ -94,7 +94,7 @@ const SIZES: Record<string, number> = {
   iommu_ioas_change_process: 8,
 };
 
-// host-iommu.md field offsets.
+// Field offsets of the kernel uAPI.
 const OFFSETS: Record<string, number> = {
   'vfio_group_status.flags': 4,
   'vfio_iommu_type1_info.flags': 4,
@@ -186,13 +186,13 @@ const OFFSETS: Record<string, number> = {
 
 const V = suite('native: vfio/iommufd');
 
-V('ioctl numbers match host-iommu.md', () => {
+V('ioctl numbers match the kernel uAPI', () => {
   const l = layouts();
   for (const [name, nr] of Object.entries(IOCTLS)) assert.is(l.ioctl[name], nr, name);
   assert.is(Object.keys(l.ioctl).length, Object.keys(IOCTLS).length, 'no unchecked ioctl');
 });
 
-V('struct sizes and field offsets match host-iommu.md', () => {
+V('struct sizes and field offsets match the kernel uAPI', () => {
   const l = layouts();
   for (const [name, n] of Object.entries(SIZES)) assert.is(l.size[name], n, `sizeof ${name}`);
   for (const [name, n] of Object.entries(OFFSETS)) assert.is(l.offset[name], n, `offsetof ${name}`);

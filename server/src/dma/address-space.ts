@@ -5,7 +5,7 @@
 // when a mutation awaits a subscriber (the host IOMMU mirror's ioctl) and someone else (disconnect, shutdown,
 // a late subscriber) calls in meanwhile.
 //
-// Policies (host-iommu.md §8, conformance-cases.md §C/§D):
+// Policies (docs/dma-address-space.md):
 // - DMA_MAP: prot is READ and/or WRITE (neither, or unknown bits: EINVAL); size > 0; no wrap past 2^64; address,
 //   size and, for fd maps, the file offset are multiples of the page size (EINVAL, never rounded: rounding
 //   would change what a later unmap must match); any overlap, identical re-maps included, is EEXIST; more than

@@ -11,7 +11,7 @@
 //   its mutations), and the client gets its reply only after the promise settles. Run long work (pinning GiBs)
 //   off the event loop (async addon work) and resolve when the host mapping is complete.
 // - Errors: reject with an object carrying a positive `errno` (an Error with `.errno`, or the addon's errors);
-//   the mirror passes it to the client unchanged (host-iommu.md §8 policy 11: EEXIST, EINVAL, ENOSPC, ENOMEM,
+//   the mirror passes it to the client unchanged (docs/iommu-mirroring.md, errno passthrough: EEXIST, EINVAL, ENOSPC, ENOMEM,
 //   EFAULT, EPERM...). Unmap of a range the host says is not mapped (iommufd ENOENT) should resolve, not reject.
 //
 // What a backend gets for a map (`IommuMapRequest`):
@@ -24,10 +24,10 @@
 //   `vaddr` is set when there is exactly one segment. Both are absent for fd-less regions and for regions the
 //   server reaches with pread/pwrite (mapping disabled).
 // - Fd-less regions (ROM/BIOS sections, anonymous guest RAM) never reach a backend whose `requires` says it needs
-//   an fd or an address: the mirror records them as unmirrored and the DMA_MAP succeeds (host-iommu.md §8
-//   policy 1: never fail a DMA_MAP for lack of an fd).
+//   an fd or an address: the mirror records them as unmirrored and the DMA_MAP succeeds (never fail a
+//   DMA_MAP for lack of an fd).
 
-/** The host's IOMMU facts, learned at attach (host-iommu.md §3.3, §4.4). */
+/** The host's IOMMU facts, learned at attach (type1 GET_INFO, iommufd IOVA_RANGES). */
 export interface HostFacts {
   /** Bitmap of supported IOMMU page sizes (type1 `iova_pgsizes`); the lowest set bit is the minimum page. */
   pgsizes: bigint;

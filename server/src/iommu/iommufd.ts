@@ -1,5 +1,5 @@
 // The iommufd IOMMU backend: `/dev/iommu` plus the passed-through device's VFIO cdev, one IOAS that every client
-// DMA region is mirrored into (host-iommu.md §4, §8).
+// DMA region is mirrored into (docs/iommu-mirroring.md).
 //
 // Set-up (open(), synchronous ioctls, done once): open /dev/iommu (or take `--iommufd-fd`), open the device's
 // cdev /dev/vfio/devices/vfioN (or take `--vfio-device-fd`), VFIO_DEVICE_BIND_IOMMUFD, IOMMU_IOAS_ALLOC, and
@@ -141,7 +141,7 @@ export class IommufdBackend implements HostDeviceBackend {
   async attach(): Promise<HostFacts> {
     if (this.facts) return this.facts;
     this.open();
-    // Ranges only exclude the device's reserved regions once it is attached (host-iommu.md §4.4).
+    // Ranges only exclude the device's reserved regions once it is attached.
     const { ranges, alignment } = iommufd.iovaRanges(this.ifd, this.ioas);
     const pgsize = alignment > 4096n ? alignment : 4096n;
     let iovaRanges = toFactsRanges(ranges);

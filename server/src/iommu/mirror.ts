@@ -2,7 +2,7 @@
 // so a passed-through device can DMA into the same guest memory the device models see.
 //
 // It subscribes to the address space (with replay of live regions), keeps host-side state per region, and owns
-// the policies every backend shares (host-iommu.md §8):
+// the policies every backend shares (docs/iommu-mirroring.md):
 // - refuse maps the host cannot honour before asking it: outside the host's usable IOVA ranges (reserved MSI
 //   window) or misaligned to the host's minimum page -> EINVAL;
 // - never fail a map for lack of an fd/address: fd-less regions are recorded as unmirrored (policy 1);

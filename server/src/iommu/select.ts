@@ -1,4 +1,4 @@
-// Choosing and creating the host IOMMU backend (`--iommu none|vfio|iommufd|auto`), host-iommu.md §1 and §8.12.
+// Choosing and creating the host IOMMU backend (`--iommu none|vfio|iommufd|auto`), docs/iommu-mirroring.md.
 //
 // - none: no host IOMMU (emulated devices; DMA reaches guest memory through the server's own mappings).
 // - vfio: the VFIO type1 container (`/dev/vfio/vfio` + the device's group). Works on every Debian kernel.

@@ -1,6 +1,6 @@
 // The VFIO type1 IOMMU backend: a `/dev/vfio/vfio` container holding the passed-through device's group, with
 // every client DMA region mirrored by VFIO_IOMMU_MAP_DMA of the server's own mapping of the region
-// (host-iommu.md §3, §8).
+// (docs/iommu-mirroring.md).
 //
 // Set-up (open(), synchronous ioctls, done once): container (API version 0, TYPE1v2), the group of the device
 // (viable), GROUP_SET_CONTAINER, SET_IOMMU(TYPE1v2), then GROUP_GET_DEVICE_FD. Any of the fds may come
@@ -142,7 +142,7 @@ export class VfioType1Backend implements HostDeviceBackend {
     // SET_IOMMU is EINVAL when already set; GET_INFO is EINVAL until it is: ask first for pre-opened set-ups.
     this.iommuWasSet = groupInContainer || this.group < 0 ? iommuIsSet(this.container) : false;
     if (!this.iommuWasSet) vfio.setIommu(this.container, vfio.TYPE1v2_IOMMU);
-    // Extensions that depend on the IOMMU driver only answer truthfully after SET_IOMMU (host-iommu.md §3.2).
+    // Extensions that depend on the IOMMU driver only answer truthfully after SET_IOMMU.
     this.hasUnmapAll =
       this.o.unmapAllFlag !== false && vfio.checkExtension(this.container, vfio.EXT_UNMAP_ALL) === 1;
     if (this.device < 0) {

@@ -9,9 +9,9 @@
 //   like vfio-pci's INTx: the client unmasks after the guest's EOI (NONE|UNMASK under TCG);
 // - optional mask/unmask *input* eventfds (EVENTFD|MASK / EVENTFD|UNMASK). This is KVM's INTx resampler: KVM
 //   signals the fd when the guest EOIs, and each signal means "unmask" (kernel VFIO semantics, which QEMU relies
-//   on; vfio-user-protocol.md §3.8). The fd is watched with an FdWatcher, never read from the event loop.
+//   on). The fd is watched with an FdWatcher, never read from the event loop.
 //
-// Validation follows the kernel and libvfio-user (conformance-cases.md §I): exactly one DATA and one ACTION bit,
+// Validation follows the kernel and libvfio-user (the IRQS cases of docs/conformance-index.md): exactly one DATA and one ACTION bit,
 // index < num_irqs, 0 < count and start+count <= vectors (count 0 only as NONE|TRIGGER with start 0, meaning
 // "disable"), only TRIGGER on ERR/REQ, BOOL data of exactly `count` bytes, no fds unless DATA_EVENTFD, and then
 // either `count` fds or none. Every failure is EINVAL and leaves the state untouched; the caller keeps (and

@@ -1,5 +1,5 @@
 // Handlers for the client's commands after VERSION. Each decodes its payload with the protocol package (whose
-// ProtocolError carries the errno conformance-cases.md asks for), applies the server-side checks, drives the
+// ProtocolError carries the errno the conformance suite asks for), applies the server-side checks, drives the
 // device / DMA address space / IRQ state, and returns the reply payload (and fds). A thrown error with a
 // positive `errno` (ProtocolError, DeviceError, DmaMapError, IrqError) becomes a header-only error reply; the
 // session closes every fd a handler did not take.

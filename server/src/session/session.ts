@@ -88,7 +88,7 @@ export interface SessionConfig {
    * How the addon splits the byte stream (default 'exact'): 'exact' never reads past the current message, so
    * fds are attributed correctly for any sender (also one that writes two messages, the first with an fd, in
    * one sendmsg: conformance ROB-10); 'bulk' reads up to 64 KiB at once, cheaper under floods, correct for
-   * senders that start each message with its own sendmsg (QEMU, libvfio-user). See node-native.md §3.
+   * senders that start each message with its own sendmsg (QEMU, libvfio-user). See docs/native-addon.md.
    */
   framing?: 'exact' | 'bulk';
 }

@@ -5,7 +5,7 @@
 //
 // Prints one line per check (`ok - ...` / `FAIL - ...`) and finally `N passed, N failed`; exits 0 when nothing
 // failed. Generic on purpose: the same binary later drives our own vfio-user edu in a guest (QEMU vfio-user-pci),
-// so it finds everything from the BDF and only relies on the edu register set (vm-testing.md §7).
+// so it finds everything from the BDF and only relies on the edu register set (QEMU's docs/specs/edu.rst).
 //
 // Build: gcc -static -O2 -isystem <linux-libc-dev 7.x>/usr/include ... (IOMMU_IOAS_MAP_FILE needs >= 6.13 headers).
 #define _GNU_SOURCE

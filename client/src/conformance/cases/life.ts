@@ -602,7 +602,7 @@ export const rob: Group = {
         }
       },
     ),
-    kase('ROB-14', "QEMU's realize and reset sequence (vfio-user-protocol.md 6.3)", 'Q', async (ctx) => {
+    kase('ROB-14', "QEMU's realize and reset sequence", 'Q', async (ctx) => {
       const s = await ctx.session();
       const info = await s.info();
       for (const i of [0, 1, 2, 3, 4, 5, 7]) if (i < info.numRegions) await s.regionInfo(i);
