@@ -8,12 +8,13 @@ export npm_config_audit := false
 SOCKET ?= $(CURDIR)/run/vfio-user.sock
 DEVICE ?= edu
 
-.PHONY: help deps native build lint typecheck test run bench sysdeps qemu guest clean
+.PHONY: help deps native build lint typecheck test run bench sysdeps qemu guest clean clean-cache
 
 help:
 	@echo "make run    - install what is missing, build, start vfio-user-server on ./run/vfio-user.sock"
 	@echo "make test   - install what is missing (npm, addon, QEMU, guest kernels), build, lint, run every test"
 	@echo "make bench  - benchmarks, each against a baseline measured in the same run"
+	@echo "make clean-cache - remove the project's cache (private QEMU root, guest kernels): VFIO_USER_CACHE"
 
 # npm packages (and the native addon, built by its install script, offline against the local Node headers).
 # `npm ci` runs again whenever package-lock.json is newer than the installed tree.
@@ -36,7 +37,9 @@ typecheck: build
 lint: deps
 	npx biome check .
 
-# System packages: QEMU >= 10.1 with vfio-user-pci (Debian trixie-backports), guest kernels, busybox.
+# Host packages from the host's own release; QEMU >= 10.1 with vfio-user-pci: the host's when it qualifies, else
+# trixie-backports' in a private root in the cache (docs/setup.md). Guest kernels in the same cache.
+VFIO_USER_CACHE ?= /var/cache/vfio-user-node
 qemu:
 	bash test/setup/install-qemu.sh
 
@@ -48,7 +51,7 @@ sysdeps: qemu guest
 test: sysdeps build lint
 	node test/run-all.mjs
 
-run: build
+run: build qemu
 	@mkdir -p run
 	bash test/setup/run-server.sh "$(SOCKET)" "$(DEVICE)"
 
@@ -57,3 +60,6 @@ bench: build
 
 clean:
 	rm -rf node_modules */dist */*/dist server/native/build run *.tsbuildinfo
+
+clean-cache:
+	rm -rf "$(VFIO_USER_CACHE)"

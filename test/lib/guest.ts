@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
-import { findQemu, type QemuExit, spawnQemu } from './qemu.js';
+import { cacheDir, findQemu, type QemuExit, spawnQemu } from './qemu.js';
 
 /** The project root (this file is test/lib/guest.ts, compiled to test/dist/lib/guest.js). */
 export const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -59,13 +59,8 @@ export interface GuestManifest {
   kernels: Record<string, GuestKernel>;
 }
 
-/** $VFIO_USER_CACHE or /var/cache/vfio-user-node. */
-export function guestCacheDir(): string {
-  return process.env.VFIO_USER_CACHE || '/var/cache/vfio-user-node';
-}
-
 export function guestManifestPath(): string {
-  return join(guestCacheDir(), 'guest.json');
+  return join(cacheDir(), 'guest.json');
 }
 
 /** The manifest, or null when test/setup/prepare-guest.sh has not run. */

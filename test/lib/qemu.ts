@@ -1,22 +1,36 @@
 // Spawning QEMU for tests, and a QMP client.
 //
-// QEMU (>= 10.1 with vfio-user-pci) comes from test/setup/install-qemu.sh. Every spawn has a hard timeout so a
+// QEMU (>= 10.1 with vfio-user-pci) is the one test/setup/install-qemu.sh chose (docs/setup.md). Every spawn has a hard timeout so a
 // hung VM can never hang the suite; stdout/stderr are collected. For QMP the test listens on a UNIX socket first
 // and QEMU connects to it (`-chardev socket,path=...` in client mode + `-mon mode=control`): no polling for a
 // socket file, and a QEMU that dies early is noticed through its exit instead of a connect timeout.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 
-/** Path of qemu-system-x86_64: $QEMU, else the first one on $PATH. Throws if there is none. */
+/** The project's cache (guest kernels, the private Debian root with QEMU): $VFIO_USER_CACHE, as the set-up uses it. */
+export function cacheDir(): string {
+  return process.env.VFIO_USER_CACHE || '/var/cache/vfio-user-node';
+}
+
+/**
+ * Path of qemu-system-x86_64: $QEMU, else the one test/setup/install-qemu.sh chose (recorded in the cache: the
+ * host's own when it qualifies, else the wrapper of the private root's), else the first one on $PATH.
+ * Throws if there is none.
+ */
 export function findQemu(): string {
   const env = process.env.QEMU;
   if (env) {
     if (!existsSync(env)) throw new Error(`QEMU=${env} does not exist`);
     return env;
+  }
+  const chosen = join(cacheDir(), 'qemu-path');
+  if (existsSync(chosen)) {
+    const p = readFileSync(chosen, 'utf8').trim();
+    if (p && existsSync(p)) return p;
   }
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
     const p = join(dir, 'qemu-system-x86_64');

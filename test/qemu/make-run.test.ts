@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { projectRoot } from '../lib/guest.js';
-import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
+import { findQemu, makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { Stages, until } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
@@ -62,7 +62,7 @@ test('make run prints a QEMU command that attaches to the server it starts', asy
     assert.ok(await until(() => /"msg":"ready"/.test(err), 15_000), `server not ready:\n${out}\n${err}`);
     assert.ok(existsSync(sock), 'socket created (its directory too)');
     st.mark('server ready');
-    const m = /^ {2}(qemu-system-x86_64 [\s\S]*?)\n\n/m.exec(out);
+    const m = /^ {2}(\S*qemu-system-x86_64 [\s\S]*?)\n\n/m.exec(out);
     assert.ok(m, `no QEMU command printed:\n${out}`);
     const words = shellWords(m![1]!);
     assert.ok(
@@ -77,7 +77,9 @@ test('make run prints a QEMU command that attaches to the server it starts', asy
       words.join(' '),
     );
     assert.ok(words.includes('memory-backend-memfd,id=mem0,size=512M,share=on'), 'shared memfd guest RAM');
-    qemu = spawnQemu({ args: words.slice(1), timeoutMs: 30_000 });
+    // The printed binary is the QEMU the project works with (the one the other tests use).
+    assert.is(words[0], findQemu(), 'make run names the QEMU the tests use');
+    qemu = spawnQemu({ binary: words[0], args: words.slice(1), timeoutMs: 30_000 });
     await qemu.waitForOutput(/PCI: init bdf=00:05\.0 id=1234:11e8/, 20_000);
     st.mark('SeaBIOS sees the device');
     qemu.kill('SIGKILL');

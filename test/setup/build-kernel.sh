@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest kernel with IOMMUFD + VFIO cdev + 9p (all built in, no modules) from Debian's newest
-# `linux-source-7.x` (trixie-backports), following shared/reference/vm-testing.md §3.2, and caches the bzImage in
+# `linux-source-7.x` (trixie-backports, downloaded with the private root's apt: install-qemu.sh, docs/setup.md;
+# the recipe is explained in docs/testing.md), and caches the bzImage in
 #   $VFIO_USER_CACHE/kernel-<key>/{bzImage,config,source-version}       (VFIO_USER_CACHE: /var/cache/vfio-user-node)
 # where <key> hashes the source package name + version and THIS file (the config recipe lives here, so editing it
 # rebuilds; keep unrelated logic in prepare-guest.sh). Prints the cache directory as its last stdout line.
@@ -17,11 +18,14 @@ die() {
 }
 trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
-CACHE=${VFIO_USER_CACHE:-/var/cache/vfio-user-node}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=common.sh
+. "$here/common.sh"
 JOBS=${KERNEL_JOBS:-2}
 
-# Options enabled (all =y) and disabled, exactly the recipe of vm-testing.md §3.2 (+ 9p/virtio spelled out, which
-# x86_64_defconfig already has, so that the guarantee does not depend on defconfig).
+# Options enabled (all =y) and disabled: IOMMUFD with its selftest hooks, the VFIO cdev and legacy container, the
+# Intel IOMMU with interrupt remapping (the guests run q35 + intel-iommu), and 9p/virtio for the host-root share
+# (x86_64_defconfig already has 9p/virtio; spelled out so that the guarantee does not depend on defconfig).
 ENABLE=(
   PCI PCI_MSI IOMMU_SUPPORT INTEL_IOMMU INTEL_IOMMU_SVM IRQ_REMAP X86_X2APIC
   VFIO VFIO_GROUP VFIO_CONTAINER VFIO_IOMMU_TYPE1 VFIO_VIRQFD VFIO_PCI_CORE VFIO_PCI VFIO_PCI_INTX
@@ -43,14 +47,15 @@ REQUIRE=(
 )
 
 # The newest linux-source-7.N the archive offers, and its candidate version.
-pkg=$(apt-cache search --names-only '^linux-source-7\.[0-9]+$' | awk '{print $1}' | sort -V | tail -1)
+[ -f "$(private_root)/.done" ] || die "no private root: run test/setup/install-qemu.sh first"
+pkg=$(private_apt_cache search --names-only '^linux-source-7\.[0-9]+$' | awk '{print $1}' | sort -V | tail -1)
 if [ -z "$pkg" ]; then
-  log "no linux-source-7.x known to apt; running apt-get update"
-  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-  pkg=$(apt-cache search --names-only '^linux-source-7\.[0-9]+$' | awk '{print $1}' | sort -V | tail -1)
+  log "no linux-source-7.x known to the private root's apt; running apt-get update"
+  private_apt_get update -q >/dev/null
+  pkg=$(private_apt_cache search --names-only '^linux-source-7\.[0-9]+$' | awk '{print $1}' | sort -V | tail -1)
 fi
-[ -n "$pkg" ] || die "no linux-source-7.x package (is trixie-backports configured? run test/setup/install-qemu.sh)"
-version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
+[ -n "$pkg" ] || die "no linux-source-7.x package in the private root's trixie-backports"
+version=$(private_apt_cache policy "$pkg" | awk '/Candidate:/ {print $2}')
 [ -n "$version" ] && [ "$version" != "(none)" ] || die "$pkg has no candidate version"
 
 key=$(printf '%s=%s\n' "$pkg" "$version" | cat - "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
@@ -82,7 +87,7 @@ rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 log "downloading $pkg $version"
-apt-get -o DPkg::Lock::Timeout=600 download "$pkg=$version" >/dev/null
+private_download "$pkg=$version" "$work"
 deb=$(ls ./*.deb)
 tarball=$(dpkg-deb -c "$deb" | awk '{print $NF}' | grep -E '/usr/src/linux-source-[0-9.]+\.tar\.(xz|bz2|gz)$' | sed -n 1p)
 [ -n "$tarball" ] || die "no source tarball inside $deb"

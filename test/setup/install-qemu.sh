@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
-# Installs the system packages that the QEMU and VM tests need, on Debian 12 (bookworm):
-#   - QEMU >= 10.1 with the `vfio-user-pci` device, from Debian trixie-backports (bookworm has 7.2, trixie 10.0);
-#   - what the guests need: busybox-static, cpio, xz-utils, zstd, kmod (depmod/modprobe resolve module deps);
-#   - what the guest-kernel build needs: build-essential flex bison libelf-dev libssl-dev bc.
+# Installs what the QEMU and VM tests need without moving the host to another Debian release (docs/setup.md):
+#   - host packages, from the host's own release only (Debian 12 bookworm or 13 trixie): debootstrap, what the
+#     guests need (busybox-static cpio xz-utils zstd gzip kmod) and what the guest-kernel build needs
+#     (build-essential flex bison libelf-dev libssl-dev bc). Each one is recorded with its installed version in
+#     $VFIO_USER_CACHE/host-packages.txt, and a test checks that the host's release offers exactly that version;
+#   - QEMU >= 10.1 with `vfio-user-pci`: the host's own qemu-system-x86_64 when it qualifies (Debian 13 with
+#     backports, Ubuntu, Fedora…), else trixie-backports' QEMU inside a private Debian root under the cache
+#     (`debootstrap --variant=minbase trixie`, ~0.5 GB), run through the wrapper $VFIO_USER_CACHE/bin/qemu-system-x86_64
+#     (the root's own loader and libraries, its firmware through -L, its modules through QEMU_MODULE_DIR).
+#     QEMU=/path overrides both. The chosen binary's path is written to $VFIO_USER_CACHE/qemu-path.
+# The private root is also the apt that prepare-guest.sh and build-kernel.sh download trixie packages with.
 #
-# Idempotent: when QEMU already offers vfio-user-pci and every package is installed it only prints versions.
-#
-# How (see shared/reference/vfio-user-protocol.md §6.1):
-#   1. /etc/apt/sources.list.d/trixie.sources with the mirror of the existing debian.sources (not hard-coded),
-#      suites trixie + trixie-backports, pinned at 100 in /etc/apt/preferences.d/ so that nothing upgrades to
-#      trixie unless asked for.
-#   2. The guest and build packages come from bookworm (plain install; gcc stays gcc-12).
-#   3. QEMU: `-t trixie` plus explicit `/trixie-backports` for the QEMU packages. `-t trixie-backports` alone
-#      cannot work with trixie pinned low: qemu 11.1 needs trixie's libc6/glib/gnutls, which are at priority 100
-#      below bookworm's 500. `-t trixie` raises trixie to 990 for this one command only, so apt upgrades exactly
-#      the libraries QEMU needs (libc6 2.41, the t64 transition libraries; a partial upgrade that Node 20 and
-#      gcc survive, checked at the end) and nothing else.
+# Writes nothing under /etc/apt. It removes the trixie sources and pin files that earlier versions of this script
+# wrote there; a host those versions already upgraded in part keeps working (its QEMU qualifies and is used).
+# Idempotent: a second run with everything in place takes about a second.
 set -euo pipefail
 
 started=$(date +%s)
@@ -26,147 +24,145 @@ die() {
 }
 trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
-SUDO=
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || die "must run as root (or with sudo available)"
-  SUDO=sudo
-fi
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=common.sh
+. "$here/common.sh"
 
+[ "$(id -u)" -eq 0 ] || die "must run as root (apt-get install of host packages, chroot into the private root)"
 export DEBIAN_FRONTEND=noninteractive
-APT_OPTS=(-y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 
-QEMU_PKGS=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
-BASE_PKGS=(busybox-static cpio xz-utils zstd gzip kmod build-essential flex bison libelf-dev libssl-dev bc)
+HOST_PKGS=(debootstrap busybox-static cpio xz-utils zstd gzip kmod build-essential flex bison libelf-dev libssl-dev bc)
+# Installed into the private root (never into the host).
+ROOT_PKGS=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
 MIN_QEMU_MAJOR=10
 MIN_QEMU_MINOR=1
+LEGACY_APT_FILES=(/etc/apt/sources.list.d/trixie.sources /etc/apt/preferences.d/vfio-user-node-trixie)
 
-SOURCES=/etc/apt/sources.list.d/trixie.sources
-PREFS=/etc/apt/preferences.d/vfio-user-node-trixie
-DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.install-qemu.lock"
+flock 8
 
-# Prints the packages of "$@" that are not installed.
-missing_pkgs() {
-  local p st
-  for p in "$@"; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$st" = installed ] || echo "$p"
-  done
-}
-
-# True when qemu-system-x86_64 is >= 10.1 and knows vfio-user-pci.
+# True when "$1" is a QEMU >= 10.1 that knows vfio-user-pci.
 qemu_ok() {
-  command -v qemu-system-x86_64 >/dev/null || return 1
-  local v major minor
-  v=$(qemu-system-x86_64 --version | sed -n '1s/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+  local bin=$1 v major minor props
+  [ -n "$bin" ] && [ -x "$bin" ] || return 1
+  v=$("$bin" --version 2>/dev/null | sed -n '1s/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p') || return 1
   read -r major minor <<<"$v"
   [ -n "${major:-}" ] || return 1
   if [ "$major" -lt "$MIN_QEMU_MAJOR" ] || { [ "$major" -eq "$MIN_QEMU_MAJOR" ] && [ "$minor" -lt "$MIN_QEMU_MINOR" ]; }; then
     return 1
   fi
   # Captured first: `| grep -q` would SIGPIPE the producer and trip pipefail.
-  local props
-  props=$(qemu-system-x86_64 -device vfio-user-pci,help 2>/dev/null) || return 1
+  props=$("$bin" -device vfio-user-pci,help 2>/dev/null) || return 1
   [[ "$props" == *socket* ]]
 }
 
-report() {
-  log "qemu: $(qemu-system-x86_64 --version | head -1)"
-  log "vfio-user-pci: $(qemu-system-x86_64 -device vfio-user-pci,help | grep -c '=') properties"
-  log "node: $(node --version 2>/dev/null || echo 'not found')   gcc: $(gcc -dumpfullversion 2>/dev/null || echo 'not found')   libc: $(ldd --version | head -1 | awk '{print $NF}')"
-}
+codename=$(host_codename)
+case "$codename" in
+  bookworm | trixie) ;;
+  *) log "warning: host release '$codename' is not Debian 12 or 13; continuing (only these two are supported)" ;;
+esac
 
-missing_base=$(missing_pkgs "${BASE_PKGS[@]}")
-if qemu_ok && [ -z "$missing_base" ] && [ -f "$SOURCES" ] && [ -f "$PREFS" ]; then
-  log "already done: QEMU with vfio-user-pci and all packages present"
-  report
-  exit 0
+# --- 1. what earlier versions wrote under /etc/apt ---------------------------------------------------------------
+removed=0
+for f in "${LEGACY_APT_FILES[@]}"; do
+  if [ -f "$f" ] && grep -q 'vfio-user-node' "$f"; then
+    log "removing $f (written by an earlier version of this script)"
+    rm -f "$f"
+    removed=1
+  fi
+done
+if [ "$removed" = 1 ]; then
+  apt-get "${APT_OPTS[@]}" update -q >/dev/null || die "apt-get update failed after removing the old trixie sources"
 fi
 
-# --- 1. apt sources and pins -------------------------------------------------------------------------------
-[ -f "$DEBIAN_SOURCES" ] || die "$DEBIAN_SOURCES not found: cannot tell which Debian mirror this machine uses"
-# The URIs of the first stanza that lists a plain release suite (`bookworm`, not `bookworm-security`/-updates).
-# Not matched against /etc/os-release: after this script's partial upgrade, base-files (from trixie) reports
-# trixie there while debian.sources still says bookworm.
-mirror=$(awk '
-  function flush() { if (u != "" && s) { print u; found = 1; exit } u = ""; s = 0 }
-  /^[[:space:]]*#/ { next }
-  /^[[:space:]]*$/ { flush(); next }
-  tolower($1) == "uris:" { u = $2 }
-  tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i !~ /-/) s = 1 }
-  END { if (!found) flush() }' "$DEBIAN_SOURCES" | sed -n 1p)
-[ -n "$mirror" ] || die "no URIs for a release suite in $DEBIAN_SOURCES"
-log "Debian mirror (from $DEBIAN_SOURCES): $mirror"
-
-want_sources="# Written by vfio-user-node test/setup/install-qemu.sh: QEMU >= 10.1 (vfio-user-pci) from trixie-backports.
-Types: deb
-URIs: $mirror
-Suites: trixie trixie-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
-want_prefs="# Written by vfio-user-node test/setup/install-qemu.sh: never upgrade to trixie unless asked for.
-Package: *
-Pin: release n=trixie
-Pin-Priority: 100
-
-Package: *
-Pin: release n=trixie-backports
-Pin-Priority: 100"
-
-changed=0
-if [ "$(cat "$SOURCES" 2>/dev/null || true)" != "$want_sources" ]; then
-  log "writing $SOURCES"
-  printf '%s\n' "$want_sources" | $SUDO tee "$SOURCES" >/dev/null
-  changed=1
-fi
-if [ "$(cat "$PREFS" 2>/dev/null || true)" != "$want_prefs" ]; then
-  log "writing $PREFS (trixie and trixie-backports pinned at 100)"
-  printf '%s\n' "$want_prefs" | $SUDO tee "$PREFS" >/dev/null
-  changed=1
-fi
-[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || die "debian-archive-keyring is not installed"
-
-# --- 2. apt-get update ---------------------------------------------------------------------------------------
-# Needed on a fresh machine (stale or missing lists) and whenever the sources changed; cheap otherwise.
-t=$(date +%s)
-log "apt-get update"
-$SUDO apt-get -o DPkg::Lock::Timeout=600 update -q >/tmp/install-qemu-apt-update.log 2>&1 ||
-  {
-    cat /tmp/install-qemu-apt-update.log >&2
-    die "apt-get update failed"
-  }
-log "apt-get update done in $(($(date +%s) - t))s (changed sources: $changed)"
-[[ "$(apt-cache policy qemu-system-x86)" == *trixie-backports* ]] || die "trixie-backports has no qemu-system-x86 after apt-get update"
-
-# --- 3. guest and build packages from bookworm -----------------------------------------------------------------
-missing_base=$(missing_pkgs "${BASE_PKGS[@]}")
-if [ -n "$missing_base" ]; then
+# --- 2. host packages from the host's release --------------------------------------------------------------------
+missing=$(missing_host_pkgs "${HOST_PKGS[@]}")
+if [ -n "$missing" ]; then
   t=$(date +%s)
   # shellcheck disable=SC2086
-  log "installing from the base release: $(echo $missing_base)"
+  log "installing from $codename: $(echo $missing)"
+  apt-get "${APT_OPTS[@]}" update -q >/dev/null || die "apt-get update failed"
+  # -t pins the target release: nothing of another release can come in, even on a host with more sources.
   # shellcheck disable=SC2086
-  $SUDO apt-get install "${APT_OPTS[@]}" --no-install-recommends $missing_base
-  log "base packages installed in $(($(date +%s) - t))s"
+  apt-get install -y -q "${APT_OPTS[@]}" --no-install-recommends -t "$codename" $missing >/dev/null ||
+    die "apt-get install -t $codename $missing failed"
+  log "host packages installed in $(($(date +%s) - t))s"
 fi
+missing=$(missing_host_pkgs "${HOST_PKGS[@]}")
+[ -z "$missing" ] || die "host packages still missing: $missing"
+for p in "${HOST_PKGS[@]}"; do printf '%s %s\n' "$p" "$(dpkg-query -W -f='${Version}' "$p")"; done >"$HOST_PACKAGES_MANIFEST.tmp"
+mv "$HOST_PACKAGES_MANIFEST.tmp" "$HOST_PACKAGES_MANIFEST"
 
-# --- 4. QEMU from trixie-backports -------------------------------------------------------------------------------
-if ! qemu_ok; then
+# --- 3. the private root (trixie + trixie-backports, its own apt) ------------------------------------------------
+root=$(private_root)
+mirror=$(host_mirror)
+if [ ! -f "$root/.done" ]; then
   t=$(date +%s)
-  bpo=()
-  for p in "${QEMU_PKGS[@]}"; do bpo+=("$p/trixie-backports"); done
-  log "installing QEMU: apt-get install -t trixie ${bpo[*]}"
-  $SUDO apt-get install "${APT_OPTS[@]}" --no-install-recommends -t trixie "${bpo[@]}"
-  log "QEMU installed in $(($(date +%s) - t))s"
+  rm -rf "$root" "$root.tmp"
+  log "private root: debootstrap --variant=minbase $PRIVATE_SUITE from $mirror into $root"
+  debootstrap --variant=minbase "$PRIVATE_SUITE" "$root.tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
+    die "debootstrap failed (log: $CACHE/debootstrap.log)"
+  printf 'deb %s %s main\ndeb %s %s-backports main\n' "$mirror" "$PRIVATE_SUITE" "$mirror" "$PRIVATE_SUITE" \
+    >"$root.tmp/etc/apt/sources.list"
+  chroot "$root.tmp" apt-get "${APT_OPTS[@]}" update -q >/dev/null || die "apt-get update in the private root failed"
+  touch "$root.tmp/.done"
+  mv "$root.tmp" "$root"
+  # Roots of earlier recipes.
+  for old in "$CACHE"/root-*; do
+    [ "$old" = "$root" ] || rm -rf "$old"
+  done
+  log "private root ready in $(($(date +%s) - t))s"
+fi
+# The package lists go stale (a point release replaces the files they name): refresh them once a day.
+if [ -z "$(find "$root/var/lib/apt/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 -print -quit)" ]; then
+  log "refreshing the private root's package lists"
+  private_apt_get update -q >/dev/null || die "apt-get update in the private root failed"
 fi
 
-# --- 5. checks ---------------------------------------------------------------------------------------------------
-qemu_ok || die "qemu-system-x86_64 still lacks vfio-user-pci (need >= $MIN_QEMU_MAJOR.$MIN_QEMU_MINOR)"
-missing_base=$(missing_pkgs "${BASE_PKGS[@]}")
-[ -z "$missing_base" ] || die "packages still missing: $missing_base"
-node -e 'if (!/^v2\d\./.test(process.version)) process.exit(1)' || die "node no longer works after the upgrade"
-tmpc=$(mktemp -d)
-printf '#include <stdio.h>\nint main(void){puts("ok");return 0;}\n' >"$tmpc/t.c"
-gcc -O2 -o "$tmpc/t" "$tmpc/t.c" && [ "$("$tmpc/t")" = ok ] || die "gcc no longer builds working programs"
-gcc -static -O2 -o "$tmpc/ts" "$tmpc/t.c" && [ "$("$tmpc/ts")" = ok ] || die "gcc -static is broken"
-rm -rf "$tmpc"
-report
+# --- 4. QEMU -------------------------------------------------------------------------------------------------------
+wrapper="$CACHE/bin/qemu-system-x86_64"
+qemu=
+if [ -n "${QEMU:-}" ]; then
+  qemu_ok "$QEMU" || die "QEMU=$QEMU is not a QEMU >= $MIN_QEMU_MAJOR.$MIN_QEMU_MINOR with vfio-user-pci"
+  qemu=$QEMU
+  log "QEMU from \$QEMU: $qemu"
+elif host=$(command -v qemu-system-x86_64) && qemu_ok "$host"; then
+  qemu=$host
+  log "the host's QEMU qualifies: $qemu"
+else
+  # The marker names the package set, so a changed set is installed again.
+  qemu_done="$root/.qemu-$(echo "${ROOT_PKGS[*]}" | sha256sum | cut -c1-12)"
+  if [ ! -f "$qemu_done" ]; then
+    t=$(date +%s)
+    bpo=()
+    for p in "${ROOT_PKGS[@]}"; do bpo+=("$p/$PRIVATE_SUITE-backports"); done
+    log "private root: apt-get install ${bpo[*]}"
+    chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${APT_OPTS[@]}" --no-install-recommends \
+      "${bpo[@]}" >"$CACHE/qemu-install.log" 2>&1 || die "QEMU install in the private root failed (log: $CACHE/qemu-install.log)"
+    touch "$qemu_done"
+    log "QEMU installed in the private root in $(($(date +%s) - t))s"
+  fi
+  mkdir -p "$CACHE/bin"
+  multiarch=$(chroot "$root" dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+  cat >"$wrapper.tmp" <<EOF
+#!/bin/bash
+# Written by vfio-user-node test/setup/install-qemu.sh: QEMU from the private Debian $PRIVATE_SUITE root
+# $root, run with that root's loader and libraries so nothing of it is installed on the host.
+root=$root
+export QEMU_MODULE_DIR=\$root/usr/lib/$multiarch/qemu
+exec -a "\$0" "\$root/lib64/ld-linux-x86-64.so.2" --library-path "\$root/usr/lib/$multiarch:\$root/lib/$multiarch" \\
+  "\$root/usr/bin/qemu-system-x86_64" -L "\$root/usr/share/qemu" -L "\$root/usr/share/seabios" "\$@"
+EOF
+  chmod 755 "$wrapper.tmp"
+  mv "$wrapper.tmp" "$wrapper"
+  qemu=$wrapper
+fi
+qemu_ok "$qemu" || die "$qemu lacks vfio-user-pci (need >= $MIN_QEMU_MAJOR.$MIN_QEMU_MINOR)"
+echo "$qemu" >"$QEMU_PATH_FILE.tmp"
+mv "$QEMU_PATH_FILE.tmp" "$QEMU_PATH_FILE"
+
+log "host: Debian $codename, $(ldd --version | head -1 | awk '{print "glibc " $NF}'), node $(node --version 2>/dev/null || echo '-')"
+log "qemu: $qemu: $("$qemu" --version | head -1)"
+log "cache: $CACHE"
 log "done in $(($(date +%s) - started))s"

@@ -5,7 +5,8 @@
 #   debian-<kver>/        Debian trixie 6.12 kernel (type1 only): vmlinuz, config, and the VFIO and 9p modules
 #                         (plus dependencies) decompressed into mods/ for busybox insmod, in load order.
 #   uapi-<version>/       linux-libc-dev from trixie-backports (7.x), unpacked, NOT installed: guest programs
-#                         compile with -isystem on it (the system's 6.1 headers lack iommufd IOAS_MAP_FILE).
+#                         compile with -isystem on it (bookworm's 6.1 headers lack iommufd IOAS_MAP_FILE).
+# Both are downloaded with the private root's apt (install-qemu.sh, docs/setup.md), never the host's.
 #   kernel-<key>/         self-built kernel with IOMMUFD + VFIO cdev + 9p built in (test/setup/build-kernel.sh).
 #   guest.json            the manifest.
 #
@@ -23,14 +24,15 @@ die() {
 trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE=${VFIO_USER_CACHE:-/var/cache/vfio-user-node}
-export VFIO_USER_CACHE=$CACHE
-APT=(-o DPkg::Lock::Timeout=600)
+# shellcheck source=common.sh
+. "$here/common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (apt-get download into $CACHE, depmod)"
-for t in qemu-system-x86_64 cpio gzip xz zstd depmod modprobe dpkg-deb apt-get node flock gcc; do
+for t in cpio gzip xz zstd depmod modprobe dpkg-deb node flock gcc; do
   command -v "$t" >/dev/null || die "'$t' not found: run test/setup/install-qemu.sh first"
 done
+[ -f "$(private_root)/.done" ] || die "no private root: run test/setup/install-qemu.sh first"
+[ -s "$QEMU_PATH_FILE" ] || die "no $QEMU_PATH_FILE: run test/setup/install-qemu.sh first"
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (busybox-static): run test/setup/install-qemu.sh first"
 # busybox-static must really be static: it runs alone in the initramfs.
@@ -43,21 +45,21 @@ flock 8
 updated=0
 apt_update_once() {
   if [ "$updated" -eq 0 ]; then
-    log "apt-get update"
-    apt-get "${APT[@]}" update -q >/dev/null
+    log "apt-get update (private root)"
+    private_apt_get update -q >/dev/null
     updated=1
   fi
 }
 
 # --- 1. Debian trixie 6.12 kernel ---------------------------------------------------------------------------
 # linux-image-amd64 of trixie names the current 6.12 ABI package (e.g. linux-image-6.12.107+deb13-amd64).
-debian_image_pkg() { apt-cache -t trixie depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6\.12\./ {print $2}' | sed -n 1p; }
+debian_image_pkg() { private_apt_cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6\.12\./ {print $2}' | sed -n 1p; }
 img=$(debian_image_pkg)
 if [ -z "$img" ]; then
   apt_update_once
   img=$(debian_image_pkg)
 fi
-[ -n "$img" ] || die "cannot find trixie's linux-image-6.12.*-amd64 (is trixie configured? run install-qemu.sh)"
+[ -n "$img" ] || die "cannot find trixie's linux-image-6.12.*-amd64 (run install-qemu.sh)"
 kver=${img#linux-image-}
 ddir="$CACHE/debian-$kver"
 if [ ! -f "$ddir/.done" ]; then
@@ -66,7 +68,7 @@ if [ ! -f "$ddir/.done" ]; then
   rm -rf "$ddir" "$ddir.tmp"
   mkdir -p "$ddir.tmp/mods"
   scratch=$(mktemp -d "$CACHE/scratch.XXXXXX")
-  (cd "$scratch" && apt-get "${APT[@]}" download "$img" >/dev/null 2>&1) || die "apt-get download $img failed"
+  private_download "$img" "$scratch" || die "apt-get download $img failed"
   dpkg-deb -x "$scratch"/*.deb "$scratch/root"
   ln -s usr/lib "$scratch/root/lib" 2>/dev/null || true # depmod/modprobe look under <base>/lib/modules
   cp "$scratch/root/boot/vmlinuz-$kver" "$ddir.tmp/vmlinuz"
@@ -101,7 +103,7 @@ else
 fi
 
 # --- 2. uAPI headers (linux-libc-dev from trixie-backports) --------------------------------------------------
-uapi_version() { apt-cache madison linux-libc-dev 2>/dev/null | awk -F' *[|] *' '$3 ~ /trixie-backports/ {print $2}' | sort -V | tail -1; }
+uapi_version() { private_apt_cache madison linux-libc-dev 2>/dev/null | awk -F' *[|] *' '$3 ~ /trixie-backports/ {print $2}' | sort -V | tail -1; }
 uv=$(uapi_version)
 if [ -z "$uv" ]; then
   apt_update_once
@@ -113,8 +115,7 @@ if [ ! -f "$udir/.done" ]; then
   log "uAPI headers: downloading linux-libc-dev $uv"
   rm -rf "$udir" "$udir.tmp"
   scratch=$(mktemp -d "$CACHE/scratch.XXXXXX")
-  (cd "$scratch" && apt-get "${APT[@]}" download "linux-libc-dev=$uv" >/dev/null 2>&1) ||
-    die "apt-get download linux-libc-dev=$uv failed"
+  private_download "linux-libc-dev=$uv" "$scratch" || die "apt-get download linux-libc-dev=$uv failed"
   dpkg-deb -x "$scratch"/*.deb "$udir.tmp"
   rm -rf "$scratch"
   grep -q IOMMU_IOAS_MAP_FILE "$udir.tmp/usr/include/linux/iommufd.h" || die "linux-libc-dev $uv lacks IOMMU_IOAS_MAP_FILE"
@@ -149,7 +150,7 @@ else
 fi
 
 # --- 4. manifest -------------------------------------------------------------------------------------------------
-QEMU=$(command -v qemu-system-x86_64)
+QEMU=$(cat "$QEMU_PATH_FILE")
 tmpjson="$CACHE/guest.json.tmp"
 CACHE="$CACHE" DDIR="$ddir" KVER="$kver" UDIR="$udir" UV="$uv" KDIR="$kdir" BUSYBOX="$BUSYBOX" QEMU="$QEMU" \
   MULTIARCH="$multiarch" node - "$tmpjson" <<'EOF'
