@@ -27,7 +27,7 @@ deps: node_modules/.package-lock.json
 
 # Rebuild the addon (plain and ASan) when its C sources changed since npm ci.
 native: deps
-	node server/native/scripts/build.mjs
+	node server/native/scripts/build.mjs --asan
 
 build: deps native
 	npx tsc -b

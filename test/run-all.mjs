@@ -46,9 +46,14 @@ const suites = [
       UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
     }),
     preload: ['libasan.so', 'libubsan.so'],
+    // The npm install script builds only the plain addon; the sanitizer variant is the tests' business
+    // (incremental: nothing is spawned when it is current).
+    prepare: [process.execPath, [join(root, 'server', 'native', 'scripts', 'build.mjs'), '--asan']],
   },
   uvuSuite('server', 'server/dist/test', undefined, {}, 300),
   uvuSuite('client', 'client/dist/test', undefined, {}, 300),
+  // Pack every package, install the tarballs into an empty folder offline, import, type-check and run the bins.
+  uvuSuite('package', 'test/dist/package', undefined, {}, 420),
   uvuSuite('integration', 'test/dist/integration', undefined, {}, 300),
   uvuSuite('qemu', 'test/dist/qemu', undefined, {}, 300),
   uvuSuite('conformance', 'test/dist/conformance'),
@@ -97,6 +102,18 @@ async function runSuite(s) {
     return { passed: 0, failed: 0, skipped: 0, ran: false };
   }
   const env = { ...process.env, ...s.env };
+  if (s.prepare) {
+    const [cmd, args] = s.prepare;
+    const ok = await new Promise((resolve) => {
+      const p = spawn(cmd, args, { cwd: root, stdio: 'inherit' });
+      p.on('close', (code) => resolve(code === 0));
+      p.on('error', () => resolve(false));
+    });
+    if (!ok) {
+      console.log(`\n=== ${s.name}: preparing it failed (${[cmd, ...args].join(' ')})`);
+      return { passed: 0, failed: 1, skipped: 0, ran: true };
+    }
+  }
   if (s.preload) {
     const libs = await Promise.all(s.preload.map(gccFile));
     if (libs.some((l) => !l.startsWith('/'))) {

@@ -6,19 +6,45 @@ import { parseArgs } from 'node:util';
 import { IOMMU_CHOICES, type IommuChoice } from './iommu/select.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 
-export function usage(devices: readonly string[]): string {
+/** One line about a device for --help: its name and options. */
+export interface DeviceHelp {
+  name: string;
+  description?: string;
+  options: string[];
+}
+
+/** The short usage printed after a usage error. */
+export const SHORT_USAGE = `Usage: vfio-user-server (--socket-path PATH | --fd N) [--device SPEC] [options]
+Run 'vfio-user-server --help' for every option.
+`;
+
+export function usage(devices: readonly DeviceHelp[]): string {
+  const deviceLines = devices
+    .map((d) =>
+      [
+        `    ${d.name}${d.description ? ` - ${d.description}` : ''}`,
+        ...d.options.map((o) => `        ${o}`),
+      ].join('\n'),
+    )
+    .join('\n');
   return `Usage: vfio-user-server (--socket-path PATH | --fd N) [options]
 
   --socket-path PATH     listen on a new UNIX socket at PATH (mode 0600; a stale socket file is replaced)
   --fd N                 serve on an inherited listening socket fd (also: systemd LISTEN_FDS=1 -> fd 3)
-  --device SPEC          device model and options, NAME[,key=value...]: ${devices.join(' | ')} (default edu)
+  --device SPEC          NAME[,key=value...] (default edu). NAME is a built-in device, a module path
+                         (./mine.js: its default export is defineDevice({...})) or an installed package
   --iommu MODE           host IOMMU mirror: ${IOMMU_CHOICES.join(' | ')} (default none)
   --iommufd-fd N, --vfio-container-fd N, --vfio-group-fd N, --vfio-device-fd N
                          pre-opened host fds handed over by a management layer
   --log-level LEVEL      ${LOG_LEVELS.join(' | ')} (default info)
   --log-format FMT       json | pretty (default: pretty on a terminal, json otherwise)
-  --print-capabilities   print what this server advertises in VERSION, as JSON, and exit
+  --print-capabilities   print what this server advertises in VERSION, as JSON, and exit (only --device and
+                         --iommu are read; other options are ignored)
+  --version              print the version and exit
   -h, --help             this text
+
+Built-in devices and their options:
+${deviceLines}
 
 Logs go to stderr; SIGTERM or SIGINT stops the server, removes the socket and logs its counters.
 Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a usage error.
@@ -47,6 +73,7 @@ export interface CliOptions {
   logFormat?: 'json' | 'pretty';
   printCapabilities: boolean;
   help: boolean;
+  version: boolean;
 }
 
 function intArg(name: string, v: string | undefined): number | undefined {
@@ -86,10 +113,13 @@ export function parseCli(
   pid = process.pid,
 ): CliOptions {
   let values: Record<string, string | boolean | undefined>;
+  // --print-capabilities ignores every other option (the vfio-user/vhost-user backend program conventions) except
+  // the two that change the answer: --device and --iommu (with its host fds).
+  const capsOnly = argv.includes('--print-capabilities');
   try {
     ({ values } = parseArgs({
       args: argv,
-      strict: true,
+      strict: !capsOnly,
       allowPositionals: false,
       options: {
         'socket-path': { type: 'string' },
@@ -104,10 +134,30 @@ export function parseCli(
         'log-format': { type: 'string' },
         'print-capabilities': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
       },
     }));
   } catch (e) {
     throw new UsageError((e as Error).message);
+  }
+  if (capsOnly) {
+    const kept: Record<string, string | boolean | undefined> = {
+      'print-capabilities': true,
+      'log-level': 'warn',
+    };
+    for (const k of [
+      'device',
+      'iommu',
+      'iommufd-fd',
+      'vfio-container-fd',
+      'vfio-group-fd',
+      'vfio-device-fd',
+    ]) {
+      if (typeof values[k] === 'string') kept[k] = values[k];
+    }
+    kept.device ??= 'edu';
+    kept.iommu ??= 'none';
+    values = kept;
   }
   const socketPath = values['socket-path'] as string | undefined;
   if (socketPath === '') throw new UsageError('--socket-path must not be empty');
@@ -122,11 +172,12 @@ export function parseCli(
       socketActivated = true;
     }
   }
-  const help = values.help as boolean;
-  const printCapabilities = values['print-capabilities'] as boolean;
+  const help = values.help === true;
+  const version = values.version === true;
+  const printCapabilities = values['print-capabilities'] === true;
   if (socketPath !== undefined && fd !== undefined)
     throw new UsageError('--socket-path and --fd are exclusive');
-  if (!help && !printCapabilities && socketPath === undefined && fd === undefined) {
+  if (!help && !version && !printCapabilities && socketPath === undefined && fd === undefined) {
     throw new UsageError('one of --socket-path or --fd is required');
   }
   const iommu = values.iommu as string;
@@ -157,5 +208,6 @@ export function parseCli(
     logFormat: logFormat as 'json' | 'pretty' | undefined,
     printCapabilities,
     help,
+    version,
   };
 }

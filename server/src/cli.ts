@@ -4,13 +4,23 @@
 // --print-capabilities, logs on stderr), SIGTERM/SIGINT shut down cleanly (the socket file is removed and the
 // counters are logged). Option parsing lives in cli-options.ts.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { encodeCapabilities, PROTOCOL_VERSION } from 'vfio-user-protocol';
-import { type CliOptions, parseCli, UsageError, usage } from './cli-options.js';
+import { type CliOptions, type DeviceHelp, parseCli, SHORT_USAGE, UsageError, usage } from './cli-options.js';
 import type { VfioUserDevice } from './device.js';
-import { createDevice, deviceNames } from './devices/index.js';
+import {
+  builtinDevice,
+  type DeviceDefinition,
+  DeviceOptionError,
+  describeOptions,
+  deviceNames,
+  instantiateDevice,
+  loadDeviceDefinition,
+  parseDeviceOptions,
+} from './devices/index.js';
 import type { IommuBackend } from './iommu/backend.js';
 import { createIommuBackend, resolveIommuChoice } from './iommu/select.js';
 import { createLogger } from './log.js';
@@ -22,13 +32,25 @@ async function createIommu(opts: CliOptions, log: Logger): Promise<IommuBackend>
   return await createIommuBackend(opts.iommu, { hostFds: opts.hostFds, device: opts.device, log });
 }
 
-/** The device; a passthrough device takes its host device fd from the IOMMU backend. */
-function makeDevice(opts: CliOptions, iommu: IommuBackend, log: Logger): VfioUserDevice {
-  return createDevice(opts.device.name, {
-    ...opts.device.params,
-    iommu,
-    log: log.child({ device: opts.device.name }),
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
+/** The built-in devices and their options, for --help. */
+function builtinHelp(): DeviceHelp[] {
+  return deviceNames().map((name) => {
+    const d = builtinDevice(name)!;
+    return { name, description: d.description, options: describeOptions(d.options) };
   });
+}
+
+/** An error's one-line reason (the first line of its message). */
+function reason(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+}
+
+/** A runtime error: one line naming what failed and why; the stack only at debug level. */
+function fatal(log: Logger, what: string, err: unknown): void {
+  log.debug({ err }, what);
+  log.fatal(`${what}: ${reason(err)}`);
 }
 
 /** The VERSION capabilities object exactly as it goes on the wire (snake_case keys). */
@@ -45,7 +67,7 @@ function wireCapabilities(offer: Readonly<ServerOffer>): Record<string, unknown>
  * pgsizes and max_dma_maps exactly as they would for a client) and closed again.
  */
 async function printCapabilities(
-  opts: CliOptions,
+  def: DeviceDefinition,
   device: VfioUserDevice,
   iommu: IommuBackend,
   log: Logger,
@@ -53,6 +75,7 @@ async function printCapabilities(
   const quiet = log.child({}, { level: 'warn' });
   const dir = mkdtempSync(join(tmpdir(), 'vfio-user-caps-'));
   const server = new VfioUserServer({ socketPath: join(dir, 'probe.sock'), device, iommu, logger: quiet });
+  const name = def.name;
   try {
     await server.start();
     const offer = server.capabilities;
@@ -63,7 +86,7 @@ async function printCapabilities(
       capabilities: wireCapabilities(offer),
       // twin_socket is only enabled for a client that offers it (QEMU does not); the rest is always sent.
       device: {
-        name: opts.device.name,
+        name,
         flags: device.flags,
         regions: device.numRegions,
         irqs: device.numIrqs,
@@ -77,32 +100,49 @@ async function printCapabilities(
   }
 }
 
-class DeviceOptionError extends Error {}
-
-/** Opens the IOMMU backend, then builds the device (which may take its host device from the backend). */
-async function setUp(
-  opts: CliOptions,
-  log: Logger,
-): Promise<{ iommu: IommuBackend; device: VfioUserDevice }> {
-  const iommu = await createIommu(opts, log);
-  try {
-    return { iommu, device: makeDevice(opts, iommu, log) };
-  } catch (err) {
-    await iommu.close().catch(() => {});
-    throw new DeviceOptionError((err as Error).message);
+/** A failure while creating the device (not while opening the host IOMMU). */
+class DeviceCreateError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(reason(cause));
   }
 }
 
 /**
- * A device factory refusing its options is a usage error (exit 2: the user must fix the command line); a host
- * IOMMU that cannot be set up is a runtime error (exit 1).
+ * Opens the IOMMU backend, then creates the device (a passthrough device takes its host device from the
+ * backend; a factory gets the logger, so device authors never set one up).
  */
-function reportSetUpError(err: unknown, log: Logger): number {
-  if (err instanceof DeviceOptionError) {
-    process.stderr.write(`vfio-user-server: --device: ${err.message}\n`);
-    return 2;
+async function setUp(
+  opts: CliOptions,
+  def: DeviceDefinition,
+  log: Logger,
+): Promise<{ iommu: IommuBackend; device: VfioUserDevice }> {
+  const iommu = await createIommu(opts, log);
+  try {
+    const device = await instantiateDevice(def, opts.device.params, {
+      iommu,
+      log: log.child({ device: def.name }),
+    });
+    return { iommu, device };
+  } catch (err) {
+    await iommu.close().catch(() => {});
+    throw new DeviceCreateError(err);
   }
-  log.fatal({ err }, `cannot set up the host IOMMU: ${(err as Error).message}`);
+}
+
+/**
+ * A device factory refusing its options (DeviceOptionError) is a usage error (exit 2: the user must fix the
+ * command line); a device that fails to come up, or a host IOMMU that cannot be set up, is a runtime error (1).
+ */
+function reportSetUpError(err: unknown, opts: CliOptions, log: Logger): number {
+  if (err instanceof DeviceCreateError) {
+    if (err.cause instanceof DeviceOptionError) {
+      process.stderr.write(`vfio-user-server: --device ${opts.device.name}: ${err.message}\n`);
+      return 2;
+    }
+    fatal(log, `cannot create device ${opts.device.name}`, err.cause);
+    return 1;
+  }
+  fatal(log, 'cannot set up the host IOMMU', err);
   return 1;
 }
 
@@ -119,7 +159,7 @@ function counters(server: VfioUserServer, device: VfioUserDevice): Record<string
   return out;
 }
 
-async function serve(opts: CliOptions, log: Logger): Promise<number> {
+async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Promise<number> {
   // Signals are hooked before anything can take time, so a SIGTERM during start-up still shuts down cleanly.
   let signalled: ((sig: string) => void) | undefined;
   let pending: string | undefined;
@@ -139,27 +179,21 @@ async function serve(opts: CliOptions, log: Logger): Promise<number> {
   let iommu: IommuBackend;
   let device: VfioUserDevice;
   try {
-    ({ iommu, device } = await setUp(opts, log));
+    ({ iommu, device } = await setUp(opts, def, log));
   } catch (err) {
-    return reportSetUpError(err, log);
+    return reportSetUpError(err, opts, log);
   }
   const server = new VfioUserServer({ socketPath: opts.socketPath, fd: opts.fd, device, iommu, logger: log });
+  const where = opts.socketPath ?? `fd:${opts.fd}${opts.socketActivated ? ' (systemd)' : ''}`;
   try {
     await server.start();
   } catch (err) {
-    log.fatal({ err }, 'cannot start the server');
+    fatal(log, `cannot serve on ${where}`, err);
     await server.close().catch(() => {});
     return 1;
   }
-  log.info(
-    {
-      socket: opts.socketPath ?? `fd:${opts.fd}${opts.socketActivated ? ' (systemd)' : ''}`,
-      device: opts.device.name,
-      iommu: iommu.name,
-      pid: process.pid,
-    },
-    'ready',
-  );
+  // pino's base record already carries pid.
+  log.info({ socket: where, device: def.name, iommu: iommu.name }, 'ready');
   const sig = await new Promise<string>((resolve) => {
     if (pending) resolve(pending);
     else signalled = resolve;
@@ -168,11 +202,17 @@ async function serve(opts: CliOptions, log: Logger): Promise<number> {
   try {
     await server.close();
   } catch (err) {
-    log.error({ err, ...counters(server, device) }, 'error during shutdown');
+    log.debug({ err }, 'error during shutdown');
+    log.error(counters(server, device), `error during shutdown: ${reason(err)}`);
     return 1;
   }
   log.info(counters(server, device), 'stopped');
   return 0;
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`vfio-user-server: ${message}\n${SHORT_USAGE}`);
+  return 2;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -180,47 +220,50 @@ async function main(argv: string[]): Promise<number> {
   try {
     opts = parseCli(argv);
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`vfio-user-server: ${e.message}\n\n${usage(deviceNames())}`);
-      return 2;
-    }
+    if (e instanceof UsageError) return usageError(e.message);
     throw e;
   }
+  if (opts.version) {
+    process.stdout.write(`vfio-user-server ${VERSION}\n`);
+    return 0;
+  }
   if (opts.help) {
-    process.stdout.write(usage(deviceNames()));
+    process.stdout.write(usage(builtinHelp()));
     return 0;
   }
   const log = createLogger({
     level: opts.logLevel,
     pretty: opts.logFormat === undefined ? undefined : opts.logFormat === 'pretty',
   });
-  if (!deviceNames().includes(opts.device.name)) {
-    process.stderr.write(
-      `vfio-user-server: unknown device '${opts.device.name}' (known: ${deviceNames().join(', ')})\n\n${usage(deviceNames())}`,
-    );
-    return 2;
+  // The device and its options are checked before anything is set up: a typo is a usage error (exit 2).
+  let def: DeviceDefinition;
+  try {
+    def = await loadDeviceDefinition(opts.device.name);
+    parseDeviceOptions(def.options, opts.device.params);
+  } catch (e) {
+    if (e instanceof DeviceOptionError) return usageError(`--device ${opts.device.name}: ${e.message}`);
+    throw e;
   }
   try {
     // Impossible combinations (--iommu vfio for an emulated device...) are usage errors, found before any set-up.
     resolveIommuChoice(opts.iommu, { hostFds: opts.hostFds, device: opts.device });
   } catch (e) {
-    process.stderr.write(`vfio-user-server: ${(e as Error).message}\n`);
-    return 2;
+    return usageError(reason(e));
   }
   try {
     if (opts.printCapabilities) {
       let parts: { iommu: IommuBackend; device: VfioUserDevice };
       try {
-        parts = await setUp(opts, log);
+        parts = await setUp(opts, def, log);
       } catch (err) {
-        return reportSetUpError(err, log);
+        return reportSetUpError(err, opts, log);
       }
-      await printCapabilities(opts, parts.device, parts.iommu, log);
+      await printCapabilities(def, parts.device, parts.iommu, log);
       return 0;
     }
-    return await serve(opts, log);
+    return await serve(opts, def, log);
   } catch (err) {
-    log.fatal({ err }, (err as Error).message ?? String(err));
+    fatal(log, 'failed', err);
     return 1;
   }
 }

@@ -3,11 +3,23 @@
 
 export * from './device.js';
 export {
+  builtinDevice,
   createDevice,
   createEdu,
+  type DeviceDefinition,
+  type DeviceEnvironment,
+  DeviceOptionError,
+  type DeviceOptionSchema,
+  type DeviceOptionSpec,
+  type DeviceOptionType,
+  type DeviceOptionValues,
+  defineDevice,
   deviceNames,
   type EduDevice,
   type EduStats,
+  instantiateDevice,
+  loadDeviceDefinition,
+  parseDeviceOptions,
   registerDevice,
 } from './devices/index.js';
 export {
@@ -34,6 +46,8 @@ export {
   type IrqStats,
   type SetIrqsParams,
 } from './irq/irq-controller.js';
+// The PCI device model: everything a device author needs (also importable as `vfio-user-server/pci`).
+export * from './pci/index.js';
 export {
   type ConnectEvent,
   type DisconnectEvent,

@@ -326,6 +326,15 @@ prog('usage errors exit 2 with the message and the usage on stderr, nothing on s
     [['--socket-path', sock, '--bogus'], /Unknown option '--bogus'/],
     [['--socket-path', sock, '--device', 'nosuch'], /unknown device 'nosuch' \(known: [^)]*\bedu\b/],
     [['--socket-path', sock, '--device', 'edu,dmaDelayMs=-5'], /dmaDelayMs/],
+    // Built-in devices refuse options they do not declare, naming the option.
+    [
+      ['--socket-path', sock, '--device', 'edu,foo=1'],
+      /--device edu: unknown option 'foo' \(known: [^)]*dmaDelayMs/,
+    ],
+    [
+      ['--socket-path', sock, '--device', './no/such/device.js'],
+      /cannot load device module '.\/no\/such\/device.js': no such module/,
+    ],
     [['--socket-path', sock, '--log-level', 'loud'], /--log-level/],
     [['--socket-path', sock, '--iommu', 'vfio'], /needs a passed-through host device/],
     [['--socket-path', sock, '--iommu', 'iommufd', '--device', 'edu'], /needs a passed-through host device/],
@@ -336,10 +345,108 @@ prog('usage errors exit 2 with the message and the usage on stderr, nothing on s
     assert.is(r.code, 2, `${JSON.stringify(argv)}: exit ${r.code}\n${r.stderr}`);
     assert.match(r.stderr, re, JSON.stringify(argv));
     assert.match(r.stderr, /^vfio-user-server: /);
+    // One line, then the short usage (not the whole --help text).
+    assert.match(
+      r.stderr,
+      /^vfio-user-server: [^\n]*\nUsage: vfio-user-server [^\n]*\nRun 'vfio-user-server --help'[^\n]*\n$/,
+    );
     assert.is(r.stdout, '', JSON.stringify(argv));
   });
   assert.not.ok(existsSync(sock), 'no socket was created');
   tmp.cleanup();
+});
+
+prog('--version prints the package version', async () => {
+  const r = await runCli(['--version']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^vfio-user-server \d+\.\d+\.\d+\n$/);
+});
+
+prog('--print-capabilities ignores every option but --device and --iommu', async () => {
+  const r = await runCli([
+    '--print-capabilities',
+    '--socket-path',
+    'a',
+    '--fd',
+    '3',
+    '--bogus',
+    '--log-level',
+    'x',
+  ]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is((JSON.parse(r.stdout) as { device: { name: string } }).device.name, 'edu');
+  assert.is(r.stderr, '');
+});
+
+/** A device module outside the package, as a user writes one (it imports the server by path here). */
+function writeDeviceModule(dir: string): string {
+  const server = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'index.js');
+  const file = join(dir, 'counter.mjs');
+  writeFileSync(
+    file,
+    `import { defineDevice, PciDevice } from ${JSON.stringify(server)};
+export default defineDevice({
+  name: 'counter',
+  options: { step: { type: 'integer', default: 1, min: 1 }, deviceId: { type: 'integer', default: 0x0001 } },
+  create({ step, deviceId }, { log }) {
+    let count = 0;
+    log.info({ step }, 'counter created');
+    return new PciDevice({
+      vendorId: 0x1234, deviceId, classCode: 0xff0000,
+      bars: [{ size: 4096, maxAccess: 4, handler: { read: () => count, write: () => { count += step; } } }],
+    });
+  },
+});
+`,
+  );
+  return file;
+}
+
+prog('--device ./module.js: a user device gets the whole CLI; its options are checked', async () => {
+  const tmp = tempDir();
+  try {
+    const file = writeDeviceModule(tmp.dir);
+    const caps = await runCli(['--print-capabilities', '--device', `${file},deviceId=0x2`]);
+    assert.is(caps.code, 0, caps.stderr);
+    assert.equal((JSON.parse(caps.stdout) as { device: unknown }).device, {
+      name: 'counter',
+      flags: 3,
+      regions: 9,
+      irqs: 5,
+    });
+    const bad = await runCli(['--socket-path', join(tmp.dir, 's'), '--device', `${file},stride=2`]);
+    assert.is(bad.code, 2);
+    assert.match(
+      bad.stderr,
+      /^vfio-user-server: --device [^:]+counter.mjs,?[^:]*: unknown option 'stride' \(known: step, deviceId\)\n/,
+    );
+    const low = await runCli(['--socket-path', join(tmp.dir, 's'), '--device', `${file},step=0`]);
+    assert.is(low.code, 2);
+    assert.match(low.stderr, /option step: expected a value >= 1, got '0'/);
+    const notDevice = join(tmp.dir, 'plain.mjs');
+    writeFileSync(notDevice, 'export default 42;\n');
+    const nd = await runCli(['--socket-path', join(tmp.dir, 's'), '--device', notDevice]);
+    assert.is(nd.code, 2);
+    assert.match(nd.stderr, /does not export a device/);
+    const path = join(tmp.dir, 'vu.sock');
+    const cli = new Cli(['--socket-path', path, '--device', `${file},step=3`, '--log-format', 'json']);
+    try {
+      const ready = await cli.waitFor('ready');
+      assert.is(ready.device, 'counter');
+      // pino's base record has the pid: the ready line must not repeat it.
+      const line = cli.stderr.split('\n').find((l) => l.includes('"msg":"ready"'))!;
+      assert.is(line.match(/"pid":/g)?.length, 1, line);
+      assert.ok(
+        cli.records().some((x) => x.msg === 'counter created' && x.device === 'counter' && x.step === 3),
+      );
+      cli.child.kill('SIGTERM');
+      assert.is((await cli.exited).code, 0);
+    } finally {
+      cli.child.kill('SIGKILL');
+    }
+  } finally {
+    tmp.cleanup();
+  }
 });
 
 prog('serves QEMU VERSION on --socket-path; SIGTERM removes the socket and logs the counters', async () => {
@@ -425,9 +532,16 @@ prog('a stale socket file is replaced; a live one makes the second server exit 1
     // A regular file is not a socket: never deleted, never listened on.
     const file = join(tmp.dir, 'not-a-socket');
     writeFileSync(file, 'data');
-    const f = await runCli(['--socket-path', file]);
+    const f = await runCli(['--socket-path', file, '--log-format', 'pretty']);
     assert.is(f.code, 1, f.stderr);
     assert.ok(existsSync(file));
+    // One line naming the path and the cause; no stack at the default level.
+    assert.match(
+      f.stderr,
+      /FATAL \[vfio-user-server\] cannot serve on \S+not-a-socket: \S+not-a-socket exists and is not a socket/,
+    );
+    assert.is(f.stderr.match(/FATAL/g)?.length, 1, f.stderr);
+    assert.not.match(f.stderr, /\n\s+at /, 'no stack trace');
     a.child.kill('SIGTERM');
     assert.is((await a.exited).code, 0);
     assert.not.ok(existsSync(path));

@@ -2,12 +2,15 @@
 // Builds the vfio-user-native addon, offline:
 //   build/Release/vfio_user_native.node  with the node-gyp that npm bundles, against the local Node headers
 //                                        (--nodedir=<prefix> when <prefix>/include/node/node_api.h exists);
-//   build/asan/vfio_user_native.node     the AddressSanitizer/UBSan variant, one direct gcc command line.
-// Incremental: nothing is spawned when both outputs are newer than binding.gyp, src/* and this script.
-// Runs as the workspace's npm "install" script (npm ci) and from `make native`. It ignores npm_config_* settings
-// (a user's .npmrc must not change where headers come from) and never needs a download when headers are local.
+//   build/asan/vfio_user_native.node     with --asan only: the AddressSanitizer/UBSan variant, one direct gcc
+//                                        command line (the project's tests build it: `make native`, and
+//                                        test/run-all.mjs before the native-asan suite).
+// Incremental: nothing is spawned when the wanted outputs are newer than binding.gyp, src/* and this script.
+// Runs as the package's npm "install" script (plain variant only: a consumer never needs the sanitizer build) and
+// from `make native`. It ignores npm_config_* settings (a user's .npmrc must not change where headers come from)
+// and never needs a download when headers are local.
 //
-// Usage: node scripts/build.mjs [--force] [--no-asan]
+// Usage: node scripts/build.mjs [--force] [--asan]
 // Env:   VFIO_USER_NATIVE_REQUIRE_ASAN=1  fail (instead of warn) when the ASan variant cannot be built.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, statSync, utimesSync } from 'node:fs';
@@ -18,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 const pkg = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
 const force = args.has('--force');
-const wantAsan = !args.has('--no-asan');
+const wantAsan = args.has('--asan');
 const target = 'vfio_user_native';
 const releaseOut = join(pkg, 'build', 'Release', `${target}.node`);
 const asanDir = join(pkg, 'build', 'asan');

@@ -1,17 +1,29 @@
-// The device registry: `createDevice('edu', opts)` for the CLI and tests. Options arrive loosely typed (from
-// the command line they may be strings), so each factory parses its own.
+// The device registry (built-in devices by name) and the loader for device modules (`--device ./mine.js`, or a
+// package name). Every device is a DeviceDefinition (definition.ts): its declared options are checked the same
+// way whether they come from the command line (strings) or from a caller.
+
+import { createRequire } from 'node:module';
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { DeviceLogger, VfioUserDevice } from '../device.js';
-import { createEdu, type EduOptions } from './edu.js';
+import type { IommuBackend } from '../iommu/backend.js';
+import { silentLogger } from '../pci/pci-device.js';
+import {
+  type DeviceDefinition,
+  type DeviceEnvironment,
+  DeviceOptionError,
+  defineDevice,
+  isDeviceDefinition,
+  parseDeviceOptions,
+} from './definition.js';
+import { createEdu } from './edu.js';
 import { createVfioPci } from './vfio-pci.js';
 
-export type DeviceOptions = Record<string, unknown>;
-export type DeviceFactory = (opts: DeviceOptions) => VfioUserDevice;
+const registry = new Map<string, DeviceDefinition>();
 
-const registry = new Map<string, DeviceFactory>();
-
-/** Register (or replace) a device factory under `name`. */
-export function registerDevice(name: string, factory: DeviceFactory): void {
-  registry.set(name, factory);
+/** Register (or replace) a device definition under its name. */
+export function registerDevice(def: DeviceDefinition): void {
+  registry.set(def.name, def);
 }
 
 /** The registered device names, sorted. */
@@ -19,44 +31,109 @@ export function deviceNames(): string[] {
   return [...registry.keys()].sort();
 }
 
-/** Create device `name`; throws an Error naming the known devices when there is no such device. */
-export function createDevice(name: string, opts: DeviceOptions = {}): VfioUserDevice {
-  const factory = registry.get(name);
-  if (!factory) throw new Error(`unknown device '${name}' (known: ${deviceNames().join(', ')})`);
-  return factory(opts);
+/** The registered definition called `name`, if any. */
+export function builtinDevice(name: string): DeviceDefinition | undefined {
+  return registry.get(name);
 }
 
-function optNumber(opts: DeviceOptions, key: string): number | undefined {
-  const v = opts[key];
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`option ${key}: expected a non-negative number`);
-  return n;
+/**
+ * Create the registered device `name` (synchronous factories only, as the built-ins are). `opts` are its options
+ * (strings as on the command line, or typed values); `log` and `iommu` are taken as the environment. Throws an
+ * Error naming the known devices when there is no such device, and DeviceOptionError naming a bad option.
+ */
+export function createDevice(name: string, opts: Record<string, unknown> = {}): VfioUserDevice {
+  const def = registry.get(name);
+  if (!def) throw new Error(`unknown device '${name}' (known: ${deviceNames().join(', ')})`);
+  const { log, iommu, ...rest } = opts;
+  const env: DeviceEnvironment = { log: (log as DeviceLogger | undefined) ?? silentLogger };
+  if (iommu) env.iommu = iommu as IommuBackend;
+  const dev = def.create(parseDeviceOptions(def.options, rest), env);
+  if (dev instanceof Promise)
+    throw new Error(`device '${name}' is created asynchronously: use instantiateDevice`);
+  return dev;
 }
 
-function optBigint(opts: DeviceOptions, key: string): bigint | undefined {
-  const v = opts[key];
-  if (v === undefined) return undefined;
-  try {
-    if (typeof v === 'bigint' || typeof v === 'number' || typeof v === 'string') return BigInt(v);
-  } catch {
-    // fall through
+/** Create a device from any definition: options checked against its schema, async factories awaited. */
+export async function instantiateDevice(
+  def: DeviceDefinition,
+  opts: Readonly<Record<string, unknown>>,
+  env: DeviceEnvironment,
+): Promise<VfioUserDevice> {
+  const values = parseDeviceOptions(def.options, opts);
+  const dev = await def.create(values, env);
+  if (!dev || typeof dev.regionRead !== 'function' || typeof dev.regionInfo !== 'function') {
+    throw new Error(
+      `device '${def.name}': create() did not return a device (a PciDevice or a VfioUserDevice)`,
+    );
   }
-  throw new Error(`option ${key}: expected an integer`);
+  return dev;
 }
 
-registerDevice('edu', (opts) => {
-  const eduOpts: EduOptions = {
-    dmaDelayMs: optNumber(opts, 'dmaDelayMs'),
-    factDelayMs: optNumber(opts, 'factDelayMs'),
-    dmaMask: optBigint(opts, 'dmaMask'),
-  };
-  if (typeof opts.name === 'string') eduOpts.name = opts.name;
-  if (opts.log && typeof opts.log === 'object') eduOpts.log = opts.log as DeviceLogger;
-  return createEdu(eduOpts);
-});
+/** Whether a --device name is a path to a module (rather than a built-in or a package name). */
+export function isDevicePath(name: string): boolean {
+  return name.startsWith('./') || name.startsWith('../') || isAbsolute(name) || /\.[cm]?js$/.test(name);
+}
 
-// Host device passthrough: needs the VFIO backend object as `iommu` (see iommu/select.ts).
-registerDevice('vfio-pci', (opts) => createVfioPci(opts));
+/**
+ * The definition for a --device name: a built-in, a module path (relative to `cwd`), or an installed package
+ * (resolved from `cwd`). The module's default export must be a definition (`export default defineDevice(...)`).
+ * Throws DeviceOptionError with a one-line reason.
+ */
+export async function loadDeviceDefinition(name: string, cwd = process.cwd()): Promise<DeviceDefinition> {
+  const builtin = registry.get(name);
+  if (builtin && !isDevicePath(name)) return builtin;
+  let url: string;
+  if (isDevicePath(name)) {
+    url = pathToFileURL(resolve(cwd, name)).href;
+  } else {
+    try {
+      url = pathToFileURL(createRequire(resolve(cwd, 'package.json')).resolve(name)).href;
+    } catch {
+      throw new DeviceOptionError(
+        `unknown device '${name}' (known: ${deviceNames().join(', ')}; no package '${name}' is installed here)`,
+      );
+    }
+  }
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(url)) as { default?: unknown };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why =
+      e.code === 'ERR_MODULE_NOT_FOUND' ? 'no such module' : (e.message ?? String(err)).split('\n')[0];
+    throw new DeviceOptionError(`cannot load device module '${name}': ${why}`);
+  }
+  if (!isDeviceDefinition(mod.default)) {
+    throw new DeviceOptionError(
+      `'${name}' does not export a device: its default export must be defineDevice({ name, options, create })`,
+    );
+  }
+  return mod.default;
+}
 
+registerDevice(
+  defineDevice({
+    name: 'edu',
+    description: "QEMU's educational device (1234:11e8): factorial, DMA engine, interrupts",
+    options: {
+      dmaDelayMs: { type: 'number', min: 0, description: 'delay before a DMA transfer runs, ms (QEMU: 100)' },
+      factDelayMs: { type: 'number', min: 0, description: 'delay before a factorial completes, ms' },
+      dmaMask: { type: 'bigint', min: 0n, description: 'AND-mask applied to DMA addresses' },
+      name: { type: 'string', description: 'a name for logs and memfds' },
+    },
+    create: (o, env) => createEdu({ ...o, log: env.log }),
+  }),
+);
+
+// Host device passthrough: needs the VFIO backend (--iommu vfio|iommufd, see iommu/select.ts).
+registerDevice(
+  defineDevice({
+    name: 'vfio-pci',
+    description: 'a host PCI device passed through with VFIO',
+    options: { host: { type: 'string', description: 'the host device, e.g. 0000:00:05.0' } },
+    create: (o, env) => createVfioPci({ ...o, iommu: env.iommu, log: env.log }),
+  }),
+);
+
+export * from './definition.js';
 export { createEdu, Edu, type EduDevice, type EduOptions, type EduStats } from './edu.js';
