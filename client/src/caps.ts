@@ -3,6 +3,13 @@
 // always checked; QEMU's extra limits (max_msg_fds <= 16, ...) only when asked, so the client can stand in for
 // QEMU in tests of a server.
 
+import {
+  DEFAULT_MAX_DATA_XFER_SIZE,
+  DEFAULT_MAX_DMA_MAPS,
+  DEFAULT_MIGRATION,
+  PAGE_SIZE,
+  QEMU_LIMITS,
+} from 'vfio-user-protocol';
 /** Capabilities as they travel in JSON (spec key names). */
 export interface CapabilitiesJson {
   max_msg_fds?: number;
@@ -30,31 +37,17 @@ export interface ServerCapabilities {
   present: string[];
 }
 
-/** QEMU 11.1's VERSION JSON, byte for byte (the request is 214 bytes with it). */
-export const QEMU_VERSION_JSON =
-  '{"capabilities": {"pgsizes": 4096, "max_msg_fds": 16, "max_dma_maps": 65535, "max_data_xfer_size": 1048576, ' +
-  '"migration": {"max_bitmap_size": 268435456, "pgsize": 4096}, "write_multiple": true}}';
-
 /** What the client proposes by default: QEMU's set (we can honour all of it). */
 export function defaultClientCapabilities(maxMsgFds: number, maxDataXferSize: number): CapabilitiesJson {
   return {
     max_msg_fds: maxMsgFds,
     max_data_xfer_size: maxDataXferSize,
-    max_dma_maps: 65535,
-    pgsizes: 4096,
-    migration: { pgsize: 4096, max_bitmap_size: 268435456 },
+    max_dma_maps: DEFAULT_MAX_DMA_MAPS,
+    pgsizes: PAGE_SIZE,
+    migration: { pgsize: DEFAULT_MIGRATION.pgsize, max_bitmap_size: DEFAULT_MIGRATION.maxBitmapSize },
     write_multiple: true,
   };
 }
-
-export const QEMU_LIMITS = {
-  maxMsgFds: 16,
-  maxDataXferSize: 64 * 1024 * 1024,
-  maxDmaMaps: 65535,
-  maxBitmapSize: 256 * 1024 * 1024,
-  /** The reply is read into the request's buffer. */
-  replyFitsRequest: true,
-} as const;
 
 /** Which defaults apply to keys the server omits: the spec's (max_msg_fds 1) or QEMU's (max_msg_fds 8). */
 export type OmittedDefaults = 'spec' | 'qemu';
@@ -101,9 +94,9 @@ export function checkServerVersion(
   const qemu = opts.qemuLimits === true;
   const caps: ServerCapabilities = {
     maxMsgFds: opts.omittedDefaults === 'qemu' ? 8 : 1,
-    maxDataXferSize: 1048576,
-    maxDmaMaps: 65535,
-    pgsizes: 4096,
+    maxDataXferSize: DEFAULT_MAX_DATA_XFER_SIZE,
+    maxDmaMaps: DEFAULT_MAX_DMA_MAPS,
+    pgsizes: PAGE_SIZE,
     writeMultiple: false,
     present: [],
   };

@@ -2,13 +2,14 @@
 // the server negotiated (max_msg_fds chunks SET_IRQS, max_data_xfer_size chunks region I/O), serving the
 // server's DMA_READ/DMA_WRITE from the client's own memory the way QEMU does, and owning every fd it creates or
 // receives until close().
-import { constants } from 'node:os';
 import { Connection, closeFd, MAP_SHARED, mmap, munmap, PROT_READ, PROT_WRITE } from 'vfio-user-native';
 import {
   Command,
+  DEFAULT_MAX_DMA_MAPS,
   DeviceFeatureFlags,
   type DeviceFeatureReply,
   type DeviceGetInfoReply,
+  DmaMapFlags,
   DmaUnmapFlags,
   decodeDeviceFeatureReply,
   decodeDeviceGetInfoReply,
@@ -20,6 +21,7 @@ import {
   decodeRegionReadReply,
   decodeRegionWriteMultiReply,
   decodeRegionWriteReply,
+  Errno,
   encodeDeviceFeatureRequest,
   encodeDeviceGetInfoRequest,
   encodeDmaMapRequest,
@@ -38,6 +40,7 @@ import {
   type IoFdSubRegion,
   type IrqInfoReply,
   MsgFlags,
+  PAGE_SIZE,
   ProtocolError,
   type RegionCap,
   RegionCapId,
@@ -66,9 +69,7 @@ import {
 import { type DmaHandler, type DmaLogEntry, DmaServer, type DmaStats } from './dma.js';
 import { ConnectionClosedError, commandName, ProtocolViolationError, VfioUserError } from './errors.js';
 import { IrqEventfd, IrqEventfds } from './irqs.js';
-import { DmaFlags, type DmaWindow, type DmaWindows, type GuestMemory } from './memory.js';
-
-const { EINVAL, E2BIG, EPROTO } = constants.errno;
+import type { DmaWindow, DmaWindows, GuestMemory } from './memory.js';
 
 export interface ClientOptions extends Omit<ConnectionOptions, 'onInbound' | 'onOutbound' | 'onViolation'> {
   /** The largest count we accept in the server's DMA_READ/WRITE; proposed as max_data_xfer_size. 1 MiB. */
@@ -118,7 +119,7 @@ export interface NegotiateResult {
 
 /** The server's VERSION reply broke the rules (problems lists each one). */
 export class NegotiationError extends Error {
-  readonly errno = EPROTO;
+  readonly errno = Errno.EPROTO;
   readonly problems: string[];
   constructor(problems: string[]) {
     super(`VERSION negotiation failed: ${problems.join('; ')}`);
@@ -130,7 +131,7 @@ export class NegotiationError extends Error {
 export interface DmaMapArgs {
   address: bigint;
   size: bigint;
-  /** DmaFlags bits; default READ|WRITE. */
+  /** DmaMapFlags bits; default READ|WRITE. */
   flags?: number;
   /** File offset of `address` in fd (only meaningful with fd). */
   offset?: bigint;
@@ -232,7 +233,7 @@ export interface RegionIoFdsResult {
   fds: number[];
 }
 
-const RW = DmaFlags.READ | DmaFlags.WRITE;
+const RW = DmaMapFlags.READ | DmaMapFlags.WRITE;
 
 function closeQuietly(fds: number[]): void {
   for (const fd of fds) {
@@ -258,8 +259,8 @@ export class VfioUserClient {
   serverCaps: ServerCapabilities = {
     maxMsgFds: 1,
     maxDataXferSize: 1048576,
-    maxDmaMaps: 65535,
-    pgsizes: 4096,
+    maxDmaMaps: DEFAULT_MAX_DMA_MAPS,
+    pgsizes: PAGE_SIZE,
     writeMultiple: false,
     present: [],
   };
@@ -777,7 +778,11 @@ export class VfioUserClient {
     if (fds.length !== a.count) throw new RangeError(`SET_IRQS count ${a.count} but ${fds.length} fds`);
     const max = this.serverCaps.maxMsgFds;
     if (max === 0 && fds.some((fd) => fd >= 0)) {
-      throw new VfioUserError(EINVAL, Command.DEVICE_SET_IRQS, 'the server accepts no fds (max_msg_fds 0)');
+      throw new VfioUserError(
+        Errno.EINVAL,
+        Command.DEVICE_SET_IRQS,
+        'the server accepts no fds (max_msg_fds 0)',
+      );
     }
     // As QEMU: runs of valid fds and runs of -1, each at most max_msg_fds long, one message per run.
     const runs: { start: number; fds: number[]; valid: boolean }[] = [];
@@ -897,7 +902,7 @@ export class VfioUserClient {
           );
           if (v.data.length > n) {
             throw new VfioUserError(
-              E2BIG,
+              Errno.E2BIG,
               Command.REGION_READ,
               `REGION_READ reply count ${v.data.length} > ${n}`,
             );
@@ -959,7 +964,11 @@ export class VfioUserClient {
     opts: { noReply?: boolean; force?: boolean; timeoutMs?: number } = {},
   ): Promise<number | undefined> {
     if (!this.serverCaps.writeMultiple && !opts.force) {
-      throw new VfioUserError(EINVAL, Command.REGION_WRITE_MULTI, 'the server did not offer write_multiple');
+      throw new VfioUserError(
+        Errno.EINVAL,
+        Command.REGION_WRITE_MULTI,
+        'the server did not offer write_multiple',
+      );
     }
     for (const w of writes) {
       if (w.data.length < 1 || w.data.length > WRITE_MULTI_MAX_DATA) {

@@ -4,13 +4,19 @@
 //
 // Framing happens in the native addon, which hands us whole messages with the fds that came with them; we own
 // those fds from then on and close every one nobody claims.
-import { constants } from 'node:os';
 import { closeFd } from 'vfio-user-native';
-import { decodeHeader, encodeMessage, HEADER_SIZE, type Header, MsgFlags } from 'vfio-user-protocol';
+import {
+  decodeHeader,
+  Errno,
+  encodeMessage,
+  errnoOf,
+  HEADER_SIZE,
+  type Header,
+  MsgFlags,
+} from 'vfio-user-protocol';
 import {
   ConnectionClosedError,
   commandName,
-  ETIMEDOUT,
   ProtocolViolationError,
   VfioUserError,
   type ViolationKind,
@@ -109,8 +115,6 @@ interface Pending {
   maxReplySize: number | undefined;
   maxReplyFds: number | undefined;
 }
-
-const { ENOSYS, EBUSY, EFAULT } = constants.errno;
 
 /** Remember this many timed-out ids, so a late reply is recognised as late rather than unsolicited. */
 const LATE_ID_MEMORY = 4096;
@@ -228,7 +232,7 @@ export class ClientConnection {
         return id;
       }
     }
-    throw new VfioUserError(EBUSY, 0, 'all 65536 request ids are in flight');
+    throw new VfioUserError(Errno.EBUSY, 0, 'all 65536 request ids are in flight');
   }
 
   /**
@@ -264,7 +268,7 @@ export class ClientConnection {
           this.rememberLate(id);
           reject(
             new VfioUserError(
-              ETIMEDOUT,
+              Errno.ETIMEDOUT,
               command,
               `${commandName(command)} (id ${id}): no reply within ${timeoutMs} ms`,
               true,
@@ -523,17 +527,17 @@ export class ClientConnection {
     const h = this.serverRequestHandler;
     if (!h) {
       closeAll(msg.fds);
-      answer(ENOSYS);
+      answer(Errno.ENOSYS);
       return;
     }
     let r: ServerRequestResult | Promise<ServerRequestResult>;
     try {
       r = h(msg);
     } catch (e) {
-      answer(errnoOf(e));
+      answer(errnoOf(e, Errno.EFAULT)); // EFAULT: QEMU's answer for a failed memory transaction
       return;
     }
-    if (r instanceof Promise) r.then(answer, (e) => answer(errnoOf(e)));
+    if (r instanceof Promise) r.then(answer, (e) => answer(errnoOf(e, Errno.EFAULT)));
     else answer(r);
   }
 
@@ -563,9 +567,4 @@ export class ClientConnection {
     }
     for (const w of this.closeWaiters.splice(0)) w(this.closedReason);
   }
-}
-
-function errnoOf(e: unknown): number {
-  const n = (e as { errno?: unknown } | null)?.errno;
-  return typeof n === 'number' && n > 0 ? n : EFAULT; // QEMU's answer for a failed memory transaction
 }

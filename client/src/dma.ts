@@ -3,22 +3,22 @@
 // ENOSYS for any other command, EINVAL for fds or a malformed request, E2BIG above our max_data_xfer_size,
 // EFAULT outside every DMA map. Every request is counted and logged, so tests can see that message DMA happened
 // and how the server chunked it.
-import { constants } from 'node:os';
 import { closeFd } from 'vfio-user-native';
 import {
   Command,
   DMA_RW_SIZE,
+  DmaMapFlags,
   decodeDmaReadRequest,
   decodeDmaWriteRequest,
+  Errno,
   encodeDmaReadReply,
   encodeDmaWriteReply,
+  errnoOf,
   HEADER_SIZE,
   ProtocolError,
 } from 'vfio-user-protocol';
 import type { ClientConnection, InboundMessage, ServerRequestResult } from './connection.js';
-import { DmaFlags, DmaWindows } from './memory.js';
-
-const { EINVAL, EFAULT, EPERM, ENOSYS } = constants.errno;
+import { DmaWindows } from './memory.js';
 
 /** Answers the server's DMA: the bytes read / nothing for a write, or an errno to fail the request. */
 export interface DmaHandler {
@@ -56,11 +56,6 @@ function closeQuietly(fds: number[]): void {
       // already closed
     }
   }
-}
-
-function errnoOf(e: unknown): number {
-  const n = (e as { errno?: unknown } | null)?.errno;
-  return typeof n === 'number' && n > 0 ? n : EFAULT;
 }
 
 export class DmaServer {
@@ -102,7 +97,7 @@ export class DmaServer {
     if (cmd !== Command.DMA_READ && cmd !== Command.DMA_WRITE) {
       closeQuietly(fds);
       this.stats.unknown++;
-      return ENOSYS;
+      return Errno.ENOSYS;
     }
     let address = 0n;
     let count = 0n;
@@ -123,7 +118,7 @@ export class DmaServer {
         'unexpected-fds',
         `server ${cmd === Command.DMA_READ ? 'DMA_READ' : 'DMA_WRITE'} carries fds`,
       );
-      return fail(EINVAL);
+      return fail(Errno.EINVAL);
     }
     if (header.size > HEADER_SIZE + DMA_RW_SIZE + this.maxDataXferSize) {
       // QEMU: "request larger than max" is fatal to the connection (strict mode); otherwise E2BIG below.
@@ -140,13 +135,13 @@ export class DmaServer {
       if (cmd === Command.DMA_READ) decodeDmaReadRequest(payload, 0, limits);
       else data = decodeDmaWriteRequest(payload, 0, limits).data;
     } catch (e) {
-      return fail(e instanceof ProtocolError ? e.errno : EINVAL);
+      return fail(e instanceof ProtocolError ? e.errno : Errno.EINVAL);
     }
     const n = Number(count);
     const done = (r: Uint8Array | number | undefined): ServerRequestResult => {
       if (typeof r === 'number') return fail(r);
       if (cmd === Command.DMA_READ) {
-        if (!r || r.length !== n) return fail(EFAULT);
+        if (!r || r.length !== n) return fail(Errno.EFAULT);
         this.stats.reads++;
         this.stats.readBytes += n;
         this.record({ command: cmd, address, count, errno: 0, channel: m.channel });
@@ -163,9 +158,9 @@ export class DmaServer {
       try {
         r = cmd === Command.DMA_READ ? h.read(address, n) : h.write(address, new Uint8Array(data!));
       } catch (e) {
-        return fail(errnoOf(e));
+        return fail(errnoOf(e, Errno.EFAULT));
       }
-      return r instanceof Promise ? r.then(done, (e) => fail(errnoOf(e))) : done(r);
+      return r instanceof Promise ? r.then(done, (e) => fail(errnoOf(e, Errno.EFAULT))) : done(r);
     }
     return done(this.access(cmd, address, n, data));
   }
@@ -178,9 +173,9 @@ export class DmaServer {
     data: Uint8Array | undefined,
   ): Uint8Array | number | undefined {
     const pieces = this.windows.resolve(address, n);
-    if (!pieces || pieces.some((p) => !p.w.memory || p.w.memory.closed)) return EFAULT;
-    const need = cmd === Command.DMA_READ ? DmaFlags.READ : DmaFlags.WRITE;
-    if (pieces.some((p) => (p.w.flags & need) !== need)) return EPERM;
+    if (!pieces || pieces.some((p) => !p.w.memory || p.w.memory.closed)) return Errno.EFAULT;
+    const need = cmd === Command.DMA_READ ? DmaMapFlags.READ : DmaMapFlags.WRITE;
+    if (pieces.some((p) => (p.w.flags & need) !== need)) return Errno.EPERM;
     if (cmd === Command.DMA_READ) {
       const out = new Uint8Array(n);
       let at = 0;

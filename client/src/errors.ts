@@ -3,21 +3,7 @@
 // - the server did not answer in time (VfioUserError with errno ETIMEDOUT, `timedOut` set);
 // - the connection is gone, so nothing will ever answer (ConnectionClosedError), possibly because the server
 //   broke the protocol (ProtocolViolationError is then the close reason).
-import { constants } from 'node:os';
-import { commandName as protocolCommandName } from 'vfio-user-protocol';
-
-const errnoNames = new Map<number, string>();
-for (const [name, value] of Object.entries(constants.errno)) {
-  if (!errnoNames.has(value)) errnoNames.set(value, name);
-}
-
-/** The symbolic name of an errno (`EINVAL`), or `errno N` when unknown. */
-export function errnoName(errno: number): string {
-  return errnoNames.get(errno) ?? `errno ${errno}`;
-}
-
-export const ETIMEDOUT = constants.errno.ETIMEDOUT;
-export const EPROTO = constants.errno.EPROTO;
+import { Errno, errnoName, commandName as protocolCommandName } from 'vfio-user-protocol';
 
 /** `DMA_MAP`, ... or `UNKNOWN(n)`. */
 export function commandName(command: number): string {
@@ -55,7 +41,7 @@ export type ViolationKind =
   | 'bad-reply'; // a reply whose payload does not match the request (wrong echo, short, inconsistent)
 
 export class ProtocolViolationError extends Error {
-  readonly errno = EPROTO;
+  readonly errno = Errno.EPROTO;
   readonly kind: ViolationKind;
   constructor(kind: ViolationKind, message: string) {
     super(`protocol violation (${kind}): ${message}`);

@@ -1,13 +1,14 @@
 // vfio-user-client: a vfio-user client for Node.js. Every command, typed and Promise-based, fd passing,
 // chunking by the server's limits, serving the server's DMA_READ/DMA_WRITE from the client's own memory, and raw
 // access for conformance testing. Wire constants and codecs come from vfio-user-protocol.
+
+// Wire names a client user needs most, re-exported from vfio-user-protocol (where they are defined).
+export { DmaMapFlags, errnoName, QEMU_LIMITS, QEMU_VERSION_JSON } from 'vfio-user-protocol';
 export {
   type CapabilitiesJson,
   checkServerVersion,
   defaultClientCapabilities,
   type OmittedDefaults,
-  QEMU_LIMITS,
-  QEMU_VERSION_JSON,
   type ServerCapabilities,
   type VersionCheck,
 } from './caps.js';
@@ -47,10 +48,9 @@ export { type DmaHandler, type DmaLogEntry, DmaServer, type DmaStats } from './d
 export {
   ConnectionClosedError,
   commandName,
-  errnoName,
   ProtocolViolationError,
   VfioUserError,
   type ViolationKind,
 } from './errors.js';
 export { IrqEventfd, IrqEventfds } from './irqs.js';
-export { DmaFlags, type DmaWindow, DmaWindows, GuestMemory } from './memory.js';
+export { type DmaWindow, DmaWindows, GuestMemory } from './memory.js';

@@ -81,9 +81,6 @@ export class GuestMemory {
   }
 }
 
-/** Client-side DMA permissions (DMA_MAP flags). */
-export const DmaFlags = { READ: 0x1, WRITE: 0x2 } as const;
-
 /**
  * One DMA window as the client sees it: IOVA range -> bytes of a GuestMemory (or nothing, for maps made
  * without backing, which the client cannot serve: the server's DMA there gets EFAULT).

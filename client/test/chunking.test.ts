@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { closeFd, eventfd } from 'vfio-user-native';
-import { SetIrqsFlags as IrqSetFlags } from 'vfio-user-protocol';
+import { SetIrqsFlags } from 'vfio-user-protocol';
 import { VfioUserError } from '../src/index.js';
 import { dv, fdCount, fdCountSettles, le, negotiated, type PeerMsg, sleep } from './fake-peer.js';
 
@@ -30,7 +30,7 @@ test('SET_IRQS eventfds: runs of valid fds and of -1, each <= max_msg_fds, one m
   const fds = [mine[0]!, mine[1]!, mine[2]!, mine[3]!, -1, -1, -1, -1, mine[4]!, mine[5]!];
   const p = client.setIrqs({
     index: 2,
-    flags: IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER,
+    flags: SetIrqsFlags.DATA_EVENTFD | SetIrqsFlags.ACTION_TRIGGER,
     start: 10,
     count: fds.length,
     fds,

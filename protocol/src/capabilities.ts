@@ -2,6 +2,7 @@
 // `{"capabilities": {...}}`. Absent keys take the spec's defaults. Type and range violations are EINVAL, as
 // libvfio-user answers (conformance VER-09..26).
 
+import { DEFAULT_MAX_DATA_XFER_SIZE, DEFAULT_MAX_DMA_MAPS, PAGE_SIZE } from './constants.js';
 import { Errno, fail, ProtocolError } from './errors.js';
 
 export interface Capabilities {
@@ -24,14 +25,14 @@ export interface Capabilities {
 /** The spec's values for absent keys. Note QEMU assumes max_msg_fds 8 when a server omits it: always send it. */
 export const DEFAULT_CAPABILITIES: Capabilities = Object.freeze({
   maxMsgFds: 1,
-  maxDataXferSize: 1048576,
-  pgsizes: 4096,
-  maxDmaMaps: 65535,
+  maxDataXferSize: DEFAULT_MAX_DATA_XFER_SIZE,
+  pgsizes: PAGE_SIZE,
+  maxDmaMaps: DEFAULT_MAX_DMA_MAPS,
   writeMultiple: false,
 });
 
 /** Defaults inside a present `migration` object whose keys are missing (QEMU's values: 4 KiB, 256 MiB). */
-export const DEFAULT_MIGRATION = Object.freeze({ pgsize: 4096, maxBitmapSize: 268435456 });
+export const DEFAULT_MIGRATION = Object.freeze({ pgsize: PAGE_SIZE, maxBitmapSize: 268435456 });
 
 /**
  * Accepted ranges when parsing. `max_msg_fds` 0..1024 is libvfio-user's rule (VER-14/15; 0 is legal and means
@@ -43,7 +44,7 @@ export const CAPABILITY_RANGES = Object.freeze({
   maxDataXferSize: { min: 1, max: Number.MAX_SAFE_INTEGER },
   pgsizes: { min: 1, max: Number.MAX_SAFE_INTEGER },
   maxDmaMaps: { min: 1, max: 0xffffffff },
-  migrationPgsize: { min: 4096, max: 2 ** 30 },
+  migrationPgsize: { min: PAGE_SIZE, max: 2 ** 30 },
   maxBitmapSize: { min: 1, max: Number.MAX_SAFE_INTEGER },
   fdIndex: { min: 0, max: 252 },
 });

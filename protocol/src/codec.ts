@@ -63,7 +63,7 @@ export interface ReplyTypes {
 
 type Decode<T> = (payload: Uint8Array, fdCount?: number, limits?: Limits) => T;
 
-export interface MessageCodec<Req, Rep> {
+interface MessageCodec<Req, Rep> {
   encodeRequest(v: Req): Uint8Array;
   decodeRequest: Decode<Req>;
   encodeReply(v: Rep): Uint8Array;
@@ -75,7 +75,7 @@ export interface MessageCodec<Req, Rep> {
 
 const none = () => NO_FDS;
 
-export const CODECS: { readonly [C in Command]: MessageCodec<RequestTypes[C], ReplyTypes[C]> } = {
+const CODECS: { readonly [C in Command]: MessageCodec<RequestTypes[C], ReplyTypes[C]> } = {
   [Command.VERSION]: {
     encodeRequest: version.encodeVersionRequest,
     decodeRequest: version.decodeVersionRequest,
@@ -283,22 +283,4 @@ export function decodeReply<C extends Command>(
     fdCount,
     limits,
   );
-}
-
-/** A decoded request of any command, discriminated by `command`. */
-export type AnyRequest = { [C in Command]: { command: C; body: RequestTypes[C] } }[Command];
-
-/**
- * Decodes a received command in one call: checkCommand for `sender`, then the command's decoder.
- * Throws ProtocolError with the errno to answer.
- */
-export function decodeAnyRequest(
-  command: number,
-  payload: Uint8Array,
-  sender: 'client' | 'server',
-  fdCount?: number,
-  limits?: Limits,
-): AnyRequest {
-  const c = checkCommand(command, sender);
-  return { command: c, body: decodeRequest(c, payload, fdCount, limits) } as AnyRequest;
 }

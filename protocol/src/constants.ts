@@ -71,6 +71,21 @@ export const MESSAGE_OVERHEAD = 64;
 /** The Framer's default cap on a message's `size`: the default transfer size plus the fixed overhead. */
 export const DEFAULT_MAX_MESSAGE_SIZE = DEFAULT_MAX_DATA_XFER_SIZE + MESSAGE_OVERHEAD;
 
+/**
+ * The DMA page: the spec's default `pgsizes`, QEMU's page granule (its pgsizes must have the low 12 bits clear)
+ * and the smallest x86 IOMMU page. DMA_MAP addresses, sizes and file offsets are multiples of it.
+ */
+export const PAGE_SIZE = 4096;
+
+/** PAGE_SIZE as a bigint, for IOVA arithmetic. */
+export const PAGE_SIZE_BIG = BigInt(PAGE_SIZE);
+
+/**
+ * The spec's default `max_dma_maps`: live DMA mappings a server supports. It is also the most QEMU accepts and
+ * the default `dma_entry_limit` of the kernel's VFIO type1 IOMMU.
+ */
+export const DEFAULT_MAX_DMA_MAPS = 65535;
+
 /** The kernel's `SCM_MAX_FD`: no legal sender can put more fds into one message. */
 export const SCM_MAX_FD = 253;
 

@@ -5,22 +5,25 @@
 // inside a device; a device never touches sockets or peer fds. Everything here speaks in vfio-user/VFIO terms
 // (region and IRQ indexes, VFIO flag bits), so a device can be a pure emulation or a thin forwarder.
 
+import { ErrnoError } from 'vfio-user-protocol';
+
 /** An error a device raises to fail one request: the engine sends `errno` back to the client. */
-export class DeviceError extends Error {
-  readonly errno: number;
+export class DeviceError extends ErrnoError {
   constructor(errno: number, message: string) {
-    super(message);
+    super(errno, message);
     this.name = 'DeviceError';
-    this.errno = errno;
   }
 }
 
-/** VFIO region flag bits (`VFIO_REGION_INFO_FLAG_*`). */
-export const RegionFlags = { READ: 0x1, WRITE: 0x2, MMAP: 0x4, CAPS: 0x8 } as const;
-/** VFIO IRQ info flag bits (`VFIO_IRQ_INFO_*`). */
-export const IrqInfoFlags = { EVENTFD: 0x1, MASKABLE: 0x2, AUTOMASKED: 0x4, NORESIZE: 0x8 } as const;
-/** VFIO device flag bits (`VFIO_DEVICE_FLAGS_*`). */
-export const DeviceFlags = { RESET: 0x1, PCI: 0x2 } as const;
+// The VFIO flag bits and indexes a device reports are the protocol's (defined once in vfio-user-protocol),
+// re-exported here so a device model needs only this module.
+export {
+  DeviceInfoFlags,
+  IrqIndex,
+  IrqInfoFlags,
+  MigrationFlags,
+  RegionInfoFlags,
+} from 'vfio-user-protocol';
 /** PCI region indexes (`VFIO_PCI_*_REGION_INDEX`). */
 export const PciRegion = {
   BAR0: 0,
@@ -33,8 +36,6 @@ export const PciRegion = {
   CONFIG: 7,
   VGA: 8,
 } as const;
-/** PCI IRQ indexes (`VFIO_PCI_*_IRQ_INDEX`). */
-export const PciIrq = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
 
 /** One mmap-able window of a region, relative to the region start. */
 export interface SparseArea {
@@ -46,7 +47,7 @@ export interface SparseArea {
 export interface RegionDescription {
   /** Region size in bytes; 0 = absent. */
   size: bigint;
-  /** RegionFlags bits (READ/WRITE/MMAP; the engine sets CAPS itself when it adds capabilities). */
+  /** RegionInfoFlags bits (READ/WRITE/MMAP; the engine sets CAPS itself when it adds capabilities). */
   flags: number;
   /**
    * When the region (or parts of it) can be mmapped by the client: the fd to hand over (the device keeps
@@ -77,7 +78,7 @@ export interface DmaAccessor {
 
 /**
  * The device's side of the interrupt eventfds the client set with SET_IRQS. `trigger` signals vector `vector`
- * of IRQ index `index` (PciIrq). It returns false when nothing was signalled (no eventfd assigned, or the
+ * of IRQ index `index` (IrqIndex). It returns false when nothing was signalled (no eventfd assigned, or the
  * vector is masked: then it becomes pending and fires on unmask).
  */
 export interface IrqSink {
@@ -100,9 +101,6 @@ export interface DeviceContext {
   irq: IrqSink;
   log: DeviceLogger;
 }
-
-/** Migration flag bits the MIGRATION feature reports (VFIO_MIGRATION_*): STOP_COPY is mandatory. */
-export const MigrationFlags = { STOP_COPY: 1n, P2P: 2n, PRE_COPY: 4n } as const;
 
 /**
  * Migration (vfio-user migration v2) as a device sees it. The engine owns the state machine (MIG_DEVICE_STATE),
@@ -132,7 +130,7 @@ export interface DeviceMigration {
  * completion with an interrupt.
  */
 export interface VfioUserDevice {
-  /** DeviceFlags bits; PCI devices set PCI, and RESET when reset() is meaningful. */
+  /** DeviceInfoFlags bits; PCI devices set PCI, and RESET when reset() is meaningful. */
   readonly flags: number;
   /** 9 for PCI (BAR0-5, ROM, CONFIG, VGA) plus any device-specific regions. */
   readonly numRegions: number;

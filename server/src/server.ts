@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import pino from 'pino';
 import type * as native from 'vfio-user-native';
-import { DEFAULT_MAX_DATA_XFER_SIZE, QEMU_LIMITS } from 'vfio-user-protocol';
+import { DEFAULT_MAX_DATA_XFER_SIZE, PAGE_SIZE_BIG, QEMU_LIMITS } from 'vfio-user-protocol';
 import type { VfioUserDevice } from './device.js';
 import { DmaAddressSpace } from './dma/address-space.js';
 import type { HostFacts, IommuBackend } from './iommu/backend.js';
@@ -91,7 +91,7 @@ export class VfioUserServer extends EventEmitter {
     this.gate = new ClientGate(o.maxWaiting ?? 8);
     this.log = o.logger ?? pino({ level: 'silent' });
     this.dma = new DmaAddressSpace({
-      pageSize: o.pageSize ?? 4096n,
+      pageSize: o.pageSize ?? PAGE_SIZE_BIG,
       mapViews: o.mapViews,
       log: this.log.child({ module: 'dma' }),
     });
@@ -129,7 +129,7 @@ export class VfioUserServer extends EventEmitter {
     const o = this.o;
     const facts = await this.mirror.attach();
     this.facts = facts;
-    const want = o.pageSize ?? 4096n;
+    const want = o.pageSize ?? PAGE_SIZE_BIG;
     if (want <= 0n || (want & (want - 1n)) !== 0n) throw new RangeError('pageSize must be a power of two');
     // Advertise the host's page sizes no smaller than ours; the smallest of them is the alignment we enforce.
     let pgsizes = facts.pgsizes & ~(want - 1n);

@@ -19,6 +19,7 @@ import {
   encodeVersionRequest,
   HEADER_SIZE,
   QEMU_LIMITS,
+  QEMU_VERSION_JSON,
 } from 'vfio-user-protocol';
 import { parseCli, parseDeviceSpec, UsageError } from '../src/cli-options.js';
 
@@ -232,9 +233,7 @@ function tempDir(): { dir: string; cleanup: () => void } {
 
 /** QEMU 11.1.3's VERSION request, byte for byte (as observed on the wire). */
 function qemuVersionRequest(): Uint8Array {
-  const json = new TextEncoder().encode(
-    '{"capabilities": {"pgsizes": 4096, "max_msg_fds": 16, "max_dma_maps": 65535, "max_data_xfer_size": 1048576, "migration": {"max_bitmap_size": 268435456, "pgsize": 4096}, "write_multiple": true}}\0',
-  );
+  const json = new TextEncoder().encode(`${QEMU_VERSION_JSON}\0`);
   return encodeMessage(
     { id: 0, command: Command.VERSION },
     encodeVersionRequest({ major: 0, minor: 0, capabilities: json }),

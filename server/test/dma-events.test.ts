@@ -6,15 +6,16 @@ import { constants } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as native from 'vfio-user-native';
+import { DmaMapFlags } from 'vfio-user-protocol';
 import { DmaAddressSpace, type DmaListener } from '../src/dma/address-space.js';
-import { DmaProt, type DmaRegion } from '../src/dma/region.js';
+import type { DmaRegion } from '../src/dma/region.js';
 import type { HostFacts, IommuBackend, IommuMapRequest } from '../src/iommu/backend.js';
 import { IommuMirror } from '../src/iommu/mirror.js';
 import { NoneBackend } from '../src/iommu/none.js';
 import { rejects } from './engine-fixtures.js';
 
 const E = constants.errno;
-const RW = DmaProt.READ | DmaProt.WRITE;
+const RW = DmaMapFlags.READ | DmaMapFlags.WRITE;
 
 const hex = (r: DmaRegion) => `0x${r.iova.toString(16)}`;
 
@@ -225,11 +226,11 @@ test('mirror: fd maps reach the backend with fd, offset and address; fd-less one
   const mirror = new IommuMirror(backend);
   await s.map({ iova: 0x100000n, size: 0x2000n, prot: RW, fd: native.dupFd(memfd), fileOffset: 0x4000n }); // before start: replayed
   await mirror.start(s);
-  await s.map({ iova: 0xc0000n, size: 0x20000n, prot: DmaProt.READ }); // ROM, no fd
+  await s.map({ iova: 0xc0000n, size: 0x20000n, prot: DmaMapFlags.READ }); // ROM, no fd
   await s.map({
     iova: 0x200000n,
     size: 0x1000n,
-    prot: DmaProt.READ,
+    prot: DmaMapFlags.READ,
     fd: native.dupFd(memfd),
     fileOffset: 0x8000n,
   });
@@ -241,7 +242,7 @@ test('mirror: fd maps reach the backend with fd, offset and address; fd-less one
   const m = backend.maps[0]!;
   assert.is(m.fileOffset, 0x4000n);
   assert.is(m.prot, RW);
-  assert.is(backend.maps[1]!.prot, DmaProt.READ);
+  assert.is(backend.maps[1]!.prot, DmaMapFlags.READ);
   assert.is(m.segments!.length, 1);
   assert.is(m.vaddr, m.segments![0]!.vaddr);
   assert.is(mirror.stats.maps, 2);

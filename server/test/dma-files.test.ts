@@ -6,13 +6,14 @@ import { constants } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as native from 'vfio-user-native';
+import { DmaMapFlags } from 'vfio-user-protocol';
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import type { DmaError } from '../src/dma/errors.js';
-import { DmaProt, type DmaRegion } from '../src/dma/region.js';
+import type { DmaRegion } from '../src/dma/region.js';
 import { rejects } from './engine-fixtures.js';
 
 const E = constants.errno;
-const RW = DmaProt.READ | DmaProt.WRITE;
+const RW = DmaMapFlags.READ | DmaMapFlags.WRITE;
 const MiB = 1 << 20;
 
 function pattern(n: number, seed: number): Uint8Array {
@@ -121,7 +122,7 @@ test('READ-only regions: private view for JS, writes refused, file untouched, up
   const ro = await s.map({
     iova: 0xc0000n,
     size: 0x10000n,
-    prot: DmaProt.READ,
+    prot: DmaMapFlags.READ,
     fd: native.dupFd(memfd),
     fileOffset: 0n,
   });
@@ -226,10 +227,10 @@ test('fd checks: wrong fd types, short files, read-only fds, write seals, misali
   assert.is(s.size, 0);
   assert.is(s.snapshot().files, 0);
   // READ-only through a read-only fd or on a write-sealed file is fine.
-  const r1 = await map(native.openPath(`/proc/self/fd/${short}`, native.O_RDONLY), DmaProt.READ);
+  const r1 = await map(native.openPath(`/proc/self/fd/${short}`, native.O_RDONLY), DmaMapFlags.READ);
   assert.is(r1.access, 'mmap');
   await s.unmap(0x1000n, 0x1000n);
-  const r2 = await map(native.dupFd(sealed), DmaProt.READ);
+  const r2 = await map(native.dupFd(sealed), DmaMapFlags.READ);
   assert.is(r2.access, 'mmap');
   await s.close();
   native.closeFd(short);
@@ -247,7 +248,7 @@ test('1000 map/unmap cycles of duplicate fds leak no fd and no mapping', async (
     await s.map({
       iova,
       size: 0x1000n,
-      prot: i % 3 ? RW : DmaProt.READ,
+      prot: i % 3 ? RW : DmaMapFlags.READ,
       fd: native.dupFd(memfd),
       fileOffset: iova,
     });

@@ -5,13 +5,13 @@
 import { constants } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { DmaMapFlags } from 'vfio-user-protocol';
 import { DmaAddressSpace, type DmaMessageTransport } from '../src/dma/address-space.js';
 import { DmaError, DmaMapError } from '../src/dma/errors.js';
-import { DmaProt } from '../src/dma/region.js';
 import { rejects } from './engine-fixtures.js';
 
 const E = constants.errno;
-const RW = DmaProt.READ | DmaProt.WRITE;
+const RW = DmaMapFlags.READ | DmaMapFlags.WRITE;
 
 /** A message transport backed by a plain buffer, standing in for the client's guest memory. */
 function fakeGuest(size = 1 << 20): DmaMessageTransport & { mem: Uint8Array; calls: string[] } {
@@ -41,7 +41,7 @@ test('DMA_MAP validation: prot, size, wrap, alignment', async () => {
   await rejects(s.map({ iova: 0x1000n, size: 0x1800n, prot: RW }), E.EINVAL, 'size misaligned');
   assert.is(s.size, 0);
   // The very top page is fine (end == 2^64).
-  const top = await s.map({ iova: (1n << 64n) - 0x1000n, size: 0x1000n, prot: DmaProt.READ });
+  const top = await s.map({ iova: (1n << 64n) - 0x1000n, size: 0x1000n, prot: DmaMapFlags.READ });
   assert.is(top.end, 1n << 64n);
   assert.is(s.snapshot().mapFailures.EINVAL, 6);
 });
@@ -54,7 +54,7 @@ test('DMA_MAP overlap is EEXIST: partial, inside, containing, identical; adjacen
   await rejects(s.map({ iova: 0n, size: 0x10000n, prot: RW }), E.EEXIST, 'containing');
   await rejects(s.map({ iova: 0x2000n, size: 0x2000n, prot: RW }), E.EEXIST, 'identical re-map');
   await rejects(
-    s.map({ iova: 0x2000n, size: 0x2000n, prot: DmaProt.READ }),
+    s.map({ iova: 0x2000n, size: 0x2000n, prot: DmaMapFlags.READ }),
     E.EEXIST,
     'same range, other prot',
   );
@@ -163,8 +163,8 @@ test('access API: spans adjacent mappings, checks permission and coverage before
   s.setMessageTransport(guest);
   await s.map({ iova: 0x1000n, size: 0x1000n, prot: RW });
   await s.map({ iova: 0x2000n, size: 0x1000n, prot: RW });
-  await s.map({ iova: 0x3000n, size: 0x1000n, prot: DmaProt.READ });
-  await s.map({ iova: 0x5000n, size: 0x1000n, prot: DmaProt.WRITE });
+  await s.map({ iova: 0x3000n, size: 0x1000n, prot: DmaMapFlags.READ });
+  await s.map({ iova: 0x5000n, size: 0x1000n, prot: DmaMapFlags.WRITE });
 
   const data = new Uint8Array(0x1800).map((_, i) => i & 0xff);
   await s.write(0x1800n, data); // spans 0x1000 and 0x2000

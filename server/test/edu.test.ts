@@ -1,7 +1,8 @@
 // The edu device through the VfioUserDevice interface, with a Uint8Array-backed DMA accessor.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { DeviceError, IrqInfoFlags, PciIrq, RegionFlags } from '../src/device.js';
+import { IrqIndex, RegionInfoFlags } from 'vfio-user-protocol';
+import { DeviceError, IrqInfoFlags } from '../src/device.js';
 import { createEdu, EduDmaError, EduReg, eduFactorial } from '../src/devices/edu.js';
 import { createDevice, deviceNames } from '../src/devices/index.js';
 import {
@@ -63,14 +64,14 @@ Edu('PCI identity, BAR0, MSI capability, region and IRQ info', () => {
     0x0080,
     'MSI: 1 vector, 64-bit, no masking (as QEMU msi_init(.., 1, true, false))',
   );
-  assert.equal(dev.regionInfo(0), { size: 1n << 20n, flags: RegionFlags.READ | RegionFlags.WRITE });
+  assert.equal(dev.regionInfo(0), { size: 1n << 20n, flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE });
   for (const i of [1, 2, 3, 4, 5, 6, 8]) assert.is(dev.regionInfo(i).size, 0n);
   assert.equal(dev.regionInfo(7), { size: 256n, flags: 3 });
-  assert.equal(dev.irqInfo(PciIrq.INTX), { count: 1, flags: 0x7 });
-  assert.equal(dev.irqInfo(PciIrq.MSI), { count: 1, flags: IrqInfoFlags.EVENTFD | IrqInfoFlags.NORESIZE });
-  assert.equal(dev.irqInfo(PciIrq.MSIX), { count: 0, flags: 0 });
-  assert.equal(dev.irqInfo(PciIrq.ERR), { count: 1, flags: 0x1 });
-  assert.equal(dev.irqInfo(PciIrq.REQ), { count: 0, flags: 0 });
+  assert.equal(dev.irqInfo(IrqIndex.INTX), { count: 1, flags: 0x7 });
+  assert.equal(dev.irqInfo(IrqIndex.MSI), { count: 1, flags: IrqInfoFlags.EVENTFD | IrqInfoFlags.NORESIZE });
+  assert.equal(dev.irqInfo(IrqIndex.MSIX), { count: 0, flags: 0 });
+  assert.equal(dev.irqInfo(IrqIndex.ERR), { count: 1, flags: 0x1 });
+  assert.equal(dev.irqInfo(IrqIndex.REQ), { count: 0, flags: 0 });
 });
 
 Edu('identification; access sizes as QEMU (below 0x80 4 bytes only)', () => {
@@ -126,7 +127,7 @@ Edu('factorial with interrupt (INTx), acknowledged by the ISR', async () => {
   await until(() => t.ctx.irq.events.length > 0);
   assert.is(t.rd(EduReg.FACTORIAL), 120n);
   assert.is(t.rd(EduReg.IRQ_STATUS), 1n);
-  assert.equal(t.ctx.irq.events, [{ index: PciIrq.INTX, vector: 0 }]);
+  assert.equal(t.ctx.irq.events, [{ index: IrqIndex.INTX, vector: 0 }]);
   assert.ok(t.dev.intxAsserted);
   t.wr(EduReg.IRQ_ACK, 1);
   assert.is(t.rd(EduReg.IRQ_STATUS), 0n);
@@ -140,7 +141,7 @@ Edu('interrupt raise / acknowledge / status over INTx', () => {
   const t = setup();
   t.wr(EduReg.IRQ_RAISE, 0x5);
   assert.is(t.rd(EduReg.IRQ_STATUS), 5n);
-  assert.equal(t.ctx.irq.events, [{ index: PciIrq.INTX, vector: 0 }]);
+  assert.equal(t.ctx.irq.events, [{ index: IrqIndex.INTX, vector: 0 }]);
   assert.is(cfgRead(t.dev, 0x06, 2) & 0x8, 0x8);
   t.wr(EduReg.IRQ_RAISE, 0x2);
   assert.is(t.ctx.irq.events.length, 1, 'level already high');
@@ -166,15 +167,15 @@ Edu('MSI when the guest enabled it, INTx otherwise', () => {
   t.wr(EduReg.IRQ_RAISE, 0x1);
   t.wr(EduReg.IRQ_RAISE, 0x2);
   assert.equal(t.ctx.irq.events, [
-    { index: PciIrq.MSI, vector: 0 },
-    { index: PciIrq.MSI, vector: 0 },
+    { index: IrqIndex.MSI, vector: 0 },
+    { index: IrqIndex.MSI, vector: 0 },
   ]);
   assert.not.ok(t.dev.intxAsserted);
   t.wr(EduReg.IRQ_ACK, 0x3);
   cfgWrite(t.dev, 0x42, 2, 0);
   t.ctx.irq.clear();
   t.wr(EduReg.IRQ_RAISE, 0x1);
-  assert.equal(t.ctx.irq.events, [{ index: PciIrq.INTX, vector: 0 }]);
+  assert.equal(t.ctx.irq.events, [{ index: IrqIndex.INTX, vector: 0 }]);
 });
 
 Edu('DMA registers: 4- and 8-byte access, the upper dword alone reads all-ones', () => {
@@ -219,7 +220,7 @@ Edu('DMA completion interrupt 0x100', async () => {
   cfgWrite(t.dev, 0x04, 2, 0x0006);
   await dma(t, RAM, 0x40000n, 64n, 0x5);
   assert.is(t.rd(EduReg.IRQ_STATUS), 0x100n);
-  assert.equal(t.ctx.irq.events, [{ index: PciIrq.INTX, vector: 0 }]);
+  assert.equal(t.ctx.irq.events, [{ index: IrqIndex.INTX, vector: 0 }]);
   t.wr(EduReg.IRQ_ACK, 0x100);
   assert.not.ok(t.dev.intxAsserted);
 });
@@ -366,7 +367,7 @@ Edu('QEMU startup sequence (protocol 6.3)', async () => {
   assert.is(dev.numIrqs, 5);
   const sizes = [0, 1, 2, 3, 4, 5].map((i) => dev.regionInfo(i).size);
   assert.equal(sizes, [1n << 20n, 0n, 0n, 0n, 0n, 0n]);
-  assert.is(dev.irqInfo(PciIrq.ERR).count, 1);
+  assert.is(dev.irqInfo(IrqIndex.ERR).count, 1);
   const size = Number(dev.regionInfo(CONFIG).size);
   const dump = dev.regionRead(CONFIG, 0n, size);
   assert.is(dump.length, 256);

@@ -15,21 +15,19 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import * as assert from 'uvu/assert';
 import * as native from 'vfio-user-native';
+import { DeviceInfoFlags, IrqIndex, RegionInfoFlags } from 'vfio-user-protocol';
 import {
   type DeviceContext,
   DeviceError,
-  DeviceFlags,
   type IrqDescription,
-  PciIrq,
   type RegionDescription,
-  RegionFlags,
   type VfioUserDevice,
 } from '../src/device.js';
 
 const EINVAL = 22;
 
 export class TestDevice implements VfioUserDevice {
-  readonly flags = DeviceFlags.PCI | DeviceFlags.RESET;
+  readonly flags = DeviceInfoFlags.PCI | DeviceInfoFlags.RESET;
   readonly numRegions = 9;
   readonly numIrqs = 5;
   readonly bar0 = new Uint8Array(0x1000);
@@ -51,17 +49,17 @@ export class TestDevice implements VfioUserDevice {
   regionInfo(index: number): RegionDescription {
     switch (index) {
       case 0:
-        return { size: 0x1000n, flags: RegionFlags.READ | RegionFlags.WRITE };
+        return { size: 0x1000n, flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
       case 1:
         return {
           size: 0x2000n,
-          flags: RegionFlags.READ | RegionFlags.WRITE | RegionFlags.MMAP,
+          flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE | RegionInfoFlags.MMAP,
           mmap: { fd: this.bar1Fd, offset: 0n, areas: [{ offset: 0x1000n, size: 0x1000n }] },
         };
       case 4:
-        return { size: 0x100000n, flags: RegionFlags.READ | RegionFlags.WRITE };
+        return { size: 0x100000n, flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
       case 7:
-        return { size: 256n, flags: RegionFlags.READ | RegionFlags.WRITE };
+        return { size: 256n, flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
       default:
         return { size: 0n, flags: 0 };
     }
@@ -69,13 +67,13 @@ export class TestDevice implements VfioUserDevice {
 
   irqInfo(index: number): IrqDescription {
     switch (index) {
-      case PciIrq.INTX:
+      case IrqIndex.INTX:
         return { flags: 0x7, count: 1 };
-      case PciIrq.MSI:
+      case IrqIndex.MSI:
         return { flags: 0x9, count: 2 };
-      case PciIrq.MSIX:
+      case IrqIndex.MSIX:
         return { flags: 0xb, count: 8 };
-      case PciIrq.ERR:
+      case IrqIndex.ERR:
         return { flags: 0x1, count: 1 };
       default:
         return { flags: 0x1, count: 0 };
@@ -129,7 +127,7 @@ export class TestDevice implements VfioUserDevice {
       } catch (err) {
         dv.setUint32(0x11c, 0x100 + ((err as { errno?: number }).errno ?? 5), true);
       }
-      ctx.irq.trigger(PciIrq.MSIX, 0);
+      ctx.irq.trigger(IrqIndex.MSIX, 0);
     })();
   }
 

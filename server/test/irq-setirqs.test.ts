@@ -6,13 +6,13 @@ import { constants } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as native from 'vfio-user-native';
-import { PciIrq } from '../src/device.js';
-import { IrqSetFlags as F, IrqController, IrqError } from '../src/irq/irq-controller.js';
+import { SetIrqsFlags as F, IrqIndex } from 'vfio-user-protocol';
+import { IrqController, IrqError } from '../src/irq/irq-controller.js';
 import { TestDevice, waitFor } from './engine-fixtures.js';
 
 const E = constants.errno;
 const TRIG_EVENTFD = F.DATA_EVENTFD | F.ACTION_TRIGGER;
-const { MSIX, INTX, ERR, REQ } = PciIrq;
+const { MSIX, INTX, ERR, REQ } = IrqIndex;
 
 /** n eventfds: the test keeps the originals (to count signals), the controller gets dups. */
 function eventfds(n: number): { mine: number[]; theirs: number[] } {
@@ -107,7 +107,7 @@ test('NONE and BOOL TRIGGER fire from the client side (loopback)', () => {
   closeAll(mine);
   dev.close();
 });
-const MSI = PciIrq.MSI;
+const MSI = IrqIndex.MSI;
 
 test('MASK makes triggers pending; UNMASK fires the pending one once', () => {
   const { dev, irq } = setup();

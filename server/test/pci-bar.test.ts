@@ -4,7 +4,8 @@ import { ftruncateSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mmap, munmap, openFds } from 'vfio-user-native';
-import { DeviceError, RegionFlags } from '../src/device.js';
+import { RegionInfoFlags } from 'vfio-user-protocol';
+import { DeviceError } from '../src/device.js';
 import { type AccessSize, type BarSpec, PciDevice } from '../src/pci/index.js';
 import { expectDeviceError, makeContext, regRead, regWrite } from './pci-test-context.js';
 
@@ -150,7 +151,7 @@ Bar(
     });
     const info = dev.regionInfo(0);
     assert.is(info.size, 0x4000n);
-    assert.is(info.flags, RegionFlags.READ | RegionFlags.WRITE | RegionFlags.MMAP);
+    assert.is(info.flags, RegionInfoFlags.READ | RegionInfoFlags.WRITE | RegionInfoFlags.MMAP);
     assert.ok(info.mmap && info.mmap.fd >= 0);
     assert.is(info.mmap!.offset, 0n);
     assert.equal(info.mmap!.areas, [

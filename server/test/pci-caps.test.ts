@@ -1,7 +1,7 @@
 // Capabilities through config space and BARs: chain walks, PM, MSI, MSI-X table/PBA, PCIe + FLR + DSN.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PciIrq } from '../src/device.js';
+import { IrqIndex } from 'vfio-user-protocol';
 import { PciDevice, type PciDeviceSpec } from '../src/pci/index.js';
 import {
   CONFIG,
@@ -124,7 +124,7 @@ Caps('MSI: enable routes raise(); masked vectors pend and fire on unmask', () =>
   const m = dev.msi!.offset;
   cfgWrite(dev, m + 2, 2, 0x0021); // enable, 4 vectors
   assert.is(dev.raise(2), 'msi');
-  assert.equal(ctx.irq.events, [{ index: PciIrq.MSI, vector: 2 }]);
+  assert.equal(ctx.irq.events, [{ index: IrqIndex.MSI, vector: 2 }]);
   ctx.irq.clear();
   cfgWrite(dev, m + 16, 4, 0x2); // mask vector 1
   dev.raise(1);
@@ -132,18 +132,18 @@ Caps('MSI: enable routes raise(); masked vectors pend and fire on unmask', () =>
   assert.is(cfgRead(dev, m + 20, 4), 0x2, 'vector 1 pending');
   dev.raise(1);
   cfgWrite(dev, m + 16, 4, 0x0);
-  assert.equal(ctx.irq.events, [{ index: PciIrq.MSI, vector: 1 }], 'one delivery on unmask');
+  assert.equal(ctx.irq.events, [{ index: IrqIndex.MSI, vector: 1 }], 'one delivery on unmask');
   assert.is(cfgRead(dev, m + 20, 4), 0);
   ctx.irq.clear();
   // Fewer vectors enabled than asked for: fold onto the last one.
   cfgWrite(dev, m + 2, 2, 0x0001);
   dev.raise(3);
-  assert.equal(ctx.irq.events, [{ index: PciIrq.MSI, vector: 0 }]);
+  assert.equal(ctx.irq.events, [{ index: IrqIndex.MSI, vector: 0 }]);
   // Disabled: back to INTx.
   ctx.irq.clear();
   cfgWrite(dev, m + 2, 2, 0);
   assert.is(dev.raise(0), 'intx');
-  assert.equal(ctx.irq.events, [{ index: PciIrq.INTX, vector: 0 }]);
+  assert.equal(ctx.irq.events, [{ index: IrqIndex.INTX, vector: 0 }]);
 });
 
 Caps('MSI without per-vector masking, 32-bit', () => {
@@ -198,7 +198,7 @@ Caps('MSI-X: enable routes raise(); function mask pends, unmask delivers', () =>
   assert.is(dev.raise(5), 'msix');
   assert.equal(
     ctx.irq.events,
-    [{ index: PciIrq.MSIX, vector: 5 }],
+    [{ index: IrqIndex.MSIX, vector: 5 }],
     "table mask is the client's (QEMU emulates it)",
   );
   ctx.irq.clear();
@@ -210,8 +210,8 @@ Caps('MSI-X: enable routes raise(); function mask pends, unmask delivers', () =>
   assert.is(regRead(dev, 0, 0x2000, 4), 0x48n, 'vectors 3 and 6 pending');
   cfgWrite(dev, x + 2, 2, 0x8000);
   assert.equal(ctx.irq.events, [
-    { index: PciIrq.MSIX, vector: 3 },
-    { index: PciIrq.MSIX, vector: 6 },
+    { index: IrqIndex.MSIX, vector: 3 },
+    { index: IrqIndex.MSIX, vector: 6 },
   ]);
   assert.is(regRead(dev, 0, 0x2000, 4), 0n);
 });
@@ -227,7 +227,7 @@ Caps('MSI-X with device-side table masking', () => {
   assert.equal(ctx.irq.events, [], 'vector 2 masked at power-on');
   assert.is(regRead(dev, 0, 0x800, 1), 0x4n);
   regWrite(dev, 0, 2 * 16 + 12, 4, 0);
-  assert.equal(ctx.irq.events, [{ index: PciIrq.MSIX, vector: 2 }]);
+  assert.equal(ctx.irq.events, [{ index: IrqIndex.MSIX, vector: 2 }]);
   assert.is(regRead(dev, 0, 0x800, 1), 0n);
 });
 

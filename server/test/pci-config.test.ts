@@ -2,7 +2,8 @@
 // byte-granular access, bounds, region/IRQ info, QEMU's startup and reset sequences, reset.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { DeviceFlags, IrqInfoFlags, PciIrq, RegionFlags } from '../src/device.js';
+import { DeviceInfoFlags, IrqIndex, RegionInfoFlags } from 'vfio-user-protocol';
+import { IrqInfoFlags } from '../src/device.js';
 import { type BarHandler, PciDevice, type PciDeviceSpec } from '../src/pci/index.js';
 import { CONFIG, cfgRead, cfgWrite, expectDeviceError, makeContext } from './pci-test-context.js';
 
@@ -35,7 +36,7 @@ const Cfg = suite('pci config');
 
 Cfg('device info: PCI + RESET, 9 regions, 5 IRQ indexes', () => {
   const dev = new PciDevice(spec());
-  assert.is(dev.flags, DeviceFlags.PCI | DeviceFlags.RESET);
+  assert.is(dev.flags, DeviceInfoFlags.PCI | DeviceInfoFlags.RESET);
   assert.is(dev.numRegions, 9);
   assert.is(dev.numIrqs, 5);
 });
@@ -139,7 +140,7 @@ Cfg('a ROM: sizable register and region 6', () => {
   rom[0] = 0x55;
   rom[1] = 0xaa;
   const dev = new PciDevice(spec({ rom }));
-  assert.equal(dev.regionInfo(6), { size: 4096n, flags: RegionFlags.READ });
+  assert.equal(dev.regionInfo(6), { size: 4096n, flags: RegionInfoFlags.READ });
   cfgWrite(dev, 0x30, 4, 0xfffff800);
   assert.is(cfgRead(dev, 0x30, 4), 0xfffff000);
   cfgWrite(dev, 0x30, 4, 0xfeb00001);
@@ -230,7 +231,7 @@ Cfg('reads of 1, 2 and 4 bytes at every offset agree with the full dump', () => 
 
 Cfg('config bounds: EINVAL past the end, saturating offsets, count 0 is fine', () => {
   const dev = new PciDevice(spec());
-  assert.equal(dev.regionInfo(7), { size: 256n, flags: RegionFlags.READ | RegionFlags.WRITE });
+  assert.equal(dev.regionInfo(7), { size: 256n, flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE });
   assert.is(dev.regionRead(CONFIG, 0n, 256).length, 256);
   expectDeviceError(() => dev.regionRead(CONFIG, 0xffn, 2), EINVAL);
   expectDeviceError(() => dev.regionRead(CONFIG, 0n, 257), EINVAL);
@@ -261,17 +262,17 @@ Cfg('IRQ info: INTx iff pin, MSI/MSI-X counts, ERR 1, REQ 0', () => {
     spec({ caps: { msi: { vectors: 4 }, msix: { vectors: 16, bar: 0, tableOffset: 0, pbaOffset: 0x800 } } }),
   );
   const { EVENTFD, MASKABLE, AUTOMASKED, NORESIZE } = IrqInfoFlags;
-  assert.equal(dev.irqInfo(PciIrq.INTX), { count: 1, flags: EVENTFD | MASKABLE | AUTOMASKED });
-  assert.equal(dev.irqInfo(PciIrq.MSI), { count: 4, flags: EVENTFD | NORESIZE });
-  assert.equal(dev.irqInfo(PciIrq.MSIX), { count: 16, flags: EVENTFD | NORESIZE });
-  assert.equal(dev.irqInfo(PciIrq.ERR), { count: 1, flags: EVENTFD });
-  assert.equal(dev.irqInfo(PciIrq.REQ), { count: 0, flags: 0 });
+  assert.equal(dev.irqInfo(IrqIndex.INTX), { count: 1, flags: EVENTFD | MASKABLE | AUTOMASKED });
+  assert.equal(dev.irqInfo(IrqIndex.MSI), { count: 4, flags: EVENTFD | NORESIZE });
+  assert.equal(dev.irqInfo(IrqIndex.MSIX), { count: 16, flags: EVENTFD | NORESIZE });
+  assert.equal(dev.irqInfo(IrqIndex.ERR), { count: 1, flags: EVENTFD });
+  assert.equal(dev.irqInfo(IrqIndex.REQ), { count: 0, flags: 0 });
   expectDeviceError(() => dev.irqInfo(5), EINVAL);
 
   const nopin = new PciDevice(spec({ intxPin: 0 }));
   assert.is(cfgRead(nopin, 0x3d, 1), 0);
-  assert.equal(nopin.irqInfo(PciIrq.INTX), { count: 0, flags: 0 }, 'CFG-20: pin 0 <=> no INTx');
-  assert.equal(nopin.irqInfo(PciIrq.MSI), { count: 0, flags: 0 });
+  assert.equal(nopin.irqInfo(IrqIndex.INTX), { count: 0, flags: 0 }, 'CFG-20: pin 0 <=> no INTx');
+  assert.equal(nopin.irqInfo(IrqIndex.MSI), { count: 0, flags: 0 });
 });
 
 Cfg('QEMU startup and reset sequence (protocol 6.3 steps 4-12, CFG-22)', async () => {
@@ -279,10 +280,10 @@ Cfg('QEMU startup and reset sequence (protocol 6.3 steps 4-12, CFG-22)', async (
   const ctx = makeContext();
   dev.attach(ctx);
   // 4-6: GET_INFO, region info 0-5 and 7, IRQ info ERR.
-  assert.ok(dev.flags & DeviceFlags.PCI);
+  assert.ok(dev.flags & DeviceInfoFlags.PCI);
   const sizes = [0, 1, 2, 3, 4, 5].map((i) => dev.regionInfo(i).size);
   assert.is(dev.regionInfo(7).size, 4096n);
-  assert.is(dev.irqInfo(PciIrq.ERR).count, 1);
+  assert.is(dev.irqInfo(IrqIndex.ERR).count, 1);
   // 7: the whole config space in one read.
   const dump = dev.regionRead(CONFIG, 0n, 4096);
   assert.is(dump.length, 4096);

@@ -1,8 +1,8 @@
 // The device-model example from the top of pci-device.ts, verbatim, so the documentation compiles and works.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { IrqIndex } from 'vfio-user-protocol';
 import type { DeviceContext } from '../src/device.js';
-import { PciIrq } from '../src/device.js';
 import { type AccessSize, PciDevice, type PciDeviceModel } from '../src/pci/index.js';
 import { cfgWrite, makeContext, regRead, regWrite, until } from './pci-test-context.js';
 
@@ -61,7 +61,7 @@ test('the documented example device works', async () => {
   assert.is(regRead(dev, 0, 1, 1), 0xc3n);
   assert.is(regRead(dev, 0, 2, 2), 0xa1b2n);
   regWrite(dev, 0, 0x10, 4, 1);
-  assert.equal(ctx.irq.events, [{ index: PciIrq.INTX, vector: 0 }]);
+  assert.equal(ctx.irq.events, [{ index: IrqIndex.INTX, vector: 0 }]);
   regWrite(dev, 0, 0x18, 4, 1);
   assert.not.ok(dev.intxAsserted);
   cfgWrite(dev, 0x04, 2, 0x0006);

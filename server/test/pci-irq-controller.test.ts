@@ -3,12 +3,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { closeFd, dupFd, eventfd, eventfdRead } from 'vfio-user-native';
-import { PciIrq } from '../src/device.js';
+import { IrqIndex, SetIrqsFlags } from 'vfio-user-protocol';
 import { createEdu, EduReg } from '../src/devices/edu.js';
-import { IrqController, IrqSetFlags } from '../src/irq/irq-controller.js';
+import { IrqController } from '../src/irq/irq-controller.js';
 import { cfgWrite, GuestRam, RecordingLogger, regWrite } from './pci-test-context.js';
 
-const { DATA_NONE, DATA_EVENTFD, ACTION_TRIGGER, ACTION_UNMASK } = IrqSetFlags;
+const { DATA_NONE, DATA_EVENTFD, ACTION_TRIGGER, ACTION_UNMASK } = SetIrqsFlags;
 
 function wire(index: number) {
   const dev = createEdu();
@@ -22,7 +22,8 @@ function wire(index: number) {
     irq,
     /** Signals since the last call. */
     signals: () => Number(eventfdRead(ours)),
-    eoi: () => irq.setIrqs({ flags: DATA_NONE | ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1 }, []),
+    eoi: () =>
+      irq.setIrqs({ flags: DATA_NONE | ACTION_UNMASK, index: IrqIndex.INTX, start: 0, count: 1 }, []),
     raise: (v: number) => regWrite(dev, 0, EduReg.IRQ_RAISE, 4, v),
     ack: (v: number) => regWrite(dev, 0, EduReg.IRQ_ACK, 4, v),
     close: () => {
@@ -36,10 +37,10 @@ function wire(index: number) {
 const Ctl = suite('pci interrupts with the IrqController');
 
 Ctl('edu INTx: one signal per interrupt, re-fire at EOI only while the status is non-zero', () => {
-  const t = wire(PciIrq.INTX);
+  const t = wire(IrqIndex.INTX);
   t.raise(1);
   assert.is(t.signals(), 1);
-  assert.ok(t.irq.state(PciIrq.INTX, 0).masked, 'automasked');
+  assert.ok(t.irq.state(IrqIndex.INTX, 0).masked, 'automasked');
   t.raise(2);
   assert.is(t.signals(), 0, 'level already up, client masked');
   t.ack(1);
@@ -60,7 +61,7 @@ Ctl('edu INTx: one signal per interrupt, re-fire at EOI only while the status is
   t.eoi();
   t.eoi();
   assert.is(t.signals(), 0);
-  assert.equal(t.irq.state(PciIrq.INTX, 0), { enabled: true, masked: false, pending: false });
+  assert.equal(t.irq.state(IrqIndex.INTX, 0), { enabled: true, masked: false, pending: false });
   t.close();
 });
 
@@ -72,14 +73,14 @@ Ctl('edu INTx raised before the eventfd is wired fires on wiring', () => {
   assert.is(irq.stats.dropped, 1);
   const efd = eventfd();
   const ours = dupFd(efd);
-  irq.setIrqs({ flags: DATA_EVENTFD | ACTION_TRIGGER, index: PciIrq.INTX, start: 0, count: 1 }, [efd]);
+  irq.setIrqs({ flags: DATA_EVENTFD | ACTION_TRIGGER, index: IrqIndex.INTX, start: 0, count: 1 }, [efd]);
   assert.is(Number(eventfdRead(ours)), 1);
   irq.reset();
   closeFd(ours);
 });
 
 Ctl('edu MSI: every raise signals vector 0', () => {
-  const t = wire(PciIrq.MSI);
+  const t = wire(IrqIndex.MSI);
   cfgWrite(t.dev, 0x42, 2, 0x0001);
   t.raise(1);
   t.raise(2);

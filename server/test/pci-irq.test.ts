@@ -1,12 +1,12 @@
 // INTx level semantics and routing through the IrqSink.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { PciIrq } from '../src/device.js';
+import { IrqIndex } from 'vfio-user-protocol';
 import { PciDevice, type PciDeviceSpec } from '../src/pci/index.js';
 import { cfgRead, cfgWrite, makeContext } from './pci-test-context.js';
 
 const base: PciDeviceSpec = { vendorId: 0x1234, deviceId: 3, classCode: 0, caps: { msi: { vectors: 1 } } };
-const INTX = { index: PciIrq.INTX, vector: 0 };
+const INTX = { index: IrqIndex.INTX, vector: 0 };
 
 const Irq = suite('pci interrupts');
 
@@ -35,15 +35,15 @@ Irq('unmask re-fires a line that is still asserted, and only then', () => {
   dev.attach(ctx);
   dev.raise();
   dev.intxUnmasked();
-  assert.is(ctx.irq.count(PciIrq.INTX), 2, 'guest EOIed without clearing the source');
-  dev.irqStateChanged(PciIrq.INTX);
-  assert.is(ctx.irq.count(PciIrq.INTX), 3, 'irqStateChanged(INTX) does the same');
-  dev.irqStateChanged(PciIrq.MSI);
+  assert.is(ctx.irq.count(IrqIndex.INTX), 2, 'guest EOIed without clearing the source');
+  dev.irqStateChanged(IrqIndex.INTX);
+  assert.is(ctx.irq.count(IrqIndex.INTX), 3, 'irqStateChanged(INTX) does the same');
+  dev.irqStateChanged(IrqIndex.MSI);
   assert.is(ctx.irq.events.length, 3);
   dev.lower();
   dev.intxUnmasked();
-  dev.irqStateChanged(PciIrq.INTX);
-  assert.is(ctx.irq.count(PciIrq.INTX), 3);
+  dev.irqStateChanged(IrqIndex.INTX);
+  assert.is(ctx.irq.count(IrqIndex.INTX), 3);
 });
 
 Irq('a line raised with no eventfd (or no client) fires once one is wired', () => {
@@ -55,7 +55,7 @@ Irq('a line raised with no eventfd (or no client) fires once one is wired', () =
   dev.intxUnmasked();
   assert.equal(ctx.irq.events, []);
   ctx.irq.disabled.clear();
-  dev.irqStateChanged(PciIrq.INTX);
+  dev.irqStateChanged(IrqIndex.INTX);
   assert.equal(ctx.irq.events, [INTX]);
 });
 
@@ -89,8 +89,8 @@ Irq('MSI enabled: raise goes to MSI, lower() is harmless, unmask does not fire I
   assert.is(dev.raise(), 'msi');
   assert.is(dev.raise(), 'msi');
   assert.equal(ctx.irq.events, [
-    { index: PciIrq.MSI, vector: 0 },
-    { index: PciIrq.MSI, vector: 0 },
+    { index: IrqIndex.MSI, vector: 0 },
+    { index: IrqIndex.MSI, vector: 0 },
   ]);
   dev.lower();
   dev.intxUnmasked();
@@ -105,7 +105,7 @@ Irq('a trigger latched as pending by the sink is delivered once, by the sink', (
   dev.attach(ctx);
   dev.raise();
   assert.equal(ctx.irq.events, []);
-  ctx.irq.unmask(PciIrq.INTX, 0, dev);
+  ctx.irq.unmask(IrqIndex.INTX, 0, dev);
   assert.equal(ctx.irq.events, [INTX], "one delivery, not the sink's plus a re-fire");
 });
 
@@ -114,42 +114,42 @@ Irq(
   () => {
     const dev = new PciDevice(base);
     const ctx = makeContext();
-    ctx.irq.automask.add(PciIrq.INTX);
+    ctx.irq.automask.add(IrqIndex.INTX);
     dev.attach(ctx);
-    const eoi = () => ctx.irq.unmask(PciIrq.INTX, 0, dev);
+    const eoi = () => ctx.irq.unmask(IrqIndex.INTX, 0, dev);
     // 1. Raise, the ISR clears the source, EOI: one interrupt.
     dev.raise();
     dev.lower();
     eoi();
-    assert.is(ctx.irq.count(PciIrq.INTX), 1);
+    assert.is(ctx.irq.count(IrqIndex.INTX), 1);
     // 2. Raise, EOI without clearing the source: re-fired; then cleared: no more.
     dev.raise();
     eoi();
-    assert.is(ctx.irq.count(PciIrq.INTX), 3);
+    assert.is(ctx.irq.count(IrqIndex.INTX), 3);
     dev.lower();
     eoi();
-    assert.is(ctx.irq.count(PciIrq.INTX), 3);
+    assert.is(ctx.irq.count(IrqIndex.INTX), 3);
     // 3. Cleared and raised again before the EOI: delivered once at the EOI, nothing left pending.
     dev.raise();
     dev.lower();
     dev.raise();
     eoi();
-    assert.is(ctx.irq.count(PciIrq.INTX), 5);
+    assert.is(ctx.irq.count(IrqIndex.INTX), 5);
     assert.is(ctx.irq.pending.size, 0);
     dev.lower();
     eoi();
     eoi();
-    assert.is(ctx.irq.count(PciIrq.INTX), 5, 'no spurious interrupt later');
+    assert.is(ctx.irq.count(IrqIndex.INTX), 5, 'no spurious interrupt later');
     // 4. An INTx SET_IRQS that is not an unmask (here: MASK) while the line is up.
     dev.raise();
-    assert.is(ctx.irq.count(PciIrq.INTX), 6);
+    assert.is(ctx.irq.count(IrqIndex.INTX), 6);
     ctx.irq.masked.add('0:0');
-    dev.irqStateChanged(PciIrq.INTX);
+    dev.irqStateChanged(IrqIndex.INTX);
     eoi();
-    assert.is(ctx.irq.count(PciIrq.INTX), 7, 'the line, still up, fires once at the unmask');
+    assert.is(ctx.irq.count(IrqIndex.INTX), 7, 'the line, still up, fires once at the unmask');
     dev.lower();
     eoi();
-    assert.is(ctx.irq.count(PciIrq.INTX), 7);
+    assert.is(ctx.irq.count(IrqIndex.INTX), 7);
     assert.is(ctx.irq.pending.size, 0);
   },
 );
@@ -173,7 +173,7 @@ Irq('signalError fires the ERR eventfd', () => {
   assert.not.ok(dev.signalError(), 'no client');
   dev.attach(ctx);
   assert.ok(dev.signalError());
-  assert.equal(ctx.irq.events, [{ index: PciIrq.ERR, vector: 0 }]);
+  assert.equal(ctx.irq.events, [{ index: IrqIndex.ERR, vector: 0 }]);
 });
 
 Irq.run();

@@ -28,11 +28,11 @@ import {
   encodeSetIrqsRequest,
   HEADER_SIZE,
   MsgFlags,
+  SetIrqsFlags,
 } from 'vfio-user-protocol';
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import type { IommuBackend } from '../src/iommu/backend.js';
 import { IommuMirror } from '../src/iommu/mirror.js';
-import { IrqSetFlags } from '../src/irq/irq-controller.js';
 import { fdTable, TestDevice, waitFor } from './engine-fixtures.js';
 import { isError, isOk, type SessionRig, sleep, startSession, versionPayload } from './session-harness.js';
 
@@ -250,12 +250,12 @@ test('fds: stray fds on GET_INFO are closed; invalid SET_IRQS closes its fds; mo
   assert.ok(isOk(r));
   const setIrqs = (flags: number, index: number, start: number, count: number, data?: Uint8Array) =>
     encodeSetIrqsRequest({ flags, index, start, count, data });
-  const TE = IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER;
+  const TE = SetIrqsFlags.DATA_EVENTFD | SetIrqsFlags.ACTION_TRIGGER;
   r = await rig.client.request(Command.DEVICE_SET_IRQS, setIrqs(TE, 2, 7, 2), { fds: e.slice(0, 2) });
   assert.ok(isError(r, E.EINVAL), 'start N-1 count 2');
   r = await rig.client.request(
     Command.DEVICE_SET_IRQS,
-    setIrqs(IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_TRIGGER, 2, 0, 1),
+    setIrqs(SetIrqsFlags.DATA_NONE | SetIrqsFlags.ACTION_TRIGGER, 2, 0, 1),
     { fds: e.slice(0, 1) },
   );
   assert.ok(isError(r, E.EINVAL), 'NONE with an fd');
@@ -298,7 +298,7 @@ test('SET_IRQS pass-through: a device hook that takes the request gets borrowed 
   const rig = await ready({ device });
   const fds0 = native.openFds();
   const e = native.eventfd();
-  const TE = IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER;
+  const TE = SetIrqsFlags.DATA_EVENTFD | SetIrqsFlags.ACTION_TRIGGER;
   let r = await rig.client.request(
     Command.DEVICE_SET_IRQS,
     encodeSetIrqsRequest({ flags: TE, index: 2, start: 0, count: 1 }),
@@ -584,7 +584,7 @@ test('disconnect mid-message: cleanup (maps, IRQ fds, device detached, state kep
   await rig.client.request(
     Command.DEVICE_SET_IRQS,
     encodeSetIrqsRequest({
-      flags: IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER,
+      flags: SetIrqsFlags.DATA_EVENTFD | SetIrqsFlags.ACTION_TRIGGER,
       index: 2,
       start: 0,
       count: 1,

@@ -17,6 +17,7 @@ import {
   HEADER_SIZE,
   type Header,
   MsgFlags,
+  QEMU_VERSION_JSON,
 } from 'vfio-user-protocol';
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import { IrqController } from '../src/irq/irq-controller.js';
@@ -30,8 +31,7 @@ export interface Msg {
   fds: number[];
 }
 
-export const QEMU_VERSION_JSON =
-  '{"capabilities": {"pgsizes": 4096, "max_msg_fds": 16, "max_dma_maps": 65535, "max_data_xfer_size": 1048576, "migration": {"max_bitmap_size": 268435456, "pgsize": 4096}, "write_multiple": true}}';
+export { QEMU_VERSION_JSON };
 
 export function json(text: string): Uint8Array {
   const b = new TextEncoder().encode(text);

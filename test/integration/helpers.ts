@@ -14,14 +14,13 @@ import {
   PROT_READ,
   PROT_WRITE,
 } from 'vfio-user-native';
+import { DeviceInfoFlags, RegionInfoFlags } from 'vfio-user-protocol';
 import {
   type DeviceContext,
   DeviceError,
-  DeviceFlags,
   type IrqDescription,
   IrqInfoFlags,
   type RegionDescription,
-  RegionFlags,
   type ServerOptions,
   type VfioUserDevice,
   VfioUserServer,
@@ -116,7 +115,7 @@ export const Scratch = {
  * 5 IRQ indexes (INTx 1 automasked, MSI-X 8 maskable). State survives detach/attach; reset() clears it.
  */
 export class ScratchDevice implements VfioUserDevice {
-  readonly flags = DeviceFlags.PCI | DeviceFlags.RESET;
+  readonly flags = DeviceInfoFlags.PCI | DeviceInfoFlags.RESET;
   readonly numRegions = 9;
   readonly numIrqs = 5;
   readonly mem = new Uint8Array(Scratch.MEM_SIZE);
@@ -144,12 +143,12 @@ export class ScratchDevice implements VfioUserDevice {
   }
 
   regionInfo(index: number): RegionDescription {
-    const rw = RegionFlags.READ | RegionFlags.WRITE;
+    const rw = RegionInfoFlags.READ | RegionInfoFlags.WRITE;
     if (index === 0) return { size: BigInt(Scratch.BAR0_SIZE), flags: rw };
     if (index === 2) {
       return {
         size: BigInt(Scratch.BAR2_SIZE),
-        flags: rw | RegionFlags.MMAP,
+        flags: rw | RegionInfoFlags.MMAP,
         mmap: {
           fd: this.bar2fd,
           offset: 0n,

@@ -6,9 +6,10 @@
 //   - `spec`: what the spec requires (S) or recommends (S~, K); an errno that the spec does not fix is recorded,
 //     not judged;
 //   - `lvu`: additionally accepts libvfio-user's documented choices, and holds L-basis errnos exactly.
+
+import { errnoName } from 'vfio-user-protocol';
 import { CaseFail, CaseSkip, type Conn, expectErrorShape, fail, type Msg, skip } from './conn.js';
 import type { DevDriver, Scratch } from './devices.js';
-import { errnoName } from './errno.js';
 import type { NativeApi } from './native.js';
 import type { DeviceProfile } from './profile.js';
 import { connectRaw, negotiate, type Session, type VersionOptions } from './session.js';

@@ -4,7 +4,7 @@
 // Replies are handed out in arrival order (the server must answer in request order); `call()` checks that the
 // reply it gets is the one for its request, so a stray reply (to a NO_REPLY command, say) surfaces at the next
 // call instead of going unnoticed.
-import { Errno, errnoName } from './errno.js';
+import { Errno, errnoName } from 'vfio-user-protocol';
 import type { NativeApi, RawSocket, RawSocketHandlers } from './native.js';
 import {
   Cmd,

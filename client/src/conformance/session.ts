@@ -1,7 +1,8 @@
 // A negotiated connection plus typed helpers for well-formed requests. Cases that need malformed input build it
 // with wire.ts and send it through `s.conn` directly.
+
+import { DEFAULT_MAX_DMA_MAPS, errnoName, QEMU_VERSION_JSON } from 'vfio-user-protocol';
 import { type CallOptions, Conn, closeFds, expectErrorShape, expectOk, fail, type Msg } from './conn.js';
-import { errnoName } from './errno.js';
 import type { NativeApi } from './native.js';
 import {
   Cmd,
@@ -20,7 +21,6 @@ import {
   parseIrqInfo,
   parseRegionInfo,
   parseVersion,
-  QEMU_VERSION_JSON,
   type RegionInfo,
   regionAccessPayload,
   regionInfoPayload,
@@ -52,7 +52,7 @@ export function serverCapsFrom(json: unknown): ServerCaps {
     maxMsgFds: num('max_msg_fds', 1),
     maxDataXferSize: num('max_data_xfer_size', 1 << 20),
     pgsizes: BigInt(num('pgsizes', 4096)),
-    maxDmaMaps: num('max_dma_maps', 65535),
+    maxDmaMaps: num('max_dma_maps', DEFAULT_MAX_DMA_MAPS),
     migration:
       c.migration && typeof c.migration === 'object' ? (c.migration as ServerCaps['migration']) : null,
     writeMultiple: c.write_multiple === true,

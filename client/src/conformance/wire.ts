@@ -411,10 +411,6 @@ export function parseVersion(p: Buffer): {
   }
 }
 
-/** QEMU 11.1's 214-byte VERSION request JSON. */
-export const QEMU_VERSION_JSON =
-  '{"capabilities": {"pgsizes": 4096, "max_msg_fds": 16, "max_dma_maps": 65535, "max_data_xfer_size": 1048576, "migration": {"max_bitmap_size": 268435456, "pgsize": 4096}, "write_multiple": true}}';
-
 export function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
 }

@@ -1,12 +1,10 @@
 // VERSION vectors: whole messages (header + payload), hex typed by hand from the spec's layouts.
-import { Command } from '../../src/index.js';
+import { Command, QEMU_VERSION_JSON } from '../../src/index.js';
 import { nul } from '../helpers.js';
 import type { Vector } from './types.js';
 
-/** The JSON QEMU 11.1.3 proposes, byte for byte (observed on the wire). */
-export const QEMU_VERSION_JSON =
-  '{"capabilities": {"pgsizes": 4096, "max_msg_fds": 16, "max_dma_maps": 65535, "max_data_xfer_size": 1048576, ' +
-  '"migration": {"max_bitmap_size": 268435456, "pgsize": 4096}, "write_multiple": true}}';
+/** The JSON QEMU 11.1.3 proposes (the request below is typed out independently from the same text). */
+export { QEMU_VERSION_JSON };
 
 /** QEMU 11.1.3's VERSION request: 214 bytes (0xd6), id 0, proposing 0.0. Hex typed out from the JSON text. */
 export const QEMU_VERSION_REQUEST_HEX =

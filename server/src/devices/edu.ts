@@ -34,6 +34,8 @@
 // transfer is held (COMPUTING / the DMA start bit stay set, so they are part of the saved state), a transfer
 // already in flight is awaited, and writes that would start work only latch it. Running again (on the source,
 // or on the destination after the load) starts whatever is pending.
+
+import { Errno } from 'vfio-user-protocol';
 import { type DeviceContext, DeviceError, type DeviceLogger } from '../device.js';
 import { type AccessSize, PciDevice, type PciDeviceModel } from '../pci/index.js';
 
@@ -547,7 +549,7 @@ const U64_FIELDS = ['dmaSrc', 'dmaDst', 'dmaCount', 'dmaCmd'] as const;
 /** Validates a saved edu state (DeviceError EINVAL on anything else). */
 function checkEduState(state: unknown): EduState {
   const bad = (what: string): never => {
-    throw new DeviceError(22, `edu migration state refused: ${what}`);
+    throw new DeviceError(Errno.EINVAL, `edu migration state refused: ${what}`);
   };
   if (typeof state !== 'object' || state === null) bad('not an object');
   const s = state as Record<string, unknown>;

@@ -18,19 +18,24 @@
 // The device fd belongs to the backend (closed by backend.close(), which the server runs before device.close()).
 
 import * as native from 'vfio-user-native';
-import { SET_IRQS_ACTION_TYPE_MASK, SET_IRQS_DATA_TYPE_MASK } from 'vfio-user-protocol';
+import {
+  DeviceInfoFlags,
+  Errno,
+  errnoOf,
+  IrqIndex,
+  RegionInfoFlags,
+  SET_IRQS_ACTION_TYPE_MASK,
+  SET_IRQS_DATA_TYPE_MASK,
+  SetIrqsFlags,
+} from 'vfio-user-protocol';
 import {
   type DeviceContext,
   DeviceError,
-  DeviceFlags,
   type DeviceLogger,
   type IrqDescription,
-  PciIrq,
   type RegionDescription,
-  RegionFlags,
   type VfioUserDevice,
 } from '../device.js';
-import { E, errnoOf } from '../dma/errors.js';
 import {
   type HostDevice,
   type HostDeviceBackend,
@@ -39,15 +44,6 @@ import {
 } from '../iommu/host-device.js';
 
 const { vfio } = native;
-
-const IRQ_SET = {
-  DATA_NONE: 0x1,
-  DATA_BOOL: 0x2,
-  DATA_EVENTFD: 0x4,
-  MASK: 0x8,
-  UNMASK: 0x10,
-  TRIGGER: 0x20,
-} as const;
 
 export interface VfioPciOptions {
   /** The host device's PCI address; checked against the backend's when both are known. */
@@ -104,7 +100,7 @@ export class VfioPciDevice implements VfioUserDevice {
     }
     const info = vfio.deviceGetInfo(this.host.fd);
     if ((info.flags & vfio.DEVICE_FLAGS_PCI) === 0) throw new Error('the VFIO device is not a PCI device');
-    this.flags = info.flags & (DeviceFlags.RESET | DeviceFlags.PCI);
+    this.flags = info.flags & (DeviceInfoFlags.RESET | DeviceInfoFlags.PCI);
     this.numRegions = info.numRegions;
     this.numIrqs = info.numIrqs;
     for (let i = 0; i < this.numRegions; i++) {
@@ -136,16 +132,16 @@ export class VfioPciDevice implements VfioUserDevice {
 
   private region(index: number): native.RegionInfo {
     const r = this.regions[index];
-    if (!r || r.size === 0n) throw new DeviceError(E.EINVAL, `region ${index} is absent`);
+    if (!r || r.size === 0n) throw new DeviceError(Errno.EINVAL, `region ${index} is absent`);
     return r;
   }
 
   regionInfo(index: number): RegionDescription {
     const r = this.regions[index];
     if (!r || r.size === 0n) return { size: 0n, flags: 0 };
-    const flags = r.flags & (RegionFlags.READ | RegionFlags.WRITE | RegionFlags.MMAP);
+    const flags = r.flags & (RegionInfoFlags.READ | RegionInfoFlags.WRITE | RegionInfoFlags.MMAP);
     const desc: RegionDescription = { size: r.size, flags };
-    if (flags & RegionFlags.MMAP) {
+    if (flags & RegionInfoFlags.MMAP) {
       desc.mmap = { fd: this.host.fd, offset: r.offset };
       // The host's sparse areas (e.g. around an MSI-X table that may not be mapped); none = the whole region.
       if (r.sparseMmap) desc.mmap.areas = r.sparseMmap.map((a) => ({ offset: a.offset, size: a.size }));
@@ -172,7 +168,7 @@ export class VfioPciDevice implements VfioUserDevice {
       );
     }
     if (n !== count)
-      throw new DeviceError(E.EIO, `host region ${index} read returned ${n} of ${count} bytes`);
+      throw new DeviceError(Errno.EIO, `host region ${index} read returned ${n} of ${count} bytes`);
     this.stats.regionReads++;
     return buf;
   }
@@ -189,13 +185,13 @@ export class VfioPciDevice implements VfioUserDevice {
       );
     }
     if (n !== data.length)
-      throw new DeviceError(E.EIO, `host region ${index} write took ${n} of ${data.length} bytes`);
+      throw new DeviceError(Errno.EIO, `host region ${index} write took ${n} of ${data.length} bytes`);
     this.stats.regionWrites++;
   }
 
   reset(): void {
-    if ((this.flags & DeviceFlags.RESET) === 0)
-      throw new DeviceError(E.EINVAL, 'the host device has no reset');
+    if ((this.flags & DeviceInfoFlags.RESET) === 0)
+      throw new DeviceError(Errno.EINVAL, 'the host device has no reset');
     try {
       vfio.reset(this.host.fd);
     } catch (err) {
@@ -239,11 +235,11 @@ export class VfioPciDevice implements VfioUserDevice {
       this.closeRelays(index);
     }
     try {
-      if (dataType === IRQ_SET.DATA_EVENTFD) {
+      if (dataType === SetIrqsFlags.DATA_EVENTFD) {
         // vfio-user sends no fds to de-assign; the kernel wants -1 per vector.
         const eventfds = fds.length > 0 ? [...fds] : new Array<number>(count).fill(-1);
         vfio.setIrqs(this.host.fd, { index, start, action, eventfds });
-      } else if (dataType === IRQ_SET.DATA_BOOL) {
+      } else if (dataType === SetIrqsFlags.DATA_BOOL) {
         const bools = Array.from(data ?? new Uint8Array(count), (b) => b !== 0);
         vfio.setIrqs(this.host.fd, { index, start, action, bools });
       } else {
@@ -251,13 +247,13 @@ export class VfioPciDevice implements VfioUserDevice {
       }
     } catch (err) {
       throw new DeviceError(
-        errnoOf(err, E.EINVAL),
+        errnoOf(err, Errno.EINVAL),
         `VFIO_DEVICE_SET_IRQS index ${index}: ${(err as Error).message}`,
       );
     }
-    if (action === IRQ_SET.TRIGGER) {
+    if (action === SetIrqsFlags.ACTION_TRIGGER) {
       if (count === 0) this.passthrough.delete(index);
-      else if (dataType === IRQ_SET.DATA_EVENTFD) this.passthrough.add(index);
+      else if (dataType === SetIrqsFlags.DATA_EVENTFD) this.passthrough.add(index);
     }
     this.stats.irqPassthrough++;
     return true;
@@ -265,7 +261,7 @@ export class VfioPciDevice implements VfioUserDevice {
 
   private disableHost(index: number): void {
     try {
-      vfio.setIrqs(this.host.fd, { index, action: IRQ_SET.TRIGGER, count: 0 });
+      vfio.setIrqs(this.host.fd, { index, action: SetIrqsFlags.ACTION_TRIGGER, count: 0 });
     } catch (err) {
       this.log.debug({ err, index }, 'disabling host IRQ index failed');
     }
@@ -283,9 +279,9 @@ export class VfioPciDevice implements VfioUserDevice {
     const same = want.every((w, v) => w === !!have[v]) && have.length <= count;
     if (!same) this.rebuildRelays(index, want);
     // INTx is automasked by the host on every interrupt; the client's unmask (which brought us here) lifts it.
-    if (index === PciIrq.INTX && this.relays.get(index)?.[0]) {
+    if (index === IrqIndex.INTX && this.relays.get(index)?.[0]) {
       try {
-        vfio.setIrqs(this.host.fd, { index, action: IRQ_SET.UNMASK, count: 1 });
+        vfio.setIrqs(this.host.fd, { index, action: SetIrqsFlags.ACTION_UNMASK, count: 1 });
       } catch (err) {
         this.log.debug({ err }, 'host INTx unmask failed');
       }
@@ -305,7 +301,7 @@ export class VfioPciDevice implements VfioUserDevice {
       // MSI/MSI-X are enabled as one block from vector 0 (changing the count needs a disable first: done above).
       vfio.setIrqs(this.host.fd, {
         index,
-        action: IRQ_SET.TRIGGER,
+        action: SetIrqsFlags.ACTION_TRIGGER,
         eventfds: relays.map((r) => r?.fd ?? -1),
       });
     } catch (err) {

@@ -25,21 +25,29 @@
 // The access API (read/write/readv/writev) implements device.ts's DmaAccessor.
 
 import * as native from 'vfio-user-native';
+import {
+  DEFAULT_MAX_DMA_MAPS,
+  DmaMapFlags,
+  Errno,
+  errnoName,
+  errnoOf,
+  PAGE_SIZE_BIG,
+  U64_MAX,
+} from 'vfio-user-protocol';
 import type { DeviceLogger, DmaAccessor } from '../device.js';
 import type { DirtyPageLogging } from './dirty.js';
-import { DmaError, DmaMapError, E, errnoOf } from './errors.js';
+import { DmaError, DmaMapError } from './errors.js';
 import { FileTable } from './files.js';
 import { IntervalTable } from './interval-table.js';
-import { type DmaAccessKind, DmaProt, DmaRegion } from './region.js';
+import { type DmaAccessKind, DmaRegion } from './region.js';
 
-const U64_LIMIT = 1n << 64n;
 /** Largest single access (a Uint8Array length); larger transfers are a device bug. */
 const MAX_ACCESS = 2 ** 31;
 
 export interface DmaMapParams {
   iova: bigint;
   size: bigint;
-  /** DmaProt bits. */
+  /** DmaMapFlags bits. */
   prot: number;
   /** The fd that came with the DMA_MAP; `map()` takes ownership of it in every outcome. */
   fd?: number;
@@ -106,9 +114,6 @@ interface Piece {
   length: number;
 }
 
-const errnoNames = new Map<number, string>(Object.entries(E).map(([k, v]) => [v as number, k]));
-const nameOf = (errno: number): string => errnoNames.get(errno) ?? `errno ${errno}`;
-
 const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
 export class DmaAddressSpace implements DmaAccessor {
@@ -129,8 +134,8 @@ export class DmaAddressSpace implements DmaAccessor {
 
   constructor(opts: DmaAddressSpaceOptions = {}) {
     this.log = opts.log ?? silent;
-    this.pageSize = opts.pageSize ?? 4096n;
-    this.maxMappings = opts.maxMappings ?? 65535;
+    this.pageSize = opts.pageSize ?? PAGE_SIZE_BIG;
+    this.maxMappings = opts.maxMappings ?? DEFAULT_MAX_DMA_MAPS;
     this.files = new FileTable({
       windowSize: opts.windowSize,
       mapViews: opts.mapViews,
@@ -241,7 +246,7 @@ export class DmaAddressSpace implements DmaAccessor {
         return await this.doMap(p);
       } catch (err) {
         const errno = errnoOf(err);
-        const name = nameOf(errno);
+        const name = errnoName(errno);
         this.stats.mapFailures[name] = (this.stats.mapFailures[name] ?? 0) + 1;
         throw err instanceof DmaMapError
           ? err
@@ -253,27 +258,31 @@ export class DmaAddressSpace implements DmaAccessor {
   private validateMap(p: DmaMapParams): void {
     const { iova, size, prot } = p;
     const page = this.pageSize;
-    if ((prot & ~(DmaProt.READ | DmaProt.WRITE)) !== 0)
-      throw new DmaMapError(E.EINVAL, `unknown prot bits 0x${prot.toString(16)}`);
-    if ((prot & (DmaProt.READ | DmaProt.WRITE)) === 0)
-      throw new DmaMapError(E.EINVAL, 'neither READ nor WRITE');
-    if (size <= 0n) throw new DmaMapError(E.EINVAL, 'size 0');
-    if (iova < 0n || iova + size > U64_LIMIT)
-      throw new DmaMapError(E.EINVAL, 'address + size wraps past 2^64');
+    if ((prot & ~(DmaMapFlags.READ | DmaMapFlags.WRITE)) !== 0)
+      throw new DmaMapError(Errno.EINVAL, `unknown prot bits 0x${prot.toString(16)}`);
+    if ((prot & (DmaMapFlags.READ | DmaMapFlags.WRITE)) === 0)
+      throw new DmaMapError(Errno.EINVAL, 'neither READ nor WRITE');
+    if (size <= 0n) throw new DmaMapError(Errno.EINVAL, 'size 0');
+    if (iova < 0n || iova + size > U64_MAX + 1n)
+      throw new DmaMapError(Errno.EINVAL, 'address + size wraps past 2^64');
     if (iova % page !== 0n || size % page !== 0n) {
-      throw new DmaMapError(E.EINVAL, `address/size not aligned to the page size 0x${page.toString(16)}`);
+      throw new DmaMapError(Errno.EINVAL, `address/size not aligned to the page size 0x${page.toString(16)}`);
     }
     if (p.fd !== undefined) {
       const off = p.fileOffset ?? 0n;
-      if (off < 0n || off + size > U64_LIMIT)
-        throw new DmaMapError(E.EINVAL, 'offset + size wraps past 2^64');
-      if (off % page !== 0n) throw new DmaMapError(E.EINVAL, 'address - offset not aligned to the page size');
+      if (off < 0n || off + size > U64_MAX + 1n)
+        throw new DmaMapError(Errno.EINVAL, 'offset + size wraps past 2^64');
+      if (off % page !== 0n)
+        throw new DmaMapError(Errno.EINVAL, 'address - offset not aligned to the page size');
     }
     if (this.table.overlaps(iova, iova + size)) {
-      throw new DmaMapError(E.EEXIST, `[0x${iova.toString(16)}, +0x${size.toString(16)}) overlaps a mapping`);
+      throw new DmaMapError(
+        Errno.EEXIST,
+        `[0x${iova.toString(16)}, +0x${size.toString(16)}) overlaps a mapping`,
+      );
     }
     if (this.table.size >= this.maxMappings)
-      throw new DmaMapError(E.ENOSPC, `max_dma_maps (${this.maxMappings}) reached`);
+      throw new DmaMapError(Errno.ENOSPC, `max_dma_maps (${this.maxMappings}) reached`);
   }
 
   private async doMap(p: DmaMapParams): Promise<DmaRegion> {
@@ -283,7 +292,7 @@ export class DmaAddressSpace implements DmaAccessor {
       let region: DmaRegion;
       if (fd !== undefined) {
         const off = p.fileOffset ?? 0n;
-        const { file, pieces } = this.files.acquire(fd, off, p.size, (p.prot & DmaProt.WRITE) !== 0);
+        const { file, pieces } = this.files.acquire(fd, off, p.size, (p.prot & DmaMapFlags.WRITE) !== 0);
         fd = undefined; // consumed
         const access: DmaAccessKind = pieces.length > 0 ? 'mmap' : 'fd';
         region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, access, off, file, pieces);
@@ -316,17 +325,17 @@ export class DmaAddressSpace implements DmaAccessor {
    */
   unmap(iova: bigint, size: bigint): Promise<DmaRegion[]> {
     return this.locked(async () => {
-      if (size <= 0n) throw new DmaMapError(E.EINVAL, 'unmap of size 0');
+      if (size <= 0n) throw new DmaMapError(Errno.EINVAL, 'unmap of size 0');
       const end = iova + size;
-      if (iova < 0n || end > U64_LIMIT) throw new DmaMapError(E.EINVAL, 'unmap range wraps past 2^64');
+      if (iova < 0n || end > U64_MAX + 1n) throw new DmaMapError(Errno.EINVAL, 'unmap range wraps past 2^64');
       if (iova % this.pageSize !== 0n || size % this.pageSize !== 0n) {
-        throw new DmaMapError(E.EINVAL, 'unmap range not aligned to the page size');
+        throw new DmaMapError(Errno.EINVAL, 'unmap range not aligned to the page size');
       }
       const hit = this.table.overlapping(iova, end);
       for (const r of hit) {
         if (r.iova < iova || r.end > end) {
           throw new DmaMapError(
-            E.EINVAL,
+            Errno.EINVAL,
             `unmap [0x${iova.toString(16)}, +0x${size.toString(16)}) cuts ${r}`,
           );
         }
@@ -616,7 +625,8 @@ export class DmaAddressSpace implements DmaAccessor {
 
   private copyMessage(r: DmaRegion, iova: bigint, chunk: Uint8Array, isWrite: boolean): Promise<void> {
     const t = this.transport;
-    if (!t) return Promise.reject(new DmaError('io', iova, 'no client to reach fd-less memory', E.ENOTCONN));
+    if (!t)
+      return Promise.reject(new DmaError('io', iova, 'no client to reach fd-less memory', Errno.ENOTCONN));
     return new Promise<void>((resolve, reject) => {
       const abort = (err: Error) => reject(err);
       r.inflight ??= new Set();
@@ -629,7 +639,12 @@ export class DmaAddressSpace implements DmaAccessor {
             const d = data as Uint8Array;
             if (d.length !== chunk.length) {
               reject(
-                new DmaError('io', iova, `DMA_READ returned ${d.length} of ${chunk.length} bytes`, E.EPROTO),
+                new DmaError(
+                  'io',
+                  iova,
+                  `DMA_READ returned ${d.length} of ${chunk.length} bytes`,
+                  Errno.EPROTO,
+                ),
               );
               return;
             }
@@ -663,7 +678,7 @@ function checkLength(iova: bigint, length: number): void {
   if (!Number.isInteger(length) || length < 0 || length > MAX_ACCESS) {
     throw new DmaError('range', iova, `bad access length ${length}`);
   }
-  if (iova < 0n || iova + BigInt(length) > U64_LIMIT)
+  if (iova < 0n || iova + BigInt(length) > U64_MAX + 1n)
     throw new DmaError('range', iova, 'access wraps past 2^64');
 }
 

@@ -4,9 +4,7 @@
 // a model can tell "the guest gave me a bad address" from "the transport broke"); `DmaMapError` is what a
 // DMA_MAP/DMA_UNMAP request fails with, carrying the errno the session puts in the error reply.
 
-import { constants } from 'node:os';
-
-export const E = constants.errno;
+import { Errno, ErrnoError } from 'vfio-user-protocol';
 
 /**
  * Why a device DMA failed:
@@ -19,45 +17,28 @@ export const E = constants.errno;
 export type DmaErrorKind = 'unmapped' | 'permission' | 'range' | 'io';
 
 const defaultErrno: Record<DmaErrorKind, number> = {
-  unmapped: E.EFAULT,
-  permission: E.EPERM,
-  range: E.EINVAL,
-  io: E.EIO,
+  unmapped: Errno.EFAULT,
+  permission: Errno.EPERM,
+  range: Errno.EINVAL,
+  io: Errno.EIO,
 };
 
-export class DmaError extends Error {
+export class DmaError extends ErrnoError {
   readonly kind: DmaErrorKind;
-  readonly errno: number;
   /** The IOVA at which the access failed (the first byte not served). */
   readonly iova: bigint;
   constructor(kind: DmaErrorKind, iova: bigint, message: string, errno?: number) {
-    super(`${message} at iova 0x${iova.toString(16)}`);
+    super(errno ?? defaultErrno[kind], `${message} at iova 0x${iova.toString(16)}`);
     this.name = 'DmaError';
     this.kind = kind;
     this.iova = iova;
-    this.errno = errno ?? defaultErrno[kind];
   }
 }
 
 /** A DMA_MAP/DMA_UNMAP (or subscriber) failure: `errno` goes into the error reply unchanged. */
-export class DmaMapError extends Error {
-  readonly errno: number;
+export class DmaMapError extends ErrnoError {
   constructor(errno: number, message: string) {
-    super(message);
+    super(errno, message);
     this.name = 'DmaMapError';
-    this.errno = errno;
   }
-}
-
-/** Extracts a positive errno from anything thrown by a subscriber, a backend or the addon (default EIO). */
-export function errnoOf(err: unknown, fallback: number = E.EIO): number {
-  if (err && typeof err === 'object') {
-    const e = err as { errno?: unknown; code?: unknown };
-    if (typeof e.errno === 'number' && e.errno !== 0) return Math.abs(e.errno);
-    if (typeof e.code === 'string') {
-      const n = (E as Record<string, number>)[e.code];
-      if (typeof n === 'number') return n;
-    }
-  }
-  return fallback;
 }

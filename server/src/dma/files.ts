@@ -27,7 +27,8 @@
 // and requiring F_SEAL_SHRINK would refuse QEMU's unsealed RAM. The seals are recorded on the file (`seals`).
 
 import * as native from 'vfio-user-native';
-import { DmaMapError, E, errnoOf } from './errors.js';
+import { Errno, errnoOf } from 'vfio-user-protocol';
+import { DmaMapError } from './errors.js';
 
 export const DEFAULT_WINDOW_SIZE = 1 << 30;
 
@@ -139,23 +140,23 @@ export class FileTable {
     try {
       info = native.fdInfo(fd);
     } catch (err) {
-      throw new DmaMapError(errnoOf(err, E.EBADF), `fd ${fd}: fstat failed`);
+      throw new DmaMapError(errnoOf(err, Errno.EBADF), `fd ${fd}: fstat failed`);
     }
     if (info.type !== 'file') {
       // Sockets, pipes, eventfds, directories, devices: nothing we can map as guest memory.
-      throw new DmaMapError(E.ENODEV, `fd ${fd} is a ${info.type}, not a regular file`);
+      throw new DmaMapError(Errno.ENODEV, `fd ${fd} is a ${info.type}, not a regular file`);
     }
     const fileSize = BigInt(info.size);
     if (offset + size > fileSize) {
       // Mapping past EOF would SIGBUS on the first touch.
       throw new DmaMapError(
-        E.EINVAL,
+        Errno.EINVAL,
         `region [0x${offset.toString(16)}, +0x${size.toString(16)}) exceeds file size 0x${fileSize.toString(16)}`,
       );
     }
     const fdWritable = (info.flags & O_ACCMODE) !== O_RDONLY;
     if (writable && !fdWritable)
-      throw new DmaMapError(E.EACCES, `fd ${fd} is read-only but WRITE was requested`);
+      throw new DmaMapError(Errno.EACCES, `fd ${fd} is read-only but WRITE was requested`);
     let seals = 0;
     try {
       seals = native.getSeals(fd);
@@ -163,7 +164,7 @@ export class FileTable {
       seals = 0; // not a memfd/shmem file: no seals
     }
     if (writable && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0) {
-      throw new DmaMapError(E.EPERM, `fd ${fd} is write-sealed but WRITE was requested`);
+      throw new DmaMapError(Errno.EPERM, `fd ${fd} is write-sealed but WRITE was requested`);
     }
 
     const key = `${info.dev}:${info.ino}`;
@@ -177,7 +178,7 @@ export class FileTable {
       if (writable && !file.writable) {
         // The kept fd is read-only but this one could write: we would need a writable mapping through an fd
         // we are about to close. Refuse rather than juggle fds (QEMU always sends O_RDWR memfds).
-        throw new DmaMapError(E.EACCES, `file ${key} was first mapped through a read-only fd`);
+        throw new DmaMapError(Errno.EACCES, `file ${key} was first mapped through a read-only fd`);
       }
     }
 
@@ -186,8 +187,8 @@ export class FileTable {
       try {
         pieces = this.mapPieces(file, offset, size, writable);
       } catch (err) {
-        const errno = errnoOf(err, E.ENOMEM);
-        if (errno === E.EACCES || errno === E.EPERM || isNew) {
+        const errno = errnoOf(err, Errno.ENOMEM);
+        if (errno === Errno.EACCES || errno === Errno.EPERM || isNew) {
           if (isNew) this.unmapUnused(file);
           throw new DmaMapError(errno, `mmap of fd ${fd} failed: ${(err as Error).message}`);
         }

@@ -1,11 +1,9 @@
 // One DMA region: what a DMA_MAP established, as the address space, its subscribers (the IOMMU mirror) and the
 // access API see it.
 
+import { DmaMapFlags } from 'vfio-user-protocol';
 import type { BackingFile, FilePiece } from './files.js';
 import type { Interval } from './interval-table.js';
-
-/** DMA_MAP protection bits (the vfio-user flags READ = 0x1, WRITE = 0x2). */
-export const DmaProt = { READ: 0x1, WRITE: 0x2 } as const;
 
 /**
  * How the region's bytes are reached:
@@ -34,7 +32,7 @@ export class DmaRegion implements Interval {
     readonly id: number,
     readonly iova: bigint,
     readonly size: bigint,
-    /** DmaProt bits. */
+    /** DmaMapFlags bits. */
     readonly prot: number,
     readonly access: DmaAccessKind,
     /** Offset of `iova` inside the backing file (0 without a file). */
@@ -48,10 +46,10 @@ export class DmaRegion implements Interval {
   }
 
   get readable(): boolean {
-    return (this.prot & DmaProt.READ) !== 0;
+    return (this.prot & DmaMapFlags.READ) !== 0;
   }
   get writable(): boolean {
-    return (this.prot & DmaProt.WRITE) !== 0;
+    return (this.prot & DmaMapFlags.WRITE) !== 0;
   }
 
   /**

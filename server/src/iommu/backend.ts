@@ -40,7 +40,7 @@ export interface HostFacts {
 export interface IommuMapRequest {
   iova: bigint;
   size: bigint;
-  /** DmaProt bits: READ 0x1, WRITE 0x2 (the vfio-user/type1 values; iommufd spells them 0x4/0x2). */
+  /** DmaMapFlags bits: READ 0x1, WRITE 0x2 (the vfio-user/type1 values; iommufd spells them 0x4/0x2). */
   prot: number;
   /** Borrowed fd of the backing file (see above). */
   fd?: number;

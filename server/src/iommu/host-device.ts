@@ -6,7 +6,6 @@
 // device must DMA through exactly the mappings the mirror installs. So the backend opens the host side once, and
 // the device model borrows the fd (backend.ts has no notion of a device; this interface is the extension).
 
-import { constants } from 'node:os';
 import type { DeviceLogger } from '../device.js';
 import type { IommuBackend } from './backend.js';
 
@@ -41,17 +40,6 @@ export interface HostFds {
 
 export const silentLog: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
-export const E = constants.errno;
-
-/** An Error carrying a positive errno and its code, as the mirror and the engine expect. */
-export function errnoError(errno: number, message: string): Error & { errno: number; code: string } {
-  const code = Object.entries(E).find(([, v]) => v === errno)?.[0] ?? `E${errno}`;
-  const err = new Error(`${message} (${code})`) as Error & { errno: number; code: string };
-  err.errno = errno;
-  err.code = code;
-  return err;
-}
-
 /** The positive errno of an addon/TS error, or 0 when there is none. */
 export function errnoOfError(err: unknown): number {
   const n = (err as { errno?: unknown } | null)?.errno;
@@ -76,9 +64,6 @@ export function normaliseBdf(s: string): string {
   if (!m) throw new Error(`'${s}' is not a PCI address (DDDD:BB:DD.F)`);
   return `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
 }
-
-/** 2^64 - 1. */
-export const U64_MAX = (1n << 64n) - 1n;
 
 /** Sorts ranges and renames `end` (the addon's inclusive end) to `last`. */
 export function toFactsRanges(ranges: { start: bigint; end: bigint }[]): { start: bigint; last: bigint }[] {

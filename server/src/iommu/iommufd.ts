@@ -28,12 +28,18 @@
 // IOAS.
 
 import { closeFd, type IovaRange, iommufd, vfio } from 'vfio-user-native';
+import {
+  DEFAULT_MAX_DMA_MAPS,
+  DmaMapFlags,
+  Errno,
+  ErrnoError,
+  PAGE_SIZE_BIG,
+  U64_MAX,
+} from 'vfio-user-protocol';
 import type { DeviceLogger } from '../device.js';
 import type { HostFacts, IommuMapRequest } from './backend.js';
 import {
   closeAll,
-  E,
-  errnoError,
   errnoOfError,
   type HostDevice,
   type HostDeviceBackend,
@@ -42,7 +48,6 @@ import {
   IoctlPath,
   silentLog,
   toFactsRanges,
-  U64_MAX,
 } from './host-device.js';
 
 export interface IommufdOptions {
@@ -105,7 +110,7 @@ export class IommufdBackend implements HostDeviceBackend {
   /** Opens /dev/iommu and the cdev, binds, allocates the IOAS and attaches (idempotent). */
   open(): void {
     if (this.opened) return;
-    if (this.closed) throw errnoError(E.EBADF, 'iommufd backend is closed');
+    if (this.closed) throw new ErrnoError(Errno.EBADF, 'iommufd backend is closed');
     const given = this.o.hostFds ?? {};
     this.ifd = given.iommufd ?? -1;
     this.device = given.device ?? -1;
@@ -113,7 +118,7 @@ export class IommufdBackend implements HostDeviceBackend {
       if (this.ifd < 0) this.ifd = iommufd.open();
       if (this.device < 0) {
         if (this.o.bdf === undefined)
-          throw errnoError(E.EINVAL, 'iommufd needs the host device (host=BDF) or its cdev fd');
+          throw new ErrnoError(Errno.EINVAL, 'iommufd needs the host device (host=BDF) or its cdev fd');
         this.device = vfio.openDevice(this.o.bdf);
       }
       this.devId = vfio.bindIommufd(this.device, this.ifd);
@@ -143,11 +148,11 @@ export class IommufdBackend implements HostDeviceBackend {
     this.open();
     // Ranges only exclude the device's reserved regions once it is attached.
     const { ranges, alignment } = iommufd.iovaRanges(this.ifd, this.ioas);
-    const pgsize = alignment > 4096n ? alignment : 4096n;
+    const pgsize = alignment > PAGE_SIZE_BIG ? alignment : PAGE_SIZE_BIG;
     let iovaRanges = toFactsRanges(ranges);
     if (iovaRanges.length === 0) iovaRanges = [{ start: 0n, last: U64_MAX }];
     this.mapFile = this.o.mapFile !== false && (await this.probeMapFile());
-    this.facts = { pgsizes: pgsize, iovaRanges, maxDmaMaps: 65535 };
+    this.facts = { pgsizes: pgsize, iovaRanges, maxDmaMaps: DEFAULT_MAX_DMA_MAPS };
     this.log.info(
       {
         backend: this.name,
@@ -171,16 +176,18 @@ export class IommufdBackend implements HostDeviceBackend {
         ioasId: this.ioas,
         fd: this.ifd,
         start: 0n,
-        length: 4096n,
+        length: PAGE_SIZE_BIG,
         iova: 0n,
         flags: 0,
       });
       // Not expected: undo whatever was created.
-      await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova, length: 4096n }).catch(() => undefined);
+      await iommufd
+        .ioasUnmap(this.ifd, { ioasId: this.ioas, iova, length: PAGE_SIZE_BIG })
+        .catch(() => undefined);
       return true;
     } catch (err) {
       const errno = errnoOfError(err);
-      if (errno === E.ENOTTY || errno === E.EOPNOTSUPP) return false;
+      if (errno === Errno.ENOTTY || errno === Errno.EOPNOTSUPP) return false;
       return true;
     }
   }
@@ -188,8 +195,8 @@ export class IommufdBackend implements HostDeviceBackend {
   private flagsOf(prot: number): number {
     return (
       iommufd.IOAS_MAP_FIXED_IOVA |
-      (prot & 0x1 ? iommufd.IOAS_MAP_READABLE : 0) |
-      (prot & 0x2 ? iommufd.IOAS_MAP_WRITEABLE : 0)
+      (prot & DmaMapFlags.READ ? iommufd.IOAS_MAP_READABLE : 0) |
+      (prot & DmaMapFlags.WRITE ? iommufd.IOAS_MAP_WRITEABLE : 0)
     );
   }
 
@@ -210,7 +217,7 @@ export class IommufdBackend implements HostDeviceBackend {
         return;
       } catch (err) {
         const errno = errnoOfError(err);
-        if (errno !== E.ENOTTY && errno !== E.EOPNOTSUPP) throw err;
+        if (errno !== Errno.ENOTTY && errno !== Errno.EOPNOTSUPP) throw err;
         this.mapFile = false;
         this.log.warn({ err }, 'IOMMU_IOAS_MAP_FILE is unknown to this kernel: using IOAS_MAP');
       }
@@ -218,7 +225,7 @@ export class IommufdBackend implements HostDeviceBackend {
     const segments =
       e.segments ?? (e.vaddr !== undefined ? [{ iova: e.iova, size: e.size, vaddr: e.vaddr }] : []);
     if (segments.length === 0)
-      throw errnoError(E.EINVAL, `IOAS_MAP of ${hex(e.iova)} without a process address`);
+      throw new ErrnoError(Errno.EINVAL, `IOAS_MAP of ${hex(e.iova)} without a process address`);
     let done = 0;
     try {
       for (const s of segments) {
@@ -253,7 +260,7 @@ export class IommufdBackend implements HostDeviceBackend {
       await this.unmapRange(iova, size);
     } catch (err) {
       // ENOENT: nothing mapped there (or a split, which the mirror never asks for). The state we wanted.
-      if (errnoOfError(err) === E.ENOENT) return;
+      if (errnoOfError(err) === Errno.ENOENT) return;
       throw err;
     }
   }
@@ -263,7 +270,7 @@ export class IommufdBackend implements HostDeviceBackend {
     try {
       await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova: 0n, length: U64_MAX });
     } catch (err) {
-      if (errnoOfError(err) === E.ENOENT) return;
+      if (errnoOfError(err) === Errno.ENOENT) return;
       throw err;
     }
   }

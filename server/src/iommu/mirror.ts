@@ -16,9 +16,10 @@
 // Ordering and completion (policy 9) come from the address space: it serialises mutations and replies only after
 // the mirror's promise settled.
 
+import { Errno, errnoName, errnoOf, PAGE_SIZE_BIG } from 'vfio-user-protocol';
 import type { DeviceLogger } from '../device.js';
 import type { DmaAddressSpace, DmaListener } from '../dma/address-space.js';
-import { DmaMapError, E, errnoOf } from '../dma/errors.js';
+import { DmaMapError } from '../dma/errors.js';
 import type { DmaRegion } from '../dma/region.js';
 import type { HostFacts, IommuBackend, IommuMapRequest } from './backend.js';
 
@@ -45,7 +46,6 @@ interface HostEntry {
   pages: number;
 }
 
-const errnoNames = new Map<number, string>(Object.entries(E).map(([k, v]) => [v as number, k]));
 const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
 export class IommuMirror implements DmaListener {
@@ -53,7 +53,7 @@ export class IommuMirror implements DmaListener {
   /** Ranges whose host unmap failed; retried by the next unmap-all. */
   private stale = 0;
   private facts: HostFacts | undefined;
-  private minPage = 4096n;
+  private minPage = PAGE_SIZE_BIG;
   private unsubscribe: (() => Promise<void>) | undefined;
   readonly stats: MirrorStats;
 
@@ -89,7 +89,7 @@ export class IommuMirror implements DmaListener {
   }
 
   private fail(errno: number): void {
-    const name = errnoNames.get(errno) ?? `errno ${errno}`;
+    const name = errnoName(errno);
     this.stats.failures[name] = (this.stats.failures[name] ?? 0) + 1;
   }
 
@@ -108,13 +108,13 @@ export class IommuMirror implements DmaListener {
       return;
     }
     if (r.iova % this.minPage !== 0n || r.size % this.minPage !== 0n || r.fileOffset % this.minPage !== 0n) {
-      this.fail(E.EINVAL);
-      throw new DmaMapError(E.EINVAL, `${r} not aligned to the host page 0x${this.minPage.toString(16)}`);
+      this.fail(Errno.EINVAL);
+      throw new DmaMapError(Errno.EINVAL, `${r} not aligned to the host page 0x${this.minPage.toString(16)}`);
     }
     const last = r.end - 1n;
     if (this.facts && !this.facts.iovaRanges.some((x) => r.iova >= x.start && last <= x.last)) {
-      this.fail(E.EINVAL);
-      throw new DmaMapError(E.EINVAL, `${r} is outside the host's usable IOVA ranges`);
+      this.fail(Errno.EINVAL);
+      throw new DmaMapError(Errno.EINVAL, `${r} is outside the host's usable IOVA ranges`);
     }
     const m: IommuMapRequest = { iova: r.iova, size: r.size, prot: r.prot };
     if (fd !== undefined) {
@@ -153,7 +153,7 @@ export class IommuMirror implements DmaListener {
       await this.backend.unmap(e.iova, e.size);
     } catch (err) {
       const errno = errnoOf(err);
-      if (errno === E.ENOENT) {
+      if (errno === Errno.ENOENT) {
         this.stats.unmaps++;
         return; // the host had nothing there: the state we wanted
       }

@@ -1,6 +1,7 @@
 // The `none` IOMMU backend: no host device, nothing to mirror. It accepts every map and records nothing; its
 // facts are the protocol defaults (4 KiB pages, 65,535 maps, the whole 64-bit IOVA space).
 
+import { DEFAULT_MAX_DMA_MAPS, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import type { HostFacts, IommuBackend, IommuMapRequest } from './backend.js';
 
 export class NoneBackend implements IommuBackend {
@@ -8,7 +9,11 @@ export class NoneBackend implements IommuBackend {
   readonly pins = false;
 
   async attach(): Promise<HostFacts> {
-    return { pgsizes: 4096n, iovaRanges: [{ start: 0n, last: (1n << 64n) - 1n }], maxDmaMaps: 65535 };
+    return {
+      pgsizes: PAGE_SIZE_BIG,
+      iovaRanges: [{ start: 0n, last: U64_MAX }],
+      maxDmaMaps: DEFAULT_MAX_DMA_MAPS,
+    };
   }
   async map(_e: IommuMapRequest): Promise<void> {}
   async unmap(_iova: bigint, _size: bigint): Promise<void> {}

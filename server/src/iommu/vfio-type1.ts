@@ -27,12 +27,18 @@
 
 import { readFileSync } from 'node:fs';
 import { closeFd, type IommuInfo, vfio } from 'vfio-user-native';
+import {
+  DEFAULT_MAX_DMA_MAPS,
+  DmaMapFlags,
+  Errno,
+  ErrnoError,
+  PAGE_SIZE_BIG,
+  U64_MAX,
+} from 'vfio-user-protocol';
 import type { DeviceLogger } from '../device.js';
 import type { HostFacts, IommuMapRequest } from './backend.js';
 import {
   closeAll,
-  E,
-  errnoError,
   errnoOfError,
   type HostDevice,
   type HostDeviceBackend,
@@ -98,7 +104,7 @@ export class VfioType1Backend implements HostDeviceBackend {
   /** Opens the container, group and device (idempotent). Throws an errno Error and releases what it opened. */
   open(): void {
     if (this.opened) return;
-    if (this.closed) throw errnoError(E.EBADF, 'vfio-type1 backend is closed');
+    if (this.closed) throw new ErrnoError(Errno.EBADF, 'vfio-type1 backend is closed');
     const given = this.o.hostFds ?? {};
     this.container = given.container ?? -1;
     this.group = given.group ?? -1;
@@ -117,27 +123,30 @@ export class VfioType1Backend implements HostDeviceBackend {
     if (this.container < 0) this.container = vfio.openContainer();
     const api = vfio.getApiVersion(this.container);
     if (api !== vfio.API_VERSION)
-      throw errnoError(E.EINVAL, `VFIO API version ${api}, expected ${vfio.API_VERSION}`);
+      throw new ErrnoError(Errno.EINVAL, `VFIO API version ${api}, expected ${vfio.API_VERSION}`);
     if (vfio.checkExtension(this.container, vfio.TYPE1v2_IOMMU) !== 1) {
-      throw errnoError(E.ENODEV, 'the VFIO container does not offer the TYPE1v2 IOMMU');
+      throw new ErrnoError(Errno.ENODEV, 'the VFIO container does not offer the TYPE1v2 IOMMU');
     }
     let groupInContainer = false;
     if (this.group < 0 && bdf !== undefined) this.group = vfio.openGroup(vfio.iommuGroupOf(bdf));
     if (this.group >= 0) {
       const status = vfio.groupGetStatus(this.group);
       if ((status & vfio.GROUP_FLAGS_VIABLE) === 0) {
-        throw errnoError(
-          E.EBUSY,
+        throw new ErrnoError(
+          Errno.EBUSY,
           `IOMMU group of ${bdf ?? 'the device'} is not viable: bind every device of the group to vfio-pci`,
         );
       }
       groupInContainer = (status & vfio.GROUP_FLAGS_CONTAINER_SET) !== 0;
       if (groupInContainer && given.container === undefined) {
-        throw errnoError(E.EBUSY, 'the IOMMU group is already in a container we were not given');
+        throw new ErrnoError(Errno.EBUSY, 'the IOMMU group is already in a container we were not given');
       }
       if (!groupInContainer) vfio.groupSetContainer(this.group, this.container);
     } else if (given.container === undefined || given.device === undefined) {
-      throw errnoError(E.EINVAL, 'vfio-type1 needs the host device (host=BDF) or its group/device fds');
+      throw new ErrnoError(
+        Errno.EINVAL,
+        'vfio-type1 needs the host device (host=BDF) or its group/device fds',
+      );
     }
     // SET_IOMMU is EINVAL when already set; GET_INFO is EINVAL until it is: ask first for pre-opened set-ups.
     this.iommuWasSet = groupInContainer || this.group < 0 ? iommuIsSet(this.container) : false;
@@ -146,7 +155,7 @@ export class VfioType1Backend implements HostDeviceBackend {
     this.hasUnmapAll =
       this.o.unmapAllFlag !== false && vfio.checkExtension(this.container, vfio.EXT_UNMAP_ALL) === 1;
     if (this.device < 0) {
-      if (bdf === undefined) throw errnoError(E.EINVAL, 'vfio-type1: no device fd and no host BDF');
+      if (bdf === undefined) throw new ErrnoError(Errno.EINVAL, 'vfio-type1: no device fd and no host BDF');
       this.device = vfio.getDeviceFd(this.group, bdf);
     }
   }
@@ -166,12 +175,16 @@ export class VfioType1Backend implements HostDeviceBackend {
     if (this.facts) return this.facts;
     this.open();
     const info = vfio.getInfo(this.container);
-    const pgsizes = info.pgsizes > 0n ? info.pgsizes : 4096n;
+    const pgsizes = info.pgsizes > 0n ? info.pgsizes : PAGE_SIZE_BIG;
     let ranges = toFactsRanges(info.iovaRanges);
-    if (ranges.length === 0) ranges = [{ start: 0n, last: (1n << 64n) - 1n }];
-    const avail = info.dmaAvail ?? 65535;
+    if (ranges.length === 0) ranges = [{ start: 0n, last: U64_MAX }];
+    const avail = info.dmaAvail ?? DEFAULT_MAX_DMA_MAPS;
     if (this.iommuWasSet) this.checkEmpty(avail);
-    this.facts = { pgsizes, iovaRanges: ranges, maxDmaMaps: Math.max(0, Math.min(avail, 65535)) };
+    this.facts = {
+      pgsizes,
+      iovaRanges: ranges,
+      maxDmaMaps: Math.max(0, Math.min(avail, DEFAULT_MAX_DMA_MAPS)),
+    };
     this.log.info(
       {
         backend: this.name,
@@ -210,8 +223,10 @@ export class VfioType1Backend implements HostDeviceBackend {
     const segments =
       e.segments ?? (e.vaddr !== undefined ? [{ iova: e.iova, size: e.size, vaddr: e.vaddr }] : []);
     if (segments.length === 0)
-      throw errnoError(E.EINVAL, `type1 map of ${hex(e.iova)} without a process address`);
-    const flags = (e.prot & 0x1 ? vfio.DMA_MAP_FLAG_READ : 0) | (e.prot & 0x2 ? vfio.DMA_MAP_FLAG_WRITE : 0);
+      throw new ErrnoError(Errno.EINVAL, `type1 map of ${hex(e.iova)} without a process address`);
+    const flags =
+      (e.prot & DmaMapFlags.READ ? vfio.DMA_MAP_FLAG_READ : 0) |
+      (e.prot & DmaMapFlags.WRITE ? vfio.DMA_MAP_FLAG_WRITE : 0);
     let done = 0;
     try {
       for (const s of segments) {
@@ -284,7 +299,7 @@ function iommuIsSet(container: number): boolean {
     vfio.getInfo(container);
     return true;
   } catch (err) {
-    if (errnoOfError(err) === E.EINVAL) return false;
+    if (errnoOfError(err) === Errno.EINVAL) return false;
     throw err;
   }
 }

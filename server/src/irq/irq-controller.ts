@@ -21,13 +21,12 @@ import * as native from 'vfio-user-native';
 import {
   SET_IRQS_ACTION_TYPE_MASK as ACTION_MASK,
   SET_IRQS_DATA_TYPE_MASK as DATA_MASK,
+  Errno,
+  IrqIndex,
+  IrqInfoFlags,
   SetIrqsFlags,
 } from 'vfio-user-protocol';
-import { type DeviceLogger, IrqInfoFlags, type IrqSink, PciIrq, type VfioUserDevice } from '../device.js';
-import { E } from '../dma/errors.js';
-
-/** DEVICE_SET_IRQS flag bits (`VFIO_IRQ_SET_*`): the protocol package's SetIrqsFlags, under the engine's name. */
-export const IrqSetFlags = SetIrqsFlags;
+import type { DeviceLogger, IrqSink, VfioUserDevice } from '../device.js';
 
 export interface SetIrqsParams {
   flags: number;
@@ -100,46 +99,46 @@ export class IrqController implements IrqSink {
   validate(p: SetIrqsParams, fdCount: number): void {
     const { flags, index, start, count } = p;
     if (!Number.isInteger(index) || index < 0 || index >= this.device.numIrqs) {
-      throw new IrqError(E.EINVAL, `IRQ index ${index} out of range`);
+      throw new IrqError(Errno.EINVAL, `IRQ index ${index} out of range`);
     }
     if ((flags & ~(DATA_MASK | ACTION_MASK)) !== 0)
-      throw new IrqError(E.EINVAL, `unknown SET_IRQS flags 0x${flags.toString(16)}`);
+      throw new IrqError(Errno.EINVAL, `unknown SET_IRQS flags 0x${flags.toString(16)}`);
     const data = flags & DATA_MASK;
     const action = flags & ACTION_MASK;
     if (
-      data !== IrqSetFlags.DATA_NONE &&
-      data !== IrqSetFlags.DATA_BOOL &&
-      data !== IrqSetFlags.DATA_EVENTFD
+      data !== SetIrqsFlags.DATA_NONE &&
+      data !== SetIrqsFlags.DATA_BOOL &&
+      data !== SetIrqsFlags.DATA_EVENTFD
     ) {
-      throw new IrqError(E.EINVAL, 'SET_IRQS needs exactly one DATA type');
+      throw new IrqError(Errno.EINVAL, 'SET_IRQS needs exactly one DATA type');
     }
     if (
-      action !== IrqSetFlags.ACTION_MASK &&
-      action !== IrqSetFlags.ACTION_UNMASK &&
-      action !== IrqSetFlags.ACTION_TRIGGER
+      action !== SetIrqsFlags.ACTION_MASK &&
+      action !== SetIrqsFlags.ACTION_UNMASK &&
+      action !== SetIrqsFlags.ACTION_TRIGGER
     ) {
-      throw new IrqError(E.EINVAL, 'SET_IRQS needs exactly one ACTION type');
+      throw new IrqError(Errno.EINVAL, 'SET_IRQS needs exactly one ACTION type');
     }
-    if ((index === PciIrq.ERR || index === PciIrq.REQ) && action !== IrqSetFlags.ACTION_TRIGGER) {
-      throw new IrqError(E.EINVAL, 'only TRIGGER is valid on ERR/REQ');
+    if ((index === IrqIndex.ERR || index === IrqIndex.REQ) && action !== SetIrqsFlags.ACTION_TRIGGER) {
+      throw new IrqError(Errno.EINVAL, 'only TRIGGER is valid on ERR/REQ');
     }
     const n = this.device.irqInfo(index).count;
     if (count === 0) {
-      if (start !== 0 || data !== IrqSetFlags.DATA_NONE || action !== IrqSetFlags.ACTION_TRIGGER) {
-        throw new IrqError(E.EINVAL, 'count 0 is only valid as NONE|TRIGGER with start 0 (disable)');
+      if (start !== 0 || data !== SetIrqsFlags.DATA_NONE || action !== SetIrqsFlags.ACTION_TRIGGER) {
+        throw new IrqError(Errno.EINVAL, 'count 0 is only valid as NONE|TRIGGER with start 0 (disable)');
       }
     } else if (start >= n || start + count > n) {
-      throw new IrqError(E.EINVAL, `vectors [${start}, +${count}) outside the ${n} of index ${index}`);
+      throw new IrqError(Errno.EINVAL, `vectors [${start}, +${count}) outside the ${n} of index ${index}`);
     }
-    if (data === IrqSetFlags.DATA_BOOL && (p.data?.length ?? 0) !== count) {
-      throw new IrqError(E.EINVAL, `DATA_BOOL needs ${count} bytes, got ${p.data?.length ?? 0}`);
+    if (data === SetIrqsFlags.DATA_BOOL && (p.data?.length ?? 0) !== count) {
+      throw new IrqError(Errno.EINVAL, `DATA_BOOL needs ${count} bytes, got ${p.data?.length ?? 0}`);
     }
-    if (data !== IrqSetFlags.DATA_EVENTFD && fdCount !== 0) {
-      throw new IrqError(E.EINVAL, `${fdCount} fds with a non-EVENTFD SET_IRQS`);
+    if (data !== SetIrqsFlags.DATA_EVENTFD && fdCount !== 0) {
+      throw new IrqError(Errno.EINVAL, `${fdCount} fds with a non-EVENTFD SET_IRQS`);
     }
-    if (data === IrqSetFlags.DATA_EVENTFD && fdCount !== 0 && fdCount !== count) {
+    if (data === SetIrqsFlags.DATA_EVENTFD && fdCount !== 0 && fdCount !== count) {
       throw new IrqError(
-        E.EINVAL,
+        Errno.EINVAL,
         `DATA_EVENTFD with count ${count} needs ${count} fds or none, got ${fdCount}`,
       );
     }
@@ -156,14 +155,14 @@ export class IrqController implements IrqSink {
 
     if (count === 0) {
       this.disableIndex(index);
-    } else if (data === IrqSetFlags.DATA_EVENTFD) {
+    } else if (data === SetIrqsFlags.DATA_EVENTFD) {
       for (let i = 0; i < count; i++) {
         const v = this.vector(index, start + i);
         const fd = fds.length ? fds[i]! : -1;
-        if (action === IrqSetFlags.ACTION_TRIGGER) {
+        if (action === SetIrqsFlags.ACTION_TRIGGER) {
           if (v.trigger >= 0) closeQuietly(v.trigger);
           v.trigger = fd;
-        } else if (action === IrqSetFlags.ACTION_UNMASK) {
+        } else if (action === SetIrqsFlags.ACTION_UNMASK) {
           this.setWatch(v, 'onUnmask', fd, () => this.unmask(index, start + i));
         } else {
           this.setWatch(v, 'onMask', fd, () => this.mask(index, start + i));
@@ -171,10 +170,10 @@ export class IrqController implements IrqSink {
       }
     } else {
       for (let i = 0; i < count; i++) {
-        if (data === IrqSetFlags.DATA_BOOL && p.data![i] === 0) continue;
+        if (data === SetIrqsFlags.DATA_BOOL && p.data![i] === 0) continue;
         const vec = start + i;
-        if (action === IrqSetFlags.ACTION_TRIGGER) this.trigger(index, vec);
-        else if (action === IrqSetFlags.ACTION_MASK) this.vector(index, vec).masked = true;
+        if (action === SetIrqsFlags.ACTION_TRIGGER) this.trigger(index, vec);
+        else if (action === SetIrqsFlags.ACTION_MASK) this.vector(index, vec).masked = true;
         else this.unmask(index, vec, false);
       }
     }

@@ -1,5 +1,7 @@
 // Base Address Registers: the config-space register (type bits, sizing) and the region behind it (bounds
 // checks, splitting into device-sized accesses, RAM/memfd backing, overlays such as the MSI-X table).
+
+import { Errno } from 'vfio-user-protocol';
 import { DeviceError } from '../device.js';
 import type { ConfigSpace } from './config-space.js';
 import {
@@ -10,7 +12,6 @@ import {
 } from './constants.js';
 import type { SharedMemory } from './shared-memory.js';
 
-const EINVAL = 22;
 const PAGE = 4096;
 
 /** The access sizes a device callback sees. */
@@ -181,7 +182,7 @@ export class BarRegion {
     // bigint arithmetic cannot wrap, so `offset + count` is the true end even for offset 2^64-1.
     if (offset < 0n || count < 0 || offset + BigInt(count) > this.size) {
       throw new DeviceError(
-        EINVAL,
+        Errno.EINVAL,
         `BAR${this.index}: access [${offset}, +${count}) outside ${this.size} bytes`,
       );
     }
@@ -212,7 +213,7 @@ export class BarRegion {
     if (this.spec.split === false && this.areas.length === 0) {
       if (count === 0) return;
       if ((count !== 1 && count !== 2 && count !== 4 && count !== 8) || count > this.maxAccess) {
-        throw new DeviceError(EINVAL, `BAR${this.index}: ${count}-byte access not supported`);
+        throw new DeviceError(Errno.EINVAL, `BAR${this.index}: ${count}-byte access not supported`);
       }
       fn(start, count, false);
       return;

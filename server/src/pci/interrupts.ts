@@ -15,7 +15,9 @@
 // - `sinkHolds`: our trigger was latched as pending in the sink, which delivers it at the unmask; the next
 //   irqStateChanged therefore does not signal again.
 // A trigger that found no eventfd (isEnabled false) leaves both clear: the line fires when one is wired.
-import { type DeviceLogger, type IrqSink, PciIrq } from '../device.js';
+
+import { IrqIndex } from 'vfio-user-protocol';
+import type { DeviceLogger, IrqSink } from '../device.js';
 import type { ConfigSpace } from './config-space.js';
 import { PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_STATUS, PCI_STATUS_INTERRUPT } from './constants.js';
 import type { MsiCapability } from './msi.js';
@@ -116,11 +118,11 @@ export class InterruptRouter {
 
   private fireIntx(): void {
     const sink = this.sink();
-    if (this.trigger(PciIrq.INTX, 0)) {
+    if (this.trigger(IrqIndex.INTX, 0)) {
       // Signalled: the client automasked INTx.
       this.clientMasked = true;
       this.sinkHolds = false;
-    } else if (sink?.isEnabled(PciIrq.INTX, 0)) {
+    } else if (sink?.isEnabled(IrqIndex.INTX, 0)) {
       // Masked: latched as pending in the sink, delivered at the unmask.
       this.clientMasked = true;
       this.sinkHolds = true;

@@ -13,7 +13,8 @@
 // starts and stops running (setRunning): a stopped device must make no progress (no DMA, no interrupts).
 
 import { pack, unpack } from 'msgpackr';
-import { DeviceError, type DeviceMigration, MigrationFlags } from '../device.js';
+import { Errno, MigrationFlags } from 'vfio-user-protocol';
+import { DeviceError, type DeviceMigration } from '../device.js';
 import type { BarRegion } from './bar.js';
 import type { ConfigSpace } from './config-space.js';
 import {
@@ -27,7 +28,6 @@ import {
 import type { InterruptRouter } from './interrupts.js';
 import type { MsixCapability } from './msix.js';
 
-const EINVAL = 22;
 export const PCI_STATE_MAGIC = 'vfio-user-ts/pci';
 export const PCI_STATE_VERSION = 1;
 
@@ -81,7 +81,7 @@ function identity(p: PciStateParts): Identity {
 }
 
 function bad(message: string): never {
-  throw new DeviceError(EINVAL, `migration state refused: ${message}`);
+  throw new DeviceError(Errno.EINVAL, `migration state refused: ${message}`);
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -56,18 +56,16 @@
  *   exists; ERR count 1 flags 0x1 (signalError()); REQ count 0: the server never asks the client to release the
  *   device, so it offers no REQ eventfd (QEMU never queries REQ either).
  */
+
+import { DeviceInfoFlags, Errno, IrqIndex, IrqInfoFlags, RegionInfoFlags } from 'vfio-user-protocol';
 import {
   type DeviceContext,
   DeviceError,
-  DeviceFlags,
   type DeviceLogger,
   type DeviceMigration,
   type IrqDescription,
-  IrqInfoFlags,
-  PciIrq,
   PciRegion,
   type RegionDescription,
-  RegionFlags,
   type VfioUserDevice,
 } from '../device.js';
 import { BarRegion, type BarSpec, installBarRegisters, validateBarSpec } from './bar.js';
@@ -105,9 +103,6 @@ import { MsixCapability, type MsixSpec } from './msix.js';
 import { PcieCapability, type PcieSpec } from './pcie.js';
 import { PmCapability } from './pm.js';
 import type { SharedMemory, SharedMemoryFactory } from './shared-memory.js';
-
-const EINVAL = 22;
-const EIO = 5;
 
 export interface PciCapsSpec {
   /** Power Management capability (D0/D3hot). */
@@ -170,7 +165,7 @@ const noop = () => {};
 export const silentLogger: DeviceLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: noop };
 
 export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements VfioUserDevice {
-  readonly flags = DeviceFlags.PCI | DeviceFlags.RESET;
+  readonly flags = DeviceInfoFlags.PCI | DeviceInfoFlags.RESET;
   readonly numRegions = 9;
   readonly numIrqs = 5;
 
@@ -275,10 +270,10 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       const caps = new CapabilityAllocator(cfg);
       if (spec.caps?.pm) this.pm = new PmCapability(cfg, caps);
       if (spec.caps?.msi) {
-        this.msi = new MsiCapability(cfg, caps, spec.caps.msi, (v) => this.irq.trigger(PciIrq.MSI, v));
+        this.msi = new MsiCapability(cfg, caps, spec.caps.msi, (v) => this.irq.trigger(IrqIndex.MSI, v));
       }
       if (spec.caps?.msix) {
-        const m = new MsixCapability(cfg, caps, spec.caps.msix, (v) => this.irq.trigger(PciIrq.MSIX, v));
+        const m = new MsixCapability(cfg, caps, spec.caps.msix, (v) => this.irq.trigger(IrqIndex.MSIX, v));
         const bar = this.bars[m.bar];
         if (!bar || bar.spec.io) throw new Error(`MSI-X: BAR${m.bar} must be a memory BAR`);
         const end = Math.max(m.tableOffset + m.table.length, m.pbaOffset + m.pba.length);
@@ -347,7 +342,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
 
   /**
    * The client unmasked INTx (SET_IRQS UNMASK or the resample eventfd): a still-asserted line fires again.
-   * irqStateChanged(PciIrq.INTX) does the same; the engine may call either.
+   * irqStateChanged(IrqIndex.INTX) does the same; the engine may call either.
    */
   intxUnmasked(): void {
     this.irq.intxUnmasked();
@@ -355,14 +350,14 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
 
   /** Signal the ERR eventfd (AER-style "something is wrong with the device"). */
   signalError(): boolean {
-    return this.irq.trigger(PciIrq.ERR, 0);
+    return this.irq.trigger(IrqIndex.ERR, 0);
   }
 
   irqStateChanged(index: number): void {
     // A newly wired or unmasked INTx eventfd must see a line that is still asserted (see interrupts.ts for how
     // this cooperates with the sink's own pending bit). MSI/MSI-X keep their pending state in the IrqSink
     // (eventfd masking) or in config space (released on unmask writes).
-    if (index === PciIrq.INTX) this.irq.intxUnmasked();
+    if (index === IrqIndex.INTX) this.irq.intxUnmasked();
   }
 
   // ---- VfioUserDevice -------------------------------------------------------------------------------
@@ -371,9 +366,9 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
     if (index >= 0 && index <= PciRegion.BAR5) {
       const bar = this.bars[index];
       if (!bar) return { size: 0n, flags: 0 };
-      const desc: RegionDescription = { size: bar.size, flags: RegionFlags.READ | RegionFlags.WRITE };
+      const desc: RegionDescription = { size: bar.size, flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
       if (bar.memory) {
-        desc.flags |= RegionFlags.MMAP;
+        desc.flags |= RegionInfoFlags.MMAP;
         const whole =
           bar.areas.length === 1 && bar.areas[0]!.start === 0 && BigInt(bar.areas[0]!.end) === bar.size;
         desc.mmap = { fd: bar.memory.fd, offset: 0n };
@@ -388,37 +383,37 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
     }
     switch (index) {
       case PciRegion.ROM:
-        return this.rom ? { size: this.romSize, flags: RegionFlags.READ } : { size: 0n, flags: 0 };
+        return this.rom ? { size: this.romSize, flags: RegionInfoFlags.READ } : { size: 0n, flags: 0 };
       case PciRegion.CONFIG:
-        return { size: BigInt(this.config.size), flags: RegionFlags.READ | RegionFlags.WRITE };
+        return { size: BigInt(this.config.size), flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
       case PciRegion.VGA:
         return { size: 0n, flags: 0 };
       default:
-        throw new DeviceError(EINVAL, `no region ${index}`);
+        throw new DeviceError(Errno.EINVAL, `no region ${index}`);
     }
   }
 
   irqInfo(index: number): IrqDescription {
     const eventfd = IrqInfoFlags.EVENTFD;
     switch (index) {
-      case PciIrq.INTX:
+      case IrqIndex.INTX:
         return this.intxPin
           ? { count: 1, flags: eventfd | IrqInfoFlags.MASKABLE | IrqInfoFlags.AUTOMASKED }
           : { count: 0, flags: 0 };
-      case PciIrq.MSI:
+      case IrqIndex.MSI:
         return this.msi
           ? { count: this.msi.vectors, flags: eventfd | IrqInfoFlags.NORESIZE }
           : { count: 0, flags: 0 };
-      case PciIrq.MSIX:
+      case IrqIndex.MSIX:
         return this.msix
           ? { count: this.msix.vectors, flags: eventfd | IrqInfoFlags.NORESIZE }
           : { count: 0, flags: 0 };
-      case PciIrq.ERR:
+      case IrqIndex.ERR:
         return { count: 1, flags: eventfd };
-      case PciIrq.REQ:
+      case IrqIndex.REQ:
         return { count: 0, flags: 0 };
       default:
-        throw new DeviceError(EINVAL, `no IRQ index ${index}`);
+        throw new DeviceError(Errno.EINVAL, `no IRQ index ${index}`);
     }
   }
 
@@ -460,7 +455,8 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       }
       return;
     }
-    if (index === PciRegion.ROM && this.rom) throw new DeviceError(EINVAL, 'the ROM region is read-only');
+    if (index === PciRegion.ROM && this.rom)
+      throw new DeviceError(Errno.EINVAL, 'the ROM region is read-only');
     this.absent(index, offset, data.length);
   }
 
@@ -510,26 +506,29 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
     if (r && typeof (r as Promise<void>).then === 'function') {
       return (r as Promise<void>).catch((err: unknown) => {
         this.log.error({ err }, 'device model reset failed');
-        throw new DeviceError(EIO, 'reset failed');
+        throw new DeviceError(Errno.EIO, 'reset failed');
       });
     }
   }
 
   private barRegion(index: number): BarRegion {
     const bar = this.bars[index];
-    if (!bar) throw new DeviceError(EINVAL, `BAR${index} is not implemented`);
+    if (!bar) throw new DeviceError(Errno.EINVAL, `BAR${index} is not implemented`);
     return bar;
   }
 
   private checkBounds(index: number, offset: bigint, count: number, size: bigint): number {
     if (offset < 0n || count < 0 || offset + BigInt(count) > size) {
-      throw new DeviceError(EINVAL, `region ${index}: access [${offset}, +${count}) outside ${size} bytes`);
+      throw new DeviceError(
+        Errno.EINVAL,
+        `region ${index}: access [${offset}, +${count}) outside ${size} bytes`,
+      );
     }
     return Number(offset);
   }
 
   private absent(index: number, offset: bigint, count: number): Uint8Array {
-    if (index < 0 || index >= this.numRegions) throw new DeviceError(EINVAL, `no region ${index}`);
+    if (index < 0 || index >= this.numRegions) throw new DeviceError(Errno.EINVAL, `no region ${index}`);
     // An absent region has size 0: only a zero-length access at offset 0 is inside it.
     this.checkBounds(index, offset, count, 0n);
     return new Uint8Array(0);
@@ -542,7 +541,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
     } catch (err) {
       if (err instanceof DeviceError) throw err;
       this.log.error({ err }, 'device handler failed');
-      throw new DeviceError(EIO, 'device handler failed');
+      throw new DeviceError(Errno.EIO, 'device handler failed');
     }
   }
 }

@@ -12,6 +12,7 @@ import {
   type Capabilities,
   Command,
   checkSetIrqsAgainstDevice,
+  DeviceInfoFlags,
   DmaUnmapFlags,
   decodeDeviceFeatureRequest,
   decodeDeviceGetInfoRequest,
@@ -48,7 +49,7 @@ import {
   rangeWithin,
   regionInfoReplyFor,
 } from 'vfio-user-protocol';
-import { DeviceError, DeviceFlags, type DeviceLogger, type VfioUserDevice } from '../device.js';
+import { DeviceError, type DeviceLogger, type VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
 import type { FdBag } from './fds.js';
@@ -233,7 +234,7 @@ const regionWriteMulti: Handler = (ctx, payload, fds) => {
 
 const deviceReset: Handler = async (ctx, payload, fds) => {
   decodeDeviceResetRequest(payload, fds.count, ctx.limits);
-  if ((ctx.device.flags & DeviceFlags.RESET) === 0) einval('device does not advertise RESET'); // RST-03
+  if ((ctx.device.flags & DeviceInfoFlags.RESET) === 0) einval('device does not advertise RESET'); // RST-03
   await ctx.device.reset();
   // A reset device runs: from ERROR (MIG-14) or any other state the migration gate let through.
   await migrationOf(ctx.device)?.afterReset();

@@ -19,6 +19,7 @@ import {
   Command,
   decodeDmaReadReply,
   decodeDmaWriteReply,
+  Errno,
   encodeDmaReadRequest,
   encodeDmaWriteRequest,
   encodeMessage,
@@ -28,7 +29,7 @@ import {
 } from 'vfio-user-protocol';
 import type { DeviceLogger } from '../device.js';
 import type { DmaMessageTransport } from '../dma/address-space.js';
-import { DmaError, E } from '../dma/errors.js';
+import { DmaError } from '../dma/errors.js';
 
 interface Pending {
   command: Command.DMA_READ | Command.DMA_WRITE;
@@ -116,7 +117,7 @@ export class DmaMessenger implements DmaMessageTransport {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const id = this.allocId();
     if (id < 0)
-      return Promise.reject(new DmaError('io', address, 'too many DMA requests in flight', E.EBUSY));
+      return Promise.reject(new DmaError('io', address, 'too many DMA requests in flight', Errno.EBUSY));
     const payload =
       command === Command.DMA_READ
         ? encodeDmaReadRequest({ address, count: BigInt(count) })
@@ -131,7 +132,7 @@ export class DmaMessenger implements DmaMessageTransport {
             'io',
             address,
             `${Command[command]} got no reply in ${this.o.timeoutMs} ms`,
-            E.ETIMEDOUT,
+            Errno.ETIMEDOUT,
           ),
         );
       }, this.o.timeoutMs);
@@ -149,7 +150,7 @@ export class DmaMessenger implements DmaMessageTransport {
             'io',
             address,
             `sending ${Command[command]} failed: ${(err as Error).message}`,
-            E.ENOTCONN,
+            Errno.ENOTCONN,
           ),
         );
       }
@@ -180,7 +181,12 @@ export class DmaMessenger implements DmaMessageTransport {
     } catch (err) {
       this.stats.errors++;
       p.reject(
-        new DmaError('io', p.address, `bad ${Command[p.command]} reply: ${(err as Error).message}`, E.EPROTO),
+        new DmaError(
+          'io',
+          p.address,
+          `bad ${Command[p.command]} reply: ${(err as Error).message}`,
+          Errno.EPROTO,
+        ),
       );
     }
     return true;
@@ -209,11 +215,11 @@ export class DmaMessenger implements DmaMessageTransport {
   }
 
   /** Fails every pending request and refuses new ones (disconnect). */
-  close(err: Error = new DmaError('io', 0n, 'client disconnected', E.ENOTCONN)): void {
+  close(err: Error = new DmaError('io', 0n, 'client disconnected', Errno.ENOTCONN)): void {
     this.closedWith = err;
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
-      p.reject(new DmaError('io', p.address, err.message, E.ENOTCONN));
+      p.reject(new DmaError('io', p.address, err.message, Errno.ENOTCONN));
     }
     this.pending.clear();
   }

@@ -58,7 +58,6 @@ import {
 import { DeviceError, type DeviceMigration, type VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace } from '../dma/address-space.js';
 import { DirtyLog } from '../dma/dirty.js';
-import { E } from '../dma/errors.js';
 
 /** Frame magic 'VUMS' (vfio-user migration stream), little-endian. */
 export const MIG_FRAME_MAGIC = 0x534d5556;
@@ -119,7 +118,7 @@ export class MigrationController {
       this.state = MigState.ERROR;
       this.dropStreams();
       if (typeof (err as { errno?: unknown })?.errno === 'number') throw err;
-      throw new DeviceError(E.EIO, `migration ${from} -> ${to} failed: ${(err as Error)?.message}`);
+      throw new DeviceError(Errno.EIO, `migration ${from} -> ${to} failed: ${(err as Error)?.message}`);
     }
     this.state = to;
   }

@@ -46,12 +46,12 @@ import {
   type Header,
   isReply,
   MESSAGE_OVERHEAD,
+  MsgFlags,
   ProtocolError,
   wantsReply,
 } from 'vfio-user-protocol';
 import type { VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace } from '../dma/address-space.js';
-import { E } from '../dma/errors.js';
 import type { IrqController } from '../irq/irq-controller.js';
 import { FdBag } from './fds.js';
 import { HANDLERS, type HandlerContext, type HandlerResult } from './handlers.js';
@@ -217,7 +217,7 @@ export class Session {
     if (data.length >= HEADER_SIZE) {
       const dv = new DataView(data.buffer, data.byteOffset, HEADER_SIZE);
       const flags = dv.getUint32(8, true);
-      if ((flags & 0x10) === 0)
+      if ((flags & MsgFlags.NO_REPLY) === 0)
         this.sendRaw(encodeErrorReply(dv.getUint16(0, true), dv.getUint16(2, true), errno));
     }
     void this.close('protocol violation');
@@ -307,7 +307,7 @@ export class Session {
     m.fds.closeRest();
     const known =
       typeof (err as { errno?: unknown })?.errno === 'number' && (err as { errno: number }).errno > 0;
-    const errno = known ? (err as { errno: number }).errno : E.EIO;
+    const errno = known ? (err as { errno: number }).errno : Errno.EIO;
     this.count('errors', errnoName(errno));
     const name = commandName(m.h.command);
     const fatal = err instanceof FatalError;
@@ -438,7 +438,7 @@ export class Session {
       cfg.device.attach({ dma: cfg.dma, irq: cfg.irq, log: this.log.child({ device: true }) });
     } catch (err) {
       this.log.error({ err }, 'device attach threw');
-      throw new FatalError(E.EIO, 'NEGOTIATION', `device attach failed: ${(err as Error)?.message}`);
+      throw new FatalError(Errno.EIO, 'NEGOTIATION', `device attach failed: ${(err as Error)?.message}`);
     }
     this.attached = true;
   }

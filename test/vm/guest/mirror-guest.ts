@@ -35,7 +35,8 @@ import {
   U64_MAX,
   vfio,
 } from 'vfio-user-native';
-import { DmaAddressSpace, type IommuBackend, IommuMirror, PciIrq, VfioUserServer } from 'vfio-user-server';
+import { IrqIndex } from 'vfio-user-protocol';
+import { DmaAddressSpace, type IommuBackend, IommuMirror, VfioUserServer } from 'vfio-user-server';
 
 // The server's modules that its package index does not export (yet): loaded from its dist by path.
 type SelectMod = typeof import('../../../server/src/iommu/select.js');
@@ -508,7 +509,7 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     for (let i = 0; i < ms / 5 && !cond(); i++) await sleep(5);
     return cond();
   };
-  const [ev] = await client.enableEventfds(PciIrq.MSI, 0, 1);
+  const [ev] = await client.enableEventfds(IrqIndex.MSI, 0, 1);
   await edu.io.write32(EDU.IRQ_RAISE, 0x1);
   const gotMsi = await until(() => (ev?.count ?? 0) > 0);
   await edu.io.write32(EDU.IRQ_ACK, 0x1);
@@ -517,25 +518,25 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
       ? 'eventfd given to VFIO_DEVICE_SET_IRQS'
       : `relayed ${device.stats.irqRelayed}x through the engine (SET_IRQS hook not wired)`;
   check(gotMsi, `edu MSI reached the client's eventfd (${path})`);
-  await client.disableIrqs(PciIrq.MSI);
-  const [intx] = await client.enableEventfds(PciIrq.INTX, 0, 1);
+  await client.disableIrqs(IrqIndex.MSI);
+  const [intx] = await client.enableEventfds(IrqIndex.INTX, 0, 1);
   await edu.io.write32(EDU.IRQ_RAISE, 0x2);
   const first = await until(() => (intx?.count ?? 0) === 1);
   await edu.io.write32(EDU.IRQ_ACK, 0x2);
-  await client.unmaskIrqs(PciIrq.INTX, 0, 1);
+  await client.unmaskIrqs(IrqIndex.INTX, 0, 1);
   await edu.io.write32(EDU.IRQ_RAISE, 0x2);
   const second = await until(() => (intx?.count ?? 0) === 2);
   await edu.io.write32(EDU.IRQ_ACK, 0x2);
-  await client.unmaskIrqs(PciIrq.INTX, 0, 1);
+  await client.unmaskIrqs(IrqIndex.INTX, 0, 1);
   check(
     first && second,
     `edu INTx reached the client twice, the host's automask lifted by the client's unmask (${intx?.count})`,
   );
-  await client.disableIrqs(PciIrq.INTX);
+  await client.disableIrqs(IrqIndex.INTX);
   // The pass-through hook itself, called as the engine will: the client's eventfd goes straight to the host
   // (VFIO_DEVICE_SET_IRQS) and the host device signals it with no hop through this process.
   const efd = stageFd(eventfd());
-  device.setIrqs(PciIrq.MSI, 0x4 | 0x20, 0, 1, [efd]);
+  device.setIrqs(IrqIndex.MSI, 0x4 | 0x20, 0, 1, [efd]);
   const relayedBefore = device.stats.irqRelayed;
   await edu.io.write32(EDU.IRQ_RAISE, 0x4);
   let signalled = 0n;
@@ -544,7 +545,7 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     return signalled > 0n;
   });
   await edu.io.write32(EDU.IRQ_ACK, 0x4);
-  device.setIrqs(PciIrq.MSI, 0x1 | 0x20, 0, 0, []);
+  device.setIrqs(IrqIndex.MSI, 0x1 | 0x20, 0, 0, []);
   check(
     signalled > 0n && device.stats.irqRelayed === relayedBefore,
     'SET_IRQS pass-through hook: the host device signals the eventfd given to VFIO directly',

@@ -2,6 +2,7 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { QEMU_VERSION_JSON } from 'vfio-user-protocol';
 import type { Group } from '../case.js';
 import { expectOk, fail, isError, type Msg, skip } from '../conn.js';
 import { negotiate } from '../session.js';
@@ -15,7 +16,6 @@ import {
   Irq,
   IrqSet,
   message,
-  QEMU_VERSION_JSON,
   Region,
   regionAccessPayload,
   versionPayload,

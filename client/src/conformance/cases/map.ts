@@ -1,8 +1,8 @@
 // C. DMA_MAP (MAP) and D. DMA_UNMAP (UNM).
 import { openSync, readSync, writeSync } from 'node:fs';
+import { errnoName } from 'vfio-user-protocol';
 import type { Ctx, Group } from '../case.js';
 import { expectOk, fail, isError, type Msg, skip } from '../conn.js';
-import { errnoName } from '../errno.js';
 import type { Session } from '../session.js';
 import { Cmd, DmaUnmapFlag, dmaMapPayload, dmaUnmapPayload, Flag, hex, MigState } from '../wire.js';
 import { mapMessageDma } from './sdma-util.js';

@@ -1,7 +1,8 @@
 // P. Server -> client DMA (SDMA): the suite maps memory without fds and serves the server's DMA_READ/DMA_WRITE.
+
+import { Errno } from 'vfio-user-protocol';
 import type { Group } from '../case.js';
 import { Conn, closeFds, expectOk, fail, type Msg, type ServerRequest, skip } from '../conn.js';
-import { Errno } from '../errno.js';
 import { parseVersionReply, Session, sendVersion } from '../session.js';
 import { Cmd, Flag, message } from '../wire.js';
 import { mapMessageDma, startHeldDma } from './sdma-util.js';

@@ -1,7 +1,8 @@
 // Shared shapes for writing cases tersely.
+
+import { Errno } from 'vfio-user-protocol';
 import type { CaseDef, Ctx, ErrnoRule } from '../case.js';
 import { expectOk, fail, type Msg } from '../conn.js';
-import { Errno } from '../errno.js';
 import type { Session } from '../session.js';
 import { Cmd, Feature, hex, MigState } from '../wire.js';
 

@@ -1,9 +1,10 @@
 // B. VERSION and negotiation (VER).
+
+import { errnoName, QEMU_LIMITS, QEMU_VERSION_JSON } from 'vfio-user-protocol';
 import type { Ctx, Group } from '../case.js';
 import { type Conn, closeFds, expectOk, fail, type Msg } from '../conn.js';
-import { errnoName } from '../errno.js';
 import { parseVersionReply, sendVersion } from '../session.js';
-import { Cmd, getInfoPayload, message, QEMU_VERSION_JSON, RegionFlag, versionPayload } from '../wire.js';
+import { Cmd, getInfoPayload, message, RegionFlag, versionPayload } from '../wire.js';
 import { mapMessageDma } from './sdma-util.js';
 import { IOVA, kase, LINVAL, sleep } from './util.js';
 
@@ -305,9 +306,9 @@ export const ver: Group = {
       }
       if (
         raw.max_dma_maps !== undefined &&
-        (typeof raw.max_dma_maps !== 'number' || raw.max_dma_maps > 65535)
+        (typeof raw.max_dma_maps !== 'number' || raw.max_dma_maps > QEMU_LIMITS.maxDmaMaps)
       ) {
-        bad.push(`max_dma_maps ${raw.max_dma_maps} > 65535`);
+        bad.push(`max_dma_maps ${raw.max_dma_maps} > ${QEMU_LIMITS.maxDmaMaps}`);
       }
       if (bad.length) fail(bad.join('; '));
     }),
