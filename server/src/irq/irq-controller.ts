@@ -22,6 +22,7 @@ import {
   SET_IRQS_ACTION_TYPE_MASK as ACTION_MASK,
   SET_IRQS_DATA_TYPE_MASK as DATA_MASK,
   Errno,
+  ErrnoError,
   IrqIndex,
   IrqInfoFlags,
   SetIrqsFlags,
@@ -38,12 +39,10 @@ export interface SetIrqsParams {
 }
 
 /** A refused SET_IRQS; `errno` goes into the error reply. */
-export class IrqError extends Error {
-  readonly errno: number;
+export class IrqError extends ErrnoError {
   constructor(errno: number, message: string) {
-    super(message);
+    super(errno, message);
     this.name = 'IrqError';
-    this.errno = errno;
   }
 }
 

@@ -39,6 +39,7 @@ import {
   decodeHeader,
   decodeVersionRequest,
   Errno,
+  ErrnoError,
   encodeErrorReply,
   encodeReplyMessage,
   errnoName,
@@ -106,6 +107,17 @@ const QUEUE_HIGH_BYTES = 64 << 20;
 const QUEUE_LOW_BYTES = 16 << 20;
 /** Unsent reply bytes above which reading pauses until the send queue drains. */
 const SEND_HIGH_BYTES = 16 << 20;
+
+/**
+ * The one mapping from a failure to the errno of its error reply: an ErrnoError (ProtocolError, DeviceError,
+ * DmaMapError, DmaError, IrqError) or an addon error states a positive errno; anything else states none and is
+ * a bug (the callers answer EIO, or EINVAL for a stream that cannot be trusted).
+ */
+function replyErrnoOf(err: unknown): number | undefined {
+  if (err instanceof ErrnoError) return err.errno;
+  const n = (err as { errno?: unknown } | null)?.errno;
+  return typeof n === 'number' && n > 0 ? n : undefined;
+}
 
 /** An error that ends the session (after its reply, if any). */
 class FatalError extends ProtocolError {}
@@ -211,7 +223,7 @@ export class Session {
 
   /** A header the stream cannot be trusted after: answer EINVAL if it looks like a command, then close. */
   private protocolViolation(data: Uint8Array, err: unknown): void {
-    const errno = (err as { errno?: number }).errno ?? Errno.EINVAL;
+    const errno = replyErrnoOf(err) ?? Errno.EINVAL;
     this.count('errors', errnoName(errno));
     this.log.warn({ err: (err as Error).message }, 'protocol violation, closing');
     if (data.length >= HEADER_SIZE) {
@@ -305,9 +317,9 @@ export class Session {
 
   private fail(m: Queued, err: unknown): void {
     m.fds.closeRest();
-    const known =
-      typeof (err as { errno?: unknown })?.errno === 'number' && (err as { errno: number }).errno > 0;
-    const errno = known ? (err as { errno: number }).errno : Errno.EIO;
+    const stated = replyErrnoOf(err);
+    const known = stated !== undefined;
+    const errno = stated ?? Errno.EIO;
     this.count('errors', errnoName(errno));
     const name = commandName(m.h.command);
     const fatal = err instanceof FatalError;
