@@ -12,7 +12,8 @@
         "src/job.c",
         "src/vfio.c",
         "src/iommufd.c",
-        "src/layouts.c"
+        "src/layouts.c",
+        "src/blockio.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra"],

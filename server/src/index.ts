@@ -6,6 +6,7 @@ export {
   builtinDevice,
   createDevice,
   createEdu,
+  createNvme,
   type DeviceDefinition,
   type DeviceEnvironment,
   DeviceOptionError,
@@ -19,6 +20,10 @@ export {
   type EduStats,
   instantiateDevice,
   loadDeviceDefinition,
+  NvmeController,
+  type NvmeDevice,
+  type NvmeOptions,
+  type NvmeStats,
   parseDeviceOptions,
   registerDevice,
 } from './devices/index.js';

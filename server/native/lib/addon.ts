@@ -202,6 +202,13 @@ export interface NativeAddon {
   ): bigint;
 
   layouts(): Layouts;
+
+  blockIo(fd: number, write: boolean, offset: bigint, segments: Uint8Array[]): Promise<number>;
+  blockFallocate(fd: number, mode: number, offset: bigint, length: bigint): Promise<number>;
+  blockSync(fd: number): Promise<number>;
+  FALLOC_FL_KEEP_SIZE: number;
+  FALLOC_FL_PUNCH_HOLE: number;
+  FALLOC_FL_ZERO_RANGE: number;
 }
 
 /** Compiler-computed uAPI facts (see layouts() in lib/index.ts). */

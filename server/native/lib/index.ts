@@ -52,9 +52,22 @@
  *   address keeps the mapping busy (munmap -> EBUSY) and, when async, referenced until the ioctl completes.
  *   Callers must not munmap a region the host IOMMU still maps, nor close a container/iommufd while its ioctls are
  *   in flight (async calls use private dups of the fds, so the ioctl itself is never redirected).
+ * ── Block I/O (blockio.ts) ─────────────────────────────────────────────────────────────────────────────────────
+ *   blockRead/blockWrite(fd, offset, segments) (preadv/pwritev on the threadpool, straight into mmapped guest
+ *   pages), blockFallocate(fd, mode, offset, length), blockSync(fd) (fdatasync). Promises.
  *   layouts(): ioctl numbers, struct sizes and offsets computed by the compiler (checked against the kernel's layouts by test/vfio.test.ts).
  */
 export type { Layouts } from './addon.js';
+export {
+  BLOCK_IO_MAX_SEGMENTS,
+  blockFallocate,
+  blockRead,
+  blockSync,
+  blockWrite,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+} from './blockio.js';
 export { type ErrnoError, errnoError, isErrno } from './errors.js';
 export { type EventfdOptions, eventfd, eventfdRead, eventfdWrite, FdWatcher } from './eventfd.js';
 export {

@@ -17,6 +17,7 @@ import {
   parseDeviceOptions,
 } from './definition.js';
 import { createEdu } from './edu.js';
+import { createNvme, NVME_MAX_QUEUES } from './nvme/index.js';
 import { createVfioPci } from './vfio-pci.js';
 
 const registry = new Map<string, DeviceDefinition>();
@@ -125,6 +126,46 @@ registerDevice(
   }),
 );
 
+registerDevice(
+  defineDevice({
+    name: 'nvme',
+    description: 'an NVMe SSD (1b36:0010) with one namespace over a raw image file (see docs/nvme.md)',
+    options: {
+      image: { type: 'string', required: true, description: 'raw image file; created sparse when missing' },
+      size: {
+        type: 'string',
+        description:
+          'namespace size in bytes, K/M/G/T suffixes (default: the image size; grows a shorter image)',
+      },
+      serial: { type: 'string', description: 'serial number (20 characters at most)' },
+      queues: { type: 'integer', min: 1, max: NVME_MAX_QUEUES, description: 'I/O queue pairs (default 4)' },
+      blockSize: { type: 'integer', min: 512, max: 4096, description: 'logical block size: 512 or 4096' },
+      shadowDoorbells: { type: 'boolean', description: 'offer Doorbell Buffer Config (default false)' },
+      name: { type: 'string', description: 'a name for logs' },
+    },
+    create: (o, env) =>
+      createNvme({
+        image: o.image,
+        size: o.size === undefined ? undefined : parseSize(o.size),
+        serial: o.serial,
+        queues: o.queues,
+        blockSize: o.blockSize,
+        shadowDoorbells: o.shadowDoorbells,
+        name: o.name,
+        log: env.log,
+      }),
+  }),
+);
+
+/** Bytes, with an optional K/M/G/T suffix (powers of 1024). */
+function parseSize(v: string): bigint {
+  const m = /^([0-9]+)([KMGT]?)$/i.exec(v.trim());
+  if (!m)
+    throw new DeviceOptionError(`option size: expected bytes with an optional K/M/G/T suffix, got '${v}'`);
+  const shift = { '': 0n, K: 10n, M: 20n, G: 30n, T: 40n }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+  return BigInt(m[1]!) << shift;
+}
+
 // Host device passthrough: needs the VFIO backend (--iommu vfio|iommufd, see iommu/select.ts).
 registerDevice(
   defineDevice({
@@ -137,3 +178,10 @@ registerDevice(
 
 export * from './definition.js';
 export { createEdu, Edu, type EduDevice, type EduOptions, type EduStats } from './edu.js';
+export {
+  createNvme,
+  NvmeController,
+  type NvmeDevice,
+  type NvmeOptions,
+  type NvmeStats,
+} from './nvme/index.js';
