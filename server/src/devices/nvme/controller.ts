@@ -19,6 +19,7 @@
 // Migration: registers, queues (ring positions, phase, pending completions), features and the outstanding Async
 // Event Requests. Stopping waits for the commands in flight to complete (their completions are part of the state);
 // doorbell writes while stopped are latched and processed once running again.
+import { Errno } from 'vfio-user-protocol';
 import { type DeviceContext, DeviceError, type DeviceLogger } from '../../device.js';
 import { type AccessSize, PciDevice, type PciDeviceModel } from '../../pci/index.js';
 import {
@@ -67,7 +68,6 @@ import {
   SubmissionQueue,
 } from './queues.js';
 
-const EINVAL = 22;
 export const NVME_BAR0_SIZE = 0x4000;
 const MSIX_TABLE = 0x2000;
 const MSIX_PBA = 0x3000;
@@ -1152,7 +1152,7 @@ const isU64Str = (v: unknown): v is string =>
 /** Validates a saved NVMe state against this controller (DeviceError EINVAL on anything else). */
 function checkState(state: unknown, c: NvmeController): NvmeState {
   const bad = (what: string): never => {
-    throw new DeviceError(EINVAL, `nvme migration state refused: ${what}`);
+    throw new DeviceError(Errno.EINVAL, `nvme migration state refused: ${what}`);
   };
   if (typeof state !== 'object' || state === null) bad('not an object');
   const s = state as NvmeState;

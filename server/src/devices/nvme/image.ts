@@ -13,6 +13,7 @@ import {
   FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE,
 } from 'vfio-user-native';
+import { Errno } from 'vfio-user-protocol';
 
 export interface ImageStats {
   reads: number;
@@ -65,7 +66,7 @@ export class ImageFile {
   }
 
   private get liveFd(): number {
-    if (this.fd < 0) throw Object.assign(new Error('image closed'), { errno: 9 });
+    if (this.fd < 0) throw Object.assign(new Error('image closed'), { errno: Errno.EBADF, code: 'EBADF' });
     return this.fd;
   }
 
