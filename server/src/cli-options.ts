@@ -47,6 +47,7 @@ Built-in devices and their options:
 ${deviceLines}
 
 Logs go to stderr; SIGTERM or SIGINT stops the server, removes the socket and logs its counters.
+SIGUSR2 hands the running device over to a new process started with the same command line (docs/handover.md).
 Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a usage error.
 `;
 }
@@ -177,7 +178,10 @@ export function parseCli(
   const printCapabilities = values['print-capabilities'] === true;
   if (socketPath !== undefined && fd !== undefined)
     throw new UsageError('--socket-path and --fd are exclusive');
-  if (!help && !version && !printCapabilities && socketPath === undefined && fd === undefined) {
+  // A hand-over successor (docs/handover.md) gets its listener from the running server, whatever the command line
+  // (or systemd's LISTEN_FDS, which named that server) said.
+  const successor = env.VFIO_USER_HANDOVER_FD !== undefined;
+  if (!help && !version && !printCapabilities && !successor && socketPath === undefined && fd === undefined) {
     throw new UsageError('one of --socket-path or --fd is required');
   }
   const iommu = values.iommu as string;

@@ -21,6 +21,9 @@ import {
   loadDeviceDefinition,
   parseDeviceOptions,
 } from './devices/index.js';
+import { handOver } from './handover/source.js';
+import { HANDOVER_FD_ENV } from './handover/successor.js';
+import { takeOver } from './handover/target.js';
 import type { IommuBackend } from './iommu/backend.js';
 import { createIommuBackend, resolveIommuChoice } from './iommu/select.js';
 import { createLogger } from './log.js';
@@ -175,6 +178,15 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // SIGUSR2: hand the device over to a new process (docs/handover.md). Hooked now: its default action kills.
+  let onHandover: (() => void) | undefined;
+  process.on('SIGUSR2', () => {
+    if (onHandover) onHandover();
+    else log.warn('SIGUSR2 (hand-over) before the server is ready: ignored');
+  });
+  // A successor of a hand-over: the channel to the running server is inherited (successor.ts).
+  const channel = process.env[HANDOVER_FD_ENV];
+  delete process.env[HANDOVER_FD_ENV];
 
   let iommu: IommuBackend;
   let device: VfioUserDevice;
@@ -183,21 +195,47 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   } catch (err) {
     return reportSetUpError(err, opts, log);
   }
-  const server = new VfioUserServer({ socketPath: opts.socketPath, fd: opts.fd, device, iommu, logger: log });
+  // A successor adopts its listener from the running server; the fd given here is never opened then.
+  const listen =
+    channel !== undefined && opts.socketPath === undefined && opts.fd === undefined
+      ? { fd: Number(channel) }
+      : { socketPath: opts.socketPath, fd: opts.fd };
+  const server = new VfioUserServer({ ...listen, device, iommu, logger: log });
   const where = opts.socketPath ?? `fd:${opts.fd}${opts.socketActivated ? ' (systemd)' : ''}`;
-  try {
-    await server.start();
-  } catch (err) {
-    fatal(log, `cannot serve on ${where}`, err);
-    await server.close().catch(() => {});
-    return 1;
+  if (channel !== undefined) {
+    try {
+      await takeOver({ channelFd: Number(channel), deviceName: def.name, device, server, log });
+    } catch (err) {
+      // Nothing may be torn down: the device, the sockets and the host mappings still belong to the running
+      // server, which keeps serving.
+      log.fatal({ err }, `hand-over: not taking over: ${(err as Error).message}`);
+      process.exit(1);
+    }
+  } else {
+    try {
+      await server.start();
+    } catch (err) {
+      fatal(log, `cannot serve on ${where}`, err);
+      await server.close().catch(() => {});
+      return 1;
+    }
   }
   // pino's base record already carries pid.
   log.info({ socket: where, device: def.name, iommu: iommu.name }, 'ready');
   const sig = await new Promise<string>((resolve) => {
     if (pending) resolve(pending);
     else signalled = resolve;
+    onHandover = () => {
+      void handOver(server, device, { deviceName: def.name, log }).then((r) => {
+        if (r.ok) resolve('handover');
+      });
+    };
   });
+  if (sig === 'handover') {
+    // The successor serves everything now; closing anything here would take it away from under it.
+    log.info(counters(server, device), 'handed over');
+    return 0;
+  }
   log.info({ signal: sig }, 'shutting down');
   try {
     await server.close();

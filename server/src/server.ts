@@ -11,18 +11,19 @@
 // everything on the host and closes the backend, then the device.
 
 import { EventEmitter } from 'node:events';
+import { lstatSync } from 'node:fs';
 import pino from 'pino';
-import type * as native from 'vfio-user-native';
+import * as native from 'vfio-user-native';
 import { DEFAULT_MAX_DATA_XFER_SIZE, PAGE_SIZE_BIG, QEMU_LIMITS } from 'vfio-user-protocol';
 import type { VfioUserDevice } from './device.js';
-import { DmaAddressSpace } from './dma/address-space.js';
+import { DmaAddressSpace, type DmaMapParams } from './dma/address-space.js';
 import type { HostFacts, IommuBackend } from './iommu/backend.js';
 import { IommuMirror } from './iommu/mirror.js';
 import { NoneBackend } from './iommu/none.js';
 import { IrqController } from './irq/irq-controller.js';
 import { MAX_BITMAP_SIZE } from './session/migration.js';
 import type { ServerOffer } from './session/negotiate.js';
-import { type ServerStats, Session } from './session/session.js';
+import { type ServerStats, Session, type SessionRestore } from './session/session.js';
 import { ClientGate } from './transport/client-gate.js';
 import { checkListenSource, openListener } from './transport/listen.js';
 
@@ -66,6 +67,34 @@ export interface ConnectEvent {
 export interface DisconnectEvent {
   session: number;
   reason: string | undefined;
+}
+
+/** What a hand-over reads of a running server (server/src/handover/source.ts). */
+export interface ServerHandoverView {
+  options: Readonly<ServerOptions>;
+  listener: native.Listener | undefined;
+  session: Session | undefined;
+  parked: readonly native.Connection[];
+  offer: ServerOffer | undefined;
+  nextSessionId: number;
+  running: boolean;
+}
+
+/** What adoptPrepare() starts from: a previous process's server (server/src/handover/target.ts). */
+export interface ServerAdoption {
+  listenerFd: number;
+  /** The socket file the listener is bound to (unlinked at shutdown), when it was created from a path. */
+  socketPath?: string;
+  offer: ServerOffer;
+  pageSize: bigint;
+  maxMappings: number;
+  /** The live DMA regions (each fd owned by the call from now on). */
+  regions: DmaMapParams[];
+  hostEntries: { iova: bigint; size: bigint; mirrored: boolean }[];
+  nextSessionId: number;
+  stats: ServerStats;
+  session?: { connFd: number; id: number };
+  parkedFds: number[];
 }
 
 export class VfioUserServer extends EventEmitter {
@@ -196,6 +225,14 @@ export class VfioUserServer extends EventEmitter {
 
   private activate(conn: native.Connection, peer?: { pid: number; uid: number }): void {
     const id = this.nextSessionId++;
+    const session = this.track(conn, id);
+    this.log.info({ session: id, peer }, 'serving client');
+    session.start();
+    this.emit('connect', { session: id, peer } satisfies ConnectEvent);
+  }
+
+  /** Makes `conn` the active session (not started); when it ends, the next parked client is served. */
+  private track(conn: native.Connection, id: number): Session {
     const session = new Session(conn, {
       id,
       device: this.o.device,
@@ -209,7 +246,6 @@ export class VfioUserServer extends EventEmitter {
     });
     this.active = session;
     this.stats.connections++;
-    this.log.info({ session: id, peer }, 'serving client');
     void session.closed.then(() => {
       this.active = undefined;
       this.emit('disconnect', { session: id, reason: session.closeReason } satisfies DisconnectEvent);
@@ -217,8 +253,95 @@ export class VfioUserServer extends EventEmitter {
       const next = this.gate.release();
       if (next) this.activate(next);
     });
-    session.start();
-    this.emit('connect', { session: id, peer } satisfies ConnectEvent);
+    return session;
+  }
+
+  // ---- hand-over hooks (server/src/handover/, docs/handover.md) -----------------------------------------------
+
+  /** The parts of the running server a hand-over exports (fds borrowed). */
+  handoverView(): ServerHandoverView {
+    return {
+      options: this.o,
+      listener: this.listener,
+      session: this.active,
+      parked: this.gate.parked,
+      offer: this.offer,
+      nextSessionId: this.nextSessionId,
+      running: this.state === 'running',
+    };
+  }
+
+  /** Stops accepting connections during a hand-over (they wait in the backlog); resumeAccepting() undoes it. */
+  pauseAccepting(): void {
+    this.listener?.pause();
+  }
+
+  resumeAccepting(): void {
+    this.listener?.resume();
+  }
+
+  /**
+   * Instead of start(): takes over a previous process's server without touching the wire or the host IOMMU
+   * (the backend attaches, the DMA regions are re-created and the host entries adopted as they are). Neither
+   * reading nor accepting starts before adoptStart(). On failure the process must exit without close(): the
+   * state still belongs to the previous process.
+   */
+  async adoptPrepare(a: ServerAdoption): Promise<void> {
+    if (this.state !== 'new') throw new Error(`VfioUserServer.adoptPrepare() in state ${this.state}`);
+    this.state = 'starting';
+    this.facts = await this.mirror.attach();
+    this.dma.configure({ pageSize: a.pageSize, maxMappings: a.maxMappings });
+    for (const r of a.regions) this.dma.restoreRegion(r);
+    await this.mirror.adopt(this.dma, a.hostEntries);
+    this.offer = a.offer;
+    Object.assign(this.stats, a.stats);
+    this.nextSessionId = a.nextSessionId;
+    let owned: { path: string; dev: bigint; ino: bigint } | undefined;
+    if (a.socketPath) {
+      const st = lstatSync(a.socketPath, { bigint: true, throwIfNoEntry: false });
+      if (st?.isSocket()) owned = { path: a.socketPath, dev: st.dev, ino: st.ino };
+    }
+    this.listener = native.Listener.adopt(a.listenerFd, owned);
+    this.adopting = a;
+  }
+
+  private adopting: ServerAdoption | undefined;
+
+  /** Starts serving the adopted session (`restore`: its unprocessed input and the device resume), then accepts. */
+  async adoptStart(restore?: SessionRestore): Promise<void> {
+    const a = this.adopting;
+    if (!a || this.state !== 'starting')
+      throw new Error('VfioUserServer.adoptStart() without adoptPrepare()');
+    this.adopting = undefined;
+    this.state = 'running';
+    if (a.session && restore) {
+      const conn = native.Connection.fromFd(a.session.connFd);
+      this.gate.admit(conn);
+      const session = this.track(conn, a.session.id);
+      this.stats.connections = a.stats.connections; // the previous process counted this client already
+      await session.startRestored(restore);
+    }
+    for (const fd of a.parkedFds) this.onConnection(native.Connection.fromFd(fd));
+    this.listener!.start(
+      (conn) => this.onConnection(conn),
+      (err) => this.log.error({ err }, 'accept failed'),
+    );
+  }
+
+  /**
+   * After a successful hand-over: the next process serves everything. Closes our copies of the sockets and IRQ
+   * fds without any teardown the new owner would feel (no unmap, no device detach, the socket file stays).
+   */
+  abandon(): void {
+    this.state = 'closed';
+    this.active?.abandon();
+    for (const c of this.gate.parked) c.close();
+    try {
+      this.listener?.close({ unlink: false });
+    } catch (err) {
+      this.log.warn({ err }, 'closing the listener failed');
+    }
+    this.irq.reset();
   }
 
   /** Stops listening, ends the current client, unmaps everything, closes the backend and the device. */

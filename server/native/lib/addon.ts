@@ -25,12 +25,21 @@ export interface NativeConnection {
   flush(): void;
   close(): void;
   setMaxMessageSize(n: number): void;
+  takeBuffered(): BufferedInput;
+  prefill(data: ArrayBufferView, fds: number[] | undefined): void;
+}
+
+/** Received bytes not delivered yet, and the fds of the messages among them (`at`: offset in `data`). */
+export interface BufferedInput {
+  data: Buffer;
+  groups: { at: number; fds: number[] }[];
 }
 
 export interface NativeListener {
   readonly fd: number;
   start(onConnection: (fd: number) => void, onError: ((err: Error) => void) | undefined): void;
   resume(): void;
+  pause(): void;
   close(): void;
 }
 

@@ -113,6 +113,7 @@ export {
   pwrite,
 } from './memory.js';
 export {
+  type BufferedInput,
   Connection,
   type ConnectionHandlers,
   type ConnectionOptions,

@@ -1,7 +1,10 @@
 // UNIX stream sockets with fd passing, framed as vfio-user messages (16-byte header, u32 LE size at offset 4).
 // The addon owns each socket fd (one uv_poll per fd); JS sees whole messages and owns the fds that came with them.
 import { lstatSync, unlinkSync } from 'node:fs';
-import { addon, type NativeConnection, type NativeListener } from './addon.js';
+import { addon, type BufferedInput, type NativeConnection, type NativeListener } from './addon.js';
+
+export type { BufferedInput } from './addon.js';
+
 import { isErrno } from './errors.js';
 
 /** Default cap on one message (header included); bigger sizes close the connection with EPROTO. */
@@ -48,6 +51,7 @@ function checkMax(n: number): number {
 export class Connection {
   readonly #n: NativeConnection;
   #flushScheduled = false;
+  #prefilled = false;
 
   private constructor(n: NativeConnection) {
     this.#n = n;
@@ -85,6 +89,28 @@ export class Connection {
     if (framing !== 'bulk' && framing !== 'exact') throw new TypeError(`framing must be 'bulk' or 'exact'`);
     const max = checkMax(opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE);
     this.#n.start(h, h.onMessage, h.onClose, h.onDrain, max, framing === 'exact');
+    // Prefilled messages are delivered without waiting for the socket to become readable.
+    if (this.#prefilled) this.#scheduleFlush();
+  }
+
+  /**
+   * Hand-over of a live connection to another process: the bytes read but not delivered (complete messages
+   * held back by pause() and the start of the next one), with the fds of the messages among them. The
+   * connection must be paused (or not started) and not inside onMessage; the fds now belong to the caller and
+   * the receive buffer is empty.
+   */
+  takeBuffered(): BufferedInput {
+    return this.#n.takeBuffered();
+  }
+
+  /**
+   * Before start(): appends `data` to the receive buffer, delivered before anything read from the socket;
+   * `fds` belong to the message starting at data[0] and are owned by the connection on success (on a throw
+   * the caller keeps them). The receiving side of takeBuffered().
+   */
+  prefill(data: Uint8Array, fds?: number[]): void {
+    this.#n.prefill(data, fds?.length ? fds : undefined);
+    this.#prefilled = true;
   }
 
   setMaxMessageSize(n: number): void {
@@ -114,6 +140,10 @@ export class Connection {
   /** Reads again; complete messages buffered while paused are delivered from setImmediate. */
   resume(): void {
     this.#n.resume();
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
     setImmediate(() => {
@@ -174,9 +204,13 @@ export class Listener {
     }
   }
 
-  /** Adopts an inherited listening fd (--fd N, systemd LISTEN_FDS). EINVAL if it is not listening. */
-  static adopt(fd: number): Listener {
-    return new Listener(new addon.NativeListener(fd));
+  /**
+   * Adopts an inherited listening fd (--fd N, systemd LISTEN_FDS). EINVAL if it is not listening. `owned`: the
+   * socket file this listener is responsible for (a process handing its listener over), unlinked by close()
+   * like a listen()ed one.
+   */
+  static adopt(fd: number, owned?: { path: string; dev: bigint; ino: bigint }): Listener {
+    return new Listener(new addon.NativeListener(fd), owned?.path, owned?.dev, owned?.ino);
   }
 
   get fd(): number {
@@ -185,6 +219,18 @@ export class Listener {
 
   get path(): string | undefined {
     return this.#path;
+  }
+
+  /** Stops accepting (new connections wait in the kernel's backlog) until resume(). */
+  pause(): void {
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#retry = undefined;
+    this.#n.pause();
+  }
+
+  /** Accepts again after pause(). */
+  resume(): void {
+    if (!this.#closed) this.#n.resume();
   }
 
   /**

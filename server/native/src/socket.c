@@ -856,6 +856,112 @@ static napi_value conn_flush(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * Hand-over (server/src/handover): takeBuffered() returns what was read from the socket but not delivered (a
+ * paused connection may hold complete messages and the start of one more) as {data, groups: [{at, fds}]}, `at`
+ * being the offset in `data` of the message the fds came with; the fds now belong to JS and the buffer is empty.
+ * prefill(data, fds) appends bytes (and the fds of the message starting at the first of them) to the receive
+ * buffer of a connection not started yet: they are delivered before anything read from the socket.
+ */
+static napi_value conn_take_buffered(napi_env env, napi_callback_info info) {
+  conn *c = conn_this(env, info);
+  if (!c) return NULL;
+  if ((c->state != C_NEW && c->state != C_OPEN) || c->delivering || (c->state == C_OPEN && !c->paused)) {
+    vu_throw_errno_msg(env, EBUSY, "takeBuffered", "the connection must be paused (or not started), outside onMessage");
+    return NULL;
+  }
+  napi_value out, data, groups;
+  size_t have = c->rx_end - c->rx_start;
+  uint64_t base = c->rx_base + c->rx_start;
+  NAPI_CALL(env, napi_create_object(env, &out));
+  NAPI_CALL(env, napi_create_buffer_copy(env, have, c->rx + c->rx_start, NULL, &data));
+  NAPI_CALL(env, napi_create_array_with_length(env, c->ngroups, &groups));
+  for (size_t i = 0; i < c->ngroups; i++) {
+    fdgroup *g = c->groups[i];
+    napi_value go, arr;
+    NAPI_CALL(env, napi_create_object(env, &go));
+    NAPI_CALL(env, napi_create_array_with_length(env, (size_t)g->n, &arr));
+    for (int k = 0; k < g->n; k++) NAPI_CALL(env, napi_set_element(env, arr, (uint32_t)k, vu_i32(env, g->fds[k])));
+    if (!vu_set_val(env, go, "at", vu_double(env, (double)(g->off - base))) || !vu_set_val(env, go, "fds", arr))
+      return NULL;
+    NAPI_CALL(env, napi_set_element(env, groups, (uint32_t)i, go));
+  }
+  if (!vu_set_val(env, out, "data", data) || !vu_set_val(env, out, "groups", groups)) return NULL;
+  /* Ownership of the fds moved to JS: drop the groups without closing. */
+  for (size_t i = 0; i < c->ngroups; i++) free(c->groups[i]);
+  c->ngroups = 0;
+  c->rx_start = c->rx_end;
+  rx_settle(c);
+  return out;
+}
+
+static napi_value conn_prefill(napi_env env, napi_callback_info info) {
+  napi_value argv[2], thisv;
+  if (!vu_args(env, info, 2, argv, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  if (c->state != C_NEW) {
+    vu_throw_errno_msg(env, EALREADY, "prefill", "prefill() only before start()");
+    return NULL;
+  }
+  void *data;
+  size_t len;
+  if (!vu_get_bytes(env, argv[0], "data", &data, &len)) return NULL;
+  int fds[MAX_FDS];
+  uint32_t nfds = 0;
+  if (!vu_is_nullish(env, argv[1])) {
+    bool is_array;
+    NAPI_CALL(env, napi_is_array(env, argv[1], &is_array));
+    if (!is_array) {
+      vu_throw_type(env, "fds must be an array of file descriptors");
+      return NULL;
+    }
+    NAPI_CALL(env, napi_get_array_length(env, argv[1], &nfds));
+    if (nfds > MAX_FDS) {
+      vu_throw_range(env, "at most %d fds per message", MAX_FDS);
+      return NULL;
+    }
+    for (uint32_t i = 0; i < nfds; i++) {
+      napi_value v;
+      NAPI_CALL(env, napi_get_element(env, argv[1], i, &v));
+      if (!vu_get_fd(env, v, "fd", &fds[i])) return NULL;
+    }
+  }
+  if (nfds && len == 0) {
+    vu_throw_range(env, "fds need at least the first byte of their message");
+    return NULL;
+  }
+  if (!rx_reserve(c, len)) {
+    vu_throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  size_t at = c->rx_end;
+  if (nfds) {
+    if (c->ngroups == c->groups_cap) {
+      size_t cap = c->groups_cap ? c->groups_cap * 2 : 8;
+      fdgroup **p = realloc(c->groups, cap * sizeof *p);
+      if (!p) {
+        vu_throw_errno(env, ENOMEM, "malloc");
+        return NULL;
+      }
+      c->groups = p;
+      c->groups_cap = cap;
+    }
+    fdgroup *g = malloc(sizeof *g + (size_t)nfds * sizeof(int));
+    if (!g) {
+      vu_throw_errno(env, ENOMEM, "malloc");
+      return NULL;
+    }
+    g->off = c->rx_base + at;
+    g->n = (int)nfds;
+    memcpy(g->fds, fds, (size_t)nfds * sizeof(int));
+    c->groups[c->ngroups++] = g; /* the connection owns them now */
+  }
+  memcpy(c->rx + at, data, len);
+  c->rx_end += len;
+  return NULL;
+}
+
 static napi_value conn_close(napi_env env, napi_callback_info info) {
   conn *c = conn_this(env, info);
   if (!c) return NULL;
@@ -1089,6 +1195,17 @@ static napi_value lis_resume(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* pause(): stop accepting (connections wait in the backlog) until resume(). */
+static napi_value lis_pause(napi_env env, napi_callback_info info) {
+  lis *l = lis_this(env, info);
+  if (!l) return NULL;
+  if (l->state == C_OPEN && !l->paused) {
+    l->paused = true;
+    uv_poll_stop(&l->poll);
+  }
+  return NULL;
+}
+
 static napi_value lis_close(napi_env env, napi_callback_info info) {
   lis *l = lis_this(env, info);
   if (!l) return NULL;
@@ -1286,10 +1403,12 @@ bool vu_init_socket(napi_env env, napi_value exports) {
       METHOD("start", conn_start),   METHOD("send", conn_send),       METHOD("pause", conn_pause),
       METHOD("resume", conn_resume), METHOD("flush", conn_flush),     METHOD("close", conn_close),
       METHOD("setMaxMessageSize", conn_set_max), GETTER("fd", conn_get_fd), GETTER("queuedBytes", conn_get_queued),
+      METHOD("takeBuffered", conn_take_buffered), METHOD("prefill", conn_prefill),
   };
   const napi_property_descriptor lis_props[] = {
       METHOD("start", lis_start),
       METHOD("resume", lis_resume),
+      METHOD("pause", lis_pause),
       METHOD("close", lis_close),
       GETTER("fd", lis_get_fd),
   };

@@ -664,6 +664,44 @@ export class DmaAddressSpace implements DmaAccessor {
     });
   }
 
+  /**
+   * Hand-over (server/src/handover/): re-creates a region a previous process of this server had, with the same
+   * checks as DMA_MAP but without telling subscribers (their host state moved with that process's fds). Only
+   * while no mutation runs. Takes ownership of `p.fd` in every outcome; throws DmaMapError.
+   */
+  restoreRegion(p: DmaMapParams): DmaRegion {
+    if (this.busy > 0) {
+      if (p.fd !== undefined) closeQuietly(p.fd);
+      throw new DmaMapError(Errno.EBUSY, 'restoreRegion while a mutation runs');
+    }
+    let fd = p.fd;
+    try {
+      this.validateMap(p);
+      let region: DmaRegion;
+      if (fd !== undefined) {
+        const off = p.fileOffset ?? 0n;
+        const { file, pieces } = this.files.acquire(fd, off, p.size, (p.prot & DmaMapFlags.WRITE) !== 0);
+        fd = undefined;
+        region = new DmaRegion(
+          this.nextId++,
+          p.iova,
+          p.size,
+          p.prot,
+          pieces.length > 0 ? 'mmap' : 'fd',
+          off,
+          file,
+          pieces,
+        );
+      } else {
+        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'message', 0n, undefined, []);
+      }
+      this.table.insert(region);
+      return region;
+    } finally {
+      if (fd !== undefined) closeQuietly(fd);
+    }
+  }
+
   /** Unmaps everything and forgets every subscriber (server shutdown). */
   async close(): Promise<void> {
     await this.unmapAll();

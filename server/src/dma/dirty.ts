@@ -26,6 +26,14 @@ export interface DirtyPageLogging {
   markDirty(iova: bigint, length: number): void;
 }
 
+/** A DirtyLog as a hand-over carries it (dirty words: [word index, 64 page bits]). */
+export interface DirtyLogState {
+  active: boolean;
+  pageSize: bigint;
+  ranges: DirtyRange[];
+  words: [bigint, bigint][];
+}
+
 /**
  * The dirty log the engine installs on DMA_LOGGING_START: a sparse set of dirty pages (absolute page numbers
  * at the logging page size, 64 to a bigint word), fed by the access API's writes and drained by `report`.
@@ -77,6 +85,24 @@ export class DirtyLog implements DirtyPageLogging {
       const mask = ((1n << (hi - lo + 1n)) - 1n) << lo;
       this.words.set(w, (this.words.get(w) ?? 0n) | mask);
     }
+  }
+
+  /** Hand-over (server/src/handover/): the whole log, to be imported by the next process. */
+  exportState(): DirtyLogState {
+    return {
+      active: this.active,
+      pageSize: this.pageSize,
+      ranges: this.ranges.map((r) => ({ ...r })),
+      words: [...this.words],
+    };
+  }
+
+  importState(s: DirtyLogState): void {
+    this.active = s.active;
+    this.pageSize = s.pageSize;
+    this.ranges = s.ranges.map((r) => ({ ...r }));
+    this.words.clear();
+    for (const [w, bits] of s.words) this.words.set(w, bits);
   }
 
   report(iova: bigint, length: bigint, pageSize: bigint): Uint8Array {

@@ -189,6 +189,41 @@ export class IommuMirror implements DmaListener {
     this.stale = 0;
   }
 
+  // ---- hand-over hooks (server/src/handover/) ------------------------------------------------------------------
+
+  /** The live host entries, by IOVA (the host mappings themselves stay: they move with the backend's fds). */
+  exportEntries(): { iova: bigint; size: bigint; mirrored: boolean }[] {
+    return [...this.entries.values()].map((e) => ({ iova: e.iova, size: e.size, mirrored: e.mirrored }));
+  }
+
+  /**
+   * Takes over the entries of a previous process for `space`'s restored regions (matched by IOVA and size)
+   * without calling the backend, and subscribes without replay: no host unmap/remap (`stats.adopted` counts the
+   * entries taken over, `maps` stays as it was). Attach first.
+   */
+  async adopt(
+    space: DmaAddressSpace,
+    entries: { iova: bigint; size: bigint; mirrored: boolean }[],
+  ): Promise<void> {
+    const byIova = new Map(space.regions().map((r) => [r.iova, r]));
+    for (const e of entries) {
+      const r = byIova.get(e.iova);
+      if (!r || r.size !== e.size)
+        throw new Error(`adopted host entry 0x${e.iova.toString(16)} has no region`);
+      const pages = e.mirrored ? this.pages(e.size) : 0;
+      this.entries.set(r.id, { iova: e.iova, size: e.size, mirrored: e.mirrored, pages });
+      if (e.mirrored) {
+        this.stats.live++;
+        this.stats.pagesPinned += pages;
+      } else this.stats.unmirrored++;
+    }
+    this.adopted += entries.length;
+    this.unsubscribe = await space.subscribe(this, { replay: false });
+  }
+
+  /** Host entries taken over from a previous process (adopt()). */
+  adopted = 0;
+
   /** Unsubscribes, removes every host mapping and closes the backend. */
   async close(): Promise<void> {
     const unsub = this.unsubscribe;

@@ -59,6 +59,17 @@ interface Vector {
   onUnmask?: Watch;
 }
 
+/** One vector as a hand-over carries it (fds: -1 = none). */
+export interface IrqVectorState {
+  index: number;
+  vector: number;
+  trigger: number;
+  masked: boolean;
+  pending: boolean;
+  onMask: number;
+  onUnmask: number;
+}
+
 export interface IrqStats {
   /** Signals written to eventfds. */
   signals: number;
@@ -292,6 +303,39 @@ export class IrqController implements IrqSink {
   state(index: number, vector: number): { enabled: boolean; masked: boolean; pending: boolean } {
     const v = this.indexes.get(index)?.[vector];
     return { enabled: !!v && v.trigger >= 0, masked: !!v?.masked, pending: !!v?.pending };
+  }
+
+  // ---- hand-over hooks (server/src/handover/) ------------------------------------------------------------------
+
+  /** Every vector with state, its fds borrowed (-1: none): what a hand-over carries to the next process. */
+  exportVectors(): IrqVectorState[] {
+    const out: IrqVectorState[] = [];
+    for (const [index, vs] of this.indexes) {
+      vs.forEach((v, vector) => {
+        out.push({
+          index,
+          vector,
+          trigger: v.trigger,
+          masked: v.masked,
+          pending: v.pending,
+          onMask: v.onMask?.fd ?? -1,
+          onUnmask: v.onUnmask?.fd ?? -1,
+        });
+      });
+    }
+    return out;
+  }
+
+  /** Installs exported vectors (on an empty controller); takes ownership of their fds. */
+  importVectors(list: readonly IrqVectorState[]): void {
+    for (const s of list) {
+      const v = this.vector(s.index, s.vector);
+      v.trigger = s.trigger;
+      v.masked = s.masked;
+      v.pending = s.pending;
+      if (s.onMask >= 0) this.setWatch(v, 'onMask', s.onMask, () => this.mask(s.index, s.vector));
+      if (s.onUnmask >= 0) this.setWatch(v, 'onUnmask', s.onUnmask, () => this.unmask(s.index, s.vector));
+    }
   }
 
   /** Closes every eventfd and watcher and forgets all state (client disconnect). */

@@ -94,6 +94,31 @@ export interface SessionConfig {
   framing?: 'exact' | 'bulk';
 }
 
+/**
+ * Hand-over (server/src/handover/, docs/handover.md): a session taken over from a previous process of this
+ * server. It starts negotiated (no VERSION is expected or sent), with the client's capabilities as that process
+ * negotiated them, the twin socket if there was one, and the messages that process received but did not process,
+ * delivered before anything read from the socket.
+ */
+export interface SessionRestore {
+  client: Capabilities;
+  writeMultiple: boolean;
+  twinFd?: number;
+  /** Raw received bytes, in order, each piece with the fds of the message starting at its first byte. */
+  input: { data: Uint8Array; fds: number[] }[];
+  /** Runs after the device is attached and before reading starts (the device is resumed here). */
+  beforeRead?(): void | Promise<void>;
+}
+
+/** What a hand-over exports of a live session (fds borrowed: the caller dups what it sends). */
+export interface SessionHandoverView {
+  id: number;
+  client: Capabilities;
+  writeMultiple: boolean;
+  connFd: number;
+  twinFd: number | undefined;
+}
+
 interface Queued {
   h: Header;
   payload: Uint8Array;
@@ -141,6 +166,8 @@ export class Session {
   private readonly holds = new Set<'queue' | 'send'>();
   /** How often reading was paused for backpressure (tests, stats). */
   pauses = 0;
+  /** Hand-over: commands keep queueing but are not dispatched (replies to our DMA requests still are). */
+  private dispatchHeld = false;
   /** Per-message trace logging costs an object per message: decided once. */
   private readonly traceOn: boolean;
   private resolveClosed!: () => void;
@@ -238,7 +265,7 @@ export class Session {
   // ---- dispatch --------------------------------------------------------------------------------------------
 
   private pump(): void {
-    if (this.running) return;
+    if (this.running || this.dispatchHeld) return;
     while (this.head < this.queue.length && this.isOpen) {
       const m = this.queue[this.head]!;
       this.queue[this.head++] = undefined as unknown as Queued;
@@ -483,6 +510,120 @@ export class Session {
       },
       { maxMessageSize: this.maxMessageSize, framing: this.cfg.framing ?? 'exact' },
     );
+  }
+
+  // ---- hand-over hooks (server/src/handover/, docs/handover.md) -----------------------------------------------
+
+  /** Starts a session restored from a previous process (instead of start()): see SessionRestore. */
+  async startRestored(r: SessionRestore): Promise<void> {
+    this.log.info('client session restored from the previous process');
+    this.ready(r.client, r.writeMultiple);
+    if (r.twinFd !== undefined) this.startTwin(r.twinFd);
+    for (const piece of r.input) this.conn.prefill(piece.data, piece.fds);
+    await r.beforeRead?.();
+    if (!this.isOpen) return;
+    this.conn.start(
+      {
+        onMessage: (data, fds) => this.onMessage(data, fds),
+        onClose: (err) => {
+          void this.close(err ? `connection error: ${err.message}` : 'client closed the connection', err);
+        },
+        onDrain: () => this.unhold('send'),
+      },
+      { maxMessageSize: this.maxMessageSize, framing: this.cfg.framing ?? 'exact' },
+    );
+  }
+
+  /**
+   * Stops dispatching commands at a message boundary (they keep queueing; replies to our DMA_READ/WRITE are
+   * still matched, so a device finishing a transfer is never starved) and resolves once no handler runs.
+   */
+  async holdDispatch(): Promise<void> {
+    this.dispatchHeld = true;
+    while (this.running) await this.running.catch(() => {});
+  }
+
+  /** Undoes holdDispatch() and pauseInput(): a hand-over that failed leaves the session as it was. */
+  releaseDispatch(): void {
+    this.dispatchHeld = false;
+    if (!this.isOpen) return;
+    if (this.holds.size === 0) safely(() => this.conn.resume());
+    if (this.twin) safely(() => this.twin!.resume());
+    this.pump();
+  }
+
+  /** Server->client DMA requests awaiting the client's reply. */
+  get dmaInflight(): number {
+    return this.messenger?.inflight ?? 0;
+  }
+
+  /** Stops reading both sockets (bytes wait in the kernel's socket buffers). */
+  pauseInput(): void {
+    safely(() => this.conn.pause());
+    if (this.twin) safely(() => this.twin!.pause());
+  }
+
+  /** The negotiated session as a hand-over exports it; undefined before VERSION (nothing to carry). */
+  handoverView(): SessionHandoverView | undefined {
+    if (this.state !== 'ready' || !this.ctx) return undefined;
+    return {
+      id: this.cfg.id,
+      client: this.ctx.client,
+      writeMultiple: this.ctx.writeMultiple,
+      connFd: this.conn.fd,
+      twinFd: this.twin?.fd,
+    };
+  }
+
+  /**
+   * After pauseInput(), at the point of no return: every received but unprocessed byte (queued commands, then
+   * what the transport read past them), each piece with its fds, which now belong to the caller. What the twin
+   * socket buffered (only replies to requests that no longer exist) is dropped.
+   */
+  takeInput(): { data: Uint8Array; fds: number[] }[] {
+    const out: { data: Uint8Array; fds: number[] }[] = [];
+    for (let i = this.head; i < this.queue.length; i++) {
+      const m = this.queue[i]!;
+      const p = m.payload;
+      out.push({
+        data: new Uint8Array(p.buffer, p.byteOffset - HEADER_SIZE, m.h.size),
+        fds: m.fds.takeAll(),
+      });
+    }
+    this.queue = [];
+    this.head = 0;
+    this.queuedBytes = 0;
+    const rest = this.conn.takeBuffered();
+    let pos = 0;
+    rest.groups.forEach((g, i) => {
+      if (g.at > pos) out.push({ data: rest.data.subarray(pos, g.at), fds: [] });
+      const next = rest.groups[i + 1]?.at ?? rest.data.length;
+      out.push({ data: rest.data.subarray(g.at, next), fds: g.fds });
+      pos = next;
+    });
+    if (pos < rest.data.length) out.push({ data: rest.data.subarray(pos), fds: [] });
+    if (this.twin) {
+      const t = this.twin.takeBuffered();
+      for (const g of t.groups) closeFds(g.fds);
+      if (t.data.length)
+        this.log.warn({ bytes: t.data.length }, 'bytes on the twin socket dropped at hand-over');
+    }
+    return out;
+  }
+
+  /**
+   * The session lives in another process now: close our socket copies without any of the disconnect work (the
+   * device, IRQ fds and DMA mappings are that process's) and resolve `closed`.
+   */
+  abandon(): void {
+    if (!this.isOpen) return;
+    this.state = 'closed';
+    this.closeReason = 'handed over';
+    this.messenger?.close();
+    this.cfg.dma.setMessageTransport(null);
+    safely(() => this.conn.close());
+    if (this.twin) safely(() => this.twin!.close());
+    this.resolveClosed();
   }
 
   // ---- teardown --------------------------------------------------------------------------------------------

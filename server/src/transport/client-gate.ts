@@ -49,6 +49,11 @@ export class ClientGate {
     return next;
   }
 
+  /** Hand-over (server/src/handover/): the parked connections, oldest first. */
+  get parked(): readonly native.Connection[] {
+    return this.waiting;
+  }
+
   /** Closes every parked connection (shutdown). */
   closeWaiting(): void {
     for (const c of this.waiting.splice(0)) c.close();

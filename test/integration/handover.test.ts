@@ -1,0 +1,275 @@
+// Hand-over (docs/handover.md) without QEMU: the real `vfio-user-server` program serving edu to the client
+// library (DMA maps of real memfds, IRQ eventfds, edu DMA), handed over to a new process with SIGUSR2 several
+// times while the client keeps doing MMIO and edu DMA; the PID changes, the client never notices. Then the
+// failure paths: a successor that fails to start, one of an incompatible build, and a
+// successor refusing a state of another format; each time the running server keeps serving.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { GuestMemory, VfioUserClient } from 'vfio-user-client';
+import { Connection, closeFd, socketpair } from 'vfio-user-native';
+import { Edu } from '../lib/edu-regs.js';
+import { readU32, sleep, u32, u64, until } from './helpers.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+// test/dist/integration -> server/bin/vfio-user-server.js
+const BIN = join(here, '..', '..', '..', 'server', 'bin', 'vfio-user-server.js');
+const CLI = join(here, '..', '..', '..', 'server', 'dist', 'src', 'cli.js');
+const NATIVE = join(here, '..', '..', '..', 'server', 'native', 'dist', 'lib', 'index.js');
+const BAR0 = 0;
+const CONFIG = 7;
+const INTX = 0;
+
+interface Running {
+  child: ChildProcess;
+  logs: Record<string, unknown>[];
+  dir: string;
+  path: string;
+}
+
+/** Starts `node <script> --socket-path ...` with JSON logs collected (from every process writing to the pipe). */
+async function startCli(script: string, dir: string, extra: string[] = []): Promise<Running> {
+  const path = join(dir, 'vu.sock');
+  const child = spawn(process.execPath, [script, '--socket-path', path, '--log-format', 'json', ...extra], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let buf = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let nl = buf.indexOf('\n');
+    while (nl >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ msg: line });
+      }
+      nl = buf.indexOf('\n');
+    }
+  });
+  const r = { child, logs, dir, path };
+  await until(() => logs.some((l) => l.msg === 'ready'), 10_000, 'the server to be ready');
+  return r;
+}
+
+const logged = (r: Running, msg: string) => r.logs.filter((l) => l.msg === msg);
+
+const rd = async (c: VfioUserClient, reg: number): Promise<number> =>
+  readU32(await c.regionRead(BAR0, BigInt(reg), 4));
+const wr = (c: VfioUserClient, reg: number, v: number | bigint) =>
+  c.regionWrite(BAR0, BigInt(reg), typeof v === 'bigint' ? u64(v) : u32(v));
+
+async function eduDma(c: VfioUserClient, src: bigint, dst: bigint, count: number, toRam: boolean) {
+  await wr(c, Edu.DMA_SRC, src);
+  await wr(c, Edu.DMA_DST, dst);
+  await wr(c, Edu.DMA_COUNT, BigInt(count));
+  await wr(c, Edu.DMA_CMD, BigInt(1 | (toRam ? 2 : 0)));
+  const t0 = Date.now();
+  while ((await rd(c, Edu.DMA_CMD)) & 1) {
+    if (Date.now() - t0 > 5000) throw new Error('edu DMA never finished');
+  }
+}
+
+/** A client with a memfd map, `extraMaps` more maps of the same memfd, an fd-less map and INTx on an eventfd. */
+async function attach(path: string, extraMaps: number) {
+  const c = await VfioUserClient.connect(path, { maxDataXferSize: 4096 });
+  await c.negotiate({ qemuLimits: true });
+  await c.regionWrite(CONFIG, 4n, Uint8Array.of(0x06, 0x00)); // memory + bus master
+  const mem = GuestMemory.create(0x10000);
+  await c.mapMemory(mem, { address: 0x100000n, size: 0x4000 });
+  await c.mapMemory(mem, { address: 0x200000n, size: 0x2000, memoryOffset: 0x4000, withFd: false });
+  for (let i = 0; i < extraMaps; i++) {
+    await c.mapMemory(mem, {
+      address: 0x10000000n + BigInt(i) * 0x1000n,
+      size: 0x1000,
+      memoryOffset: 0x8000,
+    });
+  }
+  const [intx] = await c.enableEventfds(INTX, 0, 1);
+  return { c, mem, intx: intx! };
+}
+
+/** One round of device work: liveness, a factorial, edu DMA RAM -> edu -> RAM (fd map and fd-less map). */
+async function work(c: VfioUserClient, mem: GuestMemory, round: number): Promise<void> {
+  await wr(c, Edu.LIVENESS, round);
+  assert.is(await rd(c, Edu.LIVENESS), ~round >>> 0, 'liveness');
+  await wr(c, Edu.FACTORIAL, 5);
+  while ((await rd(c, Edu.STATUS)) & 1) await sleep(0);
+  assert.is(await rd(c, Edu.FACTORIAL), 120);
+  const pattern = Uint8Array.from({ length: 1024 }, (_, i) => (i * 7 + round) & 0xff);
+  mem.write(0, pattern);
+  await eduDma(c, 0x100000n, Edu.BUFFER, 1024, false);
+  await eduDma(c, Edu.BUFFER, 0x101000n, 1024, true);
+  assert.equal(mem.read(0x1000, 1024), pattern, 'edu DMA through the fd map');
+  await eduDma(c, Edu.BUFFER, 0x200000n, 1024, true);
+  assert.equal(mem.read(0x4000, 1024), pattern, 'edu DMA through DMA_WRITE messages');
+  assert.is(await rd(c, Edu.DMA_ERROR), 0, 'no DMA error');
+}
+
+async function stop(r: Running): Promise<number | null> {
+  if (r.child.exitCode !== null) return r.child.exitCode;
+  const done = new Promise<number | null>((res) => r.child.once('exit', (code) => res(code)));
+  r.child.kill('SIGTERM');
+  return done;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('handed over 5 times with SIGUSR2 while the client keeps doing MMIO and edu DMA', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
+  const r = await startCli(BIN, dir);
+  const { c, mem, intx } = await attach(r.path, 100);
+  const pids = [r.child.pid!];
+  let pid = r.child.pid!;
+  let stopWork = false;
+  let rounds = 0;
+  const background = (async () => {
+    while (!stopWork) {
+      await work(c, mem, rounds++);
+    }
+  })();
+  try {
+    for (let i = 0; i < 5; i++) {
+      const before = rounds;
+      while (rounds < before + 2) await sleep(1);
+      const done = logged(r, 'hand-over complete: serving').length;
+      process.kill(pid, 'SIGUSR2');
+      await until(() => logged(r, 'hand-over complete: serving').length > done, 15_000, `hand-over ${i + 1}`);
+      const rec = logged(r, 'hand-over complete: serving').at(-1)!;
+      const next = rec.pid as number;
+      assert.is.not(next, pid, 'a new process serves');
+      assert.is(rec.previousPid, pid);
+      assert.is(rec.regions, 102, 'every DMA region came along');
+      assert.is(rec.hostEntriesAdopted, 102, 'host entries adopted, none remapped');
+      assert.is(rec.hostMaps, 0);
+      await until(() => !pidAlive(pid), 5000, 'the old process to exit');
+      pid = next;
+      pids.push(pid);
+    }
+    const before = rounds;
+    while (rounds < before + 3) await sleep(1);
+    // INTx still reaches our eventfd after the hand-overs (the eventfd travelled).
+    const n = intx.count;
+    await c.unmaskIrqs(INTX, 0, 1);
+    await wr(c, Edu.IRQ_RAISE, 1);
+    await intx.wait(n + 1, 3000);
+    await wr(c, Edu.IRQ_ACK, 1);
+  } finally {
+    stopWork = true;
+    await background.catch((e) => {
+      throw e;
+    });
+  }
+  assert.is(new Set(pids).size, 6, 'six processes served the device');
+  const stats = logged(r, 'hand-over complete: serving').map((l) => l.pausedMs as number);
+  console.log(`[timing] hand-over with 102 DMA maps: paused ${stats.map((x) => x.toFixed(1)).join(', ')} ms`);
+  assert.ok(logged(r, 'hand-over failed, still serving').length === 0);
+  c.close();
+  mem.close();
+  // The last process still shuts down cleanly, removing the socket.
+  const exit = new Promise<number | null>((res) => process.kill(pid, 'SIGTERM') || res(null));
+  await until(() => !pidAlive(pid), 5000, 'the last process to exit');
+  void exit;
+  rmSync(dir, { recursive: true, force: true });
+  await stop(r);
+});
+
+/** A copy of the CLI entry point we can replace, as an upgrade would replace the code on disk. */
+function entryIn(dir: string): string {
+  const p = join(dir, 'entry.mjs');
+  writeFileSync(p, `import(${JSON.stringify(CLI)});\n`);
+  return p;
+}
+
+test('failure paths: the successor exits at once, or is of another build; the server keeps serving', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
+  const entry = entryIn(dir);
+  const r = await startCli(entry, dir);
+  const { c, mem } = await attach(r.path, 3);
+  await work(c, mem, 1);
+  const failures = () => logged(r, 'hand-over failed, still serving');
+  const cases: [string, string, RegExp][] = [
+    ['exits at once', 'process.exit(3);\n', /exited with status 3/],
+    [
+      'speaks another format',
+      `import { Connection } from ${JSON.stringify(NATIVE)};
+const c = Connection.fromFd(3);
+c.start({ onMessage() {}, onClose() { process.exit(0); } });
+const body = Buffer.from(JSON.stringify({ format: 999, build: 'future' }));
+const h = Buffer.alloc(16); h.writeUInt32LE(0x4f485556, 0); h.writeUInt32LE(16 + body.length, 4); h.writeUInt32LE(1, 8);
+c.send(Buffer.concat([h, body]));
+`,
+      /incompatible: format 999/,
+    ],
+  ];
+  for (const [what, code, reason] of cases) {
+    writeFileSync(entry, code);
+    const n = failures().length;
+    process.kill(r.child.pid!, 'SIGUSR2');
+    await until(() => failures().length > n, 20_000, `the failure (${what})`);
+    assert.match(String(failures().at(-1)!.reason), reason, `${what}: ${String(failures().at(-1)!.reason)}`);
+    await work(c, mem, 2);
+  }
+  // And after all that, a good successor still takes over.
+  writeFileSync(entry, `import(${JSON.stringify(CLI)});\n`);
+  process.kill(r.child.pid!, 'SIGUSR2');
+  await until(() => logged(r, 'hand-over complete: serving').length === 1, 15_000, 'the hand-over');
+  await work(c, mem, 3);
+  const pid = logged(r, 'hand-over complete: serving')[0]!.pid as number;
+  c.close();
+  mem.close();
+  process.kill(pid, 'SIGTERM');
+  await until(() => !pidAlive(pid), 5000, 'the successor to exit');
+  await stop(r);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a successor refuses a state of another format with a clear message (and touches nothing)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
+  const [mine, theirs] = socketpair();
+  const child = spawn(process.execPath, [BIN, '--socket-path', join(dir, 'x.sock'), '--log-format', 'json'], {
+    stdio: ['ignore', 'ignore', 'pipe', theirs],
+    env: { ...process.env, VFIO_USER_HANDOVER_FD: '3' },
+  });
+  closeFd(theirs);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const got: Buffer[] = [];
+  const conn = Connection.fromFd(mine);
+  conn.start({ onMessage: (d) => got.push(d), onClose() {} }, { framing: 'exact' });
+  await until(() => got.length >= 1, 10_000, 'HELLO');
+  assert.is(got[0]!.readUInt32LE(8), 1, 'HELLO first');
+  const hello = JSON.parse(got[0]!.toString('utf8', 16)) as { format: number };
+  assert.is(typeof hello.format, 'number');
+  const body = Buffer.from(JSON.stringify({ format: hello.format + 1, build: '99.0.0' }));
+  const h = Buffer.alloc(16);
+  h.writeUInt32LE(0x4f485556, 0);
+  h.writeUInt32LE(16 + body.length, 4);
+  h.writeUInt32LE(2, 8);
+  conn.send(Buffer.concat([h, body]));
+  const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+  await until(() => got.length >= 2, 2000, 'REFUSE');
+  assert.is(got[1]!.readUInt32LE(8), 3, 'REFUSE');
+  assert.match(got[1]!.toString('utf8', 16), /incompatible hand-over state: format \d+ from build 99\.0\.0/);
+  assert.is(code, 1);
+  assert.match(err, /not taking over: incompatible hand-over state/);
+  conn.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test.run();
