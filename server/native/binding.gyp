@@ -13,7 +13,8 @@
         "src/vfio.c",
         "src/iommufd.c",
         "src/layouts.c",
-        "src/blockio.c"
+        "src/blockio.c",
+        "src/guard.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra"],

@@ -181,7 +181,13 @@ Fsm(
 Fsm('a failing load leaves ERROR; only DEVICE_RESET leaves it (to RUNNING, device running)', async () => {
   const r = await rig();
   await expectOk(r.setState(MigState.RESUMING), 'RUNNING -> RESUMING');
-  await writeAll(r, new Uint8Array(16).fill(0xee), 16);
+  // Frame headers are checked as the data arrives (issue #15): junk is refused at the write that shows it,
+  // and the RESUMING -> STOP arc still fails.
+  await expectErr(
+    r.call(Command.MIG_DATA_WRITE, encodeMigDataWriteRequest({ data: new Uint8Array(16).fill(0xee) })),
+    E.EINVAL,
+    'junk MIG_DATA_WRITE',
+  );
   await expectErr(r.setState(MigState.STOP), E.EINVAL, 'junk');
   assert.is(await r.getState(), MigState.ERROR);
   await expectErr(r.setState(MigState.RUNNING), E.EINVAL, 'ERROR -> RUNNING');

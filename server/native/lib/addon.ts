@@ -144,6 +144,19 @@ export interface NativeAddon {
   eventfdWrite(fd: number, value: bigint): void;
   eventfdRead(fd: number): bigint;
 
+  guardedCopy(
+    dst: Uint8Array,
+    dstOffset: number,
+    src: Uint8Array,
+    srcOffset: number,
+    length: number,
+  ): boolean;
+  setNonBlocking(fd: number): void;
+  signalFd(fd: number, value: bigint | undefined): number;
+  pipe(): [number, number];
+  nofileLimit(): { soft: number; hard: number };
+  setNofileLimit(soft: number): { soft: number; hard: number };
+
   vfioGetApiVersion(fd: number): number;
   vfioCheckExtension(fd: number, ext: number): number;
   vfioSetIommu(fd: number, type: number): void;

@@ -36,7 +36,12 @@
  * ── eventfd (eventfd.ts) ───────────────────────────────────────────────────────────────────────────────────────
  *   eventfd(initval = 0, {nonblock = true, semaphore = false}) -> fd (always CLOEXEC)
  *   eventfdWrite(fd, value = 1n); eventfdRead(fd) -> bigint (0n when nothing is pending; never blocks)
- *   new FdWatcher(fd, onReadable(err?)) ; watcher.close()
+ *   new FdWatcher(fd, onReadable(err?)) ; watcher.close()   (stops and reports EPIPE on hang-up/error)
+ *
+ * ── Hostile fds (guard.ts) ─────────────────────────────────────────────────────────────────────────────────────
+ *   guardedCopy(dst, dstOffset, src, srcOffset, length) -> false on SIGBUS (a mapped file shrank under us)
+ *   setNonBlocking(fd); signalFd(fd, value?) -> 0 | errno (never blocks); pipe() -> [r, w]
+ *   nofileLimit() -> {soft, hard}; setNofileLimit(soft)
  *
  * ── Host IOMMU and devices (vfio.ts, iommufd.ts) ───────────────────────────────────────────────────────────────
  *   vfio.openContainer()/open(), getApiVersion, checkExtension, setIommu, getInfo, mapDma (Promise),
@@ -71,6 +76,15 @@ export {
 export { type ErrnoError, errnoError, isErrno } from './errors.js';
 export { type EventfdOptions, eventfd, eventfdRead, eventfdWrite, FdWatcher } from './eventfd.js';
 export {
+  guardedCopy,
+  type NofileLimit,
+  nofileLimit,
+  pipe,
+  setNofileLimit,
+  setNonBlocking,
+  signalFd,
+} from './guard.js';
+export {
   type IoasMapArgs,
   type IoasMapFileArgs,
   type IoasUnmapArgs,
@@ -102,6 +116,7 @@ export {
   memfdCreate,
   mmap,
   munmap,
+  O_NONBLOCK,
   O_RDONLY,
   O_RDWR,
   O_WRONLY,

@@ -144,6 +144,8 @@ export function openFds(): number {
 export const O_RDONLY: number = addon.O_RDONLY;
 export const O_WRONLY: number = addon.O_WRONLY;
 export const O_RDWR: number = addon.O_RDWR;
+/** F_GETFL bit (fdInfo(fd).flags). */
+export const O_NONBLOCK: number = addon.O_NONBLOCK;
 
 /** open(path, flags|O_CLOEXEC); errors carry syscall 'open' (ENOENT when a device node is absent). */
 export function openPath(path: string, flags: number = O_RDWR): number {

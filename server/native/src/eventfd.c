@@ -80,7 +80,8 @@ static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
   return vu_u64(env, v);
 }
 
-/* ---- NativeWatcher(fd, onReadable): uv_poll READABLE; does not read and does not own the fd ---- */
+/* ---- NativeWatcher(fd, onReadable): uv_poll READABLE; does not read and does not own the fd; stops with an error
+ * (EPIPE) on hang-up, with the poll error on POLLERR ---- */
 
 typedef struct watcher {
   vu_link link;
@@ -130,17 +131,18 @@ static void w_finalize(napi_env env, void *data, void *hint) {
 }
 
 static void w_on_poll(uv_poll_t *h, int status, int events) {
-  (void)events;
   watcher *w = h->data;
   if (w->closing || w->detached) return;
   vu_cbscope sc;
   if (!vu_cbscope_open(&sc, w->env)) return;
   napi_value argv[1];
   size_t argc = 0;
-  if (status < 0) {
-    /* Do not spin on a broken fd: stop, and tell the callback why. */
+  if (status < 0 || (events & UV_DISCONNECT)) {
+    /* Do not spin on a broken fd: stop, and tell the callback why. A hang-up (a pipe whose write end is closed)
+     * stays readable forever without data: level-triggered polling would wake us on every loop turn. */
     uv_poll_stop(&w->poll);
-    argv[0] = vu_errno_error(w->env, -status, "uv_poll", NULL);
+    argv[0] = status < 0 ? vu_errno_error(w->env, -status, "uv_poll", NULL)
+                         : vu_errno_error(w->env, EPIPE, "uv_poll", "the fd hung up (no writer left)");
     if (argv[0]) argc = 1;
   }
   if (vu_cbscope_enter(&sc, w->self, w->actx)) vu_call_ref(w->env, w->self, w->cb, argc, argv);
@@ -195,7 +197,7 @@ static napi_value w_ctor(napi_env env, napi_callback_info info) {
     vu_throw_napi(env, napi_generic_failure, "FdWatcher");
     return NULL;
   }
-  r = uv_poll_start(&w->poll, UV_READABLE, w_on_poll);
+  r = uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, w_on_poll);
   if (r < 0) {
     w_close(w);
     vu_throw_errno(env, -r, "uv_poll_start");

@@ -573,6 +573,7 @@ export class DmaAddressSpace implements DmaAccessor {
   ): void {
     // Region-relative position, then the file piece (window) it falls in.
     let rel = iova - r.iova;
+    const guarded = r.file!.canShrink;
     let done = 0;
     for (const piece of r.pieces) {
       const plen = BigInt(piece.length);
@@ -583,7 +584,20 @@ export class DmaAddressSpace implements DmaAccessor {
       const at = piece.viewOffset + Number(rel);
       const n = Math.min(length - done, piece.length - Number(rel));
       const bytes = piece.view.bytes;
-      if (isWrite) bytes.set(buf.subarray(off + done, off + done + n), at);
+      if (guarded) {
+        // The client can truncate this file under the mapping (files.ts): a SIGBUS becomes an EFAULT.
+        const ok = isWrite
+          ? native.guardedCopy(bytes, at, buf, off + done, n)
+          : native.guardedCopy(buf, off + done, bytes, at, n);
+        if (!ok) {
+          throw new DmaError(
+            'io',
+            iova + BigInt(done),
+            `${isWrite ? 'write' : 'read'} of ${n} bytes: the client shrank the file behind ${r}`,
+            Errno.EFAULT,
+          );
+        }
+      } else if (isWrite) bytes.set(buf.subarray(off + done, off + done + n), at);
       else buf.set(bytes.subarray(at, at + n), off + done);
       done += n;
       rel = 0n;
@@ -616,8 +630,15 @@ export class DmaAddressSpace implements DmaAccessor {
           errnoOf(err),
         );
       }
-      if (n <= 0)
-        throw new DmaError('io', iova + BigInt(done), `${isWrite ? 'pwrite' : 'pread'} hit end of file`);
+      if (n <= 0) {
+        // The client shrank the file below the region (it was long enough at DMA_MAP): the memory is gone.
+        throw new DmaError(
+          'io',
+          iova + BigInt(done),
+          `${isWrite ? 'pwrite' : 'pread'} hit end of file`,
+          Errno.EFAULT,
+        );
+      }
       done += n;
       fileOff += BigInt(n);
     }

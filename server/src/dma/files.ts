@@ -23,8 +23,12 @@
 //   (The access API refuses writes to READ-only regions anyway; this is the belt to that pair of braces.)
 //
 // Truncation: a region is refused when the file is shorter than offset+size at map time (mapping past EOF would
-// SIGBUS on first touch). A client that shrinks its memfd *afterwards* can still cause a SIGBUS; QEMU never does,
-// and requiring F_SEAL_SHRINK would refuse QEMU's unsealed RAM. The seals are recorded on the file (`seals`).
+// SIGBUS on first touch). A client may still shrink its file *afterwards*; touching a page past the new end is a
+// SIGBUS that would kill the process. So the file's seals are recorded (`seals`, refreshed on every DMA_MAP of the
+// file; seals are never removed) and `canShrink` tells the access paths which copies need the addon's SIGBUS guard
+// (guardedCopy: the fault becomes an EFAULT DMA error, docs/hardening.md). Files sealed with F_SEAL_SHRINK (QEMU's
+// memory-backend-memfd seals grow/shrink by default) cannot shrink: their views may be touched directly, which is
+// the only case in which a mapping may be handed out as a plain view (zero-copy device access).
 
 import * as native from 'vfio-user-native';
 import { Errno, errnoOf } from 'vfio-user-protocol';
@@ -34,6 +38,7 @@ export const DEFAULT_WINDOW_SIZE = 1 << 30;
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
+const F_SEAL_SHRINK = 0x2;
 const F_SEAL_WRITE = 0x8;
 const F_SEAL_FUTURE_WRITE = 0x10;
 
@@ -94,6 +99,14 @@ export class BackingFile {
     public size: bigint,
     public seals: number,
   ) {}
+
+  /**
+   * Whether the client can still shrink the file under our mappings (no F_SEAL_SHRINK): every access to its
+   * mapped bytes must then go through the SIGBUS guard, and no plain view of it may reach device code.
+   */
+  get canShrink(): boolean {
+    return (this.seals & F_SEAL_SHRINK) === 0;
+  }
 }
 
 export interface AcquireResult {

@@ -11,6 +11,12 @@
 //   signals the fd when the guest EOIs, and each signal means "unmask" (kernel VFIO semantics, which QEMU relies
 //   on). The fd is watched with an FdWatcher, never read from the event loop.
 //
+// Hostile fds (docs/hardening.md): a trigger fd is made non-blocking when it arrives and every signal goes
+// through the addon's signalFd, which never blocks (a full eventfd counter, or a pipe nobody reads, answers
+// EAGAIN): the failure is counted (`stats.failed`) and logged at most once per interval, the vector stays
+// assigned. A mask/unmask fd that hangs up or errors (a pipe whose write end was closed) stops its watcher: the
+// fd is closed, counted (`stats.deadFds`) and reported once, instead of waking the loop on every turn.
+//
 // Validation follows the kernel and libvfio-user (the IRQS cases of docs/conformance-index.md): exactly one DATA and one ACTION bit,
 // index < num_irqs, 0 < count and start+count <= vectors (count 0 only as NONE|TRIGGER with start 0, meaning
 // "disable"), only TRIGGER on ERR/REQ, BOOL data of exactly `count` bytes, no fds unless DATA_EVENTFD, and then
@@ -28,6 +34,7 @@ import {
   SetIrqsFlags,
 } from 'vfio-user-protocol';
 import type { DeviceLogger, IrqSink, VfioUserDevice } from '../device.js';
+import { RateLimitedLog } from '../log-limit.js';
 
 export interface SetIrqsParams {
   flags: number;
@@ -77,18 +84,25 @@ export interface IrqStats {
   pended: number;
   /** Triggers dropped because no eventfd was assigned. */
   dropped: number;
+  /** Signals the client's fd refused (counter or pipe full, fd broken): counted, never waited for. */
+  failed: number;
+  /** Mask/unmask fds dropped because they hung up or failed. */
+  deadFds: number;
 }
 
 const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
 export class IrqController implements IrqSink {
   private readonly indexes = new Map<number, Vector[]>();
-  readonly stats: IrqStats = { signals: 0, pended: 0, dropped: 0 };
+  readonly stats: IrqStats = { signals: 0, pended: 0, dropped: 0, failed: 0, deadFds: 0 };
+  private readonly limited: RateLimitedLog;
 
   constructor(
     private readonly device: VfioUserDevice,
     private readonly log: DeviceLogger = silent,
-  ) {}
+  ) {
+    this.limited = new RateLimitedLog(log);
+  }
 
   private vectors(index: number, create: boolean): Vector[] | undefined {
     let v = this.indexes.get(index);
@@ -170,6 +184,8 @@ export class IrqController implements IrqSink {
         const v = this.vector(index, start + i);
         const fd = fds.length ? fds[i]! : -1;
         if (action === SetIrqsFlags.ACTION_TRIGGER) {
+          // Signals must never block the loop (the client shares the file description: signalFd re-checks).
+          if (fd >= 0) setNonBlockingQuietly(fd);
           if (v.trigger >= 0) closeQuietly(v.trigger);
           v.trigger = fd;
         } else if (action === SetIrqsFlags.ACTION_UNMASK) {
@@ -199,9 +215,23 @@ export class IrqController implements IrqSink {
       v[slot] = undefined;
     }
     if (fd < 0) return;
+    const dead = (err: unknown) => {
+      // Hung up or broken: the watcher has stopped (or is stopped here); drop the fd so nothing spins on it.
+      watcher.close();
+      if (v[slot]?.watcher === watcher) {
+        closeQuietly(fd);
+        v[slot] = undefined;
+      }
+      this.stats.deadFds++;
+      this.limited.warn(
+        'irq-dead-fd',
+        { err: (err as Error)?.message ?? String(err), slot },
+        'IRQ mask/unmask fd is dead (hung up or failed): dropped',
+      );
+    };
     const watcher = new native.FdWatcher(fd, (err) => {
       if (err) {
-        this.log.warn({ err }, 'IRQ mask/unmask eventfd watch stopped');
+        dead(err);
         return;
       }
       // Level-triggered: drain the counter (several signals since the last wakeup count as one unmask).
@@ -209,8 +239,7 @@ export class IrqController implements IrqSink {
       try {
         n = native.eventfdRead(fd);
       } catch (e) {
-        this.log.warn({ err: e }, 'IRQ mask/unmask eventfd read failed');
-        watcher.close();
+        dead(e);
         return;
       }
       if (n === 0n) return;
@@ -283,10 +312,16 @@ export class IrqController implements IrqSink {
       this.stats.pended++;
       return false;
     }
-    try {
-      native.eventfdWrite(v.trigger, 1n);
-    } catch (err) {
-      this.log.warn({ err, index, vector }, 'eventfd write failed');
+    const errno = native.signalFd(v.trigger);
+    if (errno !== 0) {
+      this.stats.failed++;
+      this.limited.warn(
+        `irq-signal-${errno}`,
+        { index, vector, errno },
+        errno === Errno.EAGAIN
+          ? 'interrupt not signalled: the client does not drain its eventfd/pipe'
+          : 'interrupt not signalled: the client fd refused the write',
+      );
       return false;
     }
     this.stats.signals++;
@@ -342,6 +377,15 @@ export class IrqController implements IrqSink {
   reset(): void {
     for (const vs of this.indexes.values()) for (const v of vs) this.clearVector(v);
     this.indexes.clear();
+    this.limited.flushAll();
+  }
+}
+
+function setNonBlockingQuietly(fd: number): void {
+  try {
+    native.setNonBlocking(fd);
+  } catch {
+    // not an fd we can change (signalFd will report its errno on use)
   }
 }
 

@@ -7,7 +7,9 @@
 // `id` must match the loading device exactly (MIG-13: a stream for another device is refused), every field is
 // type- and size-checked, and nothing changes until the whole stream (the model's part included) has been
 // validated: a refused load leaves the device as it was. msgpackr refuses truncated input, and the engine's
-// framing (session/migration.ts) refuses a torn frame before we ever see it.
+// framing (session/migration.ts) refuses a torn frame before we ever see it. msgpackr trusts the counts it reads,
+// so the bytes first pass a structural walk with budgets (msgpack-budget.ts, PCI_STATE_BUDGET): a msgpack bomb is
+// EINVAL in microseconds instead of gigabytes and seconds with the loop blocked.
 //
 // The model contributes its own state through PciDeviceModel.saveState/loadState and is told when the device
 // starts and stops running (setRunning): a stopped device must make no progress (no DMA, no interrupts).
@@ -26,7 +28,20 @@ import {
   PCI_VENDOR_ID,
 } from './constants.js';
 import type { InterruptRouter } from './interrupts.js';
+import { checkMsgpack, type MsgpackBudget } from './msgpack-budget.js';
 import type { MsixCapability } from './msix.js';
+
+/**
+ * What a saved PCI device state may cost to decode: its bytes are bounded by the engine's resume cap; a real
+ * state has a few dozen values (config space, BARs and buffers are single byte strings), so 64 Ki values and
+ * 32 levels leave room for any model while keeping the decoder's allocations small.
+ */
+export const PCI_STATE_BUDGET: MsgpackBudget = {
+  maxBytes: 256 << 20,
+  maxElements: 1 << 16,
+  maxDepth: 32,
+  maxMs: 100,
+};
 
 export const PCI_STATE_MAGIC = 'vfio-user-ts/pci';
 export const PCI_STATE_VERSION = 1;
@@ -117,6 +132,7 @@ export class PciMigration implements DeviceMigration {
     const p = this.p;
     let s: unknown;
     try {
+      checkMsgpack(state, PCI_STATE_BUDGET);
       s = unpack(state);
     } catch (err) {
       bad(`not a msgpack stream (${(err as Error).message})`);

@@ -82,6 +82,12 @@ export class MigrationController {
   /** What RESUMING received so far. */
   private incoming: Uint8Array[] = [];
   private incomingBytes = 0;
+  /** Incremental framing of `incoming`: the frame header being gathered, bytes left in the current frame. */
+  private readonly frameHeader = new Uint8Array(FRAME_HEADER);
+  private frameHeaderFill = 0;
+  private frameLeft = 0;
+  /** Why the incoming stream is already known to be bad (every later write and the load fail with EINVAL). */
+  private incomingBad: string | undefined;
   readonly dirty = new DirtyLog();
 
   constructor(private readonly mig: DeviceMigration) {}
@@ -110,10 +116,7 @@ export class MigrationController {
       this.out = undefined;
       this.outPos = 0;
       if (to === MigState.PRE_COPY || to === MigState.STOP_COPY) this.out = frame(this.mig.save());
-      if (to === MigState.RESUMING) {
-        this.incoming = [];
-        this.incomingBytes = 0;
-      }
+      if (to === MigState.RESUMING) this.dropStreams();
     } catch (err) {
       this.state = MigState.ERROR;
       this.dropStreams();
@@ -124,9 +127,13 @@ export class MigrationController {
   }
 
   private loadIncoming(): void {
+    if (this.incomingBad) {
+      const why = this.incomingBad;
+      this.dropStreams();
+      throw new DeviceError(Errno.EINVAL, why);
+    }
     const data = concat(this.incoming, this.incomingBytes);
-    this.incoming = [];
-    this.incomingBytes = 0;
+    this.dropStreams();
     // Nothing received at all: a resume that was abandoned before any data came (FEA-17: RESUMING -> RUNNING
     // succeeds); the device keeps its state. Anything received must be a complete stream.
     if (data.length === 0) return;
@@ -166,8 +173,44 @@ export class MigrationController {
         'BAD_VALUE',
         `more than ${MAX_RESUME_BYTES} bytes of migration data`,
       );
+    if (this.incomingBad) einval(this.incomingBad);
+    this.checkFrames(data);
     this.incoming.push(data.slice());
     this.incomingBytes += data.length;
+  }
+
+  /**
+   * Validates the frame headers as the bytes arrive, so a foreign or oversized stream fails at the MIG_DATA_WRITE
+   * that reveals it rather than after the client sent up to MAX_RESUME_BYTES (the bytes inside a frame are the
+   * device's, checked when it loads them).
+   */
+  private checkFrames(data: Uint8Array): void {
+    let pos = 0;
+    let streamPos = this.incomingBytes;
+    while (pos < data.length) {
+      if (this.frameLeft > 0) {
+        const n = Math.min(this.frameLeft, data.length - pos);
+        this.frameLeft -= n;
+        pos += n;
+        streamPos += n;
+        continue;
+      }
+      const n = Math.min(FRAME_HEADER - this.frameHeaderFill, data.length - pos);
+      this.frameHeader.set(data.subarray(pos, pos + n), this.frameHeaderFill);
+      this.frameHeaderFill += n;
+      pos += n;
+      streamPos += n;
+      if (this.frameHeaderFill < FRAME_HEADER) break;
+      this.frameHeaderFill = 0;
+      const dv = new DataView(this.frameHeader.buffer);
+      if (dv.getUint32(0, true) !== MIG_FRAME_MAGIC) {
+        this.incomingBad = 'migration data is not a vfio-user-ts stream';
+      } else if (dv.getUint32(4, true) > MAX_RESUME_BYTES - streamPos) {
+        this.incomingBad = `migration frame of ${dv.getUint32(4, true)} bytes exceeds ${MAX_RESUME_BYTES} bytes`;
+      }
+      if (this.incomingBad) einval(this.incomingBad);
+      this.frameLeft = dv.getUint32(4, true);
+    }
   }
 
   /** After DEVICE_RESET (ERROR or any other state the gate let through): RUNNING. */
@@ -198,6 +241,9 @@ export class MigrationController {
     this.outPos = 0;
     this.incoming = [];
     this.incomingBytes = 0;
+    this.frameHeaderFill = 0;
+    this.frameLeft = 0;
+    this.incomingBad = undefined;
   }
 }
 

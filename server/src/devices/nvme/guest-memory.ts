@@ -1,7 +1,7 @@
 // Guest memory as the NVMe model reaches it: queue entries, PRP lists and data buffers.
 //
-// Where the guest's RAM came with an fd the address space has it mapped, and `direct()` hands out views of those
-// pages: the model reads submission entries and writes completions in place, and the image file's preadv/pwritev
+// Where the guest's RAM came with an fd that cannot shrink (F_SEAL_SHRINK, as QEMU's memory-backend-memfd seals
+// it) the address space has it mapped, and `direct()` hands out views of those pages: the model reads submission entries and writes completions in place, and the image file's preadv/pwritev
 // fill and drain data buffers straight into them (zero copy, off the event loop). Where it came without an fd
 // (plain `-m` RAM in QEMU) every access is a DMA_READ/DMA_WRITE message and data goes through a bounce buffer.
 // Writes through direct views are reported to dirty-page logging like any other device write.
@@ -32,6 +32,9 @@ export class GuestMemory {
   direct(iova: bigint, length: number, write: boolean): Uint8Array | undefined {
     const r = this.space?.find(iova);
     if (r?.access !== 'mmap' || r.removed || iova + BigInt(length) > r.end) return undefined;
+    // A file the client can still shrink must never be touched through a plain view: a page past its new end
+    // would SIGBUS the process. Those go through the access API's guarded copies (docs/hardening.md).
+    if (r.file?.canShrink !== false) return undefined;
     if (write ? !r.writable : !r.readable) return undefined;
     let rel = Number(iova - r.iova);
     for (const p of r.pieces) {
