@@ -18,6 +18,11 @@ const benches = [
     what: 'DMA_MAP+DMA_UNMAP pairs/s through the server vs a raw round trip',
   },
   {
+    name: 'guarded-copy',
+    file: 'guarded-copy-bench.mjs',
+    what: 'device DMA copies: unsealed memfd (SIGBUS guard) vs sealed memfd (plain copy)',
+  },
+  {
     name: 'iommu',
     file: 'iommu-bench.mjs',
     what: 'host map+unmap pairs/s through the server vs raw C ioctls (VM)',
