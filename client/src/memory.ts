@@ -1,7 +1,18 @@
 // Guest memory the client owns: a memfd, mmapped into this process, that can be handed to the server with
 // DMA_MAP (with its fd, so the server mmaps it, or without, so the server must use DMA_READ/DMA_WRITE messages
 // that the client then serves from the same bytes). Tests read and write it to check what the device did.
-import { closeFd, MAP_SHARED, memfdCreate, mmap, munmap, PROT_READ, PROT_WRITE } from 'vfio-user-native';
+import {
+  addSeals,
+  closeFd,
+  F_SEAL_GROW,
+  F_SEAL_SHRINK,
+  MAP_SHARED,
+  memfdCreate,
+  mmap,
+  munmap,
+  PROT_READ,
+  PROT_WRITE,
+} from 'vfio-user-native';
 
 export class GuestMemory {
   /** The memfd (owned by this object until close()). */
@@ -19,11 +30,16 @@ export class GuestMemory {
     this.u8 = new Uint8Array(ab);
   }
 
-  /** A zero-filled memfd of `size` bytes (a multiple of the page size is best), mapped read-write. */
-  static create(size: number, name = 'vfio-user-guest'): GuestMemory {
+  /**
+   * A zero-filled memfd of `size` bytes (a multiple of the page size is best), mapped read-write. Sealed against
+   * shrinking and growing by default, as QEMU's memory-backend-memfd is (a server may then touch it directly;
+   * `sealed: false` gives a file the client could truncate, which a server must guard against).
+   */
+  static create(size: number, name = 'vfio-user-guest', opts: { sealed?: boolean } = {}): GuestMemory {
     if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`bad guest memory size ${size}`);
     const fd = memfdCreate(name, size);
     try {
+      if (opts.sealed !== false) addSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW);
       const ab = mmap(fd, 0n, size, PROT_READ | PROT_WRITE, MAP_SHARED);
       return new GuestMemory(name, fd, size, ab);
     } catch (e) {
