@@ -14,6 +14,7 @@ import type { VfioUserDevice } from './device.js';
 import {
   builtinDevice,
   type DeviceDefinition,
+  type DeviceEnvironment,
   DeviceOptionError,
   describeOptions,
   deviceNames,
@@ -25,6 +26,7 @@ import { handOver } from './handover/source.js';
 import { HANDOVER_FD_ENV } from './handover/successor.js';
 import { takeOver } from './handover/target.js';
 import type { IommuBackend } from './iommu/backend.js';
+import { isHostDeviceBackend } from './iommu/host-device.js';
 import { createIommuBackend, resolveIommuChoice } from './iommu/select.js';
 import { createLogger } from './log.js';
 import { VfioUserServer } from './server.js';
@@ -121,10 +123,10 @@ async function setUp(
 ): Promise<{ iommu: IommuBackend; device: VfioUserDevice }> {
   const iommu = await createIommu(opts, log);
   try {
-    const device = await instantiateDevice(def, opts.device.params, {
-      iommu,
-      log: log.child({ device: def.name }),
-    });
+    const env: DeviceEnvironment = { log: log.child({ device: def.name }) };
+    // The server hands a passthrough device the host device its VFIO backend opened.
+    if (isHostDeviceBackend(iommu)) env.hostDevice = iommu.hostDevice();
+    const device = await instantiateDevice(def, opts.device.params, env);
     return { iommu, device };
   } catch (err) {
     await iommu.close().catch(() => {});

@@ -163,7 +163,6 @@ export interface VfioUserDevice {
    * Returning false (or not implementing it) = the engine's IrqController handles it as usual. `fds` are
    * borrowed: the engine closes them after the call (VFIO takes its own eventfd references). `data` is the
    * DATA_BOOL payload. Throw DeviceError to fail the request with its errno.
-   * (Added for vfio-pci; the engine's SET_IRQS handler must call it: see server/src/devices/vfio-pci.ts.)
    */
   setIrqs?(
     index: number,
@@ -177,4 +176,28 @@ export interface VfioUserDevice {
   readonly migration?: DeviceMigration;
   /** Release everything (server shutdown). */
   close?(): void;
+}
+
+/** A logger that drops everything: the default wherever no logger is given. */
+export const silentLogger: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
+/**
+ * A host PCI device bound to VFIO, opened by the server's host IOMMU backend (type1 container or iommufd) so it
+ * DMAs through exactly the mappings the mirror installs. The server hands it to a passthrough device model
+ * (vfio-pci) through the device environment; the model borrows the fd.
+ */
+export interface HostDevice {
+  /** The VFIO device fd (group-obtained or cdev). Owned by the backend: closed by backend.close(). */
+  readonly fd: number;
+  /** PCI address, e.g. '0000:00:03.0' (undefined when only a pre-opened device fd was given). */
+  readonly bdf: string | undefined;
+  /** The backend that opened it: 'vfio-type1' | 'iommufd'. */
+  readonly via: string;
+}
+
+/** '0000:00:03.0' (a domain is added when missing: '00:03.0' -> '0000:00:03.0'). Throws on anything else. */
+export function normaliseBdf(s: string): string {
+  const m = /^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$/.exec(s.trim());
+  if (!m) throw new Error(`'${s}' is not a PCI address (DDDD:BB:DD.F)`);
+  return `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
 }

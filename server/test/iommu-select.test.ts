@@ -1,13 +1,14 @@
 // Backend selection (`--iommu none|vfio|iommufd|auto`) and the host-side failure paths that need no VFIO: the
 // real backends are exercised against real kernels in the VM tests (test/vm/mirror.test.ts).
+
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { closeFd, eventfd, memfdCreate } from 'vfio-user-native';
+import { normaliseBdf } from '../src/device.js';
 import { createDevice } from '../src/devices/index.js';
-import { normaliseBdf } from '../src/iommu/host-device.js';
 import { IommufdBackend } from '../src/iommu/iommufd.js';
 import {
   createIommuBackend,

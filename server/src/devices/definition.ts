@@ -2,8 +2,7 @@
 // (or a package name, or a built-in name) can create it. A definition names the device, declares its options
 // (the schema is how the command line checks and converts `key=value` strings, and how --help lists them), and
 // creates the device from the checked values.
-import type { DeviceLogger, VfioUserDevice } from '../device.js';
-import type { IommuBackend } from '../iommu/backend.js';
+import type { DeviceLogger, HostDevice, VfioUserDevice } from '../device.js';
 
 /** The type of one device option; command-line strings are converted to it. */
 export type DeviceOptionType = 'string' | 'integer' | 'number' | 'boolean' | 'bigint';
@@ -48,8 +47,8 @@ export type DeviceOptionValues<S extends DeviceOptionSchema> = {
 export interface DeviceEnvironment {
   /** The device's logger (the server's, with `device: <name>`): log through it, never install your own. */
   log: DeviceLogger;
-  /** The host IOMMU backend the server opened (`--iommu`); only passthrough devices need it. */
-  iommu?: IommuBackend;
+  /** The host device the server's VFIO IOMMU backend opened (`--iommu`); only passthrough devices need it. */
+  hostDevice?: HostDevice;
 }
 
 /** A device the server can create by name: `export default defineDevice({...})` in a device module. */
@@ -86,7 +85,7 @@ export function defineDevice<const S extends DeviceOptionSchema>(
 
 const OPTION_TYPES: readonly DeviceOptionType[] = ['string', 'integer', 'number', 'boolean', 'bigint'];
 /** Keys that never reach an options object (prototype pollution) or that name the environment. */
-const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype', 'log', 'iommu']);
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype', 'log', 'hostDevice']);
 
 /** Whether `v` looks like a device definition (a module's default export is checked with this). */
 export function isDeviceDefinition(v: unknown): v is DeviceDefinition {

@@ -5,9 +5,7 @@
 import { createRequire } from 'node:module';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { DeviceLogger, VfioUserDevice } from '../device.js';
-import type { IommuBackend } from '../iommu/backend.js';
-import { silentLogger } from '../pci/pci-device.js';
+import { type DeviceLogger, type HostDevice, silentLogger, type VfioUserDevice } from '../device.js';
 import {
   type DeviceDefinition,
   type DeviceEnvironment,
@@ -39,15 +37,15 @@ export function builtinDevice(name: string): DeviceDefinition | undefined {
 
 /**
  * Create the registered device `name` (synchronous factories only, as the built-ins are). `opts` are its options
- * (strings as on the command line, or typed values); `log` and `iommu` are taken as the environment. Throws an
+ * (strings as on the command line, or typed values); `log` and `hostDevice` are taken as the environment. Throws an
  * Error naming the known devices when there is no such device, and DeviceOptionError naming a bad option.
  */
 export function createDevice(name: string, opts: Record<string, unknown> = {}): VfioUserDevice {
   const def = registry.get(name);
   if (!def) throw new Error(`unknown device '${name}' (known: ${deviceNames().join(', ')})`);
-  const { log, iommu, ...rest } = opts;
+  const { log, hostDevice, ...rest } = opts;
   const env: DeviceEnvironment = { log: (log as DeviceLogger | undefined) ?? silentLogger };
-  if (iommu) env.iommu = iommu as IommuBackend;
+  if (hostDevice) env.hostDevice = hostDevice as HostDevice;
   const dev = def.create(parseDeviceOptions(def.options, rest), env);
   if (dev instanceof Promise)
     throw new Error(`device '${name}' is created asynchronously: use instantiateDevice`);
@@ -166,13 +164,13 @@ function parseSize(v: string): bigint {
   return BigInt(m[1]!) << shift;
 }
 
-// Host device passthrough: needs the VFIO backend (--iommu vfio|iommufd, see iommu/select.ts).
+// Host device passthrough: needs the host device the VFIO backend opened (--iommu vfio|iommufd|auto).
 registerDevice(
   defineDevice({
     name: 'vfio-pci',
     description: 'a host PCI device passed through with VFIO',
     options: { host: { type: 'string', description: 'the host device, e.g. 0000:00:05.0' } },
-    create: (o, env) => createVfioPci({ ...o, iommu: env.iommu, log: env.log }),
+    create: (o, env) => createVfioPci({ ...o, hostDevice: env.hostDevice, log: env.log }),
   }),
 );
 

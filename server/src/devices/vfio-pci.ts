@@ -10,11 +10,8 @@
 // - mmap-able regions (BARs) are handed to the client with the device fd itself and the region's offset, with
 //   the host's sparse areas, so the VMM maps the BAR like QEMU's vfio-pci does;
 // - DEVICE_RESET becomes VFIO_DEVICE_RESET (advertised only when the host device has it);
-// - interrupts: with the engine's SET_IRQS pass-through hook (VfioUserDevice.setIrqs) the client's eventfds go
-//   straight to VFIO_DEVICE_SET_IRQS and the host device signals the VMM with no hop through this process.
-//   Until the engine calls that hook, the engine keeps the client's eventfds (IrqController) and this device
-//   relays: it gives the host its own eventfds for the vectors the client enabled and triggers the IrqSink when
-//   they fire (INTx: the host's automask is lifted when the client unmasks).
+// - interrupts: DEVICE_SET_IRQS is passed through (VfioUserDevice.setIrqs): the client's eventfds go straight
+//   to VFIO_DEVICE_SET_IRQS and the host device signals the VMM with no hop through this process.
 // The device fd belongs to the backend (closed by backend.close(), which the server runs before device.close()).
 
 import * as native from 'vfio-user-native';
@@ -22,7 +19,6 @@ import {
   DeviceInfoFlags,
   Errno,
   errnoOf,
-  IrqIndex,
   RegionInfoFlags,
   SET_IRQS_ACTION_TYPE_MASK,
   SET_IRQS_DATA_TYPE_MASK,
@@ -32,43 +28,31 @@ import {
   type DeviceContext,
   DeviceError,
   type DeviceLogger,
+  type HostDevice,
   type IrqDescription,
+  normaliseBdf,
   type RegionDescription,
+  silentLogger,
   type VfioUserDevice,
 } from '../device.js';
-import {
-  type HostDevice,
-  type HostDeviceBackend,
-  isHostDeviceBackend,
-  normaliseBdf,
-} from '../iommu/host-device.js';
 
 const { vfio } = native;
 
 export interface VfioPciOptions {
   /** The host device's PCI address; checked against the backend's when both are known. */
   host?: string;
-  /** The VFIO IOMMU backend (vfio-type1 or iommufd) that opened the device; the server mirrors into it. */
-  iommu: HostDeviceBackend;
+  /** The host device the server's VFIO IOMMU backend opened (the server mirrors DMA into that backend). */
+  hostDevice: HostDevice;
   log?: DeviceLogger;
 }
 
 export interface VfioPciStats {
   regionReads: number;
   regionWrites: number;
-  /** SET_IRQS requests passed straight to the host (engine hook). */
+  /** SET_IRQS requests passed straight to the host. */
   irqPassthrough: number;
-  /** Host interrupts relayed through the engine's IrqSink (fallback path). */
-  irqRelayed: number;
   resets: number;
 }
-
-interface Relay {
-  fd: number;
-  watcher: native.FdWatcher;
-}
-
-const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
 export class VfioPciDevice implements VfioUserDevice {
   readonly flags: number;
@@ -79,22 +63,18 @@ export class VfioPciDevice implements VfioUserDevice {
     regionReads: 0,
     regionWrites: 0,
     irqPassthrough: 0,
-    irqRelayed: 0,
     resets: 0,
   };
 
   private readonly regions: (native.RegionInfo | null)[] = [];
   private readonly irqs: native.IrqInfo[] = [];
-  private ctx: DeviceContext | undefined;
   private log: DeviceLogger;
   /** IRQ indexes the client enabled through the pass-through hook (disabled again on detach). */
   private readonly passthrough = new Set<number>();
-  /** Fallback relays per IRQ index: one entry per vector (undefined = not enabled). */
-  private readonly relays = new Map<number, (Relay | undefined)[]>();
 
   constructor(o: VfioPciOptions) {
-    this.log = o.log ?? silent;
-    this.host = o.iommu.hostDevice();
+    this.log = o.log ?? silentLogger;
+    this.host = o.hostDevice;
     if (o.host !== undefined && this.host.bdf !== undefined && normaliseBdf(o.host) !== this.host.bdf) {
       throw new Error(`vfio-pci host=${o.host} but the IOMMU backend opened ${this.host.bdf}`);
     }
@@ -201,23 +181,16 @@ export class VfioPciDevice implements VfioUserDevice {
   }
 
   attach(ctx: DeviceContext): void {
-    this.ctx = ctx;
     this.log = ctx.log;
   }
 
   /** The client left: the host must stop signalling its eventfds (device state itself is kept). */
   detach(): void {
-    for (const index of [...this.passthrough, ...this.relays.keys()]) this.disableHost(index);
+    for (const index of this.passthrough) this.disableHost(index);
     this.passthrough.clear();
-    for (const index of [...this.relays.keys()]) this.closeRelays(index);
-    this.ctx = undefined;
   }
 
-  close(): void {
-    for (const index of [...this.relays.keys()]) this.closeRelays(index);
-  }
-
-  // ---- interrupts: pass-through (engine hook) -------------------------------------------------------------
+  // ---- interrupts: pass-through ------------------------------------------------------------------------------
 
   setIrqs(
     index: number,
@@ -229,11 +202,6 @@ export class VfioPciDevice implements VfioUserDevice {
   ): boolean {
     const dataType = flags & SET_IRQS_DATA_TYPE_MASK;
     const action = flags & SET_IRQS_ACTION_TYPE_MASK;
-    if (this.relays.has(index)) {
-      // Switching an index from the relay to the direct path: the host forgets our eventfds first.
-      this.disableHost(index);
-      this.closeRelays(index);
-    }
     try {
       if (dataType === SetIrqsFlags.DATA_EVENTFD) {
         // vfio-user sends no fds to de-assign; the kernel wants -1 per vector.
@@ -266,96 +234,17 @@ export class VfioPciDevice implements VfioUserDevice {
       this.log.debug({ err, index }, 'disabling host IRQ index failed');
     }
   }
-
-  // ---- interrupts: relay through the engine's IrqSink (until the engine calls setIrqs) -------------------
-
-  irqStateChanged(index: number): void {
-    const ctx = this.ctx;
-    if (!ctx || this.passthrough.has(index)) return;
-    const count = this.irqInfo(index).count;
-    const want: boolean[] = [];
-    for (let v = 0; v < count; v++) want.push(ctx.irq.isEnabled(index, v));
-    const have = this.relays.get(index) ?? [];
-    const same = want.every((w, v) => w === !!have[v]) && have.length <= count;
-    if (!same) this.rebuildRelays(index, want);
-    // INTx is automasked by the host on every interrupt; the client's unmask (which brought us here) lifts it.
-    if (index === IrqIndex.INTX && this.relays.get(index)?.[0]) {
-      try {
-        vfio.setIrqs(this.host.fd, { index, action: SetIrqsFlags.ACTION_UNMASK, count: 1 });
-      } catch (err) {
-        this.log.debug({ err }, 'host INTx unmask failed');
-      }
-    }
-  }
-
-  private rebuildRelays(index: number, want: boolean[]): void {
-    if (this.relays.has(index)) {
-      this.disableHost(index);
-      this.closeRelays(index);
-    }
-    const n = want.lastIndexOf(true) + 1;
-    if (n === 0) return;
-    const relays: (Relay | undefined)[] = [];
-    try {
-      for (let v = 0; v < n; v++) relays.push(want[v] ? this.newRelay(index, v) : undefined);
-      // MSI/MSI-X are enabled as one block from vector 0 (changing the count needs a disable first: done above).
-      vfio.setIrqs(this.host.fd, {
-        index,
-        action: SetIrqsFlags.ACTION_TRIGGER,
-        eventfds: relays.map((r) => r?.fd ?? -1),
-      });
-    } catch (err) {
-      for (const r of relays) if (r) closeRelay(r);
-      this.log.warn({ err, index }, 'relaying host interrupts failed');
-      return;
-    }
-    this.relays.set(index, relays);
-  }
-
-  private newRelay(index: number, vector: number): Relay {
-    const fd = native.eventfd();
-    try {
-      const watcher = new native.FdWatcher(fd, (err) => {
-        if (err) return;
-        let n = 0n;
-        try {
-          n = native.eventfdRead(fd);
-        } catch {
-          return;
-        }
-        if (n === 0n || !this.ctx) return;
-        this.stats.irqRelayed++;
-        this.ctx.irq.trigger(index, vector);
-      });
-      return { fd, watcher };
-    } catch (err) {
-      native.closeFd(fd);
-      throw err;
-    }
-  }
-
-  private closeRelays(index: number): void {
-    for (const r of this.relays.get(index) ?? []) if (r) closeRelay(r);
-    this.relays.delete(index);
-  }
 }
 
-function closeRelay(r: Relay): void {
-  r.watcher.close();
-  try {
-    native.closeFd(r.fd);
-  } catch {
-    // already closed
-  }
-}
-
-/** Factory for the device registry: options `host` (BDF string) and `iommu` (the VFIO backend object). */
+/** Factory for the device registry: options `host` (BDF string) and `hostDevice` (from the server's backend). */
 export function createVfioPci(opts: Record<string, unknown>): VfioPciDevice {
-  const iommu = opts.iommu;
-  if (!isHostDeviceBackend(iommu)) {
-    throw new Error('vfio-pci needs a VFIO host IOMMU backend (--iommu vfio, iommufd or auto with host=BDF)');
+  const hostDevice = opts.hostDevice as HostDevice | undefined;
+  if (!hostDevice || typeof hostDevice.fd !== 'number') {
+    throw new Error(
+      'vfio-pci needs the host device of a VFIO host IOMMU backend (--iommu vfio, iommufd or auto with host=BDF)',
+    );
   }
-  const o: VfioPciOptions = { iommu };
+  const o: VfioPciOptions = { hostDevice };
   if (typeof opts.host === 'string') o.host = opts.host;
   if (opts.log && typeof opts.log === 'object') o.log = opts.log as DeviceLogger;
   return new VfioPciDevice(o);

@@ -6,18 +6,8 @@
 // device must DMA through exactly the mappings the mirror installs. So the backend opens the host side once, and
 // the device model borrows the fd (backend.ts has no notion of a device; this interface is the extension).
 
-import type { DeviceLogger } from '../device.js';
+import type { HostDevice } from '../device.js';
 import type { IommuBackend } from './backend.js';
-
-/** The host device a VFIO backend attached, for the vfio-pci device model. */
-export interface HostDevice {
-  /** The VFIO device fd (group-obtained or cdev). Owned by the backend: closed by backend.close(). */
-  readonly fd: number;
-  /** PCI address, e.g. '0000:00:03.0' (undefined when only a pre-opened device fd was given). */
-  readonly bdf: string | undefined;
-  /** 'vfio-type1' | 'iommufd'. */
-  readonly via: string;
-}
 
 /** An IOMMU backend that also holds a passed-through host device (VFIO type1, iommufd). */
 export interface HostDeviceBackend extends IommuBackend {
@@ -38,8 +28,6 @@ export interface HostFds {
   device?: number;
 }
 
-export const silentLog: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
-
 /** The positive errno of an addon/TS error, or 0 when there is none. */
 export function errnoOfError(err: unknown): number {
   const n = (err as { errno?: unknown } | null)?.errno;
@@ -56,13 +44,6 @@ export function closeAll(close: (fd: number) => void, fds: number[]): void {
       // nothing to leak
     }
   }
-}
-
-/** '0000:00:03.0' (a domain is added when missing: '00:03.0' -> '0000:00:03.0'). Throws on anything else. */
-export function normaliseBdf(s: string): string {
-  const m = /^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$/.exec(s.trim());
-  if (!m) throw new Error(`'${s}' is not a PCI address (DDDD:BB:DD.F)`);
-  return `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
 }
 
 /** Sorts ranges and renames `end` (the addon's inclusive end) to `last`. */

@@ -17,9 +17,9 @@
 
 import { existsSync, readdirSync } from 'node:fs';
 import { fdInfo } from 'vfio-user-native';
-import type { DeviceLogger } from '../device.js';
+import { type DeviceLogger, normaliseBdf, silentLogger } from '../device.js';
 import type { IommuBackend } from './backend.js';
-import { type HostFds, normaliseBdf, silentLog } from './host-device.js';
+import type { HostFds } from './host-device.js';
 import { IommufdBackend } from './iommufd.js';
 import { NoneBackend } from './none.js';
 import { VfioType1Backend } from './vfio-type1.js';
@@ -90,7 +90,7 @@ export async function createIommuBackend(
   choice: IommuChoice,
   o: CreateIommuBackendOptions,
 ): Promise<IommuBackend> {
-  const log = o.log ?? silentLog;
+  const log = o.log ?? silentLogger;
   const kind = resolveIommuChoice(choice, o);
   const bdf = hostBdfOf(o.device);
   const fds = o.hostFds ?? {};

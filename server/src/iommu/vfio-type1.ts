@@ -35,17 +35,15 @@ import {
   PAGE_SIZE_BIG,
   U64_MAX,
 } from 'vfio-user-protocol';
-import type { DeviceLogger } from '../device.js';
+import { type DeviceLogger, type HostDevice, silentLogger } from '../device.js';
 import type { HostFacts, IommuMapRequest } from './backend.js';
 import {
   closeAll,
   errnoOfError,
-  type HostDevice,
   type HostDeviceBackend,
   type HostFds,
   hex,
   IoctlPath,
-  silentLog,
   toFactsRanges,
 } from './host-device.js';
 
@@ -87,7 +85,7 @@ export class VfioType1Backend implements HostDeviceBackend {
   readonly ioctlPath: IoctlPath;
 
   constructor(private readonly o: VfioType1Options = {}) {
-    this.log = o.log ?? silentLog;
+    this.log = o.log ?? silentLogger;
     this.ioctlPath = new IoctlPath(o.syncMaxSize);
   }
 

@@ -66,6 +66,7 @@ import {
   type IrqDescription,
   PciRegion,
   type RegionDescription,
+  silentLogger,
   type VfioUserDevice,
 } from '../device.js';
 import { BarRegion, type BarSpec, installBarRegisters, validateBarSpec } from './bar.js';
@@ -160,9 +161,6 @@ export interface PciDeviceModel {
   loadState?(state: unknown): void;
   setRunning?(running: boolean): void | Promise<void>;
 }
-
-const noop = () => {};
-export const silentLogger: DeviceLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: noop };
 
 export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements VfioUserDevice {
   readonly flags = DeviceInfoFlags.PCI | DeviceInfoFlags.RESET;
