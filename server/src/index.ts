@@ -41,7 +41,7 @@ export { DmaError, type DmaErrorKind, DmaMapError } from './dma/errors.js';
 export { DEFAULT_WINDOW_SIZE } from './dma/files.js';
 export { type Interval, IntervalTable } from './dma/interval-table.js';
 export { type DmaAccessKind, DmaRegion, type HostSegment } from './dma/region.js';
-export type { HostFacts, IommuBackend, IommuMapRequest } from './iommu/backend.js';
+export type { HostFacts, HostMapping, IommuBackend, MapsBy } from './iommu/backend.js';
 export { IommuMirror, type MirrorStats } from './iommu/mirror.js';
 export { NoneBackend } from './iommu/none.js';
 export {

@@ -9,7 +9,7 @@ import * as native from 'vfio-user-native';
 import { DmaMapFlags } from 'vfio-user-protocol';
 import { DmaAddressSpace, type DmaListener } from '../src/dma/address-space.js';
 import type { DmaRegion } from '../src/dma/region.js';
-import type { HostFacts, IommuBackend, IommuMapRequest } from '../src/iommu/backend.js';
+import type { HostFacts, HostMapping, IommuBackend, MapsBy } from '../src/iommu/backend.js';
 import { IommuMirror } from '../src/iommu/mirror.js';
 import { NoneBackend } from '../src/iommu/none.js';
 import { rejects } from './engine-fixtures.js';
@@ -180,12 +180,14 @@ test('a failing removal still removes the region but reports the errno', async (
 class RecordingBackend implements IommuBackend {
   readonly name = 'recording';
   calls: string[] = [];
-  maps: IommuMapRequest[] = [];
+  maps: HostMapping[] = [];
   failMap: number | undefined;
+  /** Refuse (ENOMEM) every map after this many more succeeded. */
+  failMapAfter: number | undefined;
   failUnmap: number | undefined;
   closed = false;
   constructor(
-    readonly requires: { fd?: boolean; vaddr?: boolean } | undefined,
+    readonly mapsBy: MapsBy,
     readonly facts: HostFacts = {
       pgsizes: 0x40201000n,
       iovaRanges: [
@@ -199,8 +201,11 @@ class RecordingBackend implements IommuBackend {
     this.calls.push('attach');
     return this.facts;
   }
-  async map(e: IommuMapRequest): Promise<void> {
+  async map(e: HostMapping): Promise<void> {
     if (this.failMap) throw Object.assign(new Error('map failed'), { errno: this.failMap });
+    if (this.failMapAfter !== undefined && this.failMapAfter-- <= 0) {
+      throw Object.assign(new Error('map failed'), { errno: E.ENOMEM });
+    }
     this.calls.push(
       `map 0x${e.iova.toString(16)}+0x${e.size.toString(16)} fd=${e.fd !== undefined} vaddr=${e.vaddr !== undefined}`,
     );
@@ -222,7 +227,7 @@ class RecordingBackend implements IommuBackend {
 test('mirror: fd maps reach the backend with fd, offset and address; fd-less ones are recorded only', async () => {
   const memfd = native.memfdCreate('ram', 0x100000);
   const s = new DmaAddressSpace();
-  const backend = new RecordingBackend({ fd: true });
+  const backend = new RecordingBackend('file');
   const mirror = new IommuMirror(backend);
   await s.map({ iova: 0x100000n, size: 0x2000n, prot: RW, fd: native.dupFd(memfd), fileOffset: 0x4000n }); // before start: replayed
   await mirror.start(s);
@@ -236,15 +241,13 @@ test('mirror: fd maps reach the backend with fd, offset and address; fd-less one
   });
   assert.equal(backend.calls, [
     'attach',
-    'map 0x100000+0x2000 fd=true vaddr=true',
-    'map 0x200000+0x1000 fd=true vaddr=true',
+    'map 0x100000+0x2000 fd=true vaddr=false',
+    'map 0x200000+0x1000 fd=true vaddr=false',
   ]);
   const m = backend.maps[0]!;
   assert.is(m.fileOffset, 0x4000n);
-  assert.is(m.prot, RW);
-  assert.is(backend.maps[1]!.prot, DmaMapFlags.READ);
-  assert.is(m.segments!.length, 1);
-  assert.is(m.vaddr, m.segments![0]!.vaddr);
+  assert.equal([m.read, m.write], [true, true], 'READ|WRITE');
+  assert.equal([backend.maps[1]!.read, backend.maps[1]!.write], [true, false], 'READ only');
   assert.is(mirror.stats.maps, 2);
   assert.is(mirror.stats.unmirrored, 1);
   assert.is(mirror.stats.live, 2);
@@ -273,10 +276,11 @@ test('mirror: fd maps reach the backend with fd, offset and address; fd-less one
 test('mirror: host refusals (reserved IOVA, misalignment, backend errno) fail the DMA_MAP and are counted', async () => {
   const memfd = native.memfdCreate('ram', 0x100000);
   const s = new DmaAddressSpace();
-  const backend = new RecordingBackend(
-    { fd: true, vaddr: true },
-    { pgsizes: 0x10000n, iovaRanges: [{ start: 0n, last: 0xfedfffffn }], maxDmaMaps: 10 },
-  );
+  const backend = new RecordingBackend('file', {
+    pgsizes: 0x10000n,
+    iovaRanges: [{ start: 0n, last: 0xfedfffffn }],
+    maxDmaMaps: 10,
+  });
   const mirror = new IommuMirror(backend);
   await mirror.start(s);
   await rejects(
@@ -307,7 +311,7 @@ test('mirror: host refusals (reserved IOVA, misalignment, backend errno) fail th
 test('mirror: host ENOENT on unmap is success; other unmap errors are reported and retried by unmap-all', async () => {
   const memfd = native.memfdCreate('ram', 0x100000);
   const s = new DmaAddressSpace();
-  const backend = new RecordingBackend(undefined);
+  const backend = new RecordingBackend('nothing');
   const mirror = new IommuMirror(backend);
   await mirror.start(s);
   for (const iova of [0n, 0x1000n])
@@ -322,6 +326,36 @@ test('mirror: host ENOENT on unmap is success; other unmap errors are reported a
   await s.unmapAll();
   assert.equal(backend.calls.slice(-1), ['unmapAll'], 'the stale host entry is swept');
   await mirror.close();
+  await s.close();
+  native.closeFd(memfd);
+});
+
+test('mirror: by address, one host entry per mapping window; a failed one rolls back those already made', async () => {
+  const memfd = native.memfdCreate('ram', 0x40000);
+  const s = new DmaAddressSpace({ windowSize: 0x10000 });
+  const backend = new RecordingBackend('address', {
+    pgsizes: 0x1000n,
+    iovaRanges: [{ start: 0n, last: 0xffffffffn }],
+    maxDmaMaps: 100,
+  });
+  const mirror = new IommuMirror(backend);
+  await mirror.start(s);
+  // 0x8000 bytes from file offset 0xc000: the window boundary at 0x10000 splits it into two entries.
+  await s.map({ iova: 0x100000n, size: 0x8000n, prot: RW, fd: native.dupFd(memfd), fileOffset: 0xc000n });
+  assert.equal(backend.calls.slice(1), [
+    'map 0x100000+0x4000 fd=false vaddr=true',
+    'map 0x104000+0x4000 fd=false vaddr=true',
+  ]);
+  assert.is(mirror.stats.maps, 1, 'one client region');
+  backend.failMapAfter = 1;
+  await rejects(
+    s.map({ iova: 0x200000n, size: 0x8000n, prot: RW, fd: native.dupFd(memfd), fileOffset: 0xc000n }),
+    E.ENOMEM,
+    'second entry refused',
+  );
+  assert.equal(backend.calls.slice(3), ['map 0x200000+0x4000 fd=false vaddr=true', 'unmap 0x200000+0x4000']);
+  assert.is(s.size, 1, 'nothing half-added');
+  assert.equal(mirror.stats.failures, { ENOMEM: 1 });
   await s.close();
   native.closeFd(memfd);
 });

@@ -54,8 +54,8 @@ for (const make of [() => new VfioType1Backend(), () => new IommufdBackend({ map
   const name = make().name;
   test(`${name}: small map/unmap take the sync ioctl, large ones the threadpool; failures reject`, async () => {
     const b = make();
-    const small = { iova: 0x100000n, size: 4096n, prot: 3, vaddr: 0x7f0000000000n };
-    const large = { iova: 0x40000000n, size: 4n * MiB, prot: 3, vaddr: 0x7f0000000000n };
+    const small = { iova: 0x100000n, size: 4096n, read: true, write: true, vaddr: 0x7f0000000000n };
+    const large = { iova: 0x40000000n, size: 4n * MiB, read: true, write: true, vaddr: 0x7f0000000000n };
     let p: Promise<void> | undefined;
     assert.not.throws(() => {
       p = b.map(small);

@@ -19,7 +19,7 @@ import {
   encodeSetIrqsRequest,
   parseCapabilities,
 } from 'vfio-user-protocol';
-import type { HostFacts, IommuBackend, IommuMapRequest } from '../src/iommu/backend.js';
+import type { HostFacts, HostMapping, IommuBackend } from '../src/iommu/backend.js';
 import { VfioUserServer } from '../src/server.js';
 import { TestDevice, waitFor } from './engine-fixtures.js';
 import { isOk, RawClient, sleep } from './session-harness.js';
@@ -194,11 +194,11 @@ test('IOMMU facts set pgsizes, max_dma_maps and the DMA limits; the backend is c
   const calls: string[] = [];
   const backend: IommuBackend = {
     name: 'fake-type1',
-    requires: { vaddr: true },
+    mapsBy: 'address',
     async attach(): Promise<HostFacts> {
       return { pgsizes: 0x40201000n, iovaRanges: [{ start: 0n, last: 0xfedfffffn }], maxDmaMaps: 3 };
     },
-    async map(e: IommuMapRequest) {
+    async map(e: HostMapping) {
       calls.push(`map 0x${e.iova.toString(16)} vaddr=${e.vaddr !== undefined}`);
     },
     async unmap() {

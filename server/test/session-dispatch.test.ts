@@ -65,6 +65,7 @@ async function readyWithSlowMap(): Promise<{ rig: SessionRig; mirror: IommuMirro
   let release!: () => void;
   const slow: IommuBackend = {
     name: 'slow',
+    mapsBy: 'nothing',
     async attach() {
       return { pgsizes: 4096n, iovaRanges: [{ start: 0n, last: (1n << 64n) - 1n }], maxDmaMaps: 65535 };
     },

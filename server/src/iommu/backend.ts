@@ -1,31 +1,20 @@
 // The narrow interface between the generic IOMMU mirror (mirror.ts) and a host IOMMU backend (none, VFIO type1,
-// iommufd). A backend only translates; all policy lives in the mirror and the DMA address space:
+// iommufd). A backend only translates: each call becomes one host API call. Every policy lives once in the mirror
+// (docs/iommu-mirroring.md): alignment and reserved ranges, regions that cannot be mirrored, one host entry per
+// mapping window with rollback, READ/WRITE as booleans, unmap "not found" (iommufd ENOENT) as success, counters.
 //
-// - The address space has already validated every map (alignment to the advertised page size, no overlap, no
-//   wrap, prot READ and/or WRITE, the fd a regular file large enough) before the mirror calls `map`.
-// - The mirror calls `map` once per client DMA region, never coalescing adjacent regions, and `unmap` with the
-//   exact (iova, size) of a region it mapped earlier: covering/empty/bisecting vfio-user unmaps are normalised
-//   before they reach a backend. `unmapAll` replaces per-region unmaps for DMA_UNMAP FLAG_ALL, client
-//   disconnect and shutdown.
+// - `map` creates exactly one host entry. By file (`fd` + `fileOffset`, IOMMU_IOAS_MAP_FILE) when `mapsBy` is
+//   'file'; by this process's address (`vaddr`, VFIO_IOMMU_MAP_DMA / IOMMU_IOAS_MAP) when it is 'address'; with
+//   neither when it is 'nothing' (no host IOMMU). The fd is BORROWED: owned by the address space, valid until the
+//   matching unmap resolved (dup it to keep it longer). The address stays mapped until the matching unmap
+//   resolved (type1 re-pins through the vaddr when a domain joins).
+// - `unmap` removes the whole entries inside [iova, iova+size): the mirror asks for exactly what it mapped, or for
+//   a rollback range covering whole entries. `unmapAll` removes everything (FLAG_ALL, disconnect, shutdown).
+// - Errors: reject with an object carrying a positive `errno` (ErrnoError, or the addon's errors), the host's
+//   answer unchanged (iommufd ENOENT for an empty range included): the mirror decides what it means.
 // - Calls never overlap: the next call starts after the previous promise settled (the address space serialises
 //   its mutations), and the client gets its reply only after the promise settles. Run long work (pinning GiBs)
 //   off the event loop (async addon work) and resolve when the host mapping is complete.
-// - Errors: reject with an object carrying a positive `errno` (an Error with `.errno`, or the addon's errors);
-//   the mirror passes it to the client unchanged (docs/iommu-mirroring.md, errno passthrough: EEXIST, EINVAL, ENOSPC, ENOMEM,
-//   EFAULT, EPERM...). Unmap of a range the host says is not mapped (iommufd ENOENT) should resolve, not reject.
-//
-// What a backend gets for a map (`IommuMapRequest`):
-// - `fd` + `fileOffset`: the backing file (for IOMMU_IOAS_MAP_FILE). The fd is BORROWED: owned by the address
-//   space, valid until the matching `unmap`/`unmapAll` has resolved. Dup it if you need it longer.
-// - `segments`: the region's bytes in this process (MAP_SHARED, PROT_READ|PROT_WRITE when the fd is writable),
-//   one per mapping window (1 GiB; a region crossing a window boundary has several). For VFIO_IOMMU_MAP_DMA /
-//   IOMMU_IOAS_MAP, which pin through a vaddr: map one host entry per segment and remember them; the addresses
-//   stay mapped until the matching unmap resolved (type1 re-pins through vaddr when a domain joins).
-//   `vaddr` is set when there is exactly one segment. Both are absent for fd-less regions and for regions the
-//   server reaches with pread/pwrite (mapping disabled).
-// - Fd-less regions (ROM/BIOS sections, anonymous guest RAM) never reach a backend whose `requires` says it needs
-//   an fd or an address: the mirror records them as unmirrored and the DMA_MAP succeeds (never fail a
-//   DMA_MAP for lack of an fd).
 
 /** The host's IOMMU facts, learned at attach (type1 GET_INFO, iommufd IOVA_RANGES). */
 export interface HostFacts {
@@ -37,29 +26,31 @@ export interface HostFacts {
   maxDmaMaps: number;
 }
 
-export interface IommuMapRequest {
+/** One host IOMMU entry, as the mirror asks a backend to create it (see the notes above). */
+export interface HostMapping {
   iova: bigint;
   size: bigint;
-  /** DmaMapFlags bits: READ 0x1, WRITE 0x2 (the vfio-user/type1 values; iommufd spells them 0x4/0x2). */
-  prot: number;
-  /** Borrowed fd of the backing file (see above). */
+  read: boolean;
+  write: boolean;
+  /** By file: the borrowed fd of the backing file and the offset of `iova` in it. */
   fd?: number;
-  /** Offset of `iova` in that file. */
   fileOffset?: bigint;
-  /** Process address of the region when it is one contiguous mapping. */
+  /** By address: this process's mapping of [iova, iova+size). */
   vaddr?: bigint;
-  /** Process addresses of the region, one per mapping window, covering [iova, iova+size) in order. */
-  segments?: { iova: bigint; size: bigint; vaddr: bigint }[];
 }
+
+/** How a backend's `map` reaches memory. */
+export type MapsBy = 'file' | 'address' | 'nothing';
 
 export interface IommuBackend {
   /** Short name for logs and stats: 'none', 'vfio-type1', 'iommufd'. */
   readonly name: string;
   /**
-   * What a region must offer to be mirrored: `fd` (MAP_FILE) or `vaddr` (MAP_DMA/IOAS_MAP). Regions lacking it
-   * are recorded as unmirrored. Omit (or both false) for a backend that accepts anything.
+   * How `map` reaches memory: by 'file' (fd + offset), by 'address' (vaddr), or 'nothing' (no host IOMMU). Read
+   * by the mirror per map, so it may change after attach (iommufd falls back from MAP_FILE to addresses). A
+   * region lacking what the backend needs is recorded as unmirrored.
    */
-  readonly requires?: { fd?: boolean; vaddr?: boolean };
+  readonly mapsBy: MapsBy;
   /** Whether mapped pages are pinned on the host (counted in the mirror's pagesPinned); default true. */
   readonly pins?: boolean;
   /**
@@ -68,9 +59,9 @@ export interface IommuBackend {
    * Called once, before any map.
    */
   attach(): Promise<HostFacts>;
-  /** Creates the host mapping of one region; reject with an errno to refuse the DMA_MAP. */
-  map(e: IommuMapRequest): Promise<void>;
-  /** Removes the host mapping created for exactly (iova, size). */
+  /** Creates one host entry; reject with an errno to refuse the DMA_MAP. */
+  map(m: HostMapping): Promise<void>;
+  /** Removes the host entries inside [iova, iova+size) (whole entries only). */
   unmap(iova: bigint, size: bigint): Promise<void>;
   /** Removes every host mapping. */
   unmapAll(): Promise<void>;

@@ -1,5 +1,5 @@
 // What the VFIO backends (type1, iommufd) share beyond the IommuBackend interface: the passed-through host
-// device they attached to their container/IOAS, handed to the vfio-pci device model, and small helpers.
+// device they attached to their container/IOAS (the server hands it to the vfio-pci model), and small helpers.
 //
 // Why the backend owns the device fd: a VFIO device can only be reached through the container (type1:
 // GROUP_GET_DEVICE_FD needs the group in a container with an IOMMU set) or the iommufd it is bound to, and the
@@ -26,12 +26,6 @@ export interface HostFds {
   container?: number;
   group?: number;
   device?: number;
-}
-
-/** The positive errno of an addon/TS error, or 0 when there is none. */
-export function errnoOfError(err: unknown): number {
-  const n = (err as { errno?: unknown } | null)?.errno;
-  return typeof n === 'number' ? Math.abs(n) : 0;
 }
 
 /** Closes fds, ignoring errors (already closed), in the order given. */

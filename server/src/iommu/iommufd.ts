@@ -28,19 +28,11 @@
 // IOAS.
 
 import { closeFd, type IovaRange, iommufd, vfio } from 'vfio-user-native';
-import {
-  DEFAULT_MAX_DMA_MAPS,
-  DmaMapFlags,
-  Errno,
-  ErrnoError,
-  PAGE_SIZE_BIG,
-  U64_MAX,
-} from 'vfio-user-protocol';
+import { DEFAULT_MAX_DMA_MAPS, Errno, ErrnoError, errnoOf, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import { type DeviceLogger, type HostDevice, silentLogger } from '../device.js';
-import type { HostFacts, IommuMapRequest } from './backend.js';
+import type { HostFacts, HostMapping } from './backend.js';
 import {
   closeAll,
-  errnoOfError,
   type HostDeviceBackend,
   type HostFds,
   hex,
@@ -87,12 +79,9 @@ export class IommufdBackend implements HostDeviceBackend {
     this.ioctlPath = new IoctlPath(o.syncMaxSize);
   }
 
-  /**
-   * What a region needs: its file for MAP_FILE, otherwise an address for IOAS_MAP. Read by the mirror per map, so
-   * the answer follows the probe.
-   */
-  get requires(): { fd?: boolean; vaddr?: boolean } {
-    return this.mapFile ? { fd: true } : { vaddr: true };
+  /** Its file for IOAS_MAP_FILE, otherwise an address for IOAS_MAP: read by the mirror per map (follows the probe). */
+  get mapsBy(): 'file' | 'address' {
+    return this.mapFile ? 'file' : 'address';
   }
 
   /** Whether maps go through IOAS_MAP_FILE (after attach). */
@@ -184,66 +173,45 @@ export class IommufdBackend implements HostDeviceBackend {
         .catch(() => undefined);
       return true;
     } catch (err) {
-      const errno = errnoOfError(err);
+      const errno = errnoOf(err, 0);
       if (errno === Errno.ENOTTY || errno === Errno.EOPNOTSUPP) return false;
       return true;
     }
   }
 
-  private flagsOf(prot: number): number {
-    return (
+  async map(m: HostMapping): Promise<void> {
+    const flags =
       iommufd.IOAS_MAP_FIXED_IOVA |
-      (prot & DmaMapFlags.READ ? iommufd.IOAS_MAP_READABLE : 0) |
-      (prot & DmaMapFlags.WRITE ? iommufd.IOAS_MAP_WRITEABLE : 0)
-    );
-  }
-
-  async map(e: IommuMapRequest): Promise<void> {
-    const flags = this.flagsOf(e.prot);
-    if (this.mapFile && e.fd !== undefined) {
+      (m.read ? iommufd.IOAS_MAP_READABLE : 0) |
+      (m.write ? iommufd.IOAS_MAP_WRITEABLE : 0);
+    if (this.mapFile && m.fd !== undefined) {
+      const args = {
+        ioasId: this.ioas,
+        fd: m.fd,
+        start: m.fileOffset ?? 0n,
+        length: m.size,
+        iova: m.iova,
+        flags,
+      };
       try {
-        const args = {
-          ioasId: this.ioas,
-          fd: e.fd,
-          start: e.fileOffset ?? 0n,
-          length: e.size,
-          iova: e.iova,
-          flags,
-        };
-        if (this.ioctlPath.sync(e.size)) iommufd.ioasMapFileSync(this.ifd, args);
+        if (this.ioctlPath.sync(m.size)) iommufd.ioasMapFileSync(this.ifd, args);
         else await iommufd.ioasMapFile(this.ifd, args);
-        return;
       } catch (err) {
-        const errno = errnoOfError(err);
-        if (errno !== Errno.ENOTTY && errno !== Errno.EOPNOTSUPP) throw err;
-        this.mapFile = false;
-        this.log.warn({ err }, 'IOMMU_IOAS_MAP_FILE is unknown to this kernel: using IOAS_MAP');
+        const errno = errnoOf(err, 0);
+        if (errno === Errno.ENOTTY || errno === Errno.EOPNOTSUPP) {
+          // The kernel does not know IOAS_MAP_FILE after all: map by address from now on (mapsBy follows).
+          this.mapFile = false;
+          this.log.warn({ err }, 'IOMMU_IOAS_MAP_FILE is unknown to this kernel: using IOAS_MAP');
+        }
+        throw err;
       }
+      return;
     }
-    const segments =
-      e.segments ?? (e.vaddr !== undefined ? [{ iova: e.iova, size: e.size, vaddr: e.vaddr }] : []);
-    if (segments.length === 0)
-      throw new ErrnoError(Errno.EINVAL, `IOAS_MAP of ${hex(e.iova)} without a process address`);
-    let done = 0;
-    try {
-      for (const s of segments) {
-        const args = { ioasId: this.ioas, iova: s.iova, length: s.size, userVa: s.vaddr, flags };
-        if (this.ioctlPath.sync(s.size)) iommufd.ioasMapSync(this.ifd, args);
-        else await iommufd.ioasMap(this.ifd, args);
-        done++;
-      }
-    } catch (err) {
-      if (done > 0) {
-        const size = segments[done]!.iova - e.iova;
-        await this.unmapRange(e.iova, size).catch((u: unknown) => {
-          this.log.error(
-            { err: u, iova: hex(e.iova), size: hex(size) },
-            'rollback of a partial IOAS_MAP failed',
-          );
-        });
-      }
-      throw err;
-    }
+    if (m.vaddr === undefined)
+      throw new ErrnoError(Errno.EINVAL, `IOAS_MAP of ${hex(m.iova)} without a process address`);
+    const args = { ioasId: this.ioas, iova: m.iova, length: m.size, userVa: m.vaddr, flags };
+    if (this.ioctlPath.sync(m.size)) iommufd.ioasMapSync(this.ifd, args);
+    else await iommufd.ioasMap(this.ifd, args);
   }
 
   /** IOAS_UNMAP of [iova, iova+length): synchronous when small. Resolves with the bytes unmapped. */
@@ -253,24 +221,14 @@ export class IommufdBackend implements HostDeviceBackend {
     return await iommufd.ioasUnmap(this.ifd, args);
   }
 
+  /** Rejects with ENOENT when nothing was mapped there (the mirror takes that as done). */
   async unmap(iova: bigint, size: bigint): Promise<void> {
-    try {
-      await this.unmapRange(iova, size);
-    } catch (err) {
-      // ENOENT: nothing mapped there (or a split, which the mirror never asks for). The state we wanted.
-      if (errnoOfError(err) === Errno.ENOENT) return;
-      throw err;
-    }
+    await this.unmapRange(iova, size);
   }
 
   async unmapAll(): Promise<void> {
     if (!this.opened) return;
-    try {
-      await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova: 0n, length: U64_MAX });
-    } catch (err) {
-      if (errnoOfError(err) === Errno.ENOENT) return;
-      throw err;
-    }
+    await iommufd.ioasUnmap(this.ifd, { ioasId: this.ioas, iova: 0n, length: U64_MAX });
   }
 
   async close(): Promise<void> {

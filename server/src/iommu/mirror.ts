@@ -5,23 +5,25 @@
 // the policies every backend shares (docs/iommu-mirroring.md):
 // - refuse maps the host cannot honour before asking it: outside the host's usable IOVA ranges (reserved MSI
 //   window) or misaligned to the host's minimum page -> EINVAL;
-// - never fail a map for lack of an fd/address: fd-less regions are recorded as unmirrored (policy 1);
-// - one host entry per client region, never coalesced (policy 5), unmapped with the exact range it was mapped
-//   with: the address space has already normalised covering/empty unmaps into per-region removals (policy 4);
-// - unmap "not found" from the host (iommufd ENOENT) is success (policy 11); other unmap failures are counted,
-//   reported to the client, and the range is retried by the next unmap-all;
+// - never fail a map for lack of an fd/address: fd-less regions are recorded as unmirrored;
+// - translate: READ/WRITE bits to booleans, a region to one host entry by file or one per mapping window by
+//   address, rolling back the entries already made when a later one fails;
+// - one host entry per client region, never coalesced, unmapped with the exact range it was mapped with: the
+//   address space has already normalised covering/empty unmaps into per-region removals;
+// - unmap "not found" from the host (iommufd ENOENT) is success, for one region and for unmap-all; other unmap
+//   failures are counted, reported to the client, and the range is retried by the next unmap-all;
 // - unmap-all is one backend call (FLAG_ALL, disconnect, shutdown);
 // - counters: maps, unmaps, pages pinned, unmirrored regions, failures by errno name.
 //
-// Ordering and completion (policy 9) come from the address space: it serialises mutations and replies only after
-// the mirror's promise settled.
+// Ordering and completion come from the address space: it serialises mutations and replies only after the
+// mirror's promise settled.
 
-import { Errno, errnoName, errnoOf, PAGE_SIZE_BIG } from 'vfio-user-protocol';
-import type { DeviceLogger } from '../device.js';
+import { DmaMapFlags, Errno, errnoName, errnoOf, PAGE_SIZE_BIG } from 'vfio-user-protocol';
+import { type DeviceLogger, silentLogger } from '../device.js';
 import type { DmaAddressSpace, DmaListener } from '../dma/address-space.js';
 import { DmaMapError } from '../dma/errors.js';
 import type { DmaRegion } from '../dma/region.js';
-import type { HostFacts, IommuBackend, IommuMapRequest } from './backend.js';
+import type { HostFacts, IommuBackend } from './backend.js';
 
 export interface MirrorStats {
   backend: string;
@@ -46,8 +48,6 @@ interface HostEntry {
   pages: number;
 }
 
-const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
-
 export class IommuMirror implements DmaListener {
   private readonly entries = new Map<number, HostEntry>();
   /** Ranges whose host unmap failed; retried by the next unmap-all. */
@@ -59,7 +59,7 @@ export class IommuMirror implements DmaListener {
 
   constructor(
     readonly backend: IommuBackend,
-    private readonly log: DeviceLogger = silent,
+    private readonly log: DeviceLogger = silentLogger,
   ) {
     this.stats = {
       backend: backend.name,
@@ -98,10 +98,8 @@ export class IommuMirror implements DmaListener {
   }
 
   async regionAdded(r: DmaRegion): Promise<void> {
-    const req = this.backend.requires;
-    const fd = r.fd;
-    const segments = r.hostSegments();
-    if ((req?.fd && fd === undefined) || (req?.vaddr && segments.length === 0)) {
+    const by = this.backend.mapsBy;
+    if ((by === 'file' && r.fd === undefined) || (by === 'address' && r.hostSegments().length === 0)) {
       this.entries.set(r.id, { iova: r.iova, size: r.size, mirrored: false, pages: 0 });
       this.stats.unmirrored++;
       this.log.debug({ region: r.toString() }, 'region not mirrored (no fd/address)');
@@ -116,17 +114,8 @@ export class IommuMirror implements DmaListener {
       this.fail(Errno.EINVAL);
       throw new DmaMapError(Errno.EINVAL, `${r} is outside the host's usable IOVA ranges`);
     }
-    const m: IommuMapRequest = { iova: r.iova, size: r.size, prot: r.prot };
-    if (fd !== undefined) {
-      m.fd = fd;
-      m.fileOffset = r.fileOffset;
-    }
-    if (segments.length > 0) {
-      m.segments = segments;
-      if (segments.length === 1) m.vaddr = segments[0]!.vaddr;
-    }
     try {
-      await this.backend.map(m);
+      await this.mapRegion(r);
     } catch (err) {
       const errno = errnoOf(err);
       this.fail(errno);
@@ -137,6 +126,47 @@ export class IommuMirror implements DmaListener {
     this.stats.maps++;
     this.stats.live++;
     this.stats.pagesPinned += pages;
+  }
+
+  /**
+   * The host entries of one region: one by file, or one per mapping window by address (a region crossing a 1 GiB
+   * window boundary has several; if one fails, those already made are unmapped again and the map fails whole).
+   */
+  private async mapRegion(r: DmaRegion): Promise<void> {
+    const read = (r.prot & DmaMapFlags.READ) !== 0;
+    const write = (r.prot & DmaMapFlags.WRITE) !== 0;
+    const base = { iova: r.iova, size: r.size, read, write };
+    if (this.backend.mapsBy === 'file' && r.fd !== undefined) {
+      try {
+        await this.backend.map({ ...base, fd: r.fd, fileOffset: r.fileOffset });
+        return;
+      } catch (err) {
+        // A backend that finds it cannot map files after all (iommufd: IOAS_MAP_FILE unknown) maps by address.
+        if (this.backend.mapsBy === 'file') throw err;
+      }
+    }
+    if (this.backend.mapsBy === 'nothing') {
+      await this.backend.map(base);
+      return;
+    }
+    const segments = r.hostSegments();
+    if (segments.length === 0) throw new DmaMapError(Errno.EINVAL, `${r} has no process address to map`);
+    let done = 0;
+    try {
+      for (const s of segments) {
+        await this.backend.map({ iova: s.iova, size: s.size, read, write, vaddr: s.vaddr });
+        done++;
+      }
+    } catch (err) {
+      if (done > 0) {
+        // The entries made so far are whole host entries at the start of the region: one covering unmap.
+        const size = segments[done]!.iova - r.iova;
+        await this.backend.unmap(r.iova, size).catch((u: unknown) => {
+          this.log.error({ err: u, iova: r.iova, size }, 'rollback of a partial host map failed');
+        });
+      }
+      throw err;
+    }
   }
 
   async regionRemoved(r: DmaRegion): Promise<void> {
@@ -182,8 +212,11 @@ export class IommuMirror implements DmaListener {
     try {
       await this.backend.unmapAll();
     } catch (err) {
-      this.fail(errnoOf(err));
-      throw err;
+      const errno = errnoOf(err);
+      if (errno !== Errno.ENOENT) {
+        this.fail(errno);
+        throw err;
+      }
     }
     this.stats.unmaps += mirrored;
     this.stale = 0;

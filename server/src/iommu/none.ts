@@ -2,10 +2,11 @@
 // facts are the protocol defaults (4 KiB pages, 65,535 maps, the whole 64-bit IOVA space).
 
 import { DEFAULT_MAX_DMA_MAPS, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
-import type { HostFacts, IommuBackend, IommuMapRequest } from './backend.js';
+import type { HostFacts, HostMapping, IommuBackend } from './backend.js';
 
 export class NoneBackend implements IommuBackend {
   readonly name = 'none';
+  readonly mapsBy = 'nothing';
   readonly pins = false;
 
   async attach(): Promise<HostFacts> {
@@ -15,7 +16,7 @@ export class NoneBackend implements IommuBackend {
       maxDmaMaps: DEFAULT_MAX_DMA_MAPS,
     };
   }
-  async map(_e: IommuMapRequest): Promise<void> {}
+  async map(_m: HostMapping): Promise<void> {}
   async unmap(_iova: bigint, _size: bigint): Promise<void> {}
   async unmapAll(): Promise<void> {}
   async close(): Promise<void> {}

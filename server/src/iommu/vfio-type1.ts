@@ -27,19 +27,11 @@
 
 import { readFileSync } from 'node:fs';
 import { closeFd, type IommuInfo, vfio } from 'vfio-user-native';
-import {
-  DEFAULT_MAX_DMA_MAPS,
-  DmaMapFlags,
-  Errno,
-  ErrnoError,
-  PAGE_SIZE_BIG,
-  U64_MAX,
-} from 'vfio-user-protocol';
+import { DEFAULT_MAX_DMA_MAPS, Errno, ErrnoError, errnoOf, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import { type DeviceLogger, type HostDevice, silentLogger } from '../device.js';
-import type { HostFacts, IommuMapRequest } from './backend.js';
+import type { HostFacts, HostMapping } from './backend.js';
 import {
   closeAll,
-  errnoOfError,
   type HostDeviceBackend,
   type HostFds,
   hex,
@@ -68,7 +60,7 @@ export interface VfioType1Options {
 export class VfioType1Backend implements HostDeviceBackend {
   readonly name = 'vfio-type1';
   /** MAP_DMA pins through a process address. */
-  readonly requires = { vaddr: true } as const;
+  readonly mapsBy = 'address';
   readonly pins = true;
 
   private container = -1;
@@ -217,35 +209,13 @@ export class VfioType1Backend implements HostDeviceBackend {
     }
   }
 
-  async map(e: IommuMapRequest): Promise<void> {
-    const segments =
-      e.segments ?? (e.vaddr !== undefined ? [{ iova: e.iova, size: e.size, vaddr: e.vaddr }] : []);
-    if (segments.length === 0)
-      throw new ErrnoError(Errno.EINVAL, `type1 map of ${hex(e.iova)} without a process address`);
-    const flags =
-      (e.prot & DmaMapFlags.READ ? vfio.DMA_MAP_FLAG_READ : 0) |
-      (e.prot & DmaMapFlags.WRITE ? vfio.DMA_MAP_FLAG_WRITE : 0);
-    let done = 0;
-    try {
-      for (const s of segments) {
-        const args = { iova: s.iova, size: s.size, vaddr: s.vaddr, flags };
-        if (this.ioctlPath.sync(s.size)) vfio.mapDmaSync(this.container, args);
-        else await vfio.mapDma(this.container, args);
-        done++;
-      }
-    } catch (err) {
-      if (done > 0) await this.rollback(e.iova, segments[done]!.iova - e.iova);
-      throw err;
-    }
-  }
-
-  /** Removes the segments of a half-made map (covering whole entries, so type1v2 accepts it). */
-  private async rollback(iova: bigint, size: bigint): Promise<void> {
-    try {
-      await this.unmapRange(iova, size);
-    } catch (err) {
-      this.log.error({ err, iova: hex(iova), size: hex(size) }, 'rollback of a partial type1 map failed');
-    }
+  async map(m: HostMapping): Promise<void> {
+    if (m.vaddr === undefined)
+      throw new ErrnoError(Errno.EINVAL, `type1 map of ${hex(m.iova)} without a process address`);
+    const flags = (m.read ? vfio.DMA_MAP_FLAG_READ : 0) | (m.write ? vfio.DMA_MAP_FLAG_WRITE : 0);
+    const args = { iova: m.iova, size: m.size, vaddr: m.vaddr, flags };
+    if (this.ioctlPath.sync(m.size)) vfio.mapDmaSync(this.container, args);
+    else await vfio.mapDma(this.container, args);
   }
 
   /** VFIO_IOMMU_UNMAP_DMA of [iova, iova+size): synchronous when small. Resolves with the bytes unmapped. */
@@ -297,7 +267,7 @@ function iommuIsSet(container: number): boolean {
     vfio.getInfo(container);
     return true;
   } catch (err) {
-    if (errnoOfError(err) === Errno.EINVAL) return false;
+    if (errnoOf(err, 0) === Errno.EINVAL) return false;
     throw err;
   }
 }

@@ -454,7 +454,8 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     backend.map({
       iova: 0xfee00000n,
       size: PAGE,
-      prot: 3,
+      read: true,
+      write: true,
       fd: mem2,
       fileOffset: 0n,
       vaddr: mapAddress(probeBuf),
@@ -1011,7 +1012,15 @@ async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
     await run(label, async (i) => {
       const iova = CHURN_BASE + BigInt(i % 4096) * PAGE;
       const off = BigInt(i % 256) * PAGE;
-      await b.map({ iova, size: PAGE, prot: 3, fd: mem.fd, fileOffset: off, vaddr: vaddr + off });
+      await b.map({
+        iova,
+        size: PAGE,
+        read: true,
+        write: true,
+        fd: mem.fd,
+        fileOffset: off,
+        vaddr: vaddr + off,
+      });
       await b.unmap(iova, PAGE);
     });
     await b.close();
@@ -1026,7 +1035,15 @@ async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
   await b.attach();
   const size = 0x200000n;
   const pair = async () => {
-    await b.map({ iova: CHURN_BASE, size, prot: 3, fd: big.fd, fileOffset: 0n, vaddr: bigVa });
+    await b.map({
+      iova: CHURN_BASE,
+      size,
+      read: true,
+      write: true,
+      fd: big.fd,
+      fileOffset: 0n,
+      vaddr: bigVa,
+    });
     await b.unmap(CHURN_BASE, size);
   };
   for (let i = 0; i < 10; i++) await pair();
