@@ -341,3 +341,25 @@ export {
   saturatingAdd64,
   u32RangeWithin,
 } from './ranges.js';
+// Wire tracing: the recorded-stream file format and the one-line-per-message dissector.
+export {
+  describeMessage,
+  encodeTraceFileHeader,
+  encodeTraceRecordHeader,
+  flagNames,
+  formatTraceLine,
+  type MessageSummary,
+  TRACE_FILE_HEADER_SIZE,
+  TRACE_MAGIC,
+  TRACE_MAX_BODY,
+  TRACE_RECORD_HEADER_SIZE,
+  TRACE_VERSION,
+  type TraceFileHeader,
+  TraceFlags,
+  TraceFormatError,
+  TraceKind,
+  type TraceLine,
+  TracePairer,
+  TraceParser,
+  type TraceRecord,
+} from './trace.js';

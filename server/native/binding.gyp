@@ -14,7 +14,8 @@
         "src/iommufd.c",
         "src/layouts.c",
         "src/blockio.c",
-        "src/guard.c"
+        "src/guard.c",
+        "src/datagram.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra"],

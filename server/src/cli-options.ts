@@ -38,6 +38,10 @@ export function usage(devices: readonly DeviceHelp[]): string {
                          pre-opened host fds handed over by a management layer
   --log-level LEVEL      ${LOG_LEVELS.join(' | ')} (default info)
   --log-format FMT       json | pretty (default: pretty on a terminal, json otherwise)
+  --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics (and /healthz); off by default
+  --control-socket PATH  a control socket (mode 0600): stats, dma, irqs, session, log-level, trace, migration
+                         (client: vfio-user-ctl PATH COMMAND)
+  --record FILE          record every message both ways to FILE (decode with vfio-user-trace FILE)
   --print-capabilities   print what this server advertises in VERSION, as JSON, and exit (only --device and
                          --iommu are read; other options are ignored)
   --version              print the version and exit
@@ -46,7 +50,8 @@ export function usage(devices: readonly DeviceHelp[]): string {
 Built-in devices and their options:
 ${deviceLines}
 
-Logs go to stderr; SIGTERM or SIGINT stops the server, removes the socket and logs its counters.
+Logs go to stderr; SIGTERM or SIGINT stops the server, removes the socket and logs its counters; SIGUSR1 logs
+the counters and goes on. Under systemd (NOTIFY_SOCKET) it reports READY=1 once listening, STATUS= and STOPPING=1.
 SIGUSR2 hands the running device over to a new process started with the same command line (docs/handover.md).
 Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a usage error.
 `;
@@ -75,6 +80,19 @@ export interface CliOptions {
   printCapabilities: boolean;
   help: boolean;
   version: boolean;
+  /** --metrics HOST:PORT */
+  metrics?: { host: string; port: number };
+  controlSocket?: string;
+  record?: string;
+}
+
+/** `HOST:PORT` (IPv6 as `[::1]:9464`) -> { host, port }. */
+export function parseHostPort(spec: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(spec);
+  if (!m) throw new UsageError(`--metrics: expected HOST:PORT (e.g. 127.0.0.1:9464), not '${spec}'`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new UsageError(`--metrics: port ${port} out of range`);
+  return { host: (m[1] ?? m[2])!, port };
 }
 
 function intArg(name: string, v: string | undefined): number | undefined {
@@ -134,6 +152,9 @@ export function parseCli(
         'log-level': { type: 'string', default: 'info' },
         'log-format': { type: 'string' },
         'print-capabilities': { type: 'boolean', default: false },
+        metrics: { type: 'string' },
+        'control-socket': { type: 'string' },
+        record: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', default: false },
       },
@@ -196,9 +217,19 @@ export function parseCli(
   if (logFormat !== undefined && logFormat !== 'json' && logFormat !== 'pretty') {
     throw new UsageError(`--log-format must be json or pretty, not '${logFormat}'`);
   }
+  const metrics = values.metrics as string | undefined;
+  const controlSocket = values['control-socket'] as string | undefined;
+  const record = values.record as string | undefined;
+  if (controlSocket === '') throw new UsageError('--control-socket must not be empty');
+  if (record === '') throw new UsageError('--record must not be empty');
+  if (controlSocket !== undefined && controlSocket === socketPath)
+    throw new UsageError('--control-socket must differ from --socket-path');
   return {
     socketPath,
     fd,
+    metrics: metrics === undefined ? undefined : parseHostPort(metrics),
+    controlSocket,
+    record,
     socketActivated,
     device: parseDeviceSpec(values.device as string),
     iommu: iommu as IommuChoice,

@@ -29,6 +29,11 @@ import type { IommuBackend } from './iommu/backend.js';
 import { isHostDeviceBackend } from './iommu/host-device.js';
 import { createIommuBackend, resolveIommuChoice } from './iommu/select.js';
 import { createLogger } from './log.js';
+import { ControlServer } from './ops/control.js';
+import { collectCounters } from './ops/counters.js';
+import { ServerMetrics, serveMetrics } from './ops/metrics.js';
+import { SystemdNotifier } from './ops/notify.js';
+import { Tracing } from './ops/tracing.js';
 import { VfioUserServer } from './server.js';
 import { offerCapabilities, type ServerOffer } from './session/negotiate.js';
 
@@ -151,17 +156,40 @@ function reportSetUpError(err: unknown, opts: CliOptions, log: Logger): number {
   return 1;
 }
 
-/** Everything worth a line at exit. */
-function counters(server: VfioUserServer, device: VfioUserDevice): Record<string, unknown> {
-  const out: Record<string, unknown> = {
-    stats: server.stats,
-    dma: server.dma.snapshot(),
-    iommu: server.mirror.stats,
-    irq: server.irq.stats,
-  };
-  const ds = (device as { stats?: unknown }).stats;
-  if (ds && typeof ds === 'object') out.device = ds;
-  return out;
+const counters = collectCounters;
+
+/** The operations side of a running server: metrics, control socket, tracing, systemd notifications. */
+interface Ops {
+  tracing: Tracing;
+  notifier: SystemdNotifier;
+  metrics?: ServerMetrics;
+  metricsHttp?: { close(): Promise<void> };
+  control?: ControlServer;
+}
+
+/** Stops whatever of `ops` was started; never throws. */
+async function closeOps(ops: Ops, log: Logger): Promise<void> {
+  const steps: [string, (() => Promise<void>) | undefined][] = [
+    ['control socket', ops.control && (() => ops.control!.close())],
+    ['metrics server', ops.metricsHttp && (() => ops.metricsHttp!.close())],
+    ['metrics', ops.metrics && (() => ops.metrics!.close())],
+    ['tracing', () => ops.tracing.stop()],
+  ];
+  for (const [what, fn] of steps) {
+    try {
+      await fn?.();
+    } catch (err) {
+      log.warn({ err }, `closing the ${what} failed`);
+    }
+  }
+}
+
+/** What STATUS= says: the client state. */
+function clientStatus(server: VfioUserServer): string {
+  const s = server.session;
+  const waiting = server.clients.waiting ? `, ${server.clients.waiting} waiting` : '';
+  if (!s) return `listening, no client${waiting}`;
+  return `serving client ${s.session}${s.peer ? ` (pid ${s.peer.pid})` : ''}${waiting}`;
 }
 
 async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Promise<number> {
@@ -189,6 +217,7 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   // A successor of a hand-over: the channel to the running server is inherited (successor.ts).
   const channel = process.env[HANDOVER_FD_ENV];
   delete process.env[HANDOVER_FD_ENV];
+  const notifier = new SystemdNotifier(process.env, log);
 
   let iommu: IommuBackend;
   let device: VfioUserDevice;
@@ -202,8 +231,19 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
     channel !== undefined && opts.socketPath === undefined && opts.fd === undefined
       ? { fd: Number(channel) }
       : { socketPath: opts.socketPath, fd: opts.fd };
-  const server = new VfioUserServer({ ...listen, device, iommu, logger: log });
+  const server = new VfioUserServer({ ...listen, device, deviceName: def.name, iommu, logger: log });
   const where = opts.socketPath ?? `fd:${opts.fd}${opts.socketActivated ? ' (systemd)' : ''}`;
+  const ops: Ops = { tracing: new Tracing(server, log.child({ module: 'trace' })), notifier };
+  // Recording starts before serving, so the first client's VERSION is in the file.
+  if (opts.record) {
+    try {
+      await ops.tracing.startRecord(opts.record);
+    } catch (err) {
+      fatal(log, `cannot record to ${opts.record}`, err);
+      return 1;
+    }
+  }
+  if (opts.metrics) ops.metrics = new ServerMetrics({ server, device, deviceName: def.name, socket: where });
   if (channel !== undefined) {
     try {
       await takeOver({ channelFd: Number(channel), deviceName: def.name, device, server, log });
@@ -218,12 +258,30 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
       await server.start();
     } catch (err) {
       fatal(log, `cannot serve on ${where}`, err);
+      await closeOps(ops, log);
       await server.close().catch(() => {});
       return 1;
     }
   }
+  try {
+    // A hand-over successor may find the previous process still holding the metrics port and control socket
+    // for a moment: it retries while they are in use.
+    await startOps(opts, ops, { server, device, deviceName: def.name, log }, channel !== undefined);
+  } catch (err) {
+    fatal(log, 'cannot start the operations endpoints', err);
+    await closeOps(ops, log);
+    await server.close().catch(() => {});
+    return 1;
+  }
+  const onUsr1 = () => log.info(counters(server, device), 'counters');
+  process.on('SIGUSR1', onUsr1);
+  const updateStatus = () => notifier.status(clientStatus(server));
+  server.on('connect', updateStatus);
+  server.on('disconnect', updateStatus);
   // pino's base record already carries pid.
   log.info({ socket: where, device: def.name, iommu: iommu.name }, 'ready');
+  // Everything listens: systemd may start the VMM now (MAINPID: a hand-over successor becomes the main process).
+  notifier.ready(clientStatus(server));
   const sig = await new Promise<string>((resolve) => {
     if (pending) resolve(pending);
     else signalled = resolve;
@@ -233,12 +291,17 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
       });
     };
   });
+  process.off('SIGUSR1', onUsr1);
   if (sig === 'handover') {
-    // The successor serves everything now; closing anything here would take it away from under it.
+    // The successor serves everything now; closing anything here would take it away from under it. Only the
+    // operations endpoints are ours alone: they are freed for the successor.
+    await closeOps(ops, log);
     log.info(counters(server, device), 'handed over');
     return 0;
   }
   log.info({ signal: sig }, 'shutting down');
+  notifier.stopping();
+  await closeOps(ops, log);
   try {
     await server.close();
   } catch (err) {
@@ -248,6 +311,38 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   }
   log.info(counters(server, device), 'stopped');
   return 0;
+}
+
+/** Starts the metrics endpoint and the control socket; `retryInUse`: retry EADDRINUSE for up to 10 s. */
+async function startOps(
+  opts: CliOptions,
+  ops: Ops,
+  ctx: { server: VfioUserServer; device: VfioUserDevice; deviceName: string; log: Logger },
+  retryInUse: boolean,
+): Promise<void> {
+  const retry = async <T>(fn: () => Promise<T>): Promise<T> => {
+    for (let waited = 0; ; waited += 100) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!retryInUse || (err as { code?: string }).code !== 'EADDRINUSE' || waited >= 10_000) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  };
+  if (ops.metrics && opts.metrics) {
+    const { host, port } = opts.metrics;
+    await ops.metrics.start();
+    const http = await retry(() => serveMetrics(ops.metrics!, host, port, ctx.log));
+    ops.metricsHttp = http;
+    ctx.log.info({ address: http.address.address, port: http.address.port }, 'metrics listening');
+  }
+  if (opts.controlSocket) {
+    const control = new ControlServer({ ...ctx, tracing: ops.tracing });
+    await retry(() => control.listen(opts.controlSocket!));
+    ops.control = control;
+    ctx.log.info({ path: opts.controlSocket }, 'control socket listening');
+  }
 }
 
 function usageError(message: string): number {

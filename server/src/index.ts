@@ -50,9 +50,22 @@ export {
   type IrqStats,
   type SetIrqsParams,
 } from './irq/irq-controller.js';
+export {
+  builtinCommands,
+  type ControlCommand,
+  type ControlContext,
+  ControlError,
+  ControlServer,
+} from './ops/control.js';
+export { collectCounters, migrationStatus } from './ops/counters.js';
+export { LATENCY_BUCKETS, type MetricsOptions, ServerMetrics, serveMetrics } from './ops/metrics.js';
+export { SystemdNotifier } from './ops/notify.js';
+export { type RecorderStats, WireRecorder } from './ops/record.js';
+export { Tracing } from './ops/tracing.js';
 // The PCI device model: everything a device author needs (also importable as `vfio-user-server/pci`).
 export * from './pci/index.js';
 export {
+  type ActiveSessionInfo,
   type ConnectEvent,
   type DisconnectEvent,
   type ServerEvent,
@@ -60,4 +73,5 @@ export {
   VfioUserServer,
 } from './server.js';
 export type { ServerOffer } from './session/negotiate.js';
+export { Observers, type SessionObserver } from './session/observers.js';
 export type { ServerStats } from './session/session.js';

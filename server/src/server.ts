@@ -23,6 +23,7 @@ import { NoneBackend } from './iommu/none.js';
 import { IrqController } from './irq/irq-controller.js';
 import { MAX_BITMAP_SIZE } from './session/migration.js';
 import type { ServerOffer } from './session/negotiate.js';
+import { Observers } from './session/observers.js';
 import { type ServerStats, Session, type SessionRestore } from './session/session.js';
 import { ClientGate } from './transport/client-gate.js';
 import { checkListenSource, openListener } from './transport/listen.js';
@@ -33,6 +34,8 @@ export interface ServerOptions {
   /** An inherited listening socket fd (`--fd N`). Exclusive with `socketPath`. */
   fd?: number;
   device: VfioUserDevice;
+  /** The device's name (labels the device's logger; default 'device'). */
+  deviceName?: string;
   /** Host IOMMU backend (default: `none`). The server attaches it in start() and closes it in close(). */
   iommu?: IommuBackend;
   /** Default: silent. */
@@ -63,6 +66,14 @@ export interface ConnectEvent {
   session: number;
   peer?: { pid: number; uid: number; gid?: number };
 }
+/** The client being served. */
+export interface ActiveSessionInfo {
+  session: number;
+  peer?: { pid: number; uid: number; gid?: number };
+  /** When it connected (ms since the epoch). */
+  since: number;
+}
+
 /** 'disconnect': that client's session ended and its state was released. */
 export interface DisconnectEvent {
   session: number;
@@ -102,10 +113,13 @@ export class VfioUserServer extends EventEmitter {
   readonly irq: IrqController;
   readonly mirror: IommuMirror;
   readonly stats: ServerStats = { connections: 0, messages: {}, dmaMaps: 0, dmaUnmaps: 0, errors: {} };
+  /** Operations tooling (metrics, the wire recorder, tracing) watching every session (session/observers.ts). */
+  readonly observers = new Observers();
   private readonly o: ServerOptions;
   private readonly log: pino.Logger;
   private listener: native.Listener | undefined;
   private active: Session | undefined;
+  private activeInfo: ActiveSessionInfo | undefined;
   private readonly gate: ClientGate;
   private offer: ServerOffer | undefined;
   private facts: HostFacts | undefined;
@@ -126,6 +140,7 @@ export class VfioUserServer extends EventEmitter {
     });
     this.irq = new IrqController(o.device, this.log.child({ module: 'irq' }));
     this.mirror = new IommuMirror(o.iommu ?? new NoneBackend(), this.log.child({ module: 'iommu' }));
+    this.observers.onError = (err) => this.log.error({ err }, 'an observer threw; removed');
   }
 
   override on(event: 'connect', cb: (info: ConnectEvent) => void): this;
@@ -145,6 +160,11 @@ export class VfioUserServer extends EventEmitter {
   /** Whether a client is being served, and how many wait. */
   get clients(): { active: boolean; waiting: number } {
     return { active: !!this.active, waiting: this.gate.waitingCount };
+  }
+
+  /** The client being served, if any. */
+  get session(): Readonly<ActiveSessionInfo> | undefined {
+    return this.activeInfo;
   }
 
   /** The capabilities the server advertises (after start()). */
@@ -225,14 +245,14 @@ export class VfioUserServer extends EventEmitter {
 
   private activate(conn: native.Connection, peer?: { pid: number; uid: number }): void {
     const id = this.nextSessionId++;
-    const session = this.track(conn, id);
-    this.log.info({ session: id, peer }, 'serving client');
+    const session = this.track(conn, id, peer);
+    this.log.info({ session: id, peer: this.activeInfo?.peer }, 'serving client');
     session.start();
-    this.emit('connect', { session: id, peer } satisfies ConnectEvent);
+    this.emit('connect', { session: id, peer: this.activeInfo?.peer } satisfies ConnectEvent);
   }
 
   /** Makes `conn` the active session (not started); when it ends, the next parked client is served. */
-  private track(conn: native.Connection, id: number): Session {
+  private track(conn: native.Connection, id: number, peer?: { pid: number; uid: number }): Session {
     const session = new Session(conn, {
       id,
       device: this.o.device,
@@ -243,11 +263,22 @@ export class VfioUserServer extends EventEmitter {
       dmaTimeoutMs: this.o.dmaTimeoutMs ?? 5000,
       stats: this.stats,
       framing: this.o.framing,
+      observers: this.observers,
+      deviceName: this.o.deviceName,
     });
     this.active = session;
+    if (!peer) {
+      try {
+        peer = conn.peerCredentials();
+      } catch {
+        peer = undefined;
+      }
+    }
+    this.activeInfo = { session: id, peer, since: Date.now() };
     this.stats.connections++;
     void session.closed.then(() => {
       this.active = undefined;
+      this.activeInfo = undefined;
       this.emit('disconnect', { session: id, reason: session.closeReason } satisfies DisconnectEvent);
       if (this.state !== 'running') return;
       const next = this.gate.release();

@@ -92,6 +92,9 @@ export interface NativeAddon {
   connectUnix(path: string): number;
   socketpair(): [number, number];
   peerCred(fd: number): { pid: number; uid: number; gid: number };
+  sendDatagramUnix(path: string, data: ArrayBufferView): number;
+  bindDatagramUnix(path: string, mode: number): number;
+  recvDatagram(fd: number): Buffer | null;
 
   mmap(fd: number, offset: bigint, length: number, prot: number, flags: number): ArrayBuffer;
   munmap(ab: ArrayBuffer): void;

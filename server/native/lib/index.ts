@@ -24,6 +24,8 @@
  *   Listener.listen(path, {mode = 0o600, backlog = 128}) / Listener.adopt(fd); .fd; .path
  *   listener.start(onConnection(conn), onError?(err)); listener.close({unlink = true})
  *   socketpair() -> [fd, fd]
+ *   sendDatagram(path, data) -> bytes (non-blocking; '@name' = abstract namespace), bindDatagram(path, mode = 0o600)
+ *       -> fd, recvDatagram(fd) -> Buffer | null   (sd_notify to $NOTIFY_SOCKET; datagram.ts)
  *
  * ── Memory and fds (memory.ts) ─────────────────────────────────────────────────────────────────────────────────
  *   mmap(fd, offset: bigint, length, prot = PROT_READ|PROT_WRITE, flags = MAP_SHARED) -> ArrayBuffer
@@ -73,6 +75,7 @@ export {
   FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE,
 } from './blockio.js';
+export { bindDatagram, recvDatagram, sendDatagram } from './datagram.js';
 export { type ErrnoError, errnoError, isErrno } from './errors.js';
 export { type EventfdOptions, eventfd, eventfdRead, eventfdWrite, FdWatcher } from './eventfd.js';
 export {

@@ -46,7 +46,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
 
   if (!vu_init_socket(env, exports) || !vu_init_mmap(env, exports) || !vu_init_fd(env, exports) ||
       !vu_init_eventfd(env, exports) || !vu_init_vfio(env, exports) || !vu_init_iommufd(env, exports) ||
-      !vu_init_layouts(env, exports) || !vu_init_blockio(env, exports) || !vu_init_guard(env, exports))
+      !vu_init_layouts(env, exports) || !vu_init_blockio(env, exports) || !vu_init_guard(env, exports) ||
+      !vu_init_datagram(env, exports))
     return NULL;
   return exports;
 }

@@ -164,6 +164,7 @@ bool vu_init_iommufd(napi_env env, napi_value exports);
 bool vu_init_layouts(napi_env env, napi_value exports);
 bool vu_init_blockio(napi_env env, napi_value exports);
 bool vu_init_guard(napi_env env, napi_value exports);
+bool vu_init_datagram(napi_env env, napi_value exports);
 
 /* ---- mapping registry (mmap.c), used by the async DMA ioctls ---- */
 

@@ -373,6 +373,20 @@ export class IrqController implements IrqSink {
     }
   }
 
+  /**
+   * Every vector the client touched, by IRQ index (the control socket's `irqs`): whether it has an eventfd, and
+   * its masked/pending bits.
+   */
+  snapshot(): { index: number; vector: number; eventfd: boolean; masked: boolean; pending: boolean }[] {
+    const out: { index: number; vector: number; eventfd: boolean; masked: boolean; pending: boolean }[] = [];
+    for (const [index, vs] of [...this.indexes.entries()].sort((a, b) => a[0] - b[0])) {
+      vs.forEach((v, vector) => {
+        if (v) out.push({ index, vector, eventfd: v.trigger >= 0, masked: v.masked, pending: v.pending });
+      });
+    }
+    return out;
+  }
+
   /** Closes every eventfd and watcher and forgets all state (client disconnect). */
   reset(): void {
     for (const vs of this.indexes.values()) for (const v of vs) this.clearVector(v);

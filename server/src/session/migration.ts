@@ -89,6 +89,8 @@ export class MigrationController {
   /** Why the incoming stream is already known to be bad (every later write and the load fail with EINVAL). */
   private incomingBad: string | undefined;
   readonly dirty = new DirtyLog();
+  /** Bytes served by MIG_DATA_READ / accepted by MIG_DATA_WRITE, and state transitions walked (metrics). */
+  readonly stats = { bytesRead: 0, bytesWritten: 0, transitions: 0 };
 
   constructor(private readonly mig: DeviceMigration) {}
 
@@ -124,6 +126,7 @@ export class MigrationController {
       throw new DeviceError(Errno.EIO, `migration ${from} -> ${to} failed: ${(err as Error)?.message}`);
     }
     this.state = to;
+    this.stats.transitions++;
   }
 
   private loadIncoming(): void {
@@ -161,6 +164,7 @@ export class MigrationController {
     const out = this.out ?? new Uint8Array(0);
     const chunk = out.subarray(this.outPos, Math.min(out.length, this.outPos + size));
     this.outPos += chunk.length;
+    this.stats.bytesRead += chunk.length;
     return chunk;
   }
 
@@ -177,6 +181,7 @@ export class MigrationController {
     this.checkFrames(data);
     this.incoming.push(data.slice());
     this.incomingBytes += data.length;
+    this.stats.bytesWritten += data.length;
   }
 
   /**

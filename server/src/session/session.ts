@@ -59,6 +59,7 @@ import { HANDLERS, type HandlerContext, type HandlerResult } from './handlers.js
 import { DmaMessenger } from './messenger.js';
 import { gateCommand, migrationOf } from './migration.js';
 import { negotiate, type ServerOffer } from './negotiate.js';
+import type { Observers } from './observers.js';
 
 /** Counters shared by every session of a server. */
 export interface ServerStats {
@@ -92,6 +93,10 @@ export interface SessionConfig {
    * senders that start each message with its own sendmsg (QEMU, libvfio-user). See docs/native-addon.md.
    */
   framing?: 'exact' | 'bulk';
+  /** Operations tooling watching the wire and the requests (session/observers.ts). */
+  observers?: Observers;
+  /** The device's name, for the device's logger (default 'device'). */
+  deviceName?: string;
 }
 
 /**
@@ -123,6 +128,8 @@ interface Queued {
   h: Header;
   payload: Uint8Array;
   fds: FdBag;
+  /** Arrival time (performance.now()) when an observer wants latencies, else 0. */
+  t0: number;
 }
 
 /** Backpressure thresholds: pause reading above HIGH queued commands/bytes, resume below LOW. */
@@ -143,6 +150,8 @@ function replyErrnoOf(err: unknown): number | undefined {
   const n = (err as { errno?: unknown } | null)?.errno;
   return typeof n === 'number' && n > 0 ? n : undefined;
 }
+/** pino's numeric value of 'trace'. */
+const TRACE_LEVEL = 10;
 
 /** An error that ends the session (after its reply, if any). */
 class FatalError extends ProtocolError {}
@@ -168,8 +177,6 @@ export class Session {
   pauses = 0;
   /** Hand-over: commands keep queueing but are not dispatched (replies to our DMA requests still are). */
   private dispatchHeld = false;
-  /** Per-message trace logging costs an object per message: decided once. */
-  private readonly traceOn: boolean;
   private resolveClosed!: () => void;
   /** Resolves once the session is fully cleaned up. */
   readonly closed: Promise<void>;
@@ -183,7 +190,6 @@ export class Session {
     this.log = cfg.log.child({ session: cfg.id });
     this.maxMessageSize = Math.max(cfg.offer.maxDataXferSize + MESSAGE_OVERHEAD, 65536);
     this.maxQueued = cfg.maxQueued ?? 100_000;
-    this.traceOn = this.log.isLevelEnabled('trace');
     this.closed = new Promise((r) => {
       this.resolveClosed = r;
     });
@@ -214,6 +220,8 @@ export class Session {
       closeFds(fds);
       return;
     }
+    const ob = this.cfg.observers;
+    if (ob?.wireOn) ob.wire(false, false, data, fds.length);
     let h: Header;
     try {
       h = decodeHeader(data);
@@ -240,7 +248,7 @@ export class Session {
       void this.close(`more than ${this.maxQueued} commands queued`);
       return;
     }
-    this.queue.push({ h, payload, fds: new FdBag(fds) });
+    this.queue.push({ h, payload, fds: new FdBag(fds), t0: ob?.requestOn ? performance.now() : 0 });
     this.queuedBytes += h.size;
     // Backpressure: while an asynchronous handler holds the queue, stop reading once a lot is waiting (the
     // client then blocks on its socket) instead of buffering without bound.
@@ -252,6 +260,7 @@ export class Session {
   private protocolViolation(data: Uint8Array, err: unknown): void {
     const errno = replyErrnoOf(err) ?? Errno.EINVAL;
     this.count('errors', errnoName(errno));
+    if (this.cfg.observers?.requestOn) this.cfg.observers.violation(errno);
     this.log.warn({ err: (err as Error).message }, 'protocol violation, closing');
     if (data.length >= HEADER_SIZE) {
       const dv = new DataView(data.buffer, data.byteOffset, HEADER_SIZE);
@@ -297,7 +306,9 @@ export class Session {
     const { h } = m;
     const name = commandName(h.command);
     this.count('messages', name);
-    if (this.traceOn) this.log.trace({ id: h.id, command: name, size: h.size, fds: m.fds.count }, 'command');
+    // The level can change at run time (the control socket's log-level); levelVal is a plain property read.
+    if (this.log.levelVal <= TRACE_LEVEL)
+      this.log.trace({ id: h.id, command: name, size: h.size, fds: m.fds.count }, 'command');
     let r: HandlerResult | Promise<HandlerResult>;
     try {
       r = this.dispatch(m);
@@ -340,6 +351,8 @@ export class Session {
     if (wantsReply(m.h) && this.isOpen)
       this.sendRaw(encodeReplyMessage(m.h.id, m.h.command, res.payload), res.fds);
     m.fds.closeRest();
+    const ob = this.cfg.observers;
+    if (ob?.requestOn && m.t0) ob.request(commandName(m.h.command), 0, (performance.now() - m.t0) / 1e3);
   }
 
   private fail(m: Queued, err: unknown): void {
@@ -364,6 +377,8 @@ export class Session {
       );
     }
     if (wantsReply(m.h) && this.isOpen) this.sendRaw(encodeErrorReply(m.h.id, m.h.command, errno));
+    const ob = this.cfg.observers;
+    if (ob?.requestOn && m.t0) ob.request(name, errno, (performance.now() - m.t0) / 1e3);
     if (fatal) void this.close(`fatal: ${(err as Error).message}`);
   }
 
@@ -387,6 +402,7 @@ export class Session {
   }
 
   private sendRaw(bytes: Uint8Array, fds?: number[]): void {
+    if (this.cfg.observers?.wireOn) this.cfg.observers.wire(true, false, bytes, fds?.length ?? 0);
     try {
       // A client that sends but does not read its replies: stop reading its commands until the replies drain
       // (onDrain), so the send queue stays bounded.
@@ -465,7 +481,10 @@ export class Session {
       counters,
     };
     this.messenger = new DmaMessenger({
-      send: (bytes) => (this.twin ?? this.conn).send(bytes),
+      send: (bytes) => {
+        if (cfg.observers?.wireOn) cfg.observers.wire(true, !!this.twin, bytes, 0);
+        (this.twin ?? this.conn).send(bytes);
+      },
       // Chunks must fit both the client's limit and our own receive limit (the DMA_READ reply comes back here).
       maxDataXferSize: Math.min(client.maxDataXferSize, cfg.offer.maxDataXferSize),
       timeoutMs: cfg.dmaTimeoutMs,
@@ -474,7 +493,11 @@ export class Session {
     cfg.dma.setMessageTransport(this.messenger);
     this.state = 'ready';
     try {
-      cfg.device.attach({ dma: cfg.dma, irq: cfg.irq, log: this.log.child({ device: true }) });
+      cfg.device.attach({
+        dma: cfg.dma,
+        irq: cfg.irq,
+        log: this.log.child({ device: cfg.deviceName ?? 'device' }),
+      });
     } catch (err) {
       this.log.error({ err }, 'device attach threw');
       throw new FatalError(Errno.EIO, 'NEGOTIATION', `device attach failed: ${(err as Error)?.message}`);
@@ -490,6 +513,7 @@ export class Session {
         onMessage: (data, fds) => {
           closeFds(fds);
           if (!this.isOpen) return;
+          if (this.cfg.observers?.wireOn) this.cfg.observers.wire(false, true, data, fds.length);
           let h: Header;
           try {
             h = decodeHeader(data);
