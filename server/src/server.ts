@@ -16,7 +16,7 @@ import pino from 'pino';
 import * as native from 'vfio-user-native';
 import { DEFAULT_MAX_DATA_XFER_SIZE, PAGE_SIZE_BIG, QEMU_LIMITS } from 'vfio-user-protocol';
 import type { VfioUserDevice } from './device.js';
-import { DmaAddressSpace, type DmaMapParams } from './dma/address-space.js';
+import { DmaAddressSpace } from './dma/address-space.js';
 import type { HostFacts, IommuBackend } from './iommu/backend.js';
 import { IommuMirror } from './iommu/mirror.js';
 import { NoneBackend } from './iommu/none.js';
@@ -99,8 +99,8 @@ export interface ServerAdoption {
   offer: ServerOffer;
   pageSize: bigint;
   maxMappings: number;
-  /** The live DMA regions (each fd owned by the call from now on). */
-  regions: DmaMapParams[];
+  /** Re-creates the live DMA regions in the (empty, configured) address space (DmaAddressSpace.restoreRegion). */
+  restoreRegions(dma: DmaAddressSpace): void;
   hostEntries: { iova: bigint; size: bigint; mirrored: boolean }[];
   nextSessionId: number;
   stats: ServerStats;
@@ -322,7 +322,7 @@ export class VfioUserServer extends EventEmitter {
     this.state = 'starting';
     this.facts = await this.mirror.attach();
     this.dma.configure({ pageSize: a.pageSize, maxMappings: a.maxMappings });
-    for (const r of a.regions) this.dma.restoreRegion(r);
+    a.restoreRegions(this.dma);
     await this.mirror.adopt(this.dma, a.hostEntries);
     this.offer = a.offer;
     Object.assign(this.stats, a.stats);

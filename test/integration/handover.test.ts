@@ -272,4 +272,61 @@ test('a successor refuses a state of another format with a clear message (and to
   rmSync(dir, { recursive: true, force: true });
 });
 
+test('hand-over time with 10 and 60,000 live DMA maps (stop reading -> resume reading)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
+  const r = await startCli(BIN, dir);
+  const c = await VfioUserClient.connect(r.path);
+  await c.negotiate({ qemuLimits: true });
+  await c.regionWrite(CONFIG, 4n, Uint8Array.of(0x06, 0x00));
+  const mem = GuestMemory.create(0x10000);
+  let pid = r.child.pid!;
+  let live = 0;
+  const timings: string[] = [];
+  for (const maps of [10, 60_000]) {
+    // 4 KiB maps of one memfd at consecutive IOVAs, as a vIOMMU guest's page-by-page DMA_MAPs look.
+    const batch: Promise<unknown>[] = [];
+    for (; live < maps; live++) {
+      batch.push(
+        c.mapMemory(mem, {
+          address: 0x100000n + BigInt(live) * 0x1000n,
+          size: 0x1000,
+          memoryOffset: (live % 16) * 0x1000,
+        }),
+      );
+      if (batch.length >= 256) await Promise.all(batch.splice(0));
+    }
+    await Promise.all(batch);
+    const done = logged(r, 'hand-over complete: serving').length;
+    process.kill(pid, 'SIGUSR2');
+    const failed = logged(r, 'hand-over failed, still serving').length;
+    await until(
+      () => {
+        const f = logged(r, 'hand-over failed, still serving');
+        if (f.length > failed)
+          throw new Error(`hand-over with ${maps} maps failed: ${String(f.at(-1)!.reason)}`);
+        return logged(r, 'hand-over complete: serving').length > done;
+      },
+      60_000,
+      `hand-over with ${maps} maps`,
+    );
+    const rec = logged(r, 'hand-over complete: serving').at(-1)!;
+    assert.is(rec.regions, maps);
+    assert.is(rec.hostMaps, 0, 'no host remap');
+    pid = rec.pid as number;
+    timings.push(`${maps} maps: ${(rec.pausedMs as number).toFixed(1)} ms`);
+    // The device and every map still work: edu DMA through the last map.
+    mem.write(0, Uint8Array.of(1, 2, 3, 4));
+    await eduDma(c, 0x100000n, Edu.BUFFER, 4, false);
+    await eduDma(c, Edu.BUFFER, 0x100000n + BigInt(maps - 1) * 0x1000n + 8n, 4, true);
+    assert.equal(mem.read(((maps - 1) % 16) * 0x1000 + 8, 4), Uint8Array.of(1, 2, 3, 4));
+  }
+  console.log(`[timing] hand-over pause (stop reading -> resume reading): ${timings.join(', ')}`);
+  c.close();
+  mem.close();
+  process.kill(pid, 'SIGTERM');
+  await until(() => !pidAlive(pid), 10_000, 'the last process to exit');
+  await stop(r);
+  rmSync(dir, { recursive: true, force: true });
+});
+
 test.run();

@@ -690,7 +690,7 @@ export class DmaAddressSpace implements DmaAccessor {
    * checks as DMA_MAP but without telling subscribers (their host state moved with that process's fds). Only
    * while no mutation runs. Takes ownership of `p.fd` in every outcome; throws DmaMapError.
    */
-  restoreRegion(p: DmaMapParams): DmaRegion {
+  restoreRegion(p: DmaMapParams & { sameFileAs?: DmaRegion }): DmaRegion {
     if (this.busy > 0) {
       if (p.fd !== undefined) closeQuietly(p.fd);
       throw new DmaMapError(Errno.EBUSY, 'restoreRegion while a mutation runs');
@@ -699,7 +699,22 @@ export class DmaAddressSpace implements DmaAccessor {
     try {
       this.validateMap(p);
       let region: DmaRegion;
-      if (fd !== undefined) {
+      const same = p.sameFileAs?.file;
+      if (same) {
+        // Another region of a file restored already: no fd to check or keep (65,535 maps of one memfd).
+        const off = p.fileOffset ?? 0n;
+        const pieces = this.files.attach(same, off, p.size, (p.prot & DmaMapFlags.WRITE) !== 0);
+        region = new DmaRegion(
+          this.nextId++,
+          p.iova,
+          p.size,
+          p.prot,
+          pieces.length > 0 ? 'mmap' : 'fd',
+          off,
+          same,
+          pieces,
+        );
+      } else if (fd !== undefined) {
         const off = p.fileOffset ?? 0n;
         const { file, pieces } = this.files.acquire(fd, off, p.size, (p.prot & DmaMapFlags.WRITE) !== 0);
         fd = undefined;

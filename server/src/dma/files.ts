@@ -217,6 +217,27 @@ export class FileTable {
     return { file, pieces };
   }
 
+  /**
+   * Hand-over: another region of a file acquire()d before (its fd was checked then): maps what the region needs
+   * and counts the reference, without another fd.
+   */
+  attach(file: BackingFile, offset: bigint, size: bigint, writable: boolean): FilePiece[] {
+    if (offset + size > file.size) {
+      throw new DmaMapError(Errno.EINVAL, `region exceeds file size 0x${file.size.toString(16)}`);
+    }
+    if (writable && !file.writable) throw new DmaMapError(Errno.EACCES, `file ${file.key} is read-only`);
+    let pieces: FilePiece[] = [];
+    if (this.mapViews) {
+      try {
+        pieces = this.mapPieces(file, offset, size, writable);
+      } catch (err) {
+        this.onWarn('mmap failed, region falls back to pread/pwrite', err);
+      }
+    }
+    file.refs++;
+    return pieces;
+  }
+
   private mapPieces(file: BackingFile, offset: bigint, size: bigint, writable: boolean): FilePiece[] {
     const pieces: FilePiece[] = [];
     const taken: FileMapping[] = [];

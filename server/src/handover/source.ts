@@ -19,7 +19,15 @@ import type { VfioUserDevice } from '../device.js';
 import type { VfioUserServer } from '../server.js';
 import { migrationOf } from '../session/migration.js';
 import { Channel, type ChannelMessage, MsgType } from './channel.js';
-import { buildId, HANDOVER_FORMAT, type HandoverState, incompatibility, type RegionState } from './state.js';
+import {
+  buildId,
+  HANDOVER_FORMAT,
+  type HandoverState,
+  incompatibility,
+  packEntries,
+  packRegions,
+  type RegionState,
+} from './state.js';
 import { type SuccessorCommand, spawnSuccessor } from './successor.js';
 
 export interface HandoverOptions {
@@ -29,7 +37,7 @@ export interface HandoverOptions {
   /** How long the successor may take to start and say HELLO (default 15 s; nothing is stopped meanwhile). */
   startTimeoutMs?: number;
   /**
-   * How long the successor may take from STATE to READY (default 3 s). The client's commands wait meanwhile, and
+   * How long the successor may take from STATE to READY (default 4 s). The client's commands wait meanwhile, and
    * QEMU gives a command 5 s (x-msg-timeout) before it gives up on the device.
    */
   readyTimeoutMs?: number;
@@ -193,6 +201,7 @@ async function run(
   // 3. STATE -> READY.
   let state: HandoverState;
   let fds: number[];
+  const t1 = performance.now();
   try {
     ({ state, fds } = exportState(server, device, o, stoppedAt));
   } catch (err) {
@@ -200,7 +209,8 @@ async function run(
   }
   try {
     chan.send(MsgType.STATE, state, fds);
-    await expect(MsgType.READY, o.readyTimeoutMs ?? 3000, 'READY from the successor');
+    log.debug({ quiesceMs: t1 - t0, exportMs: performance.now() - t1 }, 'hand-over: state sent');
+    await expect(MsgType.READY, o.readyTimeoutMs ?? 4000, 'READY from the successor');
     if (session && !session.isOpen) throw new Error('the client disconnected during the hand-over');
   } catch (err) {
     return rollBack((err as Error).message);
@@ -226,17 +236,17 @@ async function run(
       {
         successor: child.pid,
         pausedMs: Math.round(pausedMs * 1000) / 1000,
-        regions: state.dma.regions.length,
+        regions: state.dma.count,
       },
       'hand-over complete: the successor serves, exiting',
     );
     chan.close();
-    return { ok: true, pid: child.pid!, pausedMs, regions: state.dma.regions.length };
+    return { ok: true, pid: child.pid!, pausedMs, regions: state.dma.count };
   } catch (err) {
     chan.close();
     // Past the point of no return: the device went with the successor.
     log.fatal({ err }, 'hand-over: the successor failed after taking over');
-    return { ok: true, pid: child.pid ?? -1, pausedMs: Number.NaN, regions: state.dma.regions.length };
+    return { ok: true, pid: child.pid ?? -1, pausedMs: Number.NaN, regions: state.dma.count };
   }
 }
 
@@ -299,8 +309,13 @@ function exportState(
     device: { name: o.deviceName, snapshot: device.migration ? device.migration.save() : null },
     listener: { fd: ref(listenerFd), ...(v.listener?.path && { socketPath: v.listener.path }) },
     offer: v.offer!,
-    dma: { pageSize: server.dma.pageSize, maxMappings: server.dma.maxMappings, regions },
-    iommu: { backend: server.mirror.backend.name, entries: server.mirror.exportEntries() },
+    dma: {
+      pageSize: server.dma.pageSize,
+      maxMappings: server.dma.maxMappings,
+      count: regions.length,
+      regions: packRegions(regions),
+    },
+    iommu: { backend: server.mirror.backend.name, entries: packEntries(server.mirror.exportEntries()) },
     session: sv
       ? {
           id: sv.id,

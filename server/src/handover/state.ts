@@ -48,8 +48,9 @@ export interface HandoverState {
   device: { name: string; snapshot: Uint8Array | null };
   listener: { fd: FdRef; socketPath?: string };
   offer: ServerOffer;
-  dma: { pageSize: bigint; maxMappings: number; regions: RegionState[] };
-  iommu: { backend: string; entries: { iova: bigint; size: bigint; mirrored: boolean }[] };
+  /** Regions and host entries are packed (packRegions/packEntries): 65,535 of them must move in milliseconds. */
+  dma: { pageSize: bigint; maxMappings: number; count: number; regions: Uint8Array };
+  iommu: { backend: string; entries: Uint8Array };
   session: {
     id: number;
     conn: FdRef;
@@ -63,6 +64,60 @@ export interface HandoverState {
   nextSessionId: number;
   stats: ServerStats;
   log: { level: string };
+}
+
+/** Regions as little-endian u64 quadruples: iova, size, file offset, prot | (file + 1) << 8. */
+export function packRegions(regions: readonly RegionState[]): Uint8Array {
+  const a = new BigUint64Array(regions.length * 4);
+  regions.forEach((r, i) => {
+    a[i * 4] = r.iova;
+    a[i * 4 + 1] = r.size;
+    a[i * 4 + 2] = r.fileOffset;
+    a[i * 4 + 3] = BigInt(r.prot) | (BigInt(r.file + 1) << 8n);
+  });
+  return new Uint8Array(a.buffer);
+}
+
+export function unpackRegions(bytes: Uint8Array): RegionState[] {
+  if (bytes.byteLength % 32 !== 0) throw new Error('torn DMA region list');
+  const a = new BigUint64Array(bytes.slice().buffer);
+  const out: RegionState[] = [];
+  for (let i = 0; i < a.length; i += 4) {
+    const w = a[i + 3]!;
+    out.push({
+      iova: a[i]!,
+      size: a[i + 1]!,
+      fileOffset: a[i + 2]!,
+      prot: Number(w & 0xffn),
+      file: Number(w >> 8n) - 1,
+    });
+  }
+  return out;
+}
+
+export interface HostEntryState {
+  iova: bigint;
+  size: bigint;
+  mirrored: boolean;
+}
+
+/** Host entries as little-endian u64 triples: iova, size, mirrored. */
+export function packEntries(entries: readonly HostEntryState[]): Uint8Array {
+  const a = new BigUint64Array(entries.length * 3);
+  entries.forEach((e, i) => {
+    a[i * 3] = e.iova;
+    a[i * 3 + 1] = e.size;
+    a[i * 3 + 2] = e.mirrored ? 1n : 0n;
+  });
+  return new Uint8Array(a.buffer);
+}
+
+export function unpackEntries(bytes: Uint8Array): HostEntryState[] {
+  if (bytes.byteLength % 24 !== 0) throw new Error('torn host entry list');
+  const a = new BigUint64Array(bytes.slice().buffer);
+  const out: HostEntryState[] = [];
+  for (let i = 0; i < a.length; i += 3) out.push({ iova: a[i]!, size: a[i + 1]!, mirrored: a[i + 2] === 1n });
+  return out;
 }
 
 /** Why a state cannot be taken over, or undefined when it can. */

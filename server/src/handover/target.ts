@@ -9,11 +9,19 @@ import type pino from 'pino';
 import * as native from 'vfio-user-native';
 import { MigState } from 'vfio-user-protocol';
 import type { VfioUserDevice } from '../device.js';
-import type { DmaMapParams } from '../dma/address-space.js';
+import type { DmaAddressSpace, DmaMapParams } from '../dma/address-space.js';
+import type { DmaRegion } from '../dma/region.js';
 import type { VfioUserServer } from '../server.js';
 import { migrationOf } from '../session/migration.js';
 import { Channel, type ChannelMessage, closeAll, MsgType } from './channel.js';
-import { buildId, HANDOVER_FORMAT, type HandoverState, incompatibility } from './state.js';
+import {
+  buildId,
+  HANDOVER_FORMAT,
+  type HandoverState,
+  incompatibility,
+  unpackEntries,
+  unpackRegions,
+} from './state.js';
 
 export interface TargetOptions {
   channelFd: number;
@@ -60,7 +68,8 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
     }
     const stateFds = fds;
     fds = [];
-    chan.send(MsgType.READY, { pid: process.pid, prepareMs: performance.now() - t0 });
+    const prepareMs = performance.now() - t0;
+    chan.send(MsgType.READY, { pid: process.pid, prepareMs });
     const go = await chan.receive(o.timeoutMs ?? 60_000, 'GO');
     if (go.type !== MsgType.GO) {
       closeAll(go.fds);
@@ -75,14 +84,15 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
       {
         previousPid: state.pid,
         pausedMs: Math.round(pausedMs * 1000) / 1000,
-        regions: state.dma.regions.length,
+        regions: state.dma.count,
         hostEntriesAdopted: o.server.mirror.adopted,
         hostMaps: o.server.mirror.stats.maps,
         irqVectors: state.irqs.length,
+        prepareMs: Math.round(prepareMs * 1000) / 1000,
       },
       'hand-over complete: serving',
     );
-    return { pausedMs, regions: state.dma.regions.length, previousPid: state.pid };
+    return { pausedMs, regions: state.dma.count, previousPid: state.pid };
   } catch (err) {
     closeAll(fds);
     chan.close();
@@ -108,23 +118,31 @@ async function prepare(o: TargetOptions, s: HandoverState, fds: number[]): Promi
   }
   // Each region consumes an fd of its own; the file's fd that came over is kept by the first and duplicated for
   // the others (the address space keeps one fd per file anyway).
-  const regions: DmaMapParams[] = s.dma.regions.map((r) => {
-    const p: DmaMapParams = { iova: r.iova, size: r.size, prot: r.prot };
-    const f = fd(r.file);
-    if (f !== undefined) {
-      p.fd = native.dupFd(f);
-      p.fileOffset = r.fileOffset;
+  // (Only the first region of a file gets an fd: the others share its BackingFile.)
+  const list = unpackRegions(s.dma.regions);
+  const restoreRegions = (dma: DmaAddressSpace) => {
+    const byFile = new Map<number, DmaRegion>();
+    for (const r of list) {
+      const p: DmaMapParams & { sameFileAs?: DmaRegion } = { iova: r.iova, size: r.size, prot: r.prot };
+      const f = fd(r.file);
+      if (f !== undefined) {
+        p.fileOffset = r.fileOffset;
+        const first = byFile.get(r.file);
+        if (first) p.sameFileAs = first;
+        else p.fd = native.dupFd(f);
+      }
+      const region = dma.restoreRegion(p);
+      if (f !== undefined && !byFile.has(r.file)) byFile.set(r.file, region);
     }
-    return p;
-  });
+  };
   await o.server.adoptPrepare({
     listenerFd: fd(s.listener.fd)!,
     ...(s.listener.socketPath && { socketPath: s.listener.socketPath }),
     offer: s.offer,
     pageSize: s.dma.pageSize,
     maxMappings: s.dma.maxMappings,
-    regions,
-    hostEntries: s.iommu.entries,
+    restoreRegions,
+    hostEntries: unpackEntries(s.iommu.entries),
     nextSessionId: s.nextSessionId,
     stats: s.stats,
     ...(s.session && { session: { connFd: fd(s.session.conn)!, id: s.session.id } }),

@@ -238,10 +238,9 @@ export class IommuMirror implements DmaListener {
     space: DmaAddressSpace,
     entries: { iova: bigint; size: bigint; mirrored: boolean }[],
   ): Promise<void> {
-    const byIova = new Map(space.regions().map((r) => [r.iova, r]));
     for (const e of entries) {
-      const r = byIova.get(e.iova);
-      if (!r || r.size !== e.size)
+      const r = space.find(e.iova);
+      if (!r || r.iova !== e.iova || r.size !== e.size)
         throw new Error(`adopted host entry 0x${e.iova.toString(16)} has no region`);
       const pages = e.mirrored ? this.pages(e.size) : 0;
       this.entries.set(r.id, { iova: e.iova, size: e.size, mirrored: e.mirrored, pages });
