@@ -3,7 +3,7 @@
 // STATUS= with the client state, STOPPING=1), SIGUSR1, vfio-user-ctl, --record decoded by vfio-user-trace with
 // its filters, and vfio-user-trace's live proxy carrying a session (fds included) unchanged.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -191,6 +191,114 @@ N('under systemd-socket-activate: LISTEN_FDS socket, READY=1, the waiting client
   } finally {
     p.child.kill('SIGKILL');
     notify.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * The unit's sandbox, rebuilt with util-linux so it runs without systemd as PID 1: every mount read-only except
+ * /proc, /sys, /dev (ProtectSystem=strict), a private /tmp (PrivateTmp), a writable runtime directory owned by the
+ * service user (RuntimeDirectory), then an unprivileged user (DynamicUser), no new privileges and an empty
+ * capability bounding set (NoNewPrivileges, CapabilityBoundingSet=).
+ */
+const SANDBOX = `set -e
+for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
+  case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) ;; *) mount -o remount,bind,ro "$m" 2>/dev/null || true ;; esac
+done
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=0700,uid=65534,gid=65534 tmpfs /mnt
+exec setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs --bounding-set=-all --inh-caps=-all --ambient-caps=-all "$@"
+`;
+
+const haveSandbox =
+  haveActivate &&
+  process.getuid?.() === 0 &&
+  spawnSync('unshare', ['--mount', 'true'], { stdio: 'ignore' }).status === 0 &&
+  spawnSync('setpriv', ['--help'], { stdio: 'ignore' }).status === 0;
+
+N(
+  'the unit hardening is tolerated: read-only root, private /tmp, nobody, no new privileges, no capabilities',
+  async () => {
+    if (!haveSandbox) {
+      console.log('  (needs root, unshare, setpriv and systemd-socket-activate)');
+      return;
+    }
+    const dir = tmp();
+    const sock = join(dir, 'dev.sock');
+    const script = join(dir, 'sandbox.sh');
+    writeFileSync(script, SANDBOX);
+    const notifyName = `@vfio-user-sandbox-${process.pid}-${Date.now()}`; // abstract: reachable from the sandbox
+    const notify = new NotifyListener(notifyName);
+    const p = run('systemd-socket-activate', [
+      '-l',
+      sock,
+      '-E',
+      `NOTIFY_SOCKET=${notifyName}`,
+      ...['unshare', '--mount', '--propagation', 'private', 'sh', script, process.execPath, SERVER],
+      ...['--control-socket', '/mnt/control.sock', '--record', '/mnt/wire.trace', '--metrics', '127.0.0.1:0'],
+      '--log-format',
+      'json',
+    ]);
+    try {
+      await until(() => existsSync(sock), 10000, 'the activation socket');
+      const c = await VfioUserClient.connect(sock);
+      await c.negotiate();
+      const fd = memfdCreate('guest', 0x10000n);
+      await c.dmaMap({ address: 0x100000n, size: 0x10000n, fd });
+      closeFd(fd);
+      await c.regionRead(7, 0n, 4);
+      await until(() => notify.has(/^READY=1$/m), 15000, 'READY=1 from the sandbox');
+      const m = logLines(p).find((l) => l.msg === 'metrics listening') as { port: number };
+      const res = await fetch(`http://127.0.0.1:${m.port}/metrics`);
+      assert.match(await res.text(), /vfio_user_dma_maps_live\{device="edu",socket="fd:3 \(systemd\)"\} 1/);
+      c.close();
+      p.child.kill('SIGTERM');
+      assert.is(await p.exited, 0);
+      const bad = logLines(p).filter((l) => (l.level as number) >= 40);
+      assert.equal(bad, [], 'no warning or error in the sandbox');
+      assert.ok(notify.has(/^STOPPING=1$/m));
+    } finally {
+      p.child.kill('SIGKILL');
+      notify.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+const haveAnalyze = spawnSync('systemd-analyze', ['--version'], { stdio: 'ignore' }).status === 0;
+
+N('the template units pass systemd-analyze verify (instance t1, ExecStart pointed at this checkout)', () => {
+  if (!haveAnalyze) {
+    console.log('  (systemd-analyze not installed)');
+    return;
+  }
+  const dir = tmp();
+  try {
+    const units = join(root, 'server', 'systemd');
+    const service = readFileSync(join(units, 'vfio-user-server@.service'), 'utf8');
+    assert.match(service, /^ExecStart=\/usr\/local\/bin\/vfio-user-server /m);
+    assert.match(service, /^Type=notify$/m);
+    writeFileSync(
+      join(dir, 'vfio-user-server@t1.service'),
+      service.replace('/usr/local/bin/vfio-user-server', SERVER),
+    );
+    writeFileSync(
+      join(dir, 'vfio-user-server@t1.socket'),
+      readFileSync(join(units, 'vfio-user-server@.socket')),
+    );
+    const r = spawnSync(
+      'systemd-analyze',
+      [
+        'verify',
+        '--man=no',
+        join(dir, 'vfio-user-server@t1.service'),
+        join(dir, 'vfio-user-server@t1.socket'),
+      ],
+      { encoding: 'utf8', cwd: dir },
+    );
+    assert.is(r.status, 0, r.stderr);
+    assert.is(r.stderr.trim(), '', r.stderr);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

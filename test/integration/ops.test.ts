@@ -216,6 +216,45 @@ M('a protocol violation is counted by errno and ends the session', async () => {
   }
 });
 
+M(
+  'failed requests: one info line per kind (command + errno) with the count, not one per request',
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vu-ops-'));
+    const path = join(dir, 'vfio-user.sock');
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const server = new VfioUserServer({ socketPath: path, device: createEdu(), deviceName: 'edu', logger });
+    await server.start();
+    try {
+      const c = await VfioUserClient.connect(path);
+      await c.negotiate();
+      for (let i = 0; i < 50; i++) await c.regionRead(BAR0, 0x200000n, 4).catch(() => {});
+      await c.dmaMap({ address: 0x123n, size: 0x1000n }).catch(() => {}); // unaligned: another kind
+      const failed = lines.filter((l) => l.msg === 'request failed');
+      assert.is(failed.length, 2);
+      assert.equal(
+        failed.map((l) => [l.command, l.errno]),
+        [
+          ['REGION_READ', 'EINVAL'],
+          ['DMA_MAP', 'EINVAL'],
+        ],
+      );
+      c.close();
+      await until(() => !server.clients.active, 2000, 'the session to end');
+      // The session's end flushes the count of what was held back.
+      const repeated = lines.filter((l) => l.msg === 'request failed (repeated)');
+      assert.equal(
+        repeated.map((l) => [l.command, l.repeated]),
+        [['REGION_READ', 49]],
+      );
+      assert.ok(lines.filter((l) => l.level === 30).length < 20, 'a handful of info lines for 51 failures');
+    } finally {
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
 M.run();
 
 // ------------------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ import {
 import type { VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
+import { RateLimitedLog } from '../log-limit.js';
 import { FdBag } from './fds.js';
 import { HANDLERS, type HandlerContext, type HandlerResult } from './handlers.js';
 import { DmaMessenger } from './messenger.js';
@@ -168,6 +169,8 @@ export class Session {
   private ctx: HandlerContext | undefined;
   private attached = false;
   private readonly log: pino.Logger;
+  /** Failed requests, one line per kind (command + errno) per interval. */
+  private readonly failures: RateLimitedLog;
   private readonly maxMessageSize: number;
   private readonly maxQueued: number;
   private queuedBytes = 0;
@@ -188,6 +191,7 @@ export class Session {
     private readonly cfg: SessionConfig,
   ) {
     this.log = cfg.log.child({ session: cfg.id });
+    this.failures = new RateLimitedLog(this.log);
     this.maxMessageSize = Math.max(cfg.offer.maxDataXferSize + MESSAGE_OVERHEAD, 65536);
     this.maxQueued = cfg.maxQueued ?? 100_000;
     this.closed = new Promise((r) => {
@@ -365,16 +369,15 @@ export class Session {
     const fatal = err instanceof FatalError;
     if (!known) {
       this.log.error({ err, command: name, id: m.h.id }, 'handler failed unexpectedly');
-    } else if (!wantsReply(m.h)) {
-      this.log.warn(
-        { command: name, id: m.h.id, errno: errnoName(errno), msg: (err as Error).message },
-        'NO_REPLY command failed',
-      );
     } else {
-      this.log.debug(
-        { command: name, id: m.h.id, errno: errnoName(errno), msg: (err as Error).message },
-        'command failed',
-      );
+      // One line per kind of failure (command + errno) per interval, with the count of the ones it stands for:
+      // an operator sees errors at info without a flooding client turning them into megabytes of log.
+      const detail = { command: name, id: m.h.id, errno: errnoName(errno), msg: (err as Error).message };
+      if (!wantsReply(m.h)) this.failures.warn(`${name}:${errno}:noreply`, detail, 'NO_REPLY command failed');
+      else {
+        this.log.debug(detail, 'command failed');
+        this.failures.info(`${name}:${errno}`, detail, 'request failed');
+      }
     }
     if (wantsReply(m.h) && this.isOpen) this.sendRaw(encodeErrorReply(m.h.id, m.h.command, errno));
     const ob = this.cfg.observers;
@@ -665,6 +668,8 @@ export class Session {
 
   private async cleanup(): Promise<void> {
     const cfg = this.cfg;
+    // The counts of failures not yet logged go out before the session's end line.
+    this.failures.flushAll();
     for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.fds.closeRest();
     this.queue = [];
     this.head = 0;
