@@ -27,6 +27,11 @@ const benches = [
     file: 'iommu-bench.mjs',
     what: 'host map+unmap pairs/s through the server vs raw C ioctls (VM)',
   },
+  {
+    name: 'nvme',
+    file: 'nvme-bench.mjs',
+    what: "guest O_DIRECT IOPS on our NVMe (posted, trapped, shadow doorbells) vs QEMU's nvme (VM)",
+  },
 ];
 const wanted = process.argv.slice(2);
 let failed = 0;

@@ -44,8 +44,11 @@ export interface GuestKernel {
   release: string;
   /** The kernel has /dev/iommu and VFIO cdevs. */
   iommufd: boolean;
-  /** Decompressed modules in load order (empty when built in). */
-  modules: { vfio: string[]; '9p': string[] };
+  /**
+   * Decompressed modules in load order (empty when built in): VFIO, the 9p host share, and (Debian kernel) the
+   * NVMe driver and ext4 (which also mounts ext2) for the NVMe device tests; absent = not available.
+   */
+  modules: { vfio: string[]; '9p': string[]; nvme?: string[]; ext4?: string[] };
 }
 
 export interface GuestManifest {
@@ -177,6 +180,8 @@ export interface InitramfsOptions {
   hostRoot?: boolean;
   /** Keep kernel messages on the console during the payload (default: off, so they cannot split its lines). */
   kernelLog?: boolean;
+  /** Extra module sets to load before the payload (in this order), e.g. ['nvme', 'ext4']. */
+  moduleSets?: ('nvme' | 'ext4')[];
 }
 
 /** Markers /init prints; the payload output is what lies between BEGIN and END. */
@@ -327,7 +332,16 @@ export async function buildInitramfs(opts: InitramfsOptions, outFile: string): P
       mkdirSync(dirname(p), { recursive: true });
       symlinkSync('/bin/busybox', p);
     }
-    const mods = [...opts.kernel.modules.vfio, ...(opts.hostRoot ? opts.kernel.modules['9p'] : [])];
+    const extra = (opts.moduleSets ?? []).map((set) => {
+      const list = opts.kernel.modules[set];
+      if (!list) throw new Error(`kernel '${opts.kernel.name}' has no '${set}' modules (prepare-guest.sh)`);
+      return list;
+    });
+    const mods = [
+      ...opts.kernel.modules.vfio,
+      ...(opts.hostRoot ? opts.kernel.modules['9p'] : []),
+      ...extra.flat(),
+    ];
     const names: string[] = [];
     for (const mod of mods) {
       const name = basename(mod);

@@ -2,7 +2,7 @@
 # Prepares everything the VM tests boot, in a cache outside the tree, and writes the manifest the tests read
 # (test/lib/guest.ts): $VFIO_USER_CACHE/guest.json, VFIO_USER_CACHE defaulting to /var/cache/vfio-user-node.
 #
-#   debian-<kver>/        Debian trixie 6.12 kernel (type1 only): vmlinuz, config, and the VFIO and 9p modules
+#   debian-<kver>/        Debian trixie 6.12 kernel (type1 only): vmlinuz, config, and the VFIO, 9p, NVMe and ext4 modules
 #                         (plus dependencies) decompressed into mods/ for busybox insmod, in load order.
 #   uapi-<version>/       linux-libc-dev from trixie-backports (7.x), unpacked, NOT installed: guest programs
 #                         compile with -isystem on it (bookworm's 6.1 headers lack iommufd IOAS_MAP_FILE).
@@ -62,41 +62,63 @@ fi
 [ -n "$img" ] || die "cannot find trixie's linux-image-6.12.*-amd64 (run install-qemu.sh)"
 kver=${img#linux-image-}
 ddir="$CACHE/debian-$kver"
-if [ ! -f "$ddir/.done" ]; then
+# One ordered module list per purpose (name:modules): VFIO, the 9p host share, the NVMe driver and ext4 (which
+# also serves ext2) for the NVMe device tests. A cached kernel that lacks a newer set gets it added in place
+# (each file lands with an atomic rename, so guests booting meanwhile never see a partial file).
+MODULE_SETS="vfio:vfio-pci 9p:9p,9pnet_virtio nvme:nvme ext4:ext4"
+missing=
+for set in $MODULE_SETS; do
+  [ -s "$ddir/mods/${set%%:*}.order" ] || missing="$missing $set"
+done
+if [ ! -f "$ddir/.done" ] || [ -n "$missing" ]; then
   t=$(date +%s)
+  if [ -f "$ddir/.done" ]; then
+    target=$ddir
+    sets=$missing
+    log "Debian kernel: adding module sets:$missing"
+  else
+    target=$ddir.tmp
+    sets=$MODULE_SETS
+    rm -rf "$ddir" "$ddir.tmp"
+  fi
+  mkdir -p "$target/mods"
   log "Debian kernel: downloading $img"
-  rm -rf "$ddir" "$ddir.tmp"
-  mkdir -p "$ddir.tmp/mods"
   scratch=$(mktemp -d "$CACHE/scratch.XXXXXX")
   private_download "$img" "$scratch" || die "apt-get download $img failed"
   dpkg-deb -x "$scratch"/*.deb "$scratch/root"
   ln -s usr/lib "$scratch/root/lib" 2>/dev/null || true # depmod/modprobe look under <base>/lib/modules
-  cp "$scratch/root/boot/vmlinuz-$kver" "$ddir.tmp/vmlinuz"
-  cp "$scratch/root/boot/config-$kver" "$ddir.tmp/config"
+  if [ "$target" != "$ddir" ]; then
+    cp "$scratch/root/boot/vmlinuz-$kver" "$target/vmlinuz"
+    cp "$scratch/root/boot/config-$kver" "$target/config"
+  fi
   depmod -b "$scratch/root" "$kver"
-  # One ordered list per purpose; modprobe --show-depends prints dependencies first.
-  for set in vfio:vfio-pci 9p:9p,9pnet_virtio; do
+  # modprobe --show-depends prints dependencies first.
+  for set in $sets; do
     name=${set%%:*}
-    : >"$ddir.tmp/mods/$name.order"
+    : >"$target/mods/$name.order.tmp"
     for m in $(echo "${set#*:}" | tr , ' '); do
       modprobe -d "$scratch/root" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
     done | awk '!seen[$0]++' | while read -r ko; do
       base=$(basename "$ko")
       case "$base" in
-        *.ko.xz) out=${base%.xz} && xz -dc "$ko" >"$ddir.tmp/mods/$out" ;;
-        *.ko.zst) out=${base%.zst} && zstd -q -dc "$ko" >"$ddir.tmp/mods/$out" ;;
-        *.ko) out=$base && cp "$ko" "$ddir.tmp/mods/$out" ;;
+        *.ko.xz) out=${base%.xz} && xz -dc "$ko" >"$target/mods/$out.tmp" ;;
+        *.ko.zst) out=${base%.zst} && zstd -q -dc "$ko" >"$target/mods/$out.tmp" ;;
+        *.ko) out=$base && cp "$ko" "$target/mods/$out.tmp" ;;
         *) die "unexpected module file $ko" ;;
       esac
-      echo "$out" >>"$ddir.tmp/mods/$name.order"
+      mv "$target/mods/$out.tmp" "$target/mods/$out"
+      echo "$out" >>"$target/mods/$name.order.tmp"
     done
-    [ -s "$ddir.tmp/mods/$name.order" ] || die "no modules resolved for $name"
-    log "Debian kernel: $name modules: $(tr '\n' ' ' <"$ddir.tmp/mods/$name.order")"
+    [ -s "$target/mods/$name.order.tmp" ] || die "no modules resolved for $name"
+    mv "$target/mods/$name.order.tmp" "$target/mods/$name.order"
+    log "Debian kernel: $name modules: $(tr '\n' ' ' <"$target/mods/$name.order")"
   done
-  echo "$img" >"$ddir.tmp/package"
   rm -rf "$scratch"
-  touch "$ddir.tmp/.done"
-  mv "$ddir.tmp" "$ddir"
+  if [ "$target" != "$ddir" ]; then
+    echo "$img" >"$target/package"
+    touch "$target/.done"
+    mv "$target" "$ddir"
+  fi
   log "Debian kernel $kver ready in $(($(date +%s) - t))s"
 else
   log "Debian kernel $kver: cached"
@@ -168,7 +190,7 @@ const kernels = {
     config: path.join(e.DDIR, 'config'),
     release: e.KVER,
     iommufd: false,
-    modules: { vfio: order('vfio'), '9p': order('9p') },
+    modules: { vfio: order('vfio'), '9p': order('9p'), nvme: order('nvme'), ext4: order('ext4') },
   },
 };
 if (e.KDIR) {
@@ -194,7 +216,7 @@ const manifest = {
   kernels,
 };
 for (const k of Object.values(kernels)) {
-  for (const f of [k.kernel, ...k.modules.vfio, ...k.modules['9p']]) {
+  for (const f of [k.kernel, ...Object.values(k.modules).flat()]) {
     if (!fs.existsSync(f)) throw new Error(`manifest: missing ${f}`);
   }
 }
