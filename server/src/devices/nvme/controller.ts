@@ -456,6 +456,7 @@ export class NvmeController implements PciDeviceModel {
         return;
       }
       cq.head = value;
+      this.shadowCqHead(cq);
       this.drainPending(cq);
       this.updateIntx(false);
       return;
@@ -485,6 +486,23 @@ export class NvmeController implements PciDeviceModel {
     const v = this.mem.direct(at, 4, true);
     if (!v) return;
     new DataView(v.buffer, v.byteOffset, 4).setUint32(0, sq.tail, true);
+  }
+
+  /**
+   * With shadow doorbells the host writes CQ heads to the shadow page and rings the MMIO doorbell only when it
+   * crosses the CQ's event index: take the newest head from the shadow, and publish it as the event index so the
+   * host's next head update that matters (one that can make room) comes as an MMIO write.
+   */
+  private shadowCqHead(cq: CompletionQueue): void {
+    if (!this.dbbuf || cq.id === 0 || !this.mem) return;
+    const at = this.dbbuf + BigInt(cq.id * 8 + 4);
+    const v = this.mem.direct(at, 4, false);
+    if (v) {
+      const head = new DataView(v.buffer, v.byteOffset, 4).getUint32(0, true);
+      if (head < cq.size) cq.head = head;
+    }
+    const e = this.mem.direct(this.eventIdx + BigInt(cq.id * 8 + 4), 4, true);
+    if (e) new DataView(e.buffer, e.byteOffset, 4).setUint32(0, cq.head, true);
   }
 
   /** Fetch and start every entry between head and tail. */
@@ -575,6 +593,7 @@ export class NvmeController implements PciDeviceModel {
   private complete(cqid: number, c: Completion): void {
     const cq = this.cqs.get(cqid);
     if (!cq) return;
+    if (cq.full) this.shadowCqHead(cq);
     if (cq.pending.length > 0 || cq.full) {
       cq.pending.push(c);
       return;
