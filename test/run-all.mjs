@@ -57,7 +57,8 @@ const suites = [
   uvuSuite('integration', 'test/dist/integration', undefined, {}, 300),
   uvuSuite('qemu', 'test/dist/qemu', undefined, {}, 300),
   uvuSuite('conformance', 'test/dist/conformance'),
-  uvuSuite('vm', 'test/dist/vm'),
+  // 25 min: the NVMe guest tests add four boots (ours and the control, each twice for persistence).
+  uvuSuite('vm', 'test/dist/vm', undefined, {}, 1500),
 ];
 
 function gccFile(name) {
