@@ -2,23 +2,9 @@
 // while the CLI is not there, and a way to run it with a logger). SIGTERM/SIGINT close it cleanly.
 //
 //   node test/dist/conformance/edu-server.js --socket-path PATH [--device edu]
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type VfioUserDevice, VfioUserServer } from 'vfio-user-server';
-
-type CreateDevice = (name: string, opts?: Record<string, unknown>) => VfioUserDevice;
-
-/** `createDevice` from the server package (its main export when there, else its devices module). */
-async function loadCreateDevice(): Promise<CreateDevice> {
-  const main = (await import('vfio-user-server')) as unknown as { createDevice?: CreateDevice };
-  if (main.createDevice) return main.createDevice;
-  const entry = fileURLToPath(import.meta.resolve('vfio-user-server'));
-  const mod = (await import(pathToFileURL(join(dirname(entry), 'devices', 'index.js')).href)) as {
-    createDevice: CreateDevice;
-  };
-  return mod.createDevice;
-}
+import { VfioUserServer } from 'vfio-user-server';
+import { loadCreateDevice } from './device-factory.js';
 
 const { values } = parseArgs({
   options: { 'socket-path': { type: 'string' }, fd: { type: 'string' }, device: { type: 'string' } },

@@ -8,7 +8,8 @@
 //   leak-fds        fds from the client are forwarded but never closed here (the "server" leaks them)
 //   oversize[:C,..] successful replies (to commands C, default all) grow by 8 zero bytes (size field updated)
 //   drop-reply:CMD  replies to command CMD (default 13, DEVICE_RESET) are dropped
-//   crash:CMD       the process exits with status 70 when a client sends command CMD (a crash)
+//   crash:CMD       the process kills itself with SIGSEGV when a client sends command CMD (a crash)
+//   exit:CMD        the process exits with status 70 when a client sends command CMD (an exit, not a crash)
 //   dma-fds         every server->client DMA_READ/DMA_WRITE request carries an extra fd (/dev/null)
 //
 //   node test/dist/conformance/fault-proxy.js --socket-path P --upstream U --mode MODE
@@ -29,12 +30,20 @@ if (!socketPath || !upstream) {
 }
 const [kind, arg] = mode.split(':');
 const dropCmd = kind === 'drop-reply' ? Number(arg ?? 13) : -1;
-const crashCmd = kind === 'crash' ? Number(arg ?? 13) : -1;
+const crashCmd = kind === 'crash' || kind === 'exit' ? Number(arg ?? 13) : -1;
 const oversizeCmds = kind === 'oversize' && arg ? new Set(arg.split(',').map(Number)) : null;
 if (
-  !['none', 'errno', 'reply-noreply', 'leak-fds', 'oversize', 'drop-reply', 'crash', 'dma-fds'].includes(
-    kind!,
-  )
+  ![
+    'none',
+    'errno',
+    'reply-noreply',
+    'leak-fds',
+    'oversize',
+    'drop-reply',
+    'crash',
+    'exit',
+    'dma-fds',
+  ].includes(kind!)
 ) {
   console.error(`unknown mode ${mode}`);
   process.exit(2);
@@ -46,7 +55,10 @@ const ERROR = 0x20;
 const leaked: number[] = [];
 
 function toServer(data: Buffer): Buffer {
-  if (kind === 'crash' && data.length >= 16 && data.readUInt16LE(2) === crashCmd) process.exit(70);
+  if (data.length >= 16 && data.readUInt16LE(2) === crashCmd) {
+    if (kind === 'exit') process.exit(70);
+    process.kill(process.pid, 'SIGSEGV');
+  }
   if (kind === 'reply-noreply' && data.length >= 16) {
     const flags = data.readUInt32LE(8);
     if ((flags & 0xf) === 0 && flags & NO_REPLY) {

@@ -26,7 +26,11 @@ export interface CaseRow {
   id: string;
   group: string;
   basis: string;
-  status: 'PASS' | 'FAIL' | 'SKIP';
+  status: 'PASS' | 'WARN' | 'FAIL' | 'SKIP';
+  level: string;
+  rule: string;
+  findings: { verdict: string; level: string; text: string; qemu: boolean; lvu?: boolean }[];
+  exit?: string;
   reason: string;
   notes: string[];
   durationMs: number;
@@ -37,7 +41,7 @@ export interface CliResult {
   stdout: string;
   stderr: string;
   report: {
-    summary: { passed: number; failed: number; skipped: number; total: number };
+    summary: { passed: number; warned: number; failed: number; skipped: number; total: number };
     cases: CaseRow[];
     setupError: string | null;
   };

@@ -16,15 +16,19 @@ for (const device of DEVICES) {
     assert.is(r.report.summary.failed, 0, `failing cases:\n${failures(r)}`);
     assert.is(r.code, 0, 'exit code');
     // The summary line, exactly.
-    const { passed, failed, skipped } = r.report.summary;
+    const { passed, warned, failed, skipped } = r.report.summary;
     assert.ok(
-      r.stdout.split('\n').includes(`${passed} passed, ${failed} failed, ${skipped} skipped`),
+      r.stdout
+        .split('\n')
+        .includes(`${passed} passed, ${warned} warned, ${failed} failed, ${skipped} skipped`),
       'summary line',
     );
+    // Every case names its rule in the report.
+    for (const c of r.report.cases) assert.ok(c.rule.length > 20 && c.level, `${c.id} names its rule`);
     // Every skip says why; every line has the documented shape.
     for (const c of r.report.cases)
       if (c.status === 'SKIP') assert.ok(c.reason.length > 0, `${c.id} skipped without a reason`);
-    const lines = r.stdout.split('\n').filter((l) => /^(PASS|FAIL|SKIP) {2}/.test(l));
+    const lines = r.stdout.split('\n').filter((l) => /^(PASS|WARN|FAIL|SKIP) {2}/.test(l));
     assert.is(lines.length, r.report.summary.total, 'one line per case');
     // The *dev* cases ran: edu is driven (DMA, interrupts).
     for (const id of ['SDMA-01', 'SDMA-02', 'HDR-29', 'MAP-26', 'UNM-17', 'IRQS-01']) {
@@ -44,7 +48,7 @@ test('the CLI: --list, usage errors, an unreachable socket', async () => {
   assert.match(list.stdout, /^INF-02 {4}.*libvfio-user's choice, not a spec rule\]$/m);
   assert.is(run([]).status, 2, 'no socket');
   assert.is(run(['--socket-path', '/nonexistent/x.sock']).status, 2, 'missing socket');
-  assert.is(run(['--socket-path', '/tmp/x', '--profile', 'qemu']).status, 2, 'bad profile');
+  assert.is(run(['--socket-path', '/tmp/x', '--profile', 'strict']).status, 2, 'bad profile');
 });
 
 test.run();

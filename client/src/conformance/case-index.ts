@@ -32,8 +32,12 @@ export function renderCaseIndex(groups: readonly Group[]): string {
     '|---|---|',
     ...BASIS_CODES.map(([code, meaning]) => `| ${code} | ${meaning} |`),
     '',
-    "ROB-* cases are the suite's own robustness additions. Under `--profile spec` an errno the spec does not fix " +
-      "is recorded, not judged; `--profile lvu` also holds libvfio-user's documented choices.",
+    "ROB-* cases are the suite's own robustness additions. Each case names its rule (a quotation or section of the " +
+      "specification, or the QEMU behaviour it protects) and the rule's level: **must** (a deviation is FAIL), " +
+      '**qemu** (QEMU 11.1 breaks: FAIL), **should** (a recommendation: WARN), **choice** (an implementation choice ' +
+      'the spec leaves open: WARN). The profile changes how levels are graded, not the facts: `--profile lvu` ' +
+      "accepts libvfio-user's documented choices (and WARNs on its errnos), `--profile qemu` grades a must that " +
+      'QEMU tolerates or never exercises as WARN.',
     '',
     '| group | title | cases |',
     '|---|---|---|',
@@ -46,11 +50,14 @@ export function renderCaseIndex(groups: readonly Group[]): string {
       '',
       cell(g.title),
       '',
-      '| id | case | basis | checks |',
-      '|---|---|---|---|',
+      '| id | case | basis | level | rule |',
+      '|---|---|---|---|---|',
     );
     for (const c of g.cases) {
-      out.push(`| ${c.id} | ${cell(c.title)} | ${cell(c.basis)} | ${basisKind(c.id, c.basis)} |`);
+      const rule = c.rule ? `${c.rule.cite}${c.rule.qemu === 'unused' ? ' (QEMU never sends it)' : ''}` : '';
+      out.push(
+        `| ${c.id} | ${cell(c.title)} | ${cell(c.basis)} (${basisKind(c.id, c.basis)}) | ${c.rule?.level ?? ''} | ${cell(rule)} |`,
+      );
     }
   }
   return `${out.join('\n')}\n`;

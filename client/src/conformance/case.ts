@@ -1,21 +1,47 @@
 // The case model and the context every case runs in.
 //
-// A case passes by returning, fails by throwing CaseFail (fail()), and is skipped by throwing CaseSkip (skip()),
-// always with a reason. The context hands out connections (tracked so that the runner can probe and close them),
-// fd-leak checks against the server process, and the errno rules that implement the two profiles:
-//   - `spec`: what the spec requires (S) or recommends (S~, K); an errno that the spec does not fix is recorded,
-//     not judged;
-//   - `lvu`: additionally accepts libvfio-user's documented choices, and holds L-basis errnos exactly.
+// A case passes by returning, and is skipped by throwing CaseSkip (skip()), always with a reason. What the server
+// does wrong is a finding: fail() throws one and ends the case, ctx.deviates()/ctx.lvuDiffers() record one and go
+// on. A finding carries facts only (its level: must/qemu/should/choice/lvu, whether it is libvfio-user's documented
+// behaviour, whether QEMU tolerates it); the profile turns facts into a verdict (verdict.ts), so a case never
+// looks at the profile. The context hands out connections (tracked so that the runner can probe and close them),
+// fd-leak checks against the server process, and errno judging.
 
 import { errnoName } from 'vfio-user-protocol';
-import { CaseFail, CaseSkip, type Conn, expectErrorShape, fail, type Msg, skip } from './conn.js';
+import {
+  CaseFail,
+  CaseSkip,
+  type Conn,
+  expectErrorShape,
+  type FindingFacts,
+  fail,
+  type Level,
+  type Msg,
+  skip,
+} from './conn.js';
 import type { DevDriver, Scratch } from './devices.js';
 import type { NativeApi } from './native.js';
 import type { DeviceProfile } from './profile.js';
 import { connectRaw, negotiate, type Session, type VersionOptions } from './session.js';
 import type { Target } from './target.js';
 
-export type Profile = 'spec' | 'lvu';
+export type Profile = 'spec' | 'lvu' | 'qemu';
+export const PROFILES: readonly Profile[] = ['spec', 'lvu', 'qemu'];
+
+/** The rule a case holds the server to: its level and where it comes from (a spec quotation or section, or the
+ * QEMU behaviour it protects). Attached from rules.ts. */
+export interface Rule {
+  level: Level;
+  cite: string;
+  /** QEMU 11.1 never sends this command or relies on it: the qemu profile downgrades a must here to WARN. */
+  qemu?: 'unused';
+}
+
+/** One deviation seen by a case, with its facts (the verdict comes from the profile). */
+export interface Finding extends FindingFacts {
+  level: Level;
+  text: string;
+}
 
 export interface CaseDef {
   /** Catalogue id (listed in docs/conformance-index.md), e.g. `MAP-10`; ROB-* are the suite's own additions. */
@@ -23,8 +49,16 @@ export interface CaseDef {
   title: string;
   /** Basis codes from the catalogue: S, S~, L, Q, K (comma separated), plus PCI. */
   basis: string;
+  /** The rule the case checks (from rules.ts; every case has one). */
+  rule?: Rule;
   /** The server process may end (spawn mode restarts it; no crash report). */
   endsProcess?: boolean;
+  /**
+   * The case checks that the server serves the next client after the previous one left: a server that exited
+   * instead is a finding (a legal choice, WARN). Otherwise the suite restarts an exited server (--spawn) when
+   * the case connects again, and goes on.
+   */
+  servesNext?: boolean;
   /** Per-case time limit (default 30 s). */
   timeoutMs?: number;
   run(ctx: Ctx): Promise<void>;
@@ -36,7 +70,7 @@ export interface Group {
   cases: CaseDef[];
 }
 
-export type Status = 'PASS' | 'FAIL' | 'SKIP';
+export type Status = 'PASS' | 'WARN' | 'FAIL' | 'SKIP';
 
 /** What a case's basis makes it: a spec rule, or something else, said plainly. */
 export function basisKind(id: string, basis: string): string {
@@ -57,9 +91,23 @@ export interface CaseResult {
   basis: string;
   /** basisKind(): whether the case checks a spec rule or, say, libvfio-user's choice. */
   checks: string;
+  /** The rule's level and citation. */
+  level: Level;
+  rule: string;
   status: Status;
   reason: string;
   notes: string[];
+  /** Every deviation with the verdict the profile gave it (FAIL/WARN, or PASS when the profile accepts it). */
+  findings: {
+    verdict: 'FAIL' | 'WARN' | 'PASS';
+    level: Level;
+    text: string;
+    /** QEMU 11.1 would not accept this (it drops the connection, fails realize, mis-parses). */
+    qemu: boolean;
+    lvu?: boolean;
+  }[];
+  /** How the spawned server process ended during the case, if it did: "exited with code 1", "killed by SIGABRT". */
+  exit?: string;
   durationMs: number;
 }
 
@@ -82,8 +130,17 @@ export interface ErrnoRule {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The spawned server is gone (an exit with a code, or a non-spawned server no longer listening): the suite
+ * cannot reach it again within this case. Not a crash; the runner reports it and restarts the server. */
+export class ServerGone extends Error {
+  override name = 'ServerGone';
+}
+
 export class Ctx {
   readonly notes: string[] = [];
+  readonly findings: Finding[] = [];
+  /** Exits of the spawned server the case restarted it after. */
+  readonly exits: string[] = [];
   readonly conns: Conn[] = [];
   /** Connections the case expects the server to close (or to have desynced): no liveness probe on them. */
   readonly closeExpected = new Set<Conn>();
@@ -98,12 +155,23 @@ export class Ctx {
     readonly dev: DeviceProfile,
   ) {}
 
-  get profile(): Profile {
-    return this.opts.profile;
-  }
-
   note(s: string): void {
     this.notes.push(s);
+  }
+
+  /** The case rule's level. */
+  get level(): Level {
+    return this.caseDef.rule?.level ?? 'must';
+  }
+
+  /** Records a deviation and goes on (default level: should). */
+  deviates(text: string, facts: FindingFacts = {}): void {
+    this.findings.push({ ...facts, level: facts.level ?? 'should', text });
+  }
+
+  /** Records that the server's answer is legal but not libvfio-user's (a WARN under --profile lvu only). */
+  lvuDiffers(text: string): void {
+    this.findings.push({ level: 'lvu', text });
   }
 
   /** A connected, not yet negotiated connection. */
@@ -117,11 +185,23 @@ export class Ctx {
         }
       }
     }
+    // A server may exit when a client leaves or fails to negotiate; unless that is what the case checks, start
+    // it again and go on (the exit is reported with the case).
+    const t = this.target;
+    if (t.spawned && !this.caseDef.servesNext && !this.caseDef.endsProcess && t.proc) {
+      const e = await t.settle();
+      if (e && e.signal === null) {
+        this.note(`the server exited with code ${e.code} after the previous client; restarted`);
+        this.exits.push(`exited with code ${e.code}`);
+        await t.restart();
+      }
+    }
     const c = await connectWithRetry(
       this.native,
       this.opts.socketPath,
       `${this.caseDef.id}/${label}`,
       this.opts,
+      t,
     );
     this.conns.push(c);
     return c;
@@ -269,27 +349,32 @@ export class Ctx {
     return e;
   }
 
+  /**
+   * The errno of an error reply, judged by `rule`: one the spec names ('S') is a must; a recommended one
+   * ('S~', 'K') a should; one only libvfio-user picks ('L') is a legal choice, which only --profile lvu holds.
+   * libvfio-user's documented alternatives (`rule.lvu`) are findings that --profile lvu accepts.
+   */
   judgeErrno(e: number, what: string, rule: ErrnoRule): void {
     const names = (l: number[]) => l.map(errnoName).join('/');
     if (rule.want.includes(e)) return;
     const lvu = rule.lvu ?? [];
     if (lvu.includes(e)) {
-      if (this.profile === 'lvu' || rule.basis !== 'S') {
-        this.note(`${what}: ${errnoName(e)} (libvfio-user's choice; recommended ${names(rule.want)})`);
-        return;
-      }
-      fail(
-        `${what}: ${errnoName(e)} is libvfio-user's choice; the spec requires ${names(rule.want)} ` +
-          '(--profile lvu accepts it)',
+      const level: Level = rule.basis === 'S' ? 'must' : 'should';
+      this.deviates(
+        `${what}: ${errnoName(e)} is libvfio-user's choice; ${rule.basis === 'S' ? 'the spec requires' : 'recommended:'} ${names(rule.want)}`,
+        { level, lvu: true },
       );
+      return;
     }
-    if (rule.basis === 'S') fail(`${what}: ${errnoName(e)}, the spec requires ${names(rule.want)}`);
-    if (this.profile === 'lvu') {
-      fail(`${what}: ${errnoName(e)}, libvfio-user answers ${names([...rule.want, ...lvu])}`);
+    if (rule.basis === 'S')
+      fail(`${what}: ${errnoName(e)}, the spec requires ${names(rule.want)}`, { level: 'must' });
+    if (rule.basis === 'L') {
+      this.lvuDiffers(
+        `${what}: ${errnoName(e)} (the spec names no errno; libvfio-user answers ${names(rule.want)})`,
+      );
+      return;
     }
-    this.note(
-      `${what}: ${errnoName(e)} (the spec fixes no errno; libvfio-user: ${names([...rule.want, ...lvu])})`,
-    );
+    this.deviates(`${what}: ${errnoName(e)} (recommended ${names([...rule.want])}; the spec names no errno)`);
   }
 
   /** A reply that must be an error (any errno); the errno is recorded. */
@@ -367,20 +452,29 @@ export class Ctx {
   }
 }
 
-/** Connects, retrying briefly: a server may still be cleaning up the previous client (or restarting). */
+/**
+ * Connects, retrying briefly: a server may still be cleaning up the previous client (or restarting). When the
+ * spawned server has exited (with a code: not a crash), or a server the suite did not start no longer listens,
+ * throws ServerGone instead of failing: whether that is acceptable is the caller's call.
+ */
 export async function connectWithRetry(
   native: NativeApi,
   path: string,
   label: string,
   opts: { timeoutMs: number },
+  target?: Target,
 ): Promise<Conn> {
   const deadline = Date.now() + 3000;
   for (;;) {
     try {
       return await connectRaw(native, path, label, opts.timeoutMs);
     } catch (e) {
+      const exit = target?.spawned ? target.proc?.exit : null;
+      if (exit && exit.signal === null) throw new ServerGone(`the server exited with code ${exit.code}`);
       if (Date.now() > deadline) {
-        throw new CaseFail(`cannot connect to ${path}: ${(e as Error).message}`);
+        if (target && !target.spawned && !target.listening())
+          throw new ServerGone(`the server no longer listens on ${path}`);
+        throw new CaseFail(`cannot connect to ${path}: ${(e as Error).message}`, { level: 'must' });
       }
       await sleep(50);
     }

@@ -1,16 +1,18 @@
 // `vfio-user-conformance`: hold any vfio-user server to the spec.
 //
 //   vfio-user-conformance --socket-path PATH [--json FILE] [--only GROUP|ID[,...]] [--spawn 'CMD ...']
-//                         [--profile spec|lvu] [--scratch REGION:OFFSET[:WIDTH]] [--timeout MS] [--verbose] [--list]
+//                         [--profile spec|lvu|qemu] [--scratch REGION:OFFSET[:WIDTH]] [--timeout MS] [--report]
+//                         [--verbose] [--list]
 //
-// Exit code 0 iff no case failed.
+// Exit code 0 iff no case failed (WARN does not fail a run).
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { basisKind, type Profile } from './case.js';
+import { basisKind, PROFILES, type Profile } from './case.js';
 import { allGroups } from './cases/index.js';
 import { parseScratch } from './devices.js';
+import { renderReport } from './report.js';
 import { runSuite } from './runner.js';
 
 const usage = `usage: vfio-user-conformance --socket-path PATH [options]
@@ -22,8 +24,12 @@ const usage = `usage: vfio-user-conformance --socket-path PATH [options]
                        fd leaks, SIGTERM, stale sockets, --fd
   --only LIST          comma-separated groups (VER,HDR,INF,RGN,IOF,IRQI,IRQS,RW,CFG,MAP,UNM,SDMA,RST,WMU,
                        FEA,MIG,LIFE,ROB) or case ids (MAP-10)
-  --profile spec|lvu   spec (default): the spec and its recommendations; lvu: also accept libvfio-user's
-                       documented choices, and hold its errnos exactly
+  --profile P          how deviations are graded (the facts stay the same): FAIL for a spec "must" or
+                       what breaks QEMU, WARN for "should"/recommendations and open choices.
+                       spec (default); lvu: libvfio-user's documented choices are accepted, its errnos
+                       held (WARN); qemu: a "must" QEMU 11.1 tolerates or never exercises is a WARN
+  --report             after the run, a readable report per group: what QEMU would not accept, what
+                       deviates from the spec but works with QEMU, what is optional and missing
   --scratch R:OFF[:W]  a register that reads back what is written, for devices the suite does not know
   --json FILE          write a machine-readable report
   --timeout MS         per-reply timeout (default 5000, QEMU's)
@@ -46,16 +52,18 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (v.list) {
     for (const g of allGroups) {
-      for (const c of g.cases)
+      for (const c of g.cases) {
         console.log(`${c.id.padEnd(8)}  ${c.title}  [${c.basis}: ${basisKind(c.id, c.basis)}]`);
+        if (v.verbose && c.rule) console.log(`          ${c.rule.level}: ${c.rule.cite}`);
+      }
     }
     const n = allGroups.reduce((a, g) => a + g.cases.length, 0);
     console.log(`${n} cases in ${allGroups.length} groups`);
     return 0;
   }
   const profile = (v.profile ?? 'spec') as Profile;
-  if (profile !== 'spec' && profile !== 'lvu') {
-    process.stderr.write(`--profile must be spec or lvu\n${usage}`);
+  if (!PROFILES.includes(profile)) {
+    process.stderr.write(`--profile must be one of ${PROFILES.join(', ')}\n${usage}`);
     return 2;
   }
   let socketPath = v['socket-path'];
@@ -81,6 +89,7 @@ export async function main(argv: string[]): Promise<number> {
     verbose: v.verbose ?? false,
     scratch: v.scratch ? parseScratch(v.scratch) : null,
   });
+  if (v.report) process.stdout.write(renderReport(report));
   return report.summary.failed === 0 && !report.setupError ? 0 : 1;
 }
 
@@ -97,6 +106,7 @@ function parse(argv: string[]) {
       timeout: { type: 'string' },
       list: { type: 'boolean' },
       verbose: { type: 'boolean' },
+      report: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,

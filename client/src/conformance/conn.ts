@@ -27,19 +27,50 @@ export interface Msg {
   at: number;
 }
 
+/**
+ * What kind of rule a deviation breaks; the profile turns it into a verdict (verdict.ts):
+ *   must   - the spec says must (or the protocol cannot work otherwise: framing, one reply per command);
+ *   qemu   - QEMU 11.1's client breaks (it drops the connection, fails realize, or mis-parses);
+ *   should - the spec says should/recommended, or the suite recommends where the spec is silent;
+ *   choice - an implementation choice the spec leaves open, where the suite prefers another;
+ *   lvu    - only libvfio-user's own choice differs (judged under --profile lvu only).
+ */
+export type Level = 'must' | 'qemu' | 'should' | 'choice' | 'lvu';
+
+/** Facts about one deviation, besides its text. */
+export interface FindingFacts {
+  /** Default: the case's rule level. */
+  level?: Level;
+  /** The deviation is libvfio-user's documented behaviour (--profile lvu accepts it). */
+  lvu?: boolean;
+  /** 'tolerates': QEMU 11.1 works with it (the qemu profile downgrades a must to WARN). */
+  qemu?: 'tolerates';
+}
+
 export class CaseFail extends Error {
   override name = 'CaseFail';
+  constructor(
+    message: string,
+    readonly facts: FindingFacts = {},
+  ) {
+    super(message);
+  }
 }
 export class CaseSkip extends Error {
   override name = 'CaseSkip';
 }
 
-export function fail(msg: string): never {
-  throw new CaseFail(msg);
+/** The case's claim does not hold (at the case rule's level unless `facts` say otherwise); ends the case. */
+export function fail(msg: string, facts: FindingFacts = {}): never {
+  throw new CaseFail(msg, facts);
 }
 export function skip(msg: string): never {
   throw new CaseSkip(msg);
 }
+
+/** The spec's rule for every error reply ("Header"), which expectErrorShape() holds. */
+export const ERROR_SHAPE_RULE =
+  'spec "Header": "If an error occurs, the reply message must only include the reply header."';
 
 /** What the suite saw the server send as a request of its own (DMA_READ/DMA_WRITE or anything else). */
 export interface ServerRequest {
@@ -395,12 +426,21 @@ export function expectOk(m: Msg, what: string): Buffer {
 
 /** An error reply: exactly 16 bytes, flags 0x21, errno > 0 (HDR-22). Returns the errno. */
 export function expectErrorShape(m: Msg, what: string): number {
+  // That it failed at all is the case's claim (its level); how the error reply looks is the spec's must.
   if (!(m.hdr.flags & Flag.ERROR)) fail(`${what}: succeeded (expected an error reply)`);
+  const must = { level: 'must' } as const;
   if (m.hdr.flags !== (Flag.REPLY | Flag.ERROR))
-    fail(`${what}: error reply flags ${hex(m.hdr.flags)} (not 0x21)`);
+    fail(`${what}: error reply flags ${hex(m.hdr.flags)} (not 0x21)`, must);
   if (m.hdr.size !== HEADER_SIZE || m.payload.length !== 0) {
-    fail(`${what}: error reply of ${m.hdr.size} bytes (an error reply is the 16-byte header only)`);
+    fail(
+      `${what}: error reply of ${m.hdr.size} bytes (${ERROR_SHAPE_RULE}; QEMU reads it only while it fits the ` +
+        'buffer it sized for the success reply)',
+      must,
+    );
   }
-  if (m.hdr.error === 0 || m.hdr.error > 4095) fail(`${what}: error reply with errno ${m.hdr.error}`);
+  // The spec allows errno 0 with ERROR set ("It may be zero even if the Error bit is set"): the suite wants one.
+  if (m.hdr.error === 0)
+    fail(`${what}: error reply with errno 0 (allowed, but says nothing)`, { level: 'should' });
+  if (m.hdr.error > 4095) fail(`${what}: error reply with errno ${m.hdr.error}`, must);
   return m.hdr.error;
 }

@@ -1,5 +1,7 @@
 // Runs the cases against one server: discovery first, then every selected case with its liveness probe,
-// process supervision (spawn mode: a crash fails the case, the server is restarted), and the report.
+// process supervision, and the report. Under --spawn a server that ends is restarted and the run goes on: death
+// by a signal is a crash (a must finding); an exit with a code is reported as that exit, and the case is judged
+// on what the server said before it (a server may exit after a failed negotiation or when its client leaves).
 import { writeFileSync } from 'node:fs';
 import {
   basisKind,
@@ -9,14 +11,18 @@ import {
   CaseSkip,
   Ctx,
   connectWithRetry,
+  type Finding,
   type Group,
   type RunOptions,
+  ServerGone,
 } from './case.js';
 import { allGroups } from './cases/index.js';
 import { loadNative, type NativeApi } from './native.js';
 import { type DeviceProfile, describeProfile, discover } from './profile.js';
+import { attachRules } from './rules.js';
 import { negotiate, probeConn } from './session.js';
 import { describeExit, pidAlive, Target } from './target.js';
+import { breaksQemu, verdictOf, worst } from './verdict.js';
 
 export interface SuiteOptions extends RunOptions {
   /** Command that starts the server (`{socket}` placeholder, or `--socket-path` is appended). */
@@ -38,7 +44,7 @@ export interface SuiteReport {
   server: Record<string, unknown> | null;
   startedAt: string;
   durationMs: number;
-  summary: { passed: number; failed: number; skipped: number; total: number };
+  summary: { passed: number; warned: number; failed: number; skipped: number; total: number };
   setupError: string | null;
   restarts: number;
   cases: CaseResult[];
@@ -61,7 +67,7 @@ export function selectCases(groups: Group[], only: string[] | null): { group: st
 export async function runSuite(o: SuiteOptions): Promise<SuiteReport> {
   const out = o.out ?? ((l: string) => console.log(l));
   const native = o.native ?? loadNative();
-  const groups = o.groups ?? allGroups;
+  const groups = attachRules(o.groups ?? allGroups);
   const selected = selectCases(groups, o.only);
   const target = new Target(o.socketPath, o.spawn);
   const started = Date.now();
@@ -71,7 +77,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteReport> {
 
   try {
     await target.start();
-    const conn = await connectWithRetry(native, o.socketPath, 'discovery', o);
+    const conn = await connectWithRetry(native, o.socketPath, 'discovery', o, target);
     try {
       const s = await negotiate(conn);
       dev = await discover(s, o.scratch);
@@ -88,17 +94,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteReport> {
   if (setupError || !dev) {
     out(`FAIL  SETUP     discover the server  [${setupError}]`);
     for (const { group, c } of selected) {
-      const r: CaseResult = {
-        id: c.id,
-        group,
-        title: c.title,
-        basis: c.basis,
-        checks: basisKind(c.id, c.basis),
-        status: 'SKIP',
-        reason: 'setup failed',
-        notes: [],
-        durationMs: 0,
-      };
+      const r = skipped(group, c, 'setup failed');
       results.push(r);
       out(formatLine(r));
     }
@@ -109,17 +105,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteReport> {
     let restartFailures = 0;
     for (const { group, c } of selected) {
       if (gone) {
-        const r: CaseResult = {
-          id: c.id,
-          group,
-          title: c.title,
-          basis: c.basis,
-          checks: basisKind(c.id, c.basis),
-          status: 'SKIP',
-          reason: gone,
-          notes: [],
-          durationMs: 0,
-        };
+        const r = skipped(group, c, gone);
         results.push(r);
         out(formatLine(r));
         continue;
@@ -127,20 +113,21 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteReport> {
       const r = await runCase(group, c, o, native, target, dev);
       results.push(r);
       out(formatLine(r));
-      if (r.status === 'FAIL' && /server restart failed/.test(r.reason)) restartFailures++;
+      if (/server restart failed/.test(r.reason)) restartFailures++;
       else restartFailures = 0;
       if (restartFailures >= 2) gone = `the server cannot be restarted (since ${c.id})`;
-      if (!target.spawned && r.status === 'FAIL' && /cannot connect to/.test(r.reason)) {
-        gone = `the server stopped accepting connections after ${c.id} (run with --spawn to restart it)`;
+      if (!target.spawned && !target.listening()) {
+        gone = `the server stopped listening after ${c.id} (an exit or a crash: run with --spawn to tell and to restart it)`;
       }
     }
   }
   await target.stop();
 
   const passed = results.filter((r) => r.status === 'PASS').length;
+  const warned = results.filter((r) => r.status === 'WARN').length;
   const failed = results.filter((r) => r.status === 'FAIL').length + (setupError ? 1 : 0);
-  const skipped = results.filter((r) => r.status === 'SKIP').length;
-  out(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+  const nskipped = results.filter((r) => r.status === 'SKIP').length;
+  out(summaryLine({ passed, warned, failed, skipped: nskipped }));
   const report: SuiteReport = {
     tool: 'vfio-user-conformance',
     socketPath: o.socketPath,
@@ -149,7 +136,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteReport> {
     server: dev ? serverSummary(dev) : null,
     startedAt: new Date(started).toISOString(),
     durationMs: Date.now() - started,
-    summary: { passed, failed, skipped, total: results.length },
+    summary: { passed, warned, failed, skipped: nskipped, total: results.length },
     setupError,
     restarts: target.restarts,
     cases: results,
@@ -197,6 +184,26 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
+function caseBase(group: string, c: CaseDef) {
+  return {
+    id: c.id,
+    group,
+    title: c.title,
+    basis: c.basis,
+    checks: basisKind(c.id, c.basis),
+    level: c.rule?.level ?? 'must',
+    rule: c.rule?.cite ?? '',
+  };
+}
+
+function skipped(group: string, c: CaseDef, reason: string): CaseResult {
+  return { ...caseBase(group, c), status: 'SKIP', reason, notes: [], findings: [], durationMs: 0 };
+}
+
+export function summaryLine(s: { passed: number; warned: number; failed: number; skipped: number }): string {
+  return `${s.passed} passed, ${s.warned} warned, ${s.failed} failed, ${s.skipped} skipped`;
+}
+
 async function runCase(
   group: string,
   c: CaseDef,
@@ -207,38 +214,44 @@ async function runCase(
 ): Promise<CaseResult> {
   const t0 = Date.now();
   const ctx = new Ctx(c, o, native, target, dev);
-  let status: CaseResult['status'] = 'PASS';
-  let reason = '';
+  const findings = ctx.findings;
+  const finding = (text: string, f: Partial<Finding> = {}) =>
+    findings.push({ ...f, level: f.level ?? ctx.level, text });
+  let skipReason: string | null = null;
+  let exitText: string | undefined;
+  // Why the server could not be reached again within the case (an exit: not a finding by itself).
+  let goneReason: string | null = null;
+  let thrown = false;
   target.expectExit = c.endsProcess === true;
   try {
-    if (target.spawned && (!target.proc || target.proc.exit)) await target.restart();
+    if (target.spawned && (!target.proc || (await target.settle()))) await target.restart();
     await withTimeout(c.run(ctx), c.timeoutMs ?? DEFAULT_CASE_TIMEOUT, 'the case');
   } catch (e) {
-    if (e instanceof CaseSkip) {
-      status = 'SKIP';
-      reason = e.message;
-    } else if (e instanceof CaseFail) {
-      status = 'FAIL';
-      reason = e.message;
-    } else {
-      status = 'FAIL';
-      reason = `suite error: ${(e as Error).message}`;
+    if (e instanceof CaseSkip) skipReason = e.message;
+    else if (e instanceof CaseFail) {
+      thrown = true;
+      finding(e.message, e.facts);
+    } else if (e instanceof ServerGone) goneReason = e.message;
+    else {
+      let reason = `suite error: ${(e as Error).message}`;
       if (o.verbose) reason += ` ${(e as Error).stack ?? ''}`;
+      finding(reason, { level: 'must' });
     }
   }
-  // Protocol violations seen on any connection of the case.
+  // Protocol violations seen on any connection of the case: the server broke framing or sent what QEMU rejects.
   const violations = ctx.conns.flatMap((k) => k.violations);
-  if (status !== 'FAIL' && violations.length > 0) {
-    status = 'FAIL';
-    reason = `protocol violation: ${violations.slice(0, 3).join('; ')}`;
-  }
+  if (violations.length > 0)
+    finding(`protocol violation: ${violations.slice(0, 3).join('; ')}`, { level: 'qemu' });
   // Liveness: on each connection the case still has (not expected to close), else on a fresh one.
-  if (status === 'PASS' || (status === 'SKIP' && ctx.conns.length > 0)) {
+  // (Not after a case that ended on a failed claim: its connections may hold replies it never read.)
+  if (!goneReason && !thrown && !violations.length && (skipReason === null || ctx.conns.length > 0)) {
     try {
       await withTimeout(liveness(ctx, o, native, target), o.timeoutMs * 2 + 5000, 'the liveness probe');
     } catch (e) {
-      status = 'FAIL';
-      reason = e instanceof CaseFail ? e.message : `liveness probe: ${(e as Error).message}`;
+      if (e instanceof ServerGone) {
+        ctx.note(`${e.message} after the case (not probed)`);
+      } else if (e instanceof CaseFail) finding(e.message, e.facts);
+      else finding(`liveness probe: ${(e as Error).message}`, { level: 'must' });
     }
   }
   ctx.cleanup();
@@ -246,35 +259,67 @@ async function runCase(
   // server dropped a moment to turn into an exit status.
   if (target.spawned && target.proc && !target.proc.exit) {
     const dropped = ctx.conns.some((k) => k.closed && k.closeReason !== 'closed by the suite');
-    if (!pidAlive(target.proc.pid) || dropped) await target.proc.waitExit(dropped ? 300 : 2000);
+    if (!pidAlive(target.proc.pid) || dropped || goneReason) await target.proc.waitExit(dropped ? 300 : 2000);
   }
   if (target.spawned) {
     const exit = target.unexpectedExit();
     if (exit) {
-      status = 'FAIL';
-      reason = `server process ${describeExit(exit)} (crash) ${target.proc?.tail(400) ?? ''}`.trim();
+      exitText = describeExit(exit);
+      const tail = target.proc?.tail(300).trim() ?? '';
+      if (exit.signal) {
+        finding(`server process ${exitText} (crash)${tail ? `: ${tail}` : ''}`, { level: 'must' });
+      } else {
+        ctx.note(
+          `the server process ${exitText}${tail ? ` (${tail.split('\n').filter(Boolean).pop()})` : ''}`,
+        );
+      }
     }
     if (target.proc?.exit) {
       try {
         await target.restart();
       } catch (e) {
-        if (status !== 'FAIL') {
-          status = 'FAIL';
-          reason = `server restart failed: ${(e as Error).message}`;
-        }
+        finding(`server restart failed: ${(e as Error).message}`, { level: 'must' });
       }
     }
   }
   target.expectExit = false;
+  if (goneReason) {
+    // The case needed the server again and it was gone: legal (spec "Client Disconnection": "the server can
+    // automatically exit"), but what the case checks after that point was not checked.
+    finding(
+      `${goneReason} when the case connected again, so the rest of the case was not checked (a server may ` +
+        'exit when its client leaves; it then serves one client per process)',
+      { level: 'choice' },
+    );
+  }
+  const graded = findings.map((f) => ({ f, v: verdictOf(f, o.profile, c.rule) }));
+  const verdict = worst(graded.map((g) => g.v));
+  let status: CaseResult['status'] = verdict;
+  let reason = graded
+    .filter((g) => g.v === verdict && verdict !== 'PASS')
+    .map((g) => g.f.text)
+    .join('; ');
+  const accepted = graded.filter((g) => g.v === 'PASS').map((g) => g.f.text);
+  if (skipReason !== null && verdict === 'PASS') {
+    status = 'SKIP';
+    reason = skipReason;
+  }
+  const notes = status === 'SKIP' ? [] : [...accepted, ...ctx.notes];
   return {
-    id: c.id,
-    group,
-    title: c.title,
-    basis: c.basis,
-    checks: basisKind(c.id, c.basis),
+    ...caseBase(group, c),
     status,
     reason,
-    notes: status === 'SKIP' ? [] : ctx.notes,
+    notes,
+    findings: graded.map((g) => ({
+      verdict: g.v,
+      level: g.f.level,
+      text: g.f.text,
+      qemu: breaksQemu(g.f, c.rule),
+      ...(g.f.lvu ? { lvu: true } : {}),
+    })),
+    ...(exitText || ctx.exits.length
+      ? { exit: [...ctx.exits, ...(exitText ? [exitText] : [])].join('; ') }
+      : {}),
     durationMs: Date.now() - t0,
   };
 }
@@ -291,8 +336,10 @@ async function liveness(ctx: Ctx, o: SuiteOptions, native: NativeApi, target: Ta
     }
     if (k.pendingReplies() > 0) {
       const r = k.drain()[0]!;
+      // A reply nobody asked for: "unexpected reply" to QEMU, which then drops the connection.
       throw new CaseFail(
         `unexpected extra reply (id ${r.hdr.id}, cmd ${r.hdr.cmd}, flags 0x${r.hdr.flags.toString(16)}) after the case`,
+        { level: 'qemu' },
       );
     }
     if (!k.negotiated) continue;
@@ -304,12 +351,17 @@ async function liveness(ctx: Ctx, o: SuiteOptions, native: NativeApi, target: Ta
   for (const k of ctx.conns) k.close();
   if (target.spawned && target.proc?.exit && ctx.caseDef.endsProcess) return;
   if (ctx.caseDef.endsProcess && !target.listening()) return;
-  const k = await connectWithRetry(native, o.socketPath, `${ctx.caseDef.id}/probe`, o);
+  // A fresh client must still be served: a server that stops serving after a bad client is a denial of service.
+  const k = await connectWithRetry(native, o.socketPath, `${ctx.caseDef.id}/probe`, o, target);
   try {
     const s = await negotiate(k);
     await s.probe();
   } catch (e) {
-    throw new CaseFail(`liveness probe on a new connection: ${(e as Error).message}`);
+    // The server may be exiting right now (it accepted, then went away): tell an exit from a refusal.
+    if (target.spawned && target.proc) await target.proc.waitExit(1000);
+    if (target.spawned && target.proc?.exit && target.proc.exit.signal === null)
+      throw new ServerGone(`the server exited with code ${target.proc.exit.code}`);
+    throw new CaseFail(`liveness probe on a new connection: ${(e as Error).message}`, { level: 'must' });
   } finally {
     k.close();
   }

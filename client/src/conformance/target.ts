@@ -75,6 +75,17 @@ export function pidAlive(pid: number): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Removes a socket file nobody listens on (left by an instance the suite stopped with a signal: a server need
+ * not remove its socket then), so that the next instance the suite starts does not trip over the suite's own
+ * leftovers. A live socket is never touched. Returns whether a file was removed.
+ */
+export function removeStaleSocket(path: string): boolean {
+  if (!existsSync(path) || listeningInode(path) !== null) return false;
+  rmSync(path, { force: true });
+  return true;
+}
+
 /** Substitutes `{socket}` or appends `--socket-path PATH`. */
 export function buildCommand(template: string, socketPath: string): string {
   const q = shellQuote(socketPath);
@@ -220,9 +231,7 @@ export class Target {
     if (this.proc && !this.proc.exit) return;
     // A socket file left by a killed instance would make a strict server refuse to start (LIFE-09 tests that
     // on purpose); the harness removes it for ordinary restarts.
-    if (existsSync(this.socketPath) && listeningInode(this.socketPath) === null) {
-      rmSync(this.socketPath, { force: true });
-    }
+    removeStaleSocket(this.socketPath);
     this.proc = new ServerProcess(this.command());
     this.cachedPid = null;
     const ok = await waitListening(this.socketPath, this.startTimeoutMs, this.proc);
@@ -246,6 +255,17 @@ export class Target {
     await this.stop();
     this.restarts++;
     await this.start();
+  }
+
+  /**
+   * A spawned server that no longer listens may be on its way out (it exits after its client): wait a moment
+   * for its exit status. Returns the exit, if it exited.
+   */
+  async settle(ms = 1500): Promise<ExitInfo | null> {
+    const p = this.proc;
+    if (!p) return null;
+    if (!p.exit && !this.listening()) await p.waitExit(ms);
+    return p.exit;
   }
 
   /** A spawned process that exited without a case expecting it. */

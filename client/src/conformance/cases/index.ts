@@ -1,5 +1,6 @@
 // Every group, in the order the suite runs them.
 import type { Group } from '../case.js';
+import { attachRules } from '../rules.js';
 import { cfg } from './cfg.js';
 import { fea, mig, rst, wmu } from './feature.js';
 import { hdr } from './hdr.js';
@@ -11,7 +12,7 @@ import { rw } from './rw.js';
 import { sdma } from './sdma.js';
 import { ver } from './ver.js';
 
-export const allGroups: Group[] = [
+export const allGroups: Group[] = attachRules([
   ver,
   hdr,
   inf,
@@ -30,4 +31,4 @@ export const allGroups: Group[] = [
   mig,
   life,
   rob,
-];
+]);

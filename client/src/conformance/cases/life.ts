@@ -6,7 +6,13 @@ import { QEMU_VERSION_JSON } from 'vfio-user-protocol';
 import type { Group } from '../case.js';
 import { expectOk, fail, isError, type Msg, skip } from '../conn.js';
 import { negotiate } from '../session.js';
-import { describeExit, replaceSocketArg, ServerProcess, waitListening } from '../target.js';
+import {
+  describeExit,
+  removeStaleSocket,
+  replaceSocketArg,
+  ServerProcess,
+  waitListening,
+} from '../target.js';
 import {
   Cmd,
   dmaMapPayload,
@@ -22,6 +28,12 @@ import {
 } from '../wire.js';
 import { startHeldDma } from './sdma-util.js';
 import { IOVA, kase, mapMemfd, prng, sleep } from './util.js';
+
+/** The package runner a spawn command goes through (npx, npm exec, ...), if any. */
+function viaPackageRunner(cmd: string): string | null {
+  const m = /^\s*(?:exec\s+)?(npx|npm\s+exec|npm\s+x|pnpm\s+(?:exec|dlx)|yarn\s+(?:exec|dlx))\b/.exec(cmd);
+  return m ? m[1]!.replace(/\s+/, ' ') : null;
+}
 
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -60,21 +72,27 @@ export const life: Group = {
         await mapMemfd(ctx, t, IOVA, ctx.pg);
       },
     ),
-    kase('LIFE-02', 'Reconnect: VERSION required again, old maps gone', 'S', async (ctx) => {
-      const s = await ctx.session();
-      await mapMemfd(ctx, s, IOVA, ctx.pg);
-      s.close();
-      await sleep(50);
-      const c = await ctx.raw('no-version');
-      const id = c.post(Cmd.DEVICE_GET_INFO, getInfoPayload());
-      await ctx.errorOrClose(c, id, Cmd.DEVICE_GET_INFO, 'GET_INFO before VERSION on reconnect', null);
-      const t = await ctx.session({}, 'again');
-      const u = await t.dmaUnmap({ address: IOVA, size: ctx.pg });
-      ctx.note(
-        isError(u) ? 'old map gone (unmap: not found)' : 'old map gone or window semantics (unmap OK)',
-      );
-      await mapMemfd(ctx, t, IOVA, ctx.pg);
-    }),
+    kase(
+      'LIFE-02',
+      'Reconnect: VERSION required again, old maps gone',
+      'S',
+      async (ctx) => {
+        const s = await ctx.session();
+        await mapMemfd(ctx, s, IOVA, ctx.pg);
+        s.close();
+        await sleep(50);
+        const c = await ctx.raw('no-version');
+        const id = c.post(Cmd.DEVICE_GET_INFO, getInfoPayload());
+        await ctx.errorOrClose(c, id, Cmd.DEVICE_GET_INFO, 'GET_INFO before VERSION on reconnect', null);
+        const t = await ctx.session({}, 'again');
+        const u = await t.dmaUnmap({ address: IOVA, size: ctx.pg });
+        ctx.note(
+          isError(u) ? 'old map gone (unmap: not found)' : 'old map gone or window semantics (unmap OK)',
+        );
+        await mapMemfd(ctx, t, IOVA, ctx.pg);
+      },
+      { servesNext: true },
+    ),
     kase('LIFE-03', 'A second client while the first is active does not disturb it', 'S~, L', async (ctx) => {
       const a = await ctx.session({}, 'first');
       await mapMemfd(ctx, a, IOVA, ctx.pg);
@@ -95,11 +113,17 @@ export const life: Group = {
       } else ctx.note('second client served concurrently');
       ctx.expectClose(b);
     }),
-    kase('LIFE-04', 'Connect then close immediately: the server keeps serving', 'S~', async (ctx) => {
-      for (let i = 0; i < 5; i++) (await ctx.raw(`flash${i}`)).close();
-      await sleep(100);
-      await (await ctx.session({}, 'after')).probe();
-    }),
+    kase(
+      'LIFE-04',
+      'Connect then close immediately: the server keeps serving',
+      'S~',
+      async (ctx) => {
+        for (let i = 0; i < 5; i++) (await ctx.raw(`flash${i}`)).close();
+        await sleep(100);
+        await (await ctx.session({}, 'after')).probe();
+      },
+      { servesNext: true },
+    ),
     kase(
       'LIFE-05',
       'Disconnect while the server awaits a DMA reply: cleanup, no crash',
@@ -167,6 +191,15 @@ export const life: Group = {
           lis.close({ unlink: false });
           await sleep(300);
           const e = sp.exit;
+          if (e && viaPackageRunner(tpl)) {
+            // npx/npm exec start the program through a shell script and a second node process that do not
+            // hand inherited descriptors beyond 0-2 on: the server never sees fd 3. Not the server's fault.
+            skip(
+              `--fd not checked: the server is started through ${viaPackageRunner(tpl)}, which does not pass ` +
+                'inherited fds (fd 3) to the program it runs; spawn the program directly (e.g. ' +
+                "--spawn 'node …/bin/vfio-user-server.js') to check --fd",
+            );
+          }
           if (e) {
             ctx.note(`--fd=3: ${describeExit(e)}`);
             if (/unknown|unrecognized|invalid|unexpected/i.test(sp.tail())) {
@@ -214,6 +247,9 @@ export const life: Group = {
         const dir = join(tmpdir(), `vfu-conf8-${process.pid}`);
         const { mkdirSync } = await import('node:fs');
         mkdirSync(dir, { recursive: true });
+        // The suite's own SIGTERM may have left the previous instance's socket file (a server need not
+        // remove it when killed); that is not what this case is about.
+        removeStaleSocket(ctx.opts.socketPath);
         const out = join(dir, 'out.log');
         const err = join(dir, 'err.log');
         const o = openSync(out, 'w');
@@ -249,8 +285,9 @@ export const life: Group = {
         const second = new ServerProcess(ctx.target.command());
         const e2 = await second.waitExit(5000);
         await second.stop();
-        if (!ctx.target.listening()) fail('the running server lost its socket to a second instance');
-        if (!e2) fail('a second instance on a live socket kept running');
+        if (!ctx.target.listening())
+          fail('the running server lost its socket to a second instance', { level: 'should' });
+        if (!e2) fail('a second instance on a live socket kept running', { level: 'should' });
         if (e2.code === 0) ctx.note('second instance exited 0 (expected a non-zero exit)');
         // Stale: SIGKILL leaves the socket file behind.
         process.kill(ctx.target.serverPid() ?? p.pid, 'SIGKILL');
@@ -262,8 +299,10 @@ export const life: Group = {
         const third = new ServerProcess(ctx.target.command());
         try {
           if (!(await waitListening(ctx.opts.socketPath, 15000, third))) {
+            // libvfio-user documents this refusal; the spec says nothing about stale sockets.
             fail(
               `did not start over a stale socket file (${third.exit ? describeExit(third.exit) : 'timeout'}) ${third.tail(200)}`,
+              { level: 'choice', lvu: true },
             );
           }
           const s = await ctx.session({}, 'stale');
