@@ -53,12 +53,13 @@ export function tempDir(): string {
 }
 
 /** Runs `vfio-user-conformance args... --json FILE` and returns its output and report. */
-export async function runCli(args: string[]): Promise<CliResult> {
+export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   const dir = tempDir();
   const json = join(dir, 'report.json');
   try {
     const p = spawn(process.execPath, [cli, ...args, '--json', json], {
       cwd: root,
+      env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
