@@ -438,7 +438,10 @@ export class Ctx {
     }
     if (n === null) fail(`${what}: the server process went away`);
     if (n > baseline)
-      fail(`${what}: the server holds ${n - baseline} more fd(s) than before (${baseline} -> ${n})`);
+      // A leak per message runs the server out of fds, then it can take no client: a denial of service.
+      fail(`${what}: the server holds ${n - baseline} more fd(s) than before (${baseline} -> ${n})`, {
+        level: 'must',
+      });
   }
 
   /** Waits until `pred` or `ms`. */

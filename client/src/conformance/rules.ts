@@ -140,7 +140,19 @@ const TABLE: Record<string, R> = {
     cite: 'spec "VFIO_USER_DEVICE_GET_INFO": "VFIO_DEVICE_FLAGS_RESET indicates that the device supports the VFIO_USER_DEVICE_RESET message."',
   },
   'INF-07': { cite: 'QEMU 11.1 refuses num_regions > 100 and num_irqs > 50 (hw/vfio-user/device.c)' },
+  'IRQI-05': {
+    level: 'must',
+    cite: 'spec "VFIO_USER_DEVICE_GET_IRQ_INFO" reply: "argsz is the size required for the full reply payload (16 bytes today)"; QEMU reads it into a 32-byte buffer',
+  },
   // RGN
+  'RGN-06': {
+    level: 'must',
+    cite: 'spec "Message sizes": "In a reply, the server sets argsz field to the size needed for a full payload size"; the payload is that size, not padded',
+  },
+  'RGN-09': {
+    level: 'must',
+    cite: 'spec "Message sizes": "In a reply, the server sets argsz field to the size needed for a full payload size"; the payload is that size, not padded',
+  },
   'RGN-07': {
     cite: 'QEMU 11.1 refuses CAPS with cap_offset < 32 or > argsz and does not ask again; spec "Message sizes": a short argsz gets the needed size',
   },
