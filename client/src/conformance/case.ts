@@ -255,7 +255,7 @@ export class Ctx {
    */
   async fdNeutral<T>(what: string, body: () => Promise<T>): Promise<T> {
     const pid = this.target.serverPid();
-    const base = pid === null ? null : this.target.fdCount();
+    const base = pid === null ? null : await this.settledFdCount();
     const r = await body();
     if (base === null) this.note('fd leaks not checked (server pid unknown)');
     else await this.fdsBackTo(base, what);
@@ -419,6 +419,21 @@ export class Ctx {
 
   // -------------------------------------------------------------------------------------------------------------
   // fd leaks in the server process.
+
+  /**
+   * The server's fd count once it stops changing (the previous case's connections may still be closing on the
+   * server's side; a baseline taken then would hide a leak).
+   */
+  async settledFdCount(): Promise<number | null> {
+    let a = this.target.fdCount();
+    for (let i = 0; i < 20; i++) {
+      await sleep(50);
+      const b = this.target.fdCount();
+      if (b === a) return b;
+      a = b;
+    }
+    return a;
+  }
 
   /** Current fd count of the server process, or skip when unknown. */
   fdCount(): number {
