@@ -37,6 +37,21 @@ for (const device of DEVICES) {
   });
 }
 
+test('LIFE-07 through npx: says that npx cannot pass fd 3, instead of failing the server', async () => {
+  const sock = join(tempDir(), 'npx.sock');
+  const r = await runCli([
+    '--socket-path',
+    sock,
+    '--spawn',
+    'npx vfio-user-server --socket-path {socket}',
+    '--only',
+    'LIFE-07',
+  ]);
+  const c = r.byId.get('LIFE-07');
+  assert.is(c?.status, 'SKIP', `${c?.status}: ${c?.reason}`);
+  assert.match(c!.reason, /through npx, which does not pass inherited fds \(fd 3\)/);
+});
+
 test('the CLI: --list, usage errors, an unreachable socket', async () => {
   const { spawnSync } = await import('node:child_process');
   const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });

@@ -35,6 +35,13 @@ function viaPackageRunner(cmd: string): string | null {
   return m ? m[1]!.replace(/\s+/, ' ') : null;
 }
 
+function npxReason(runner: string): string {
+  return (
+    `--fd not checked: the server is started through ${runner}, which does not pass inherited fds (fd 3) ` +
+    "to the program it runs; spawn the program directly (e.g. --spawn 'node …/bin/vfio-user-server.js') to check --fd"
+  );
+}
+
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : 0;
@@ -194,11 +201,7 @@ export const life: Group = {
           if (e && viaPackageRunner(tpl)) {
             // npx/npm exec start the program through a shell script and a second node process that do not
             // hand inherited descriptors beyond 0-2 on: the server never sees fd 3. Not the server's fault.
-            skip(
-              `--fd not checked: the server is started through ${viaPackageRunner(tpl)}, which does not pass ` +
-                'inherited fds (fd 3) to the program it runs; spawn the program directly (e.g. ' +
-                "--spawn 'node …/bin/vfio-user-server.js') to check --fd",
-            );
+            skip(npxReason(viaPackageRunner(tpl)!));
           }
           if (e) {
             ctx.note(`--fd=3: ${describeExit(e)}`);
@@ -217,9 +220,19 @@ export const life: Group = {
             fail(`--fd=3: cannot connect to the inherited socket (${(e as Error).message})`);
           }
           ctx.conns.push(conn);
-          const s = await negotiate(conn);
-          await s.probe();
-          s.close();
+          try {
+            const s = await negotiate(conn);
+            await s.probe();
+            s.close();
+          } catch (e) {
+            // Through a package runner the socket stays with the runner's own process, which listens on it
+            // without ever accepting: the program it starts never got fd 3.
+            if (viaPackageRunner(tpl)) {
+              ctx.expectClose(conn);
+              skip(npxReason(viaPackageRunner(tpl)!));
+            }
+            throw e;
+          }
         } finally {
           await sp.stop();
         }
