@@ -260,4 +260,111 @@ test('1000 map/unmap cycles of duplicate fds leak no fd and no mapping', async (
   native.closeFd(memfd);
 });
 
+test('idle cache: a page mapped and unmapped 100 times maps its file once; fds closed; unmap-all flushes', async () => {
+  const memfd = native.memfdCreate('guest-ram', MiB);
+  const fds0 = native.openFds();
+  const maps0 = native.mappingCount();
+  const s = new DmaAddressSpace();
+  for (let i = 0; i < 100; i++) {
+    const iova = 0x10000000n + BigInt(i % 8) * 0x1000n;
+    await s.map({
+      iova,
+      size: 0x1000n,
+      prot: RW,
+      fd: native.dupFd(memfd),
+      fileOffset: BigInt(i % 8) * 0x1000n,
+    });
+    native.pwrite(memfd, new Uint8Array([i]), BigInt(i % 8) * 0x1000n);
+    assert.equal(await s.read(iova, 1), new Uint8Array([i]));
+    await s.unmap(iova, 0x1000n);
+    assert.is(native.openFds(), fds0, 'the file fd goes with its last region');
+  }
+  assert.is(native.mappingCount() - maps0, 1, 'one mmap for all 100 pairs');
+  assert.equal(
+    [s.snapshot().mappings, s.snapshot().cachedMappings, s.snapshot().files],
+    [0, 1, 0],
+    'idle, cached, no live file',
+  );
+  // A read-only region of the same file adds the private view; both are reused.
+  const ro = await s.map({ iova: 0x2000n, size: 0x1000n, prot: DmaMapFlags.READ, fd: native.dupFd(memfd) });
+  assert.is(ro.pieces[0]!.view.kind, 'private');
+  assert.is(native.mappingCount() - maps0, 2);
+  await s.unmapAll();
+  assert.is(native.mappingCount(), maps0, 'unmap-all flushes the cache');
+  assert.is(s.snapshot().cachedMappings, 0);
+  assert.is(native.openFds(), fds0);
+  await s.close();
+  native.closeFd(memfd);
+});
+
+test('idle cache bounds: count, bytes and age; {count: 0} disables it', async () => {
+  const maps0 = native.mappingCount();
+  const files = [0, 1, 2].map((i) => native.memfdCreate(`f${i}`, 0x10000));
+  const cycle = async (s: DmaAddressSpace) => {
+    for (const fd of files) {
+      await s.map({ iova: 0x1000n, size: 0x1000n, prot: RW, fd: native.dupFd(fd) });
+      await s.unmap(0x1000n, 0x1000n);
+    }
+  };
+  const byCount = new DmaAddressSpace({ idleMappings: { count: 2 } });
+  await cycle(byCount);
+  assert.is(byCount.snapshot().cachedMappings, 2, 'oldest evicted past the count');
+  assert.is(native.mappingCount() - maps0, 2);
+  await byCount.close();
+  const byBytes = new DmaAddressSpace({ idleMappings: { bytes: 0x18000 } });
+  await cycle(byBytes);
+  assert.is(byBytes.snapshot().cachedMappings, 1, '64 KiB windows, 96 KiB allowed');
+  await byBytes.close();
+  const byAge = new DmaAddressSpace({ idleMappings: { ms: 30 } });
+  await cycle(byAge);
+  assert.is(byAge.snapshot().cachedMappings, 3);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.is(byAge.snapshot().cachedMappings, 0, 'evicted after the idle time');
+  assert.is(native.mappingCount(), maps0);
+  const off = new DmaAddressSpace({ idleMappings: { count: 0 } });
+  await cycle(off);
+  assert.is(native.mappingCount(), maps0, 'no cache: unmapped with the last region');
+  await off.close();
+  await byAge.close();
+  for (const fd of files) native.closeFd(fd);
+});
+
+test('lazy windows: a region of more than 4 windows maps a window only when it is touched', async () => {
+  const memfd = native.memfdCreate('lazy', 0x100000);
+  const maps0 = native.mappingCount();
+  const s = new DmaAddressSpace({ windowSize: 0x10000 });
+  const r = await s.map({ iova: 0x1000000n, size: 0x100000n, prot: RW, fd: native.dupFd(memfd) });
+  assert.is(r.access, 'mmap');
+  assert.is(native.mappingCount(), maps0, 'nothing mapped at DMA_MAP time');
+  const data = pattern(0x20, 4);
+  await s.write(0x1050000n - 0x10n, data); // straddles windows 4 and 5
+  assert.equal(preadN(memfd, 0x20, 0x4fff0n), data);
+  assert.is(native.mappingCount() - maps0, 2, 'the two touched windows');
+  assert.equal(await s.read(0x1050000n - 0x10n, 0x20), data);
+  assert.is(r.hostSegments().length, 16, 'host addresses map every window');
+  assert.is(native.mappingCount() - maps0, 16);
+  await s.close();
+  assert.is(native.mappingCount(), maps0);
+  native.closeFd(memfd);
+});
+
+test('a 1 TiB map maps nothing up front; device access maps one window; unmap releases it', async () => {
+  const TiB = 1n << 40n;
+  const memfd = native.memfdCreate('huge', TiB);
+  const maps0 = native.mappingCount();
+  const s = new DmaAddressSpace();
+  const r = await s.map({ iova: TiB, size: TiB, prot: RW, fd: native.dupFd(memfd) });
+  assert.is(native.mappingCount(), maps0);
+  assert.is(r.touched, undefined);
+  const at = TiB + (TiB >> 1n) + 0x123n;
+  await s.write(at, new Uint8Array([0xab, 0xcd]));
+  assert.equal(preadN(memfd, 2, (TiB >> 1n) + 0x123n), new Uint8Array([0xab, 0xcd]));
+  assert.is(native.mappingCount() - maps0, 1, 'one 1 GiB window');
+  await s.unmap(TiB, TiB);
+  assert.is(s.size, 0);
+  await s.close();
+  assert.is(native.mappingCount(), maps0);
+  native.closeFd(memfd);
+});
+
 test.run();

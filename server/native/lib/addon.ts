@@ -126,6 +126,8 @@ export interface NativeAddon {
     fsType: number;
     rdev: bigint;
   };
+  fdInspect(fd: number, out: Float64Array): number;
+  S_IFREG: number;
   pread(fd: number, buf: ArrayBufferView, offset: bigint): number;
   pwrite(fd: number, buf: ArrayBufferView, offset: bigint): number;
   closeFd(fd: number): void;

@@ -33,6 +33,7 @@
  *   memfdCreate(name, size?, {allowSealing = true, cloexec = true}) -> fd
  *   addSeals(fd, seals); getSeals(fd); F_SEAL_SEAL/SHRINK/GROW/WRITE
  *   fdInfo(fd) -> {type, dev, ino, size, mode, flags, blksize, fsType, rdev}
+ *   fdInspect(fd) -> {format, exact, dev, ino, size, flags, seals}: the DMA_MAP checks in one call, no allocation
  *   pread(fd, buf, offset: bigint); pwrite(fd, buf, offset: bigint); closeFd; dupFd; openFds(); openPath; fdFlags
  *
  * ── eventfd (eventfd.ts) ───────────────────────────────────────────────────────────────────────────────────────
@@ -103,10 +104,12 @@ export {
   F_SEAL_SHRINK,
   F_SEAL_WRITE,
   FD_CLOEXEC,
+  type FdFacts,
   type FdInfo,
   type FdType,
   fdFlags,
   fdInfo,
+  fdInspect,
   getSeals,
   MAP_NORESERVE,
   MAP_POPULATE,
@@ -129,6 +132,7 @@ export {
   PROT_WRITE,
   pread,
   pwrite,
+  S_IFREG,
 } from './memory.js';
 export {
   type BufferedInput,

@@ -116,6 +116,45 @@ export function fdInfo(fd: number): FdInfo {
   return addon.fdInfo(fd) as FdInfo;
 }
 
+/** st_mode & S_IFMT of a regular file (fdInspect's result). */
+export const S_IFREG: number = addon.S_IFREG;
+
+/** What fdInspect() reports, reused between calls (no allocation on the DMA_MAP path). */
+export interface FdFacts {
+  /** st_mode & S_IFMT (S_IFREG for regular files, memfds included). */
+  format: number;
+  /** dev, ino and size are exact (all below 2^53); otherwise use fdInfo()'s bigints. */
+  exact: boolean;
+  dev: number;
+  ino: number;
+  size: number;
+  /** F_GETFL. */
+  flags: number;
+  /** F_GET_SEALS (0 for files that cannot be sealed). */
+  seals: number;
+}
+
+const inspectOut = new Float64Array(5);
+const inspectFacts: FdFacts = { format: 0, exact: true, dev: 0, ino: 0, size: 0, flags: 0, seals: 0 };
+
+/**
+ * fstat + fcntl(F_GETFL) + fcntl(F_GET_SEALS), each once, in one call: what a DMA_MAP needs to know about its fd.
+ * Returns a shared object overwritten by the next call (copy what you keep). Throws like fstat (EBADF...).
+ */
+export function fdInspect(fd: number): Readonly<FdFacts> {
+  const out = inspectOut;
+  const f = inspectFacts;
+  f.format = addon.fdInspect(fd, out);
+  f.dev = out[0]!;
+  f.ino = out[1]!;
+  f.size = out[2]!;
+  f.flags = out[3]!;
+  f.seals = out[4]!;
+  f.exact =
+    f.dev <= Number.MAX_SAFE_INTEGER && f.ino <= Number.MAX_SAFE_INTEGER && f.size <= Number.MAX_SAFE_INTEGER;
+  return f;
+}
+
 /** pread(2) at a 64-bit offset; returns bytes read (short at EOF). */
 export function pread(fd: number, buf: Uint8Array, offset: bigint): number {
   return addon.pread(fd, buf, BigInt(offset));

@@ -116,6 +116,46 @@ static napi_value js_fd_info(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * fdInspect(fd, out: Float64Array(5)) -> st_mode & S_IFMT. What a DMA_MAP needs to know about its fd, in one call
+ * and without allocating: out = [dev, ino, size, F_GETFL flags, seals] (seals 0 for files that have none). Each
+ * syscall runs once (fstat, fcntl(F_GETFL), fcntl(F_GET_SEALS) for regular files). dev/ino/size above 2^53 are
+ * not exact as doubles: the caller checks and falls back to fdInfo(). Throws only when fstat fails.
+ */
+static napi_value js_fd_inspect(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (!vu_args(env, info, 2, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  napi_typedarray_type t;
+  size_t n;
+  void *data;
+  bool is_ta = false;
+  NAPI_CALL(env, napi_is_typedarray(env, argv[1], &is_ta));
+  if (is_ta) NAPI_CALL(env, napi_get_typedarray_info(env, argv[1], &t, &n, &data, NULL, NULL));
+  if (!is_ta || t != napi_float64_array || n < 5) {
+    vu_throw_type(env, "out must be a Float64Array of at least 5 elements");
+    return NULL;
+  }
+  double *out = data;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    vu_throw_errno(env, errno, "fstat");
+    return NULL;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  int seals = 0;
+  if (S_ISREG(st.st_mode)) {
+    seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0) seals = 0; /* EINVAL: not a memfd/shmem file, no seals */
+  }
+  out[0] = (double)st.st_dev;
+  out[1] = (double)st.st_ino;
+  out[2] = (double)st.st_size;
+  out[3] = (double)(fl < 0 ? 0 : fl);
+  out[4] = (double)seals;
+  return vu_i32(env, (int32_t)(st.st_mode & S_IFMT));
+}
+
 static napi_value pio(napi_env env, napi_callback_info info, bool write) {
   napi_value argv[3];
   int fd;
@@ -220,7 +260,8 @@ static napi_value js_fd_flags(napi_env env, napi_callback_info info) {
 bool vu_init_fd(napi_env env, napi_value exports) {
   return vu_export_fn(env, exports, "memfdCreate", js_memfd_create) &&
          vu_export_fn(env, exports, "addSeals", js_add_seals) && vu_export_fn(env, exports, "getSeals", js_get_seals) &&
-         vu_export_fn(env, exports, "fdInfo", js_fd_info) && vu_export_fn(env, exports, "pread", js_pread) &&
+         vu_export_fn(env, exports, "fdInfo", js_fd_info) && vu_export_fn(env, exports, "fdInspect", js_fd_inspect) &&
+         vu_export_u32(env, exports, "S_IFREG", S_IFREG) && vu_export_fn(env, exports, "pread", js_pread) &&
          vu_export_fn(env, exports, "pwrite", js_pwrite) && vu_export_fn(env, exports, "closeFd", js_close_fd) &&
          vu_export_fn(env, exports, "dupFd", js_dup_fd) && vu_export_fn(env, exports, "openFds", js_open_fds) &&
          vu_export_fn(env, exports, "openPath", js_open_path) && vu_export_fn(env, exports, "fdFlags", js_fd_flags) &&

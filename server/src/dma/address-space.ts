@@ -37,9 +37,16 @@ import {
 import type { DeviceLogger, DmaAccessor } from '../device.js';
 import type { DirtyPageLogging } from './dirty.js';
 import { DmaError, DmaMapError } from './errors.js';
-import { FileTable } from './files.js';
+import {
+  type BackingFile,
+  type CachedMappingState,
+  type FilePiece,
+  FileTable,
+  type FileUse,
+  type IdleCacheOptions,
+} from './files.js';
 import { IntervalTable } from './interval-table.js';
-import { type DmaAccessKind, DmaRegion } from './region.js';
+import { DmaRegion } from './region.js';
 
 /** Largest single access (a Uint8Array length); larger transfers are a device bug. */
 const MAX_ACCESS = 2 ** 31;
@@ -87,6 +94,8 @@ export interface DmaAddressSpaceOptions {
   mapViews?: boolean;
   /** Mapping window size in bytes (default 1 GiB; small values are for tests). */
   windowSize?: number;
+  /** Bounds of the cache of mappings whose last region went (files.ts; `{count: 0}` disables it). */
+  idleMappings?: IdleCacheOptions;
   log?: DeviceLogger;
 }
 
@@ -96,8 +105,12 @@ export interface DmaStats {
   /** Failed DMA_MAPs by errno name. */
   mapFailures: Record<string, number>;
   live: number;
+  /** Files backing live regions. */
   files: number;
+  /** Mappings used by live regions. */
   mappings: number;
+  /** Idle mappings kept for reuse (files.ts). */
+  cachedMappings: number;
 }
 
 /** One element of a scatter-gather list. */
@@ -112,6 +125,12 @@ interface Piece {
   /** Offset in the caller's buffer. */
   offset: number;
   length: number;
+}
+
+/** A subscriber (or replayed region) that refused, with its error. */
+interface Refusal<T> {
+  item: T;
+  err: unknown;
 }
 
 const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
@@ -130,7 +149,11 @@ export class DmaAddressSpace implements DmaAccessor {
   maxMappings: number;
   /** Dirty-page logging, when a migration-capable build installs it (see dirty.ts). */
   dirtyLogging: DirtyPageLogging | undefined;
-  readonly stats: Omit<DmaStats, 'live' | 'files' | 'mappings'> = { maps: 0, unmaps: 0, mapFailures: {} };
+  readonly stats: Omit<DmaStats, 'live' | 'files' | 'mappings' | 'cachedMappings'> = {
+    maps: 0,
+    unmaps: 0,
+    mapFailures: {},
+  };
 
   constructor(opts: DmaAddressSpaceOptions = {}) {
     this.log = opts.log ?? silent;
@@ -139,6 +162,7 @@ export class DmaAddressSpace implements DmaAccessor {
     this.files = new FileTable({
       windowSize: opts.windowSize,
       mapViews: opts.mapViews,
+      idle: opts.idleMappings,
       onWarn: (msg, err) => this.log.warn({ err }, msg),
     });
     this.checkPageSize(this.pageSize);
@@ -168,8 +192,14 @@ export class DmaAddressSpace implements DmaAccessor {
       ...this.stats,
       live: this.table.size,
       files: this.files.fileCount,
-      mappings: this.files.mappings,
+      mappings: this.files.liveMappings,
+      cachedMappings: this.files.cachedMappings,
     };
+  }
+
+  /** The idle-mapping cache's contents (files.ts): for logs and a hand-over; not needed for correctness. */
+  cacheState(): CachedMappingState[] {
+    return this.files.cacheState();
   }
 
   /** The region containing `iova`. */
@@ -187,20 +217,34 @@ export class DmaAddressSpace implements DmaAccessor {
     this.transport = t;
   }
 
-  private locked<T>(fn: () => Promise<T>): Promise<T> {
-    // Idle: start at once (saves a microtask hop per DMA_MAP on the hot path); busy: queue behind the last one.
-    const run = this.busy === 0 ? fn() : this.lock.then(fn, fn);
+  /**
+   * Runs a mutation: at once when none is in progress (and then synchronously to the end when `fn` is: DMA_MAP
+   * and DMA_UNMAP with synchronous subscribers never leave the caller's stack), else queued behind the last one.
+   * A synchronous `fn` may throw; a queued or asynchronous one rejects.
+   */
+  private mutate<T>(fn: () => T | Promise<T>): T | Promise<T> {
+    if (this.busy === 0) {
+      const r = fn();
+      return r instanceof Promise ? this.track(r) : r;
+    }
+    return this.track(this.lock.then(fn, fn));
+  }
+
+  private track<T>(run: Promise<T>): Promise<T> {
     this.busy++;
-    const done = run.then(
-      () => {
-        this.busy--;
-      },
-      () => {
-        this.busy--;
-      },
-    );
-    this.lock = done;
+    const dec = () => {
+      this.busy--;
+    };
+    this.lock = run.then(dec, dec);
     return run;
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return this.mutate(fn) as Promise<T>;
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -215,7 +259,7 @@ export class DmaAddressSpace implements DmaAccessor {
     return this.locked(async () => {
       if (opts.replay ?? true) {
         const refused = await this.addAllOrRollBack(
-          this.table,
+          this.table.toArray(),
           (r) => listener.regionAdded(r),
           (r) => listener.regionRemoved(r),
           'rollback of a replayed region failed',
@@ -241,18 +285,39 @@ export class DmaAddressSpace implements DmaAccessor {
 
   /** DMA_MAP. Resolves with the new region; rejects with DmaMapError (the errno for the reply). */
   map(p: DmaMapParams): Promise<DmaRegion> {
-    return this.locked(async () => {
+    try {
+      const r = this.mapNow(p);
+      return r instanceof Promise ? r : Promise.resolve(r);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * DMA_MAP for the session's hot path: returns the region synchronously (or throws DmaMapError) when no other
+   * mutation is in progress and every subscriber accepted it synchronously; a promise otherwise.
+   */
+  mapNow(p: DmaMapParams): DmaRegion | Promise<DmaRegion> {
+    return this.mutate(() => {
+      let r: DmaRegion | Promise<DmaRegion>;
       try {
-        return await this.doMap(p);
+        r = this.doMap(p);
       } catch (err) {
-        const errno = errnoOf(err);
-        const name = errnoName(errno);
-        this.stats.mapFailures[name] = (this.stats.mapFailures[name] ?? 0) + 1;
-        throw err instanceof DmaMapError
-          ? err
-          : new DmaMapError(errno, (err as Error)?.message ?? String(err));
+        throw this.mapFailed(err);
       }
+      return r instanceof Promise
+        ? r.catch((err: unknown) => {
+            throw this.mapFailed(err);
+          })
+        : r;
     });
+  }
+
+  private mapFailed(err: unknown): DmaMapError {
+    const errno = errnoOf(err);
+    const name = errnoName(errno);
+    this.stats.mapFailures[name] = (this.stats.mapFailures[name] ?? 0) + 1;
+    return err instanceof DmaMapError ? err : new DmaMapError(errno, (err as Error)?.message ?? String(err));
   }
 
   private validateMap(p: DmaMapParams): void {
@@ -285,38 +350,58 @@ export class DmaAddressSpace implements DmaAccessor {
       throw new DmaMapError(Errno.ENOSPC, `max_dma_maps (${this.maxMappings}) reached`);
   }
 
-  private async doMap(p: DmaMapParams): Promise<DmaRegion> {
+  private doMap(p: DmaMapParams): DmaRegion | Promise<DmaRegion> {
+    const region = this.createRegion(p);
+    const refused = this.addAllOrRollBack(
+      this.listeners,
+      (l) => l.regionAdded(region),
+      (l) => l.regionRemoved(region),
+      'rollback of a refused region failed',
+    );
+    return refused instanceof Promise
+      ? refused.then((x) => this.commitMap(region, x))
+      : this.commitMap(region, refused);
+  }
+
+  /** Validates a DMA_MAP and makes its region (not yet visible). Takes `p.fd` in every outcome. */
+  /**
+   * Validates a DMA_MAP and makes its region (not yet visible). Takes `p.fd` in every outcome. `sameFile`
+   * (hand-over): another region of a file restored already, no fd to check or keep (65,535 maps of one memfd).
+   */
+  private createRegion(p: DmaMapParams, sameFile?: BackingFile): DmaRegion {
     let fd = p.fd;
+    let region: DmaRegion;
     try {
       this.validateMap(p);
-      let region: DmaRegion;
-      if (fd !== undefined) {
+      if (fd !== undefined || sameFile) {
         const off = p.fileOffset ?? 0n;
-        const { file, pieces } = this.files.acquire(fd, off, p.size, (p.prot & DmaMapFlags.WRITE) !== 0);
-        fd = undefined; // consumed
-        const access: DmaAccessKind = pieces.length > 0 ? 'mmap' : 'fd';
-        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, access, off, file, pieces);
+        const writable = (p.prot & DmaMapFlags.WRITE) !== 0;
+        const file = sameFile
+          ? this.files.attach(sameFile, off, p.size, writable)
+          : this.files.acquire(fd!, off, p.size, writable);
+        if (!sameFile) fd = undefined; // consumed
+        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'mmap', off, file, this.files);
+        // Maps small regions now (an mmap failure is this DMA_MAP's errno); large ones window by window later.
+        if (!this.files.prepare(region as FileUse)) region.access = 'fd';
       } else {
-        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'message', 0n, undefined, []);
+        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'message', 0n, undefined);
       }
-      const refused = await this.addAllOrRollBack(
-        this.listeners,
-        (l) => l.regionAdded(region),
-        (l) => l.regionRemoved(region),
-        'rollback of a refused region failed',
-      );
-      if (refused) {
-        this.releaseBacking(region);
-        const { err } = refused;
-        throw new DmaMapError(errnoOf(err), `DMA_MAP ${region} refused: ${(err as Error)?.message ?? err}`);
-      }
-      this.table.insert(region);
-      this.stats.maps++;
-      this.log.trace({ region: region.toString() }, 'dma map');
-      return region;
     } finally {
       if (fd !== undefined) closeQuietly(fd);
     }
+    return region;
+  }
+
+  private commitMap(region: DmaRegion, refused: Refusal<DmaListener> | undefined): DmaRegion {
+    if (refused) {
+      this.releaseBacking(region, true);
+      const { err } = refused;
+      throw new DmaMapError(errnoOf(err), `DMA_MAP ${region} refused: ${(err as Error)?.message ?? err}`);
+    }
+    this.table.insert(region);
+    this.stats.maps++;
+    this.log.trace({ region: region.toString() }, 'dma map');
+    return region;
   }
 
   /**
@@ -324,7 +409,20 @@ export class DmaAddressSpace implements DmaAccessor {
    * with the removed regions (possibly none) once every reference is gone.
    */
   unmap(iova: bigint, size: bigint): Promise<DmaRegion[]> {
-    return this.locked(async () => {
+    try {
+      const r = this.unmapNow(iova, size);
+      return r instanceof Promise ? r : Promise.resolve(r);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * DMA_UNMAP for the session's hot path: synchronous (returns the removed regions or throws DmaMapError) when no
+   * other mutation is in progress and every subscriber removed synchronously; a promise otherwise.
+   */
+  unmapNow(iova: bigint, size: bigint): DmaRegion[] | Promise<DmaRegion[]> {
+    return this.mutate(() => {
       if (size <= 0n) throw new DmaMapError(Errno.EINVAL, 'unmap of size 0');
       const end = iova + size;
       if (iova < 0n || end > U64_MAX + 1n) throw new DmaMapError(Errno.EINVAL, 'unmap range wraps past 2^64');
@@ -341,21 +439,68 @@ export class DmaAddressSpace implements DmaAccessor {
         }
       }
       for (const r of hit) this.detach(r);
-      let firstErr: unknown;
-      for (const r of hit) {
-        const err = await this.notifyRemoved([r], false);
-        firstErr ??= err;
-        this.releaseBacking(r);
-      }
-      this.stats.unmaps += hit.length;
-      if (firstErr !== undefined) {
-        throw new DmaMapError(
-          errnoOf(firstErr),
-          `host unmap failed: ${(firstErr as Error)?.message ?? firstErr}`,
-        );
-      }
-      return hit;
+      return this.removeEach(hit, 0, undefined);
     });
+  }
+
+  /** Tells the subscribers about hit[from..] one by one, releasing each region's memory after; sync when they are. */
+  private removeEach(
+    hit: DmaRegion[],
+    from: number,
+    failed: { err: unknown } | undefined,
+  ): DmaRegion[] | Promise<DmaRegion[]> {
+    for (let i = from; i < hit.length; i++) {
+      const r = hit[i]!;
+      const res = this.removeOne(r);
+      if (res instanceof Promise) {
+        return res.then((f) => {
+          this.releaseBacking(r);
+          return this.removeEach(hit, i + 1, failed ?? f);
+        });
+      }
+      failed ??= res;
+      this.releaseBacking(r);
+    }
+    this.stats.unmaps += hit.length;
+    if (failed !== undefined) {
+      const e = failed.err;
+      throw new DmaMapError(errnoOf(e), `host unmap failed: ${(e as Error)?.message ?? e}`);
+    }
+    return hit;
+  }
+
+  /** One region's regionRemoved to every listener, latest subscriber first; the first failure, if any. */
+  private removeOne(r: DmaRegion): { err: unknown } | undefined | Promise<{ err: unknown } | undefined> {
+    let failed: { err: unknown } | undefined;
+    for (let i = this.listeners.length - 1; i >= 0; i--) {
+      let res: void | Promise<void>;
+      try {
+        res = this.listeners[i]!.regionRemoved(r);
+      } catch (err) {
+        this.log.error({ err, region: r.toString() }, 'subscriber failed to remove a region');
+        failed ??= { err };
+        continue;
+      }
+      if (res instanceof Promise) return this.removeRest(r, i, res, failed);
+    }
+    return failed;
+  }
+
+  private async removeRest(
+    r: DmaRegion,
+    at: number,
+    pending: Promise<void>,
+    failed: { err: unknown } | undefined,
+  ): Promise<{ err: unknown } | undefined> {
+    for (let i = at; i >= 0; i--) {
+      try {
+        await (i === at ? pending : this.listeners[i]!.regionRemoved(r));
+      } catch (err) {
+        this.log.error({ err, region: r.toString() }, 'subscriber failed to remove a region');
+        failed ??= { err };
+      }
+    }
+    return failed;
   }
 
   /** Unmap-all (DMA_UNMAP FLAG_ALL, client disconnect, shutdown). Never fails; subscriber errors are logged. */
@@ -366,6 +511,8 @@ export class DmaAddressSpace implements DmaAccessor {
       const err = await this.notifyRemoved(all, true);
       if (err !== undefined) this.log.error({ err }, 'unmap-all: a subscriber failed');
       for (const r of all) this.releaseBacking(r);
+      // The client's memory is gone (or about to be): no reason to keep its files mapped.
+      this.files.flush();
       this.stats.unmaps += all.length;
       return all;
     });
@@ -391,29 +538,59 @@ export class DmaAddressSpace implements DmaAccessor {
    * refused is returned with its error. Undefined when every item was added. Serves both directions of
    * regionAdded: one region offered to every listener (DMA_MAP) and every region replayed to one (subscribe).
    */
-  private async addAllOrRollBack<T>(
-    items: Iterable<T>,
+  private addAllOrRollBack<T>(
+    items: readonly T[],
     add: (item: T) => void | Promise<void>,
     remove: (item: T) => void | Promise<void>,
     undoFailed: string,
-  ): Promise<{ item: T; err: unknown } | undefined> {
-    const done: T[] = [];
-    for (const item of items) {
+  ): Refusal<T> | undefined | Promise<Refusal<T> | undefined> {
+    // Synchronous while the items answer synchronously (the hot path); the rest, and any rollback, async.
+    for (let i = 0; i < items.length; i++) {
+      let res: void | Promise<void>;
       try {
-        await add(item);
-        done.push(item);
+        res = add(items[i]!);
       } catch (err) {
-        for (const d of done.reverse()) {
-          try {
-            await remove(d);
-          } catch (e) {
-            this.log.warn({ err: e }, undoFailed);
-          }
-        }
-        return { item, err };
+        return this.rollBack(items, i, err, remove, undoFailed);
+      }
+      if (res instanceof Promise) return this.addRest(items, i, res, add, remove, undoFailed);
+    }
+    return undefined;
+  }
+
+  private async addRest<T>(
+    items: readonly T[],
+    at: number,
+    pending: Promise<void>,
+    add: (item: T) => void | Promise<void>,
+    remove: (item: T) => void | Promise<void>,
+    undoFailed: string,
+  ): Promise<Refusal<T> | undefined> {
+    for (let i = at; i < items.length; i++) {
+      try {
+        await (i === at ? pending : add(items[i]!));
+      } catch (err) {
+        return this.rollBack(items, i, err, remove, undoFailed);
       }
     }
     return undefined;
+  }
+
+  /** Undoes items[0..at) newest first and reports items[at]'s refusal. */
+  private async rollBack<T>(
+    items: readonly T[],
+    at: number,
+    err: unknown,
+    remove: (item: T) => void | Promise<void>,
+    undoFailed: string,
+  ): Promise<Refusal<T>> {
+    for (let d = at - 1; d >= 0; d--) {
+      try {
+        await remove(items[d]!);
+      } catch (e) {
+        this.log.warn({ err: e }, undoFailed);
+      }
+    }
+    return { item: items[at]!, err };
   }
 
   /** Tells every listener, latest subscriber first; returns the first error (after notifying everyone). */
@@ -444,8 +621,8 @@ export class DmaAddressSpace implements DmaAccessor {
     return firstErr;
   }
 
-  private releaseBacking(r: DmaRegion): void {
-    if (r.file) this.files.release(r.file, r.pieces);
+  private releaseBacking(r: DmaRegion, discard = false): void {
+    if (r.file) this.files.release(r as FileUse, discard);
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -571,18 +748,26 @@ export class DmaAddressSpace implements DmaAccessor {
     length: number,
     isWrite: boolean,
   ): void {
-    // Region-relative position, then the file piece (window) it falls in.
+    // Region-relative position, then the file piece (window) it falls in, mapped on first touch.
     let rel = iova - r.iova;
     const guarded = r.file!.canShrink;
     let done = 0;
-    for (const piece of r.pieces) {
-      const plen = BigInt(piece.length);
-      if (rel >= plen) {
-        rel -= plen;
-        continue;
+    while (done < length) {
+      let piece: FilePiece;
+      try {
+        piece = r.pieceAt(rel);
+      } catch (err) {
+        throw new DmaError(
+          'io',
+          iova + BigInt(done),
+          `mapping a window failed: ${(err as Error).message}`,
+          errnoOf(err),
+        );
       }
-      const at = piece.viewOffset + Number(rel);
-      const n = Math.min(length - done, piece.length - Number(rel));
+      const inPiece = Number(r.fileOffset + rel - piece.fileOffset);
+      const at = piece.viewOffset + inPiece;
+      const n = Math.min(length - done, piece.length - inPiece);
+      if (n <= 0) throw new DmaError('io', iova + BigInt(done), 'mapping shorter than its region');
       const bytes = piece.view.bytes;
       if (guarded) {
         // The client can truncate this file under the mapping (files.ts): a SIGBUS becomes an EFAULT.
@@ -600,10 +785,8 @@ export class DmaAddressSpace implements DmaAccessor {
       } else if (isWrite) bytes.set(buf.subarray(off + done, off + done + n), at);
       else buf.set(bytes.subarray(at, at + n), off + done);
       done += n;
-      rel = 0n;
-      if (done >= length) return;
+      rel += BigInt(n);
     }
-    if (done < length) throw new DmaError('io', iova + BigInt(done), 'mapping shorter than its region');
   }
 
   private copyFd(
@@ -695,47 +878,9 @@ export class DmaAddressSpace implements DmaAccessor {
       if (p.fd !== undefined) closeQuietly(p.fd);
       throw new DmaMapError(Errno.EBUSY, 'restoreRegion while a mutation runs');
     }
-    let fd = p.fd;
-    try {
-      this.validateMap(p);
-      let region: DmaRegion;
-      const same = p.sameFileAs?.file;
-      if (same) {
-        // Another region of a file restored already: no fd to check or keep (65,535 maps of one memfd).
-        const off = p.fileOffset ?? 0n;
-        const pieces = this.files.attach(same, off, p.size, (p.prot & DmaMapFlags.WRITE) !== 0);
-        region = new DmaRegion(
-          this.nextId++,
-          p.iova,
-          p.size,
-          p.prot,
-          pieces.length > 0 ? 'mmap' : 'fd',
-          off,
-          same,
-          pieces,
-        );
-      } else if (fd !== undefined) {
-        const off = p.fileOffset ?? 0n;
-        const { file, pieces } = this.files.acquire(fd, off, p.size, (p.prot & DmaMapFlags.WRITE) !== 0);
-        fd = undefined;
-        region = new DmaRegion(
-          this.nextId++,
-          p.iova,
-          p.size,
-          p.prot,
-          pieces.length > 0 ? 'mmap' : 'fd',
-          off,
-          file,
-          pieces,
-        );
-      } else {
-        region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'message', 0n, undefined, []);
-      }
-      this.table.insert(region);
-      return region;
-    } finally {
-      if (fd !== undefined) closeQuietly(fd);
-    }
+    const region = this.createRegion(p, p.sameFileAs?.file);
+    this.table.insert(region);
+    return region;
   }
 
   /** Unmaps everything and forgets every subscriber (server shutdown). */

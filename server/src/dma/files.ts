@@ -5,14 +5,28 @@
 // would exhaust vm.max_map_count (65,530) before the protocol's own limit. So each file is identified by
 // (st_dev, st_ino), kept open once (one fd per file, for pread/pwrite and for the host IOMMU's IOAS_MAP_FILE), the
 // duplicate fds are closed as soon as they are identified, and each DMA region is a sub-view of the file's
-// mapping. Everything is reference-counted: a mapping is unmapped when its last region goes, the file's fd is
-// closed when its last region goes.
+// mapping. Regions reference-count the mappings they use and the file; the file's fd is closed when its last
+// region goes (one fd per file only while it backs a region: the fd budget does not grow with the cache below).
 //
 // Windows: Node 20 cannot create an external ArrayBuffer above 4 GiB, so a file is mapped in fixed windows of
 // `windowSize` bytes (1 GiB by default) of file offset; a region crossing a window boundary gets one piece per
+// window. Windows are mapped LAZILY: a region spanning at most EAGER_WINDOWS windows has them mapped at DMA_MAP
+// time (so an mmap failure is the DMA_MAP's errno, as before), a larger one (a 1 TiB guest's RAM) maps a window
+// only when a device or the host IOMMU first touches it. A DMA_MAP is thus O(1) in the number of GiB: no mmap, no
+// external ArrayBuffer (each of which V8 counts as external memory and answers with a full GC), nothing per
 // window. A window is mapped only as far as the file extends when it is first needed; if the file grew and a
 // later region needs more, a new, longer mapping of that window replaces it for new regions while the old one
 // lives on until its own regions are gone (live views are never remapped under a device).
+//
+// Idle cache: a mapping whose last region went is not unmapped at once but kept (unmapped: munmap + the detach
+// of its ArrayBuffer, which also costs Node a cross-thread finalizer wake-up, i.e. an extra event-loop turn) for
+// `idle.ms` (default 2 s), bounded by `idle.count` mappings (default 64) and `idle.bytes` (default 16 GiB),
+// oldest evicted first. QEMU's vIOMMU path maps and unmaps single pages of guest RAM, each DMA_MAP with the RAM
+// memfd: with the cache that file is mapped once, not once per page. A cached mapping keeps the file's inode
+// alive, so (st_dev, st_ino) cannot be reused by another file while it is cached; the next DMA_MAP of that file
+// adopts its fd as the file's fd. unmapAll (DMA_UNMAP FLAG_ALL, disconnect, shutdown) flushes the cache.
+// State for a hand-over: `cacheState()` lists what is cached (file identity, window, kind, length); nothing in
+// it is needed for correctness, so a new process may start with an empty cache.
 //
 // Two kinds of mapping per window:
 // - `shared` (MAP_SHARED, PROT_READ|PROT_WRITE when the fd is writable, else PROT_READ): the view device models
@@ -29,12 +43,16 @@
 // (guardedCopy: the fault becomes an EFAULT DMA error, docs/hardening.md). Files sealed with F_SEAL_SHRINK (QEMU's
 // memory-backend-memfd seals grow/shrink by default) cannot shrink: their views may be touched directly, which is
 // the only case in which a mapping may be handed out as a plain view (zero-copy device access).
+//
+// Each fd is inspected once per DMA_MAP (fstat, F_GETFL, F_GET_SEALS in one addon call, native.fdInspect).
 
 import * as native from 'vfio-user-native';
 import { Errno, errnoOf } from 'vfio-user-protocol';
 import { DmaMapError } from './errors.js';
 
 export const DEFAULT_WINDOW_SIZE = 1 << 30;
+/** Regions spanning at most this many windows are mapped at DMA_MAP time; larger ones lazily. */
+export const EAGER_WINDOWS = 4;
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
@@ -46,14 +64,21 @@ export type MappingKind = 'shared' | 'private';
 
 /** One mmap of (part of) a window. */
 export class FileMapping {
+  /** Regions using it. At 0 it is idle (cached) or gone. */
   refs = 0;
+  /** When it became idle (performance.now()), for the cache's age bound. */
+  idleSince = 0;
   readonly bytes: Uint8Array;
   private address: bigint | undefined;
   constructor(
+    readonly file: BackingFile,
+    readonly window: number,
     readonly kind: MappingKind,
     /** File offset of the first mapped byte (the window start). */
     readonly start: bigint,
     readonly buffer: ArrayBuffer,
+    /** Mapped PROT_WRITE (private mappings always are). */
+    readonly writable: boolean,
   ) {
     this.bytes = new Uint8Array(buffer);
   }
@@ -83,19 +108,31 @@ export interface FilePiece {
   readonly shared: FileMapping;
 }
 
+/** What a region holds of its file: which windows it touched. Owned by the FileTable's calls. */
+export interface FileUse {
+  readonly file: BackingFile;
+  /** Offset of the region in the file, and its length. */
+  readonly fileOffset: bigint;
+  readonly size: bigint;
+  /** Whether device models may write (shared view) or only read (private view). */
+  readonly writable: boolean;
+  /** The pieces mapped so far, by window index. */
+  touched: Map<number, FilePiece> | undefined;
+}
+
 export class BackingFile {
   /** Regions using this file. */
   refs = 0;
-  /** Current mapping per window index and kind. */
+  /** Current mapping per window index and kind (idle cached ones included). */
   readonly windows = new Map<number, { shared?: FileMapping; private?: FileMapping }>();
   constructor(
     readonly key: string,
-    /** The one fd kept for this file (pread/pwrite, host IOMMU MAP_FILE). Owned by the FileTable. */
-    readonly fd: number,
+    /** The one fd kept for this file while a region uses it (pread/pwrite, host IOMMU MAP_FILE); -1 when idle. */
+    public fd: number,
     readonly dev: number | bigint,
     readonly ino: number | bigint,
     /** Whether `fd` was opened for writing (O_RDWR/O_WRONLY): a shared writable mapping is possible. */
-    readonly writable: boolean,
+    public writable: boolean,
     public size: bigint,
     public seals: number,
   ) {}
@@ -109,26 +146,47 @@ export class BackingFile {
   }
 }
 
-export interface AcquireResult {
-  file: BackingFile;
-  /** Empty when mapping is disabled or failed (the region is then reached with pread/pwrite). */
-  pieces: FilePiece[];
+export interface IdleCacheOptions {
+  /** Idle mappings kept at most (default 64; 0 disables the cache). */
+  count?: number;
+  /** Bytes of idle mappings kept at most (default 16 GiB). */
+  bytes?: number;
+  /** How long an idle mapping is kept (default 2000 ms). */
+  ms?: number;
 }
 
 export interface FileTableOptions {
   windowSize?: number;
   /** Map windows into the process (default true). false: every fd region is reached with pread/pwrite. */
   mapViews?: boolean;
+  idle?: IdleCacheOptions;
   onWarn?: (msg: string, err: unknown) => void;
+}
+
+/** One cached mapping, as cacheState() reports it (for logs and a hand-over). */
+export interface CachedMappingState {
+  file: string;
+  window: number;
+  kind: MappingKind;
+  length: number;
+  idleMs: number;
 }
 
 export class FileTable {
   private readonly files = new Map<string, BackingFile>();
   readonly windowSize: number;
+  private readonly ws: bigint;
   private readonly mapViews: boolean;
   private readonly onWarn: (msg: string, err: unknown) => void;
-  /** Live mmaps (for stats and tests). */
+  private readonly idleMax: { count: number; bytes: number; ms: number };
+  /** Idle mappings, oldest first (Map iteration order is insertion order). */
+  private readonly idle = new Set<FileMapping>();
+  private idleBytes = 0;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  /** Live mmaps, cached ones included (for stats and tests). */
   mappings = 0;
+  /** Files backing at least one region. */
+  liveFiles = 0;
 
   constructor(opts: FileTableOptions = {}) {
     this.windowSize = opts.windowSize ?? DEFAULT_WINDOW_SIZE;
@@ -137,29 +195,63 @@ export class FileTable {
     if (!Number.isInteger(this.windowSize) || this.windowSize <= 0 || this.windowSize > 2 ** 31) {
       throw new RangeError('windowSize must be an integer in (0, 2^31]');
     }
+    this.ws = BigInt(this.windowSize);
+    this.idleMax = {
+      count: opts.idle?.count ?? 64,
+      bytes: opts.idle?.bytes ?? 16 * 2 ** 30,
+      ms: opts.idle?.ms ?? 2000,
+    };
   }
 
+  /** Files backing at least one region. */
   get fileCount(): number {
-    return this.files.size;
+    return this.liveFiles;
+  }
+
+  /** Mappings used by at least one region. */
+  get liveMappings(): number {
+    return this.mappings - this.idle.size;
+  }
+
+  /** Idle mappings kept in the cache. */
+  get cachedMappings(): number {
+    return this.idle.size;
   }
 
   /**
    * Validates `fd` for a DMA region [offset, offset+size) with protection `writable`, identifies its file and
-   * maps what the region needs. On success the fd is consumed (kept as the file's fd, or closed as a
-   * duplicate); on failure (DmaMapError with the errno for the reply) the caller still owns it.
+   * takes a reference on it. On success the fd is consumed (kept as the file's fd, or closed as a duplicate);
+   * on failure (DmaMapError with the errno for the reply) the caller still owns it. Maps nothing: see use().
    */
-  acquire(fd: number, offset: bigint, size: bigint, writable: boolean): AcquireResult {
-    let info: ReturnType<typeof native.fdInfo>;
+  acquire(fd: number, offset: bigint, size: bigint, writable: boolean): BackingFile {
+    let isFile: boolean;
+    let dev: number | bigint;
+    let ino: number | bigint;
+    let fileSize: bigint;
+    let flags: number;
+    let seals: number;
     try {
-      info = native.fdInfo(fd);
+      const f = native.fdInspect(fd);
+      isFile = f.format === native.S_IFREG;
+      if (f.exact) {
+        dev = f.dev;
+        ino = f.ino;
+        fileSize = BigInt(f.size);
+      } else {
+        const info = native.fdInfo(fd); // beyond 2^53: the exact bigints
+        dev = info.dev;
+        ino = info.ino;
+        fileSize = info.size;
+      }
+      flags = f.flags;
+      seals = f.seals;
     } catch (err) {
       throw new DmaMapError(errnoOf(err, Errno.EBADF), `fd ${fd}: fstat failed`);
     }
-    if (info.type !== 'file') {
+    if (!isFile) {
       // Sockets, pipes, eventfds, directories, devices: nothing we can map as guest memory.
-      throw new DmaMapError(Errno.ENODEV, `fd ${fd} is a ${info.type}, not a regular file`);
+      throw new DmaMapError(Errno.ENODEV, `fd ${fd} is not a regular file`);
     }
-    const fileSize = BigInt(info.size);
     if (offset + size > fileSize) {
       // Mapping past EOF would SIGBUS on the first touch.
       throw new DmaMapError(
@@ -167,190 +259,283 @@ export class FileTable {
         `region [0x${offset.toString(16)}, +0x${size.toString(16)}) exceeds file size 0x${fileSize.toString(16)}`,
       );
     }
-    const fdWritable = (info.flags & O_ACCMODE) !== O_RDONLY;
+    const fdWritable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable && !fdWritable)
       throw new DmaMapError(Errno.EACCES, `fd ${fd} is read-only but WRITE was requested`);
-    let seals = 0;
-    try {
-      seals = native.getSeals(fd);
-    } catch {
-      seals = 0; // not a memfd/shmem file: no seals
-    }
     if (writable && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0) {
       throw new DmaMapError(Errno.EPERM, `fd ${fd} is write-sealed but WRITE was requested`);
     }
 
-    const key = `${info.dev}:${info.ino}`;
+    const key = `${dev}:${ino}`;
     let file = this.files.get(key);
-    const isNew = !file;
+    if (file && file.refs > 0 && writable && !file.writable) {
+      // The kept fd is read-only but this one could write: we would need a writable mapping through an fd
+      // we are about to close. Refuse rather than juggle fds (QEMU always sends O_RDWR memfds).
+      throw new DmaMapError(Errno.EACCES, `file ${key} was first mapped through a read-only fd`);
+    }
     if (!file) {
-      file = new BackingFile(key, fd, info.dev, info.ino, fdWritable, fileSize, seals);
+      file = new BackingFile(key, fd, dev, ino, fdWritable, fileSize, seals);
+      this.files.set(key, file);
     } else {
       file.size = fileSize; // the latest truth: new mappings never reach past the current EOF
       file.seals = seals;
-      if (writable && !file.writable) {
-        // The kept fd is read-only but this one could write: we would need a writable mapping through an fd
-        // we are about to close. Refuse rather than juggle fds (QEMU always sends O_RDWR memfds).
-        throw new DmaMapError(Errno.EACCES, `file ${key} was first mapped through a read-only fd`);
+      if (file.refs === 0) {
+        // Idle (only cached mappings left): this fd becomes the file's fd.
+        file.fd = fd;
+        file.writable = fdWritable;
+      } else {
+        closeQuietly(fd, this.onWarn);
       }
     }
-
-    let pieces: FilePiece[] = [];
-    if (this.mapViews) {
-      try {
-        pieces = this.mapPieces(file, offset, size, writable);
-      } catch (err) {
-        const errno = errnoOf(err, Errno.ENOMEM);
-        if (errno === Errno.EACCES || errno === Errno.EPERM || isNew) {
-          if (isNew) this.unmapUnused(file);
-          throw new DmaMapError(errno, `mmap of fd ${fd} failed: ${(err as Error).message}`);
-        }
-        // Out of address space or VMAs on an existing file: degrade to pread/pwrite for this region.
-        this.onWarn('mmap failed, region falls back to pread/pwrite', err);
-        pieces = [];
-      }
-    }
-
-    file.refs++;
-    if (isNew) this.files.set(key, file);
-    else native.closeFd(fd);
-    return { file, pieces };
+    if (file.refs++ === 0) this.liveFiles++;
+    return file;
   }
 
   /**
-   * Hand-over: another region of a file acquire()d before (its fd was checked then): maps what the region needs
-   * and counts the reference, without another fd.
+   * Hand-over: another region of a file acquire()d before (its fd was checked then): takes a reference without
+   * another fd. Follow with prepare() like acquire().
    */
-  attach(file: BackingFile, offset: bigint, size: bigint, writable: boolean): FilePiece[] {
+  attach(file: BackingFile, offset: bigint, size: bigint, writable: boolean): BackingFile {
     if (offset + size > file.size) {
       throw new DmaMapError(Errno.EINVAL, `region exceeds file size 0x${file.size.toString(16)}`);
     }
     if (writable && !file.writable) throw new DmaMapError(Errno.EACCES, `file ${file.key} is read-only`);
-    let pieces: FilePiece[] = [];
-    if (this.mapViews) {
-      try {
-        pieces = this.mapPieces(file, offset, size, writable);
-      } catch (err) {
-        this.onWarn('mmap failed, region falls back to pread/pwrite', err);
-      }
-    }
-    file.refs++;
-    return pieces;
+    if (file.fd < 0) throw new DmaMapError(Errno.EBADF, `file ${file.key} has no region left`);
+    if (file.refs++ === 0) this.liveFiles++;
+    return file;
   }
 
-  private mapPieces(file: BackingFile, offset: bigint, size: bigint, writable: boolean): FilePiece[] {
-    const pieces: FilePiece[] = [];
-    const taken: FileMapping[] = [];
-    const ws = BigInt(this.windowSize);
+  /**
+   * Makes `use` ready for access after acquire(): with mapping enabled, a region of at most EAGER_WINDOWS
+   * windows has them all mapped now. Returns whether the region is reached through mappings ('mmap') or with
+   * pread/pwrite. On a mapping failure of a file nothing else uses (or EACCES/EPERM) throws DmaMapError after
+   * undoing this use; out of address space on a file in use degrades the region to pread/pwrite.
+   */
+  prepare(use: FileUse): boolean {
+    if (!this.mapViews) return false;
+    const first = Number(use.fileOffset / this.ws);
+    const last = Number((use.fileOffset + use.size - 1n) / this.ws);
+    if (last - first + 1 > EAGER_WINDOWS) return true; // lazily, window by window
     try {
-      let pos = offset;
-      const end = offset + size;
-      while (pos < end) {
-        const w = Number(pos / ws);
-        const wStart = BigInt(w) * ws;
-        const wEnd = wStart + ws;
-        const pieceEnd = end < wEnd ? end : wEnd;
-        const shared = this.mappingFor(file, w, 'shared', pos, pieceEnd);
-        shared.refs++;
-        taken.push(shared);
-        let view = shared;
-        if (!writable) {
-          view = this.mappingFor(file, w, 'private', pos, pieceEnd);
-          view.refs++;
-          taken.push(view);
-        }
-        pieces.push({
-          fileOffset: pos,
-          length: Number(pieceEnd - pos),
-          viewOffset: Number(pos - view.start),
-          view,
-          shared,
-        });
-        pos = pieceEnd;
-      }
-      return pieces;
+      for (let w = first; w <= last; w++) this.pieceAt(use, w);
+      return true;
     } catch (err) {
-      for (const m of taken) this.unref(file, m);
-      throw err;
+      const errno = errnoOf(err, Errno.ENOMEM);
+      const alone = use.file.refs === 1;
+      if (errno === Errno.EACCES || errno === Errno.EPERM || alone) {
+        this.release(use, true);
+        throw new DmaMapError(errno, `mmap of file ${use.file.key} failed: ${(err as Error).message}`);
+      }
+      // Out of address space or VMAs on an existing file: degrade to pread/pwrite for this region.
+      this.onWarn('mmap failed, region falls back to pread/pwrite', err);
+      this.dropPieces(use);
+      return false;
     }
+  }
+
+  /** The piece of `use` in window `w`, mapping the window on first touch. Throws the mmap error. */
+  pieceAt(use: FileUse, w: number): FilePiece {
+    const have = use.touched?.get(w);
+    if (have) return have;
+    const wStart = BigInt(w) * this.ws;
+    const end = use.fileOffset + use.size;
+    const from = use.fileOffset > wStart ? use.fileOffset : wStart;
+    const to = end < wStart + this.ws ? end : wStart + this.ws;
+    const file = use.file;
+    const shared = this.mappingFor(file, w, 'shared', from, to, use.writable);
+    this.take(shared);
+    let view = shared;
+    if (!use.writable) {
+      try {
+        view = this.mappingFor(file, w, 'private', from, to, false);
+      } catch (err) {
+        this.unref(shared);
+        throw err;
+      }
+      this.take(view);
+    }
+    const piece: FilePiece = {
+      fileOffset: from,
+      length: Number(to - from),
+      viewOffset: Number(from - view.start),
+      view,
+      shared,
+    };
+    use.touched ??= new Map();
+    use.touched.set(w, piece);
+    return piece;
+  }
+
+  /** Every piece of `use`, in order (maps every window: only for regions whose host address is needed). */
+  allPieces(use: FileUse): FilePiece[] {
+    const first = Number(use.fileOffset / this.ws);
+    const last = Number((use.fileOffset + use.size - 1n) / this.ws);
+    const out: FilePiece[] = [];
+    for (let w = first; w <= last; w++) out.push(this.pieceAt(use, w));
+    return out;
+  }
+
+  /** Window index of a file offset. */
+  windowOf(fileOffset: bigint): number {
+    return Number(fileOffset / this.ws);
   }
 
   /** The current mapping of window `w` of `kind` covering [from, to), creating a longer one when needed. */
-  private mappingFor(file: BackingFile, w: number, kind: MappingKind, from: bigint, to: bigint): FileMapping {
+  private mappingFor(
+    file: BackingFile,
+    w: number,
+    kind: MappingKind,
+    from: bigint,
+    to: bigint,
+    needWrite: boolean,
+  ): FileMapping {
     let slot = file.windows.get(w);
     if (!slot) {
       slot = {};
       file.windows.set(w, slot);
     }
     const cur = slot[kind];
-    if (cur?.covers(from, to)) return cur;
-    const ws = BigInt(this.windowSize);
-    const wStart = BigInt(w) * ws;
+    if (cur?.covers(from, to) && (cur.writable || !needWrite)) return cur;
+    if (file.fd < 0) throw new DmaMapError(Errno.EBADF, `file ${file.key} has no fd to map`);
+    const wStart = BigInt(w) * this.ws;
     const avail = file.size - wStart;
-    const length = Number(avail < ws ? avail : ws);
+    const length = Number(avail < this.ws ? avail : this.ws);
     // A write-sealed memfd refuses shared writable mappings even through an O_RDWR fd.
     const sharedWritable = file.writable && (file.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) === 0;
-    const prot =
-      kind === 'private' || sharedWritable ? native.PROT_READ | native.PROT_WRITE : native.PROT_READ;
+    const writable = kind === 'private' || sharedWritable;
+    const prot = writable ? native.PROT_READ | native.PROT_WRITE : native.PROT_READ;
     const flags = kind === 'shared' ? native.MAP_SHARED : native.MAP_PRIVATE;
-    const ab = native.mmap(file.fd, wStart, length, prot, flags);
+    let ab: ArrayBuffer;
+    try {
+      ab = native.mmap(file.fd, wStart, length, prot, flags);
+    } catch (err) {
+      if (!slot.shared && !slot.private) file.windows.delete(w);
+      throw err;
+    }
     this.mappings++;
-    const m = new FileMapping(kind, wStart, ab);
-    // A superseded mapping with no regions left is dropped now; one still in use lives until its last unref.
-    if (cur && cur.refs === 0) this.destroy(cur);
+    const m = new FileMapping(file, w, kind, wStart, ab, writable);
     slot[kind] = m;
+    // A superseded mapping: idle ones go now; one still in use lives until its last unref (then destroyed).
+    if (cur && cur.refs === 0) this.destroy(cur);
     return m;
   }
 
+  private take(m: FileMapping): void {
+    if (m.refs++ === 0 && this.idle.delete(m)) this.idleBytes -= m.length;
+  }
+
+  private isCurrent(m: FileMapping): boolean {
+    return m.file.windows.get(m.window)?.[m.kind] === m;
+  }
+
+  private unref(m: FileMapping): void {
+    if (--m.refs > 0) return;
+    if (this.idleMax.count === 0 || !this.isCurrent(m)) {
+      this.destroy(m);
+      return;
+    }
+    m.idleSince = performance.now();
+    this.idle.add(m);
+    this.idleBytes += m.length;
+    while (this.idle.size > this.idleMax.count || this.idleBytes > this.idleMax.bytes) {
+      const oldest = this.idle.values().next().value as FileMapping;
+      this.destroy(oldest);
+    }
+    this.armSweep();
+  }
+
+  private armSweep(): void {
+    if (this.sweepTimer || this.idle.size === 0) return;
+    this.sweepTimer = setTimeout(() => {
+      this.sweepTimer = undefined;
+      const cutoff = performance.now() - this.idleMax.ms;
+      for (const m of this.idle) {
+        if (m.idleSince > cutoff) break; // oldest first: the rest are younger
+        this.destroy(m);
+      }
+      this.armSweep();
+    }, this.idleMax.ms);
+    this.sweepTimer.unref();
+  }
+
+  /** Unmaps `m` (idle or superseded) and forgets it; forgets its file once nothing of it is left. */
   private destroy(m: FileMapping): void {
+    if (this.idle.delete(m)) this.idleBytes -= m.length;
     try {
       native.munmap(m.buffer);
     } catch (err) {
       this.onWarn('munmap failed', err);
     }
     this.mappings--;
-  }
-
-  private unref(file: BackingFile, m: FileMapping): void {
-    if (--m.refs > 0) return;
-    this.destroy(m);
-    const w = Number(m.start / BigInt(this.windowSize));
-    const slot = file.windows.get(w);
+    const file = m.file;
+    const slot = file.windows.get(m.window);
     if (slot && slot[m.kind] === m) {
       delete slot[m.kind];
-      if (!slot.shared && !slot.private) file.windows.delete(w);
+      if (!slot.shared && !slot.private) file.windows.delete(m.window);
     }
+    this.forgetIfUnused(file);
   }
 
-  private unmapUnused(file: BackingFile): void {
-    for (const slot of file.windows.values()) {
-      for (const kind of ['shared', 'private'] as const) {
-        const m = slot[kind];
-        if (m && m.refs === 0) this.destroy(m);
-      }
-    }
-    file.windows.clear();
+  private forgetIfUnused(file: BackingFile): void {
+    if (file.refs === 0 && file.windows.size === 0 && this.files.get(file.key) === file)
+      this.files.delete(file.key);
   }
 
-  /** Drops one region's references: its pieces' mappings, then the file itself (closing its fd) when unused. */
-  release(file: BackingFile, pieces: readonly FilePiece[]): void {
-    for (const p of pieces) {
-      this.unref(file, p.view);
-      if (p.shared !== p.view) this.unref(file, p.shared);
+  private dropPieces(use: FileUse): void {
+    if (!use.touched) return;
+    for (const p of use.touched.values()) {
+      this.unref(p.view);
+      if (p.shared !== p.view) this.unref(p.shared);
     }
+    use.touched = undefined;
+  }
+
+  /**
+   * Drops one region's references: the mappings it touched (idle ones stay cached, unless `discard`), then the
+   * file (closing its fd) when no region uses it any more.
+   */
+  release(use: FileUse, discard = false): void {
+    this.dropPieces(use);
+    const file = use.file;
     if (--file.refs > 0) return;
-    for (const slot of file.windows.values()) {
-      for (const kind of ['shared', 'private'] as const) {
-        const m = slot[kind];
-        if (m) this.destroy(m);
+    this.liveFiles--;
+    const fd = file.fd;
+    file.fd = -1;
+    closeQuietly(fd, this.onWarn);
+    if (discard) {
+      // A refused DMA_MAP leaves no trace: nothing of a file only it used stays mapped.
+      for (const slot of [...file.windows.values()]) {
+        if (slot.shared && slot.shared.refs === 0) this.destroy(slot.shared);
+        if (slot.private && slot.private.refs === 0) this.destroy(slot.private);
       }
     }
-    file.windows.clear();
-    this.files.delete(file.key);
-    try {
-      native.closeFd(file.fd);
-    } catch (err) {
-      this.onWarn('close of a DMA file fd failed', err);
-    }
+    this.forgetIfUnused(file);
+  }
+
+  /** Unmaps every idle mapping (unmap-all, shutdown). */
+  flush(): void {
+    for (const m of [...this.idle]) this.destroy(m);
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+
+  /** What the idle cache holds (logs, hand-over): nothing here is needed for correctness. */
+  cacheState(): CachedMappingState[] {
+    const now = performance.now();
+    return [...this.idle].map((m) => ({
+      file: m.file.key,
+      window: m.window,
+      kind: m.kind,
+      length: m.length,
+      idleMs: Math.round(now - m.idleSince),
+    }));
+  }
+}
+
+function closeQuietly(fd: number, onWarn: (msg: string, err: unknown) => void): void {
+  try {
+    native.closeFd(fd);
+  } catch (err) {
+    onWarn('close of a DMA file fd failed', err);
   }
 }

@@ -2,7 +2,7 @@
 // access API see it.
 
 import { DmaMapFlags } from 'vfio-user-protocol';
-import type { BackingFile, FilePiece } from './files.js';
+import type { BackingFile, FilePiece, FileTable, FileUse } from './files.js';
 import type { Interval } from './interval-table.js';
 
 /**
@@ -23,6 +23,8 @@ export interface HostSegment {
 export class DmaRegion implements Interval {
   /** Whether unmap has begun: no new access may start. */
   removed = false;
+  /** The file's pieces mapped so far, by window index (files.ts; windows are mapped lazily). */
+  touched: Map<number, FilePiece> | undefined;
   /** In-flight message accesses (failed on removal, see DmaAddressSpace.unmap); created on first use. */
   inflight: Set<(err: Error) => void> | undefined;
   readonly end: bigint;
@@ -34,15 +36,30 @@ export class DmaRegion implements Interval {
     readonly size: bigint,
     /** DmaMapFlags bits. */
     readonly prot: number,
-    readonly access: DmaAccessKind,
+    /** Decided at DMA_MAP time ('mmap' degrades to 'fd' when mapping is impossible), then fixed. */
+    public access: DmaAccessKind,
     /** Offset of `iova` inside the backing file (0 without a file). */
     readonly fileOffset: bigint,
     /** The backing file, for fd maps. */
     readonly file: BackingFile | undefined,
-    /** The file's pieces (one per window), for `mmap` access; empty otherwise. */
-    readonly pieces: readonly FilePiece[],
+    /** The table that maps the file's windows, for `mmap` access; undefined otherwise. */
+    private readonly files?: FileTable,
   ) {
     this.end = iova + size;
+  }
+
+  /**
+   * The file's pieces (one per window), for `mmap` access; empty otherwise. Maps every window the region spans
+   * that was not touched yet: the access API does not need this (it maps on demand), tests and hosts do.
+   */
+  get pieces(): readonly FilePiece[] {
+    return this.access === 'mmap' && this.files ? this.files.allPieces(this as FileUse) : [];
+  }
+
+  /** The piece holding region offset `rel` (mapping its window on first touch). */
+  pieceAt(rel: bigint): FilePiece {
+    const files = this.files!;
+    return files.pieceAt(this as FileUse, files.windowOf(this.fileOffset + rel));
   }
 
   get readable(): boolean {

@@ -59,10 +59,13 @@ export interface IommuBackend {
    * Called once, before any map.
    */
   attach(): Promise<HostFacts>;
-  /** Creates one host entry; reject with an errno to refuse the DMA_MAP. */
-  map(m: HostMapping): Promise<void>;
-  /** Removes the host entries inside [iova, iova+size) (whole entries only). */
-  unmap(iova: bigint, size: bigint): Promise<void>;
+  /**
+   * Creates one host entry; reject (or throw) with an errno to refuse the DMA_MAP. A backend that finished
+   * synchronously may return undefined: the DMA_MAP then completes without a promise hop (address-space.ts).
+   */
+  map(m: HostMapping): void | Promise<void>;
+  /** Removes the host entries inside [iova, iova+size) (whole entries only); synchronously like map() if it can. */
+  unmap(iova: bigint, size: bigint): void | Promise<void>;
   /** Removes every host mapping. */
   unmapAll(): Promise<void>;
   /** Releases the host side (after unmapAll). */

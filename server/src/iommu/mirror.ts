@@ -97,7 +97,9 @@ export class IommuMirror implements DmaListener {
     return this.backend.pins === false ? 0 : Number(size / this.minPage);
   }
 
-  async regionAdded(r: DmaRegion): Promise<void> {
+  // regionAdded/regionRemoved answer synchronously when the backend does (the `none` backend): the address space
+  // then completes DMA_MAP/DMA_UNMAP without a promise hop.
+  regionAdded(r: DmaRegion): void | Promise<void> {
     const by = this.backend.mapsBy;
     if ((by === 'file' && r.fd === undefined) || (by === 'address' && r.hostSegments().length === 0)) {
       this.entries.set(r.id, { iova: r.iova, size: r.size, mirrored: false, pages: 0 });
@@ -114,13 +116,30 @@ export class IommuMirror implements DmaListener {
       this.fail(Errno.EINVAL);
       throw new DmaMapError(Errno.EINVAL, `${r} is outside the host's usable IOVA ranges`);
     }
+    let res: void | Promise<void>;
     try {
-      await this.mapRegion(r);
+      res = this.mapRegion(r);
     } catch (err) {
-      const errno = errnoOf(err);
-      this.fail(errno);
-      throw new DmaMapError(errno, `host map of ${r} failed: ${(err as Error)?.message ?? err}`);
+      throw this.mapFailed(r, err);
     }
+    if (res instanceof Promise) {
+      return res.then(
+        () => this.mapped(r),
+        (err: unknown) => {
+          throw this.mapFailed(r, err);
+        },
+      );
+    }
+    this.mapped(r);
+  }
+
+  private mapFailed(r: DmaRegion, err: unknown): DmaMapError {
+    const errno = errnoOf(err);
+    this.fail(errno);
+    return new DmaMapError(errno, `host map of ${r} failed: ${(err as Error)?.message ?? err}`);
+  }
+
+  private mapped(r: DmaRegion): void {
     const pages = this.pages(r.size);
     this.entries.set(r.id, { iova: r.iova, size: r.size, mirrored: true, pages });
     this.stats.maps++;
@@ -132,23 +151,29 @@ export class IommuMirror implements DmaListener {
    * The host entries of one region: one by file, or one per mapping window by address (a region crossing a 1 GiB
    * window boundary has several; if one fails, those already made are unmapped again and the map fails whole).
    */
-  private async mapRegion(r: DmaRegion): Promise<void> {
+  private mapRegion(r: DmaRegion): void | Promise<void> {
     const read = (r.prot & DmaMapFlags.READ) !== 0;
     const write = (r.prot & DmaMapFlags.WRITE) !== 0;
     const base = { iova: r.iova, size: r.size, read, write };
     if (this.backend.mapsBy === 'file' && r.fd !== undefined) {
-      try {
-        await this.backend.map({ ...base, fd: r.fd, fileOffset: r.fileOffset });
-        return;
-      } catch (err) {
-        // A backend that finds it cannot map files after all (iommufd: IOAS_MAP_FILE unknown) maps by address.
+      // A backend that finds it cannot map files after all (iommufd: IOAS_MAP_FILE unknown) maps by address.
+      const byAddress = (err: unknown) => {
         if (this.backend.mapsBy === 'file') throw err;
+        return this.mapByAddress(r, read, write);
+      };
+      let res: void | Promise<void>;
+      try {
+        res = this.backend.map({ ...base, fd: r.fd, fileOffset: r.fileOffset });
+      } catch (err) {
+        return byAddress(err);
       }
+      return res instanceof Promise ? res.catch(byAddress) : undefined;
     }
-    if (this.backend.mapsBy === 'nothing') {
-      await this.backend.map(base);
-      return;
-    }
+    if (this.backend.mapsBy === 'nothing') return this.backend.map(base);
+    return this.mapByAddress(r, read, write);
+  }
+
+  private async mapByAddress(r: DmaRegion, read: boolean, write: boolean): Promise<void> {
     const segments = r.hostSegments();
     if (segments.length === 0) throw new DmaMapError(Errno.EINVAL, `${r} has no process address to map`);
     let done = 0;
@@ -161,15 +186,17 @@ export class IommuMirror implements DmaListener {
       if (done > 0) {
         // The entries made so far are whole host entries at the start of the region: one covering unmap.
         const size = segments[done]!.iova - r.iova;
-        await this.backend.unmap(r.iova, size).catch((u: unknown) => {
+        try {
+          await this.backend.unmap(r.iova, size);
+        } catch (u) {
           this.log.error({ err: u, iova: r.iova, size }, 'rollback of a partial host map failed');
-        });
+        }
       }
       throw err;
     }
   }
 
-  async regionRemoved(r: DmaRegion): Promise<void> {
+  regionRemoved(r: DmaRegion): void | Promise<void> {
     const e = this.entries.get(r.id);
     if (!e) return;
     this.entries.delete(r.id);
@@ -179,19 +206,32 @@ export class IommuMirror implements DmaListener {
     }
     this.stats.live--;
     this.stats.pagesPinned -= e.pages;
+    let res: void | Promise<void>;
     try {
-      await this.backend.unmap(e.iova, e.size);
+      res = this.backend.unmap(e.iova, e.size);
     } catch (err) {
-      const errno = errnoOf(err);
-      if (errno === Errno.ENOENT) {
-        this.stats.unmaps++;
-        return; // the host had nothing there: the state we wanted
-      }
-      this.fail(errno);
-      this.stale++;
-      throw new DmaMapError(errno, `host unmap of ${r} failed: ${(err as Error)?.message ?? err}`);
+      return this.unmapFailed(r, err);
+    }
+    if (res instanceof Promise) {
+      return res.then(
+        () => {
+          this.stats.unmaps++;
+        },
+        (err: unknown) => this.unmapFailed(r, err),
+      );
     }
     this.stats.unmaps++;
+  }
+
+  private unmapFailed(r: DmaRegion, err: unknown): void {
+    const errno = errnoOf(err);
+    if (errno === Errno.ENOENT) {
+      this.stats.unmaps++;
+      return; // the host had nothing there: the state we wanted
+    }
+    this.fail(errno);
+    this.stale++;
+    throw new DmaMapError(errno, `host unmap of ${r} failed: ${(err as Error)?.message ?? err}`);
   }
 
   async allRemoved(regions: readonly DmaRegion[]): Promise<void> {

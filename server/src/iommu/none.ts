@@ -16,8 +16,9 @@ export class NoneBackend implements IommuBackend {
       maxDmaMaps: DEFAULT_MAX_DMA_MAPS,
     };
   }
-  async map(_m: HostMapping): Promise<void> {}
-  async unmap(_iova: bigint, _size: bigint): Promise<void> {}
+  // Synchronous: DMA_MAP/DMA_UNMAP complete without a promise hop (address-space.ts).
+  map(_m: HostMapping): void {}
+  unmap(_iova: bigint, _size: bigint): void {}
   async unmapAll(): Promise<void> {}
   async close(): Promise<void> {}
 }

@@ -94,24 +94,40 @@ function checkRegionIndex(ctx: HandlerContext, index: number): void {
 
 // ---- DMA ------------------------------------------------------------------------------------------------------
 
-const dmaMap: Handler = async (ctx, payload, fds) => {
+// DMA_MAP and DMA_UNMAP answer synchronously when the address space and its subscribers do (no mutation in
+// progress, a synchronous IOMMU backend): the reply then leaves from the socket's read callback, no promise hop.
+const dmaMap: Handler = (ctx, payload, fds) => {
   const req = decodeDmaMapRequest(payload, fds.count, ctx.limits);
   const fd = fds.count > 0 ? fds.take(0) : undefined;
-  await ctx.dma.map({ iova: req.address, size: req.size, prot: req.flags, fd, fileOffset: req.offset });
+  const r = ctx.dma.mapNow({
+    iova: req.address,
+    size: req.size,
+    prot: req.flags,
+    fd,
+    fileOffset: req.offset,
+  });
+  if (r instanceof Promise) {
+    return r.then(() => {
+      ctx.counters.dmaMaps++;
+      return EMPTY;
+    });
+  }
   ctx.counters.dmaMaps++;
   return EMPTY;
 };
 
-const dmaUnmap: Handler = async (ctx, payload, fds) => {
+const dmaUnmap: Handler = (ctx, payload, fds) => {
   const req = decodeDmaUnmapRequest(payload, fds.count, ctx.limits);
   if (req.flags & DmaUnmapFlags.GET_DIRTY_BITMAP) {
     // Legacy dirty bitmap: only meaningful while dirty logging runs, which it never does here (UNM-15).
     einval('DMA_UNMAP GET_DIRTY_BITMAP without dirty logging');
   }
-  if (req.flags & DmaUnmapFlags.ALL) await ctx.dma.unmapAll();
-  else await ctx.dma.unmap(req.address, req.size);
-  ctx.counters.dmaUnmaps++;
-  return { payload: encodeDmaUnmapReply(dmaUnmapEcho(req)) };
+  const done = (): HandlerResult => {
+    ctx.counters.dmaUnmaps++;
+    return { payload: encodeDmaUnmapReply(dmaUnmapEcho(req)) };
+  };
+  const r = req.flags & DmaUnmapFlags.ALL ? ctx.dma.unmapAll() : ctx.dma.unmapNow(req.address, req.size);
+  return r instanceof Promise ? r.then(done) : done();
 };
 
 // ---- device info ----------------------------------------------------------------------------------------------

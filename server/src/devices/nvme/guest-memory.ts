@@ -36,19 +36,19 @@ export class GuestMemory {
     // would SIGBUS the process. Those go through the access API's guarded copies (docs/hardening.md).
     if (r.file?.canShrink !== false) return undefined;
     if (write ? !r.writable : !r.readable) return undefined;
-    let rel = Number(iova - r.iova);
-    for (const p of r.pieces) {
-      if (rel >= p.length) {
-        rel -= p.length;
-        continue;
-      }
-      if (rel + length > p.length) return undefined; // crosses a mapping window
-      const at = p.viewOffset + rel;
-      const bytes = p.view.bytes;
-      if (at + length > bytes.length) return undefined; // detached (unmapped) view
-      return bytes.subarray(at, at + length);
+    const rel = iova - r.iova;
+    let p: ReturnType<typeof r.pieceAt>;
+    try {
+      p = r.pieceAt(rel); // the window holding it, mapped on first touch (dma/files.ts)
+    } catch {
+      return undefined; // cannot map that window now: the copying path reports the error
     }
-    return undefined;
+    const inPiece = Number(r.fileOffset + rel - p.fileOffset);
+    if (inPiece + length > p.length) return undefined; // crosses a mapping window
+    const at = p.viewOffset + inPiece;
+    const bytes = p.view.bytes;
+    if (at + length > bytes.length) return undefined; // detached (unmapped) view
+    return bytes.subarray(at, at + length);
   }
 
   dirtied(iova: bigint, length: number): void {

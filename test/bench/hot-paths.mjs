@@ -1,0 +1,224 @@
+#!/usr/bin/env node
+// The hot paths of the server against their in-run floors (`make bench`, issue: region round trip, DMA map/unmap,
+// huge maps). One C client (vfio-user-bench-client.c, QEMU-like: blocking, one process) talks to
+//   - the C echo server (native-rtt-server.c: reads each message exactly, answers a 16-byte header): the floor;
+//   - our server, the real CLI (`vfio-user-server --device edu --iommu none`);
+//   - optionally other vfio-user servers, VFIO_USER_BENCH_OTHER="name=command args...;name2=..." (started as
+//     `command args... <socket>`): another checkout of this project (before/after), or a reference
+//     implementation's sample built outside this repository.
+// Everything is pinned to CPU 0 (taskset -c 0) so cross-CPU wake-ups do not dominate, and every figure is a ratio
+// to the floor measured in the same run. Times are noisy on a shared machine; the syscall counts are not: each
+// server is run once more under `strace -c -f` with W and W+N operations, and the difference divided by N is the
+// syscalls per message (or per map+unmap pair), with the top syscalls listed.
+//
+// Figures:
+//   rtt    REGION_READ of 4 bytes of config space (region 7, offset 0), one outstanding: median/p99 µs, x floor;
+//   dma    DMA_MAP + DMA_UNMAP of 4 KiB of one memfd (sent with every map), 1 and 64 pairs in flight: pairs/s,
+//          x floor, syscalls per pair;
+//   huge   one DMA_MAP (and DMA_UNMAP) of a 1 TiB sparse memfd: ms.
+//
+// Usage: node test/bench/hot-paths.mjs [--quick] [--json] [--no-strace]
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const N = {
+  rttWarm: quick ? 2000 : 10000,
+  rtt: quick ? 20000 : 100000,
+  dmaWarm: quick ? 1000 : 3000,
+  dma: quick ? 5000 : 20000,
+  straceWarm: 1000,
+  strace: quick ? 2000 : 5000,
+};
+const pin = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+const haveStrace = !args.includes('--no-strace') && spawnSync('strace', ['-V']).status === 0;
+
+function pinned(cmd, argv) {
+  return pin ? ['taskset', ['-c', '0', cmd, ...argv]] : [cmd, argv];
+}
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Starts a server on `sock` (optionally under strace) and resolves once the socket exists. */
+async function startServer(kind, sock, straceOut) {
+  let [cmd, argv] = kind.cmd(sock);
+  if (straceOut) [cmd, argv] = ['strace', ['-c', '-f', '-o', straceOut, cmd, ...argv]];
+  [cmd, argv] = pinned(cmd, argv);
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  for (let i = 0; i < 600 && !existsSync(sock); i++) await sleep(25);
+  if (!existsSync(sock)) throw new Error(`${kind.name}: no socket after 15 s`);
+  return { child, exited, traced: !!straceOut };
+}
+
+/** The process to signal: the server itself, not taskset/strace in front of it (strace ignores SIGTERM). */
+function serverPid(s) {
+  const pid = s.child.pid;
+  if (!s.traced) return pid;
+  for (let i = 0; i < 100; i++) {
+    try {
+      const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/);
+      if (kids[0]) return Number(kids[0]);
+    } catch {
+      break;
+    }
+  }
+  return pid;
+}
+
+async function stopServer(kind, s) {
+  if (kind.exitsAtEof) {
+    // Give it a moment to see the EOF; SIGTERM otherwise.
+    const t = setTimeout(() => process.kill(serverPid(s), 'SIGTERM'), 2000);
+    await s.exited;
+    clearTimeout(t);
+  } else {
+    process.kill(serverPid(s), 'SIGTERM');
+    await s.exited;
+  }
+}
+
+function client(bin, sock, argv) {
+  const [c, a] = pinned(bin, [sock, ...argv]);
+  return JSON.parse(execFileSync(c, a, { encoding: 'utf8' }).trim());
+}
+
+/** One server lifetime: run the client with `argv`, return its JSON. */
+async function once(kind, dir, bin, argv, straceOut) {
+  const sock = join(dir, `${kind.name}-${Math.random().toString(36).slice(2)}.sock`);
+  const s = await startServer(kind, sock, straceOut);
+  try {
+    return client(bin, sock, argv);
+  } finally {
+    await stopServer(kind, s);
+    rmSync(sock, { force: true });
+  }
+}
+
+/** Parses `strace -c` output: { total, bySyscall }. */
+function parseStrace(file) {
+  const by = {};
+  let total = 0;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = line.trim().match(/^[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$/);
+    if (!m || m[2] === 'total') continue;
+    by[m[2]] = Number(m[1]);
+    total += Number(m[1]);
+  }
+  return { total, by };
+}
+
+/** Syscalls per operation: (run with W+N ops) - (run with W ops), divided by N. */
+async function syscallsPer(kind, dir, bin, mkArgv) {
+  if (!haveStrace) return undefined;
+  const a = join(dir, 'strace-a.txt');
+  const b = join(dir, 'strace-b.txt');
+  await once(kind, dir, bin, mkArgv(N.straceWarm, 0), a);
+  await once(kind, dir, bin, mkArgv(N.straceWarm, N.strace), b);
+  const x = parseStrace(a);
+  const y = parseStrace(b);
+  const top = Object.keys(y.by)
+    .map((k) => [k, (y.by[k] - (x.by[k] ?? 0)) / N.strace])
+    .filter(([, v]) => v >= 0.05)
+    .sort((p, q) => q[1] - p[1])
+    .map(([k, v]) => `${k} ${v.toFixed(2)}`);
+  return { perOp: (y.total - x.total) / N.strace, top };
+}
+
+export async function run() {
+  const dir = mkdtempSync(join(tmpdir(), 'vu-hot-'));
+  try {
+    const bin = join(dir, 'client');
+    const echo = join(dir, 'echo');
+    execFileSync('gcc', ['-O2', '-o', bin, join(here, 'vfio-user-bench-client.c')]);
+    execFileSync('gcc', ['-O2', '-o', echo, join(here, 'native-rtt-server.c')]);
+    const cli = join(root, 'server', 'bin', 'vfio-user-server.js');
+    if (!existsSync(join(root, 'server', 'dist', 'src', 'cli.js')))
+      throw new Error('build first: npx tsc -b');
+    const kinds = [
+      { name: 'floor', label: 'C echo server (floor)', cmd: (s) => [echo, [s]], exitsAtEof: true },
+      {
+        name: 'ours',
+        label: 'vfio-user-server (edu)',
+        cmd: (s) => [
+          process.execPath,
+          [cli, '--socket-path', s, '--device', 'edu', '--iommu', 'none', '--log-level', 'warn'],
+        ],
+      },
+    ];
+    // More servers to compare in the same run: "name=command arg...;name2=..." (the socket path is appended).
+    for (const entry of (process.env.VFIO_USER_BENCH_OTHER ?? '').split(';').filter(Boolean)) {
+      const eq = entry.indexOf('=');
+      const [cmd, ...rest] = entry
+        .slice(eq + 1)
+        .trim()
+        .split(/\s+/);
+      const name = entry.slice(0, eq);
+      kinds.push({ name: name.replace(/\W/g, '_'), label: name, cmd: (s) => [cmd, [...rest, s]] });
+    }
+    const out = { pinned: pin, n: N, rtt: [], dma: [], huge: [] };
+    for (const k of kinds) {
+      const rttArgs = (w, n) => ['rtt', '7', '0', '4', String(w), String(n)];
+      const r = await once(k, dir, bin, rttArgs(N.rttWarm, N.rtt));
+      r.syscalls = await syscallsPer(k, dir, bin, rttArgs);
+      out.rtt.push({ server: k.label, ...r });
+      for (const depth of [1, 64]) {
+        const dmaArgs = (w, n) => ['dma', String(w), String(n), String(depth)];
+        const d = await once(k, dir, bin, dmaArgs(N.dmaWarm, N.dma));
+        if (depth === 1) d.syscalls = await syscallsPer(k, dir, bin, dmaArgs);
+        out.dma.push({ server: k.label, ...d });
+      }
+      if (k.name !== 'floor')
+        out.huge.push({ server: k.label, ...(await once(k, dir, bin, ['huge', '1024'])) });
+    }
+    const floorRtt = out.rtt[0];
+    for (const r of out.rtt) r.ratio = r.medianUs / floorRtt.medianUs;
+    for (const d of out.dma) {
+      const f = out.dma.find((x) => x.server === out.dma[0].server && x.depth === d.depth);
+      d.ratio = d.pairsPerSec / f.pairsPerSec;
+    }
+    return out;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function print(r) {
+  console.log(
+    `hot paths, C client, ${r.pinned ? 'client and server pinned to CPU 0 (taskset -c 0)' : 'NOT pinned (no taskset)'}`,
+  );
+  const sc = (s) => (s ? `${s.perOp.toFixed(1)} (${s.top.slice(0, 5).join(', ')})` : 'n/a');
+  console.log(`\nREGION_READ 4 B of config space, one outstanding, ${r.n.rtt} after ${r.n.rttWarm} warm-up`);
+  console.log('| server | p50 µs | p99 µs | p50 x floor | syscalls per message |');
+  console.log('|---|---|---|---|---|');
+  for (const x of r.rtt) {
+    console.log(
+      `| ${x.server} | ${x.medianUs.toFixed(2)} | ${x.p99Us.toFixed(2)} | ${x.ratio.toFixed(2)} | ${sc(x.syscalls)} |`,
+    );
+  }
+  console.log(`\nDMA_MAP + DMA_UNMAP, 4 KiB of one 1 MiB memfd sent with every map, ${r.n.dma} pairs`);
+  console.log('| server | in flight | pairs/s | x floor | syscalls per pair |');
+  console.log('|---|---|---|---|---|');
+  for (const x of r.dma) {
+    console.log(
+      `| ${x.server} | ${x.depth} | ${Math.round(x.pairsPerSec)} | ${x.ratio.toFixed(2)} | ${x.depth === 1 ? sc(x.syscalls) : ''} |`,
+    );
+  }
+  console.log('\nOne DMA_MAP + DMA_UNMAP of a 1 TiB sparse memfd');
+  for (const x of r.huge)
+    console.log(`  ${x.server}: map ${x.mapMs.toFixed(1)} ms, unmap ${x.unmapMs.toFixed(1)} ms`);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const r = await run();
+  if (args.includes('--json')) console.log(JSON.stringify(r, null, 2));
+  else print(r);
+}
