@@ -153,6 +153,23 @@ for (const abstract of [false, true]) {
   );
 }
 
+/**
+ * Connects to a socket systemd-socket-activate creates: the file appears at bind(), a moment before listen(), so a
+ * connection refused then is retried.
+ */
+async function connectActivated(sock: string): Promise<VfioUserClient> {
+  const t0 = Date.now();
+  for (;;) {
+    try {
+      if (existsSync(sock)) return await VfioUserClient.connect(sock);
+    } catch (err) {
+      if (!/ECONNREFUSED/.test((err as Error).message) || Date.now() - t0 > 10_000) throw err;
+    }
+    if (Date.now() - t0 > 10_000) throw new Error(`${sock} never appeared`);
+    await sleep(20);
+  }
+}
+
 const haveActivate = spawnSync('systemd-socket-activate', ['--help'], { stdio: 'ignore' }).status === 0;
 
 N('under systemd-socket-activate: LISTEN_FDS socket, READY=1, the waiting client is served', async () => {
@@ -174,9 +191,8 @@ N('under systemd-socket-activate: LISTEN_FDS socket, READY=1, the waiting client
     'json',
   ]);
   try {
-    await until(() => existsSync(sock), 10000, 'the activation socket');
     // systemd-socket-activate starts the service on the first connection, as systemd does.
-    const c = await VfioUserClient.connect(sock);
+    const c = await connectActivated(sock);
     const n = await c.negotiate();
     assert.is(n.major, 0);
     assert.ok(n.json?.includes('max_dma_maps'));
@@ -240,8 +256,7 @@ N(
       'json',
     ]);
     try {
-      await until(() => existsSync(sock), 10000, 'the activation socket');
-      const c = await VfioUserClient.connect(sock);
+      const c = await connectActivated(sock);
       await c.negotiate();
       const fd = memfdCreate('guest', 0x10000n);
       await c.dmaMap({ address: 0x100000n, size: 0x10000n, fd });
