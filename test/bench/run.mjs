@@ -13,6 +13,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 const benches = [
   { name: 'native-rtt', file: 'native-rtt.mjs', what: 'socket round trip through the addon vs the C floor' },
   {
+    name: 'hot-paths',
+    file: 'hot-paths.mjs',
+    what: 'REGION_READ round trip, DMA_MAP+DMA_UNMAP pairs/s and syscalls, 1 TiB map, C client, vs the C floor (pinned)',
+  },
+  {
     name: 'dma',
     file: 'dma-bench.mjs',
     what: 'DMA_MAP+DMA_UNMAP pairs/s through the server vs a raw round trip',
