@@ -58,6 +58,22 @@ function keepConfigAcrossReset(dev: VfioUserDevice): void {
   };
 }
 
+// A live socket at the path belongs to another instance: refuse (exit 1); a stale file is replaced. (Looked up
+// in /proc/net/unix: connecting to find out would make that instance exit, by deviation 1.)
+if (socketPath && existsSync(socketPath)) {
+  const live = readFileSync('/proc/net/unix', 'utf8')
+    .split('\n')
+    .some(
+      (l) =>
+        l.endsWith(` ${socketPath}`) &&
+        (Number.parseInt(l.trim().split(/\s+/)[3] ?? '0', 16) & 0x10000) !== 0,
+    );
+  if (live) {
+    console.error(`${socketPath} is in use by a live server`);
+    process.exit(1);
+  }
+  rmSync(socketPath, { force: true });
+}
 const device = (await loadCreateDevice())('edu');
 keepConfigAcrossReset(device);
 const inner = join(tmpdir(), `vfu-deviant-${process.pid}.sock`);
@@ -136,23 +152,6 @@ function relay(down: Connection): void {
   );
 }
 
-// A live socket at the path belongs to another instance: refuse (exit 1); a stale file is replaced. (Looked up
-// in /proc/net/unix: connecting to find out would make that instance exit, by deviation 1.)
-if (socketPath && existsSync(socketPath)) {
-  const live = readFileSync('/proc/net/unix', 'utf8')
-    .split('\n')
-    .some(
-      (l) =>
-        l.endsWith(` ${socketPath}`) &&
-        (Number.parseInt(l.trim().split(/\s+/)[3] ?? '0', 16) & 0x10000) !== 0,
-    );
-  if (live) {
-    console.error(`${socketPath} is in use by a live server`);
-    await server.close();
-    process.exit(1);
-  }
-  rmSync(socketPath, { force: true });
-}
 const listener = fd !== undefined ? Listener.adopt(fd) : Listener.listen(socketPath!);
 listener.start(relay, (e) => console.error(`accept: ${e.message}`));
 

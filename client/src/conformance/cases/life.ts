@@ -296,7 +296,8 @@ export const life: Group = {
         const p = ctx.target.proc!;
         // A live listener: a second instance must not steal the socket.
         const second = new ServerProcess(ctx.target.command());
-        const e2 = await second.waitExit(5000);
+        // (Generous: a loaded machine may take seconds to start a Node.js server just to have it refuse.)
+        const e2 = await second.waitExit(15000);
         await second.stop();
         if (!ctx.target.listening())
           fail('the running server lost its socket to a second instance', { level: 'should' });
