@@ -267,7 +267,8 @@ async function runCase(
       exitText = describeExit(exit);
       const tail = target.proc?.tail(300).trim() ?? '';
       if (exit.signal) {
-        finding(`server process ${exitText} (crash)${tail ? `: ${tail}` : ''}`, { level: 'must' });
+        // A crash loses the device for whichever client was attached (QEMU's guest included): FAIL in every profile.
+        finding(`server process ${exitText} (crash)${tail ? `: ${tail}` : ''}`, { level: 'qemu' });
       } else {
         ctx.note(
           `the server process ${exitText}${tail ? ` (${tail.split('\n').filter(Boolean).pop()})` : ''}`,
