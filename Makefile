@@ -8,12 +8,13 @@ export npm_config_audit := false
 SOCKET ?= $(CURDIR)/run/vfio-user.sock
 DEVICE ?= edu
 
-.PHONY: help deps native build lint typecheck test run bench sysdeps qemu guest clean clean-cache
+.PHONY: help deps native build lint typecheck test run bench fuzz sysdeps qemu guest clean clean-cache
 
 help:
 	@echo "make run    - install what is missing, build, start vfio-user-server on ./run/vfio-user.sock"
 	@echo "make test   - install what is missing (npm, addon, QEMU, guest kernels), build, lint, run every test"
 	@echo "make bench  - benchmarks, each against a baseline measured in the same run"
+	@echo "make fuzz   - the coverage-guided fuzzers for longer (FUZZ_ARGS='--minutes 5 --execs 20000 [target]')"
 	@echo "make clean-cache - remove the project's cache (private QEMU root, guest kernels): VFIO_USER_CACHE"
 
 # npm packages (and the native addon, built by its install script, offline against the local Node headers).
@@ -57,6 +58,10 @@ run: build qemu
 
 bench: build
 	node test/bench/run.mjs
+
+# make test runs a bounded, seeded slice of the same targets (the `fuzz` suite).
+fuzz: build
+	node test/dist/fuzz/run.js $(FUZZ_ARGS)
 
 clean:
 	rm -rf node_modules */dist */*/dist server/native/build run *.tsbuildinfo

@@ -59,6 +59,8 @@ const suites = [
   // Pack every package, install the tarballs into an empty folder offline, import, type-check and run the bins.
   uvuSuite('package', 'test/dist/package', undefined, {}, 420),
   uvuSuite('integration', 'test/dist/integration', undefined, {}, 300),
+  // The bounded slice of the coverage-guided fuzzers (test/fuzz): fixed seed, fixed executions per target.
+  uvuSuite('fuzz', 'test/dist/fuzz', undefined, {}, 300),
   uvuSuite('qemu', 'test/dist/qemu', undefined, {}, 300),
   uvuSuite('conformance', 'test/dist/conformance'),
   // 25 min: the NVMe guest tests add four boots (ours and the control, each twice for persistence).

@@ -37,6 +37,7 @@ export function usage(devices: readonly DeviceHelp[]): string {
   --iommufd-fd N, --vfio-container-fd N, --vfio-group-fd N, --vfio-device-fd N
                          pre-opened host fds handed over by a management layer
   --log-level LEVEL      ${LOG_LEVELS.join(' | ')} (default info)
+  --version-timeout-ms N disconnect a client that has not sent VERSION after N ms (default 5000; 0: never)
   --log-format FMT       json | pretty (default: pretty on a terminal, json otherwise)
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics (and /healthz); off by default
   --control-socket PATH  a control socket (mode 0600): stats, dma, irqs, session, log-level, trace, migration
@@ -84,6 +85,8 @@ export interface CliOptions {
   metrics?: { host: string; port: number };
   controlSocket?: string;
   record?: string;
+  /** --version-timeout-ms (undefined: the server's default). */
+  versionTimeoutMs?: number;
 }
 
 /** `HOST:PORT` (IPv6 as `[::1]:9464`) -> { host, port }. */
@@ -151,6 +154,7 @@ export function parseCli(
         'vfio-device-fd': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
         'log-format': { type: 'string' },
+        'version-timeout-ms': { type: 'string' },
         'print-capabilities': { type: 'boolean', default: false },
         metrics: { type: 'string' },
         'control-socket': { type: 'string' },
@@ -244,5 +248,6 @@ export function parseCli(
     printCapabilities,
     help,
     version,
+    versionTimeoutMs: intArg('version-timeout-ms', values['version-timeout-ms'] as string | undefined),
   };
 }

@@ -231,7 +231,14 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
     channel !== undefined && opts.socketPath === undefined && opts.fd === undefined
       ? { fd: Number(channel) }
       : { socketPath: opts.socketPath, fd: opts.fd };
-  const server = new VfioUserServer({ ...listen, device, deviceName: def.name, iommu, logger: log });
+  const server = new VfioUserServer({
+    ...listen,
+    device,
+    deviceName: def.name,
+    iommu,
+    logger: log,
+    ...(opts.versionTimeoutMs !== undefined && { versionTimeoutMs: opts.versionTimeoutMs }),
+  });
   const where = opts.socketPath ?? `fd:${opts.fd}${opts.socketActivated ? ' (systemd)' : ''}`;
   const ops: Ops = { tracing: new Tracing(server, log.child({ module: 'trace' })), notifier };
   // Recording starts before serving, so the first client's VERSION is in the file.

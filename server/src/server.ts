@@ -58,6 +58,8 @@ export interface ServerOptions {
   mapViews?: boolean;
   /** Stream framing (default 'exact', correct for any sender; 'bulk' is faster for QEMU-like senders). */
   framing?: 'exact' | 'bulk';
+  /** How long a new client may take to send VERSION before it is disconnected (default 5000 ms; 0: no limit). */
+  versionTimeoutMs?: number;
 }
 
 export type ServerEvent = 'connect' | 'disconnect';
@@ -187,7 +189,7 @@ export class VfioUserServer extends EventEmitter {
     const minPage = pgsizes & -pgsizes;
     // QEMU refuses max_dma_maps above 65535 (it can only lower its own default); iommufd reports "no limit".
     const maxDmaMaps = Math.min(facts.maxDmaMaps, QEMU_LIMITS.maxDmaMaps);
-    this.dma.configure({ pageSize: minPage, maxMappings: maxDmaMaps });
+    this.dma.configure({ pageSize: minPage, maxMappings: maxDmaMaps, maxFiles: fileBudget() });
     await this.mirror.start(this.dma);
     this.offer = {
       maxMsgFds: o.maxMsgFds ?? QEMU_LIMITS.maxMsgFds,
@@ -265,6 +267,7 @@ export class VfioUserServer extends EventEmitter {
       framing: this.o.framing,
       observers: this.observers,
       deviceName: this.o.deviceName,
+      versionTimeoutMs: this.o.versionTimeoutMs,
     });
     this.active = session;
     if (!peer) {
@@ -409,4 +412,23 @@ export class VfioUserServer extends EventEmitter {
   get hostFacts(): HostFacts | undefined {
     return this.facts;
   }
+}
+
+/** fds kept free for everything but guest-memory files: sockets, IRQ eventfds, queued messages' fds, Node. */
+export const FD_HEADROOM = 512;
+
+/**
+ * How many distinct guest-memory files the address space may hold (one fd each): the soft RLIMIT_NOFILE, first
+ * raised to the hard limit, less FD_HEADROOM. Maps of a file already held cost no fd, so max_dma_maps (regions)
+ * stays what the IOMMU backend and QEMU allow; a DMA_MAP past this budget fails with EMFILE (docs/hardening.md).
+ */
+function fileBudget(): number {
+  let lim: native.NofileLimit;
+  try {
+    lim = native.nofileLimit();
+    if (lim.soft !== lim.hard) lim = native.setNofileLimit(lim.hard === -1 ? 1 << 20 : lim.hard);
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+  return lim.soft === -1 ? Number.POSITIVE_INFINITY : Math.max(16, lim.soft - FD_HEADROOM);
 }

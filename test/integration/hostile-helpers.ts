@@ -32,12 +32,14 @@ export class ServerProcess {
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   readonly exited: Promise<void>;
 
-  constructor(args: string[] = [], env: NodeJS.ProcessEnv = {}) {
+  /** `wrap`: a command line the server runs under (e.g. prlimit), before node. */
+  constructor(args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []) {
     this.dir = mkdtempSync(join(tmpdir(), 'vu-hostile-'));
     this.path = join(this.dir, 'vfio-user.sock');
+    const argv = [BIN, '--socket-path', this.path, '--log-format', 'json', '--log-level', 'info', ...args];
     this.child = spawn(
-      process.execPath,
-      [BIN, '--socket-path', this.path, '--log-format', 'json', '--log-level', 'info', ...args],
+      wrap.length ? wrap[0]! : process.execPath,
+      wrap.length ? [...wrap.slice(1), process.execPath, ...argv] : argv,
       {
         env: { ...process.env, LISTEN_FDS: '', LISTEN_PID: '', ...env },
         stdio: ['ignore', 'ignore', 'pipe'],
@@ -67,8 +69,12 @@ export class ServerProcess {
     return this.exit === undefined;
   }
 
-  static async start(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
-    const s = new ServerProcess(args, env);
+  static async start(
+    args: string[] = [],
+    env: NodeJS.ProcessEnv = {},
+    wrap: string[] = [],
+  ): Promise<ServerProcess> {
+    const s = new ServerProcess(args, env, wrap);
     const t0 = Date.now();
     while (!existsSync(s.path)) {
       if (!s.alive) throw new Error(`server exited at start-up: ${s.stderr}`);

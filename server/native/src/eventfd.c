@@ -87,6 +87,7 @@ typedef struct watcher {
   vu_link link;
   napi_env env;
   int refs;
+  int fd; /* watched, not owned */
   bool closing, detached;
   uv_poll_t poll;
   napi_ref self, cb;
@@ -131,18 +132,30 @@ static void w_finalize(napi_env env, void *data, void *hint) {
 }
 
 static void w_on_poll(uv_poll_t *h, int status, int events) {
+  (void)events;
   watcher *w = h->data;
   if (w->closing || w->detached) return;
   vu_cbscope sc;
   if (!vu_cbscope_open(&sc, w->env)) return;
   napi_value argv[1];
   size_t argc = 0;
-  if (status < 0 || (events & UV_DISCONNECT)) {
-    /* Do not spin on a broken fd: stop, and tell the callback why. A hang-up (a pipe whose write end is closed)
-     * stays readable forever without data: level-triggered polling would wake us on every loop turn. */
+  /* A hang-up (a pipe whose write end is closed) stays "readable" forever without data: level-triggered polling
+   * would wake us on every loop turn. Once nothing is left to read (POLLHUP/POLLERR without POLLIN), stop. Checked
+   * with poll() rather than by adding UV_DISCONNECT to the watch mask, which would change how libuv registers an
+   * fd another handle of this process may also watch. */
+  bool hung = false;
+  if (status >= 0) {
+    struct pollfd p = {.fd = w->fd, .events = POLLIN};
+    int r;
+    do r = poll(&p, 1, 0);
+    while (r < 0 && errno == EINTR);
+    hung = r > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN);
+  }
+  if (status < 0 || hung) {
+    /* Do not spin on a broken fd: stop, and tell the callback why. */
     uv_poll_stop(&w->poll);
     argv[0] = status < 0 ? vu_errno_error(w->env, -status, "uv_poll", NULL)
-                         : vu_errno_error(w->env, EPIPE, "uv_poll", "the fd hung up (no writer left)");
+                         : vu_errno_error(w->env, EPIPE, "uv_poll", "the fd hung up (nothing left to read)");
     if (argv[0]) argc = 1;
   }
   if (vu_cbscope_enter(&sc, w->self, w->actx)) vu_call_ref(w->env, w->self, w->cb, argc, argv);
@@ -167,6 +180,7 @@ static napi_value w_ctor(napi_env env, napi_callback_info info) {
     return NULL;
   }
   w->env = env;
+  w->fd = fd;
   w->link.teardown = w_teardown;
   /* Note: libuv makes the fd non-blocking (shared with every holder of the file description). */
   int r = uv_poll_init(st->loop, &w->poll, fd);
@@ -197,7 +211,7 @@ static napi_value w_ctor(napi_env env, napi_callback_info info) {
     vu_throw_napi(env, napi_generic_failure, "FdWatcher");
     return NULL;
   }
-  r = uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, w_on_poll);
+  r = uv_poll_start(&w->poll, UV_READABLE, w_on_poll);
   if (r < 0) {
     w_close(w);
     vu_throw_errno(env, -r, "uv_poll_start");

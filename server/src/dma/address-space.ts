@@ -173,13 +173,14 @@ export class DmaAddressSpace implements DmaAccessor {
   }
 
   /** Applies host limits (from the IOMMU backend's facts). Only while empty. */
-  configure(limits: { pageSize?: bigint; maxMappings?: number }): void {
+  configure(limits: { pageSize?: bigint; maxMappings?: number; maxFiles?: number }): void {
     if (this.table.size > 0) throw new Error('DmaAddressSpace.configure: regions are live');
     if (limits.pageSize !== undefined) {
       this.checkPageSize(limits.pageSize);
       this.pageSize = limits.pageSize;
     }
     if (limits.maxMappings !== undefined) this.maxMappings = limits.maxMappings;
+    if (limits.maxFiles !== undefined) this.files.maxFiles = limits.maxFiles;
   }
 
   /** Number of live regions. */

@@ -187,6 +187,12 @@ export class FileTable {
   mappings = 0;
   /** Files backing at least one region. */
   liveFiles = 0;
+  /**
+   * Distinct files held at most (each keeps one fd open). A DMA_MAP that would add one more fails with EMFILE,
+   * instead of the process running out of fds and the kernel truncating the next message's fds (the server sets
+   * this from RLIMIT_NOFILE with headroom; maps of a file already held cost no fd).
+   */
+  maxFiles = Number.POSITIVE_INFINITY;
 
   constructor(opts: FileTableOptions = {}) {
     this.windowSize = opts.windowSize ?? DEFAULT_WINDOW_SIZE;
@@ -272,6 +278,13 @@ export class FileTable {
       // The kept fd is read-only but this one could write: we would need a writable mapping through an fd
       // we are about to close. Refuse rather than juggle fds (QEMU always sends O_RDWR memfds).
       throw new DmaMapError(Errno.EACCES, `file ${key} was first mapped through a read-only fd`);
+    }
+    if ((!file || file.refs === 0) && this.liveFiles >= this.maxFiles) {
+      // This DMA_MAP would keep one more fd open (a new file, or an idle one whose fd went with its last region).
+      throw new DmaMapError(
+        Errno.EMFILE,
+        `${this.liveFiles} distinct guest-memory files held: the fd budget (RLIMIT_NOFILE less headroom) is spent`,
+      );
     }
     if (!file) {
       file = new BackingFile(key, fd, dev, ino, fdWritable, fileSize, seals);

@@ -4,7 +4,8 @@
 // walk allocates nothing that depends on the input: it reads each header, checks the count or length it announces
 // against the budgets (bytes left, elements left, nesting depth) before moving on, and gives up after a time
 // budget. Only a stream that passes is handed to the decoder. Extension types are refused (the device state uses
-// none, and a decoder's extension handlers could allocate on their own terms); so is the reserved byte 0xc1.
+// none, and a decoder's extension handlers could allocate on their own terms); so are the reserved byte 0xc1 and
+// arrays, maps or bins used as map keys (msgpackr throws on them; found by the msgpack-budget fuzz target).
 
 export interface MsgpackBudget {
   /** Largest input (bytes). */
@@ -32,6 +33,8 @@ export function checkMsgpack(b: Uint8Array, budget: MsgpackBudget): void {
   const t0 = Date.now();
   // `open[d]` = values still expected by the container at depth d+1 (bounded by maxDepth: no input-sized array).
   const open: number[] = [];
+  // Whether open[d] is a map (its values alternate key, value: a key is due when an even count is left).
+  const isMap: boolean[] = [];
   let elements = 0;
   let pos = 0;
   let steps = 0;
@@ -39,7 +42,7 @@ export function checkMsgpack(b: Uint8Array, budget: MsgpackBudget): void {
   const need = (n: number, at: number) => {
     if (n > b.length - pos) fail(`needs ${n} more bytes, ${b.length - pos} left`, at);
   };
-  const container = (count: number, at: number) => {
+  const container = (count: number, at: number, map: boolean) => {
     // Every value is at least one byte: a count the rest of the input cannot hold is refused before anything.
     if (count > budget.maxElements - elements)
       fail(`container of ${count} values exceeds the element budget`, at);
@@ -47,6 +50,7 @@ export function checkMsgpack(b: Uint8Array, budget: MsgpackBudget): void {
     if (count === 0) return; // an empty container is a complete value
     if (open.length >= budget.maxDepth) fail(`nesting deeper than ${budget.maxDepth}`, at);
     open.push(count);
+    isMap.push(map);
     pushed = true;
   };
   do {
@@ -57,12 +61,16 @@ export function checkMsgpack(b: Uint8Array, budget: MsgpackBudget): void {
     const at = pos;
     const c = b[pos++]!;
     pushed = false;
+    // Map keys become property names: a decoder refuses (or stringifies) arrays, maps and byte strings there.
+    const d = open.length - 1;
+    if (d >= 0 && isMap[d] && open[d]! % 2 === 0 && isComplexKey(c))
+      fail('an array, map or bin as a map key', at);
     if (c <= 0x7f || c >= 0xe0 || c === 0xc0 || c === 0xc2 || c === 0xc3) {
       // fixint, negative fixint, nil, false, true
     } else if (c <= 0x8f) {
-      container((c & 0x0f) * 2, at);
+      container((c & 0x0f) * 2, at, true);
     } else if (c <= 0x9f) {
-      container(c & 0x0f, at);
+      container(c & 0x0f, at, false);
     } else if (c <= 0xbf) {
       need(c & 0x1f, at);
       pos += c & 0x1f;
@@ -117,22 +125,22 @@ export function checkMsgpack(b: Uint8Array, budget: MsgpackBudget): void {
         case 0xdc:
           need(2, at);
           pos += 2;
-          container(dv.getUint16(pos - 2), at);
+          container(dv.getUint16(pos - 2), at, false);
           break;
         case 0xdd:
           need(4, at);
           pos += 4;
-          container(dv.getUint32(pos - 4), at);
+          container(dv.getUint32(pos - 4), at, false);
           break;
         case 0xde:
           need(2, at);
           pos += 2;
-          container(dv.getUint16(pos - 2) * 2, at);
+          container(dv.getUint16(pos - 2) * 2, at, true);
           break;
         case 0xdf:
           need(4, at);
           pos += 4;
-          container(dv.getUint32(pos - 4) * 2, at);
+          container(dv.getUint32(pos - 4) * 2, at, true);
           break;
         default:
           // 0xc1 (never used), 0xc7-0xc9 and 0xd4-0xd8 (extensions)
@@ -140,16 +148,22 @@ export function checkMsgpack(b: Uint8Array, budget: MsgpackBudget): void {
       }
     }
     // Unless it opened a container, this value is complete: count it off its container(s).
-    if (!pushed) closeValue(open);
+    if (!pushed) closeValue(open, isMap);
   } while (open.length);
   if (pos !== b.length) fail(`${b.length - pos} bytes after the value`, pos);
 }
 
-function closeValue(open: number[]): void {
+/** Arrays, maps and bins: not usable as an object's property name. */
+function isComplexKey(c: number): boolean {
+  return (c >= 0x80 && c <= 0x9f) || (c >= 0xc4 && c <= 0xc6) || (c >= 0xdc && c <= 0xdf);
+}
+
+function closeValue(open: number[], isMap: boolean[]): void {
   while (open.length) {
     const i = open.length - 1;
     open[i]!--;
     if (open[i]! > 0) return;
     open.pop();
+    isMap.pop();
   }
 }

@@ -98,7 +98,15 @@ export interface SessionConfig {
   observers?: Observers;
   /** The device's name, for the device's logger (default 'device'). */
   deviceName?: string;
+  /**
+   * How long a new connection may take to send its VERSION (default 5000 ms; 0: forever). A client that never
+   * negotiates would otherwise hold the single client slot for good (docs/hardening.md).
+   */
+  versionTimeoutMs?: number;
 }
+
+/** Default deadline for a new connection's VERSION. */
+export const DEFAULT_VERSION_TIMEOUT_MS = 5000;
 
 /**
  * Hand-over (server/src/handover/, docs/handover.md): a session taken over from a previous process of this
@@ -138,6 +146,9 @@ const QUEUE_HIGH = 4096;
 const QUEUE_LOW = 1024;
 const QUEUE_HIGH_BYTES = 64 << 20;
 const QUEUE_LOW_BYTES = 16 << 20;
+/** Received fds held by queued commands: above HIGH reading pauses (each is an open fd of ours), below LOW resumes. */
+const QUEUE_HIGH_FDS = 1024;
+const QUEUE_LOW_FDS = 256;
 /** Unsent reply bytes above which reading pauses until the send queue drains. */
 const SEND_HIGH_BYTES = 16 << 20;
 
@@ -174,6 +185,7 @@ export class Session {
   private readonly maxMessageSize: number;
   private readonly maxQueued: number;
   private queuedBytes = 0;
+  private queuedFds = 0;
   /** Why reading is paused: commands piling up behind a slow handler, or replies the client does not read. */
   private readonly holds = new Set<'queue' | 'send'>();
   /** How often reading was paused for backpressure (tests, stats). */
@@ -185,6 +197,7 @@ export class Session {
   readonly closed: Promise<void>;
   /** Why the session ended (for logs/tests). */
   closeReason: string | undefined;
+  private versionTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly conn: native.Connection,
@@ -205,6 +218,14 @@ export class Session {
 
   start(): void {
     this.log.info('client connected');
+    const deadline = this.cfg.versionTimeoutMs ?? DEFAULT_VERSION_TIMEOUT_MS;
+    if (this.state === 'new' && deadline > 0) {
+      this.versionTimer = setTimeout(() => {
+        this.versionTimer = undefined;
+        if (this.state === 'new') void this.close(`no VERSION within ${deadline} ms`);
+      }, deadline);
+      this.versionTimer.unref();
+    }
     this.conn.start(
       {
         onMessage: (data, fds) => this.onMessage(data, fds),
@@ -254,9 +275,15 @@ export class Session {
     }
     this.queue.push({ h, payload, fds: new FdBag(fds), t0: ob?.requestOn ? performance.now() : 0 });
     this.queuedBytes += h.size;
+    this.queuedFds += fds.length;
     // Backpressure: while an asynchronous handler holds the queue, stop reading once a lot is waiting (the
     // client then blocks on its socket) instead of buffering without bound.
-    if (this.queue.length - this.head > QUEUE_HIGH || this.queuedBytes > QUEUE_HIGH_BYTES) this.hold('queue');
+    if (
+      this.queue.length - this.head > QUEUE_HIGH ||
+      this.queuedBytes > QUEUE_HIGH_BYTES ||
+      this.queuedFds > QUEUE_HIGH_FDS
+    )
+      this.hold('queue');
     this.pump();
   }
 
@@ -283,10 +310,12 @@ export class Session {
       const m = this.queue[this.head]!;
       this.queue[this.head++] = undefined as unknown as Queued;
       this.queuedBytes -= m.h.size;
+      this.queuedFds -= m.fds.count;
       if (
         this.holds.has('queue') &&
         this.queue.length - this.head < QUEUE_LOW &&
-        this.queuedBytes < QUEUE_LOW_BYTES
+        this.queuedBytes < QUEUE_LOW_BYTES &&
+        this.queuedFds < QUEUE_LOW_FDS
       ) {
         this.unhold('queue');
       }
@@ -495,6 +524,8 @@ export class Session {
     });
     cfg.dma.setMessageTransport(this.messenger);
     this.state = 'ready';
+    if (this.versionTimer) clearTimeout(this.versionTimer);
+    this.versionTimer = undefined;
     try {
       cfg.device.attach({
         dma: cfg.dma,
@@ -620,6 +651,7 @@ export class Session {
     this.queue = [];
     this.head = 0;
     this.queuedBytes = 0;
+    this.queuedFds = 0;
     const rest = this.conn.takeBuffered();
     let pos = 0;
     rest.groups.forEach((g, i) => {
@@ -660,6 +692,8 @@ export class Session {
     if (!this.isOpen) return this.closed;
     this.state = 'closing';
     this.closeReason = reason;
+    if (this.versionTimer) clearTimeout(this.versionTimer);
+    this.versionTimer = undefined;
     if (err) this.log.warn({ reason, err }, 'client disconnected');
     else this.log.info({ reason }, 'client disconnected');
     void this.cleanup();

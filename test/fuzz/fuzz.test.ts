@@ -1,0 +1,42 @@
+// The bounded, deterministic slice of the coverage-guided fuzzers that `make test` runs (the `fuzz` suite): every
+// target with a fixed seed and a fixed number of executions; any finding fails. Saved regression inputs
+// (test/fuzz/regressions/<target>/*) run first. `make fuzz` runs the same targets for longer.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { fuzz } from './engine.js';
+import { allTargets } from './suite.js';
+
+const EXECS: Record<string, number> = {
+  'protocol-decode': 3000,
+  framer: 2000,
+  'msgpack-budget': 3000,
+  session: 600,
+};
+const SEED = 15;
+const regressions = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fuzz', 'regressions');
+
+const targets = await allTargets();
+for (const t of targets) {
+  test(`fuzz ${t.name}: saved regressions, then ${EXECS[t.name]} seeded executions, no finding`, async () => {
+    const dir = join(regressions, t.name);
+    if (existsSync(dir)) {
+      for (const f of readdirSync(dir)) await t.run(new Uint8Array(readFileSync(join(dir, f))));
+    }
+    const r = await fuzz(t, { execs: EXECS[t.name] ?? 1000, seed: SEED });
+    await t.close?.();
+    console.log(
+      `  ${r.target}: ${r.execs} execs in ${(r.ms / 1000).toFixed(1)} s, corpus ${r.corpus}, blocks ${r.blocksCovered}/${r.blocksTotal} (${((100 * r.blocksCovered) / Math.max(1, r.blocksTotal)).toFixed(0)}%), findings ${r.findings.length}`,
+    );
+    assert.ok(r.blocksCovered > 0, 'coverage is being measured');
+    assert.is(
+      r.findings.length,
+      0,
+      r.findings.map((f) => `${Buffer.from(f.input).toString('hex').slice(0, 120)}: ${f.error}`).join('\n'),
+    );
+  });
+}
+
+test.run();
