@@ -10,10 +10,10 @@ import { fuzz } from './engine.js';
 import { allTargets } from './suite.js';
 
 const EXECS: Record<string, number> = {
-  'protocol-decode': 3000,
-  framer: 2000,
-  'msgpack-budget': 3000,
-  session: 600,
+  'protocol-decode': 2000,
+  framer: 1000,
+  'msgpack-budget': 2000,
+  session: 400,
 };
 const SEED = 15;
 const regressions = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fuzz', 'regressions');
