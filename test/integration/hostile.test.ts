@@ -279,6 +279,26 @@ for (const [name, element, count] of [
   });
 }
 
+test('5. a huge fd-backed DMA_MAP (1 TiB, sparse memfd) does not stall the loop; its far end still works', async () => {
+  const TIB = 1n << 40n;
+  const fd = memfdCreate('hostile-huge', TIB);
+  let mapMs = 0;
+  await withClient(async (c) => {
+    const t0 = performance.now();
+    await c.dmaMap({ address: 1n << 44n, size: TIB, flags: 3, offset: 0n, fd, timeoutMs: 20_000 });
+    mapMs = performance.now() - t0;
+    // The issue measured 2.6-3.3 s with the loop blocked before windows were mapped lazily (#14).
+    assert.ok(mapMs < 1000, `1 TiB DMA_MAP answered in ${mapMs.toFixed(0)} ms`);
+    assert.ok((await timedIdent(c)) < ANSWER_MS, 'the next request is answered at once');
+    assert.is(await eduDma(c, (1n << 44n) + TIB - 4096n, 64, true), 0, 'DMA at the far end of the region');
+    assert.is(await eduDma(c, 1n << 44n, 64, false), 0, 'and at its start');
+    await c.dmaUnmap({ address: 1n << 44n, size: TIB });
+  });
+  closeFd(fd);
+  await assertRecovered('1 TiB map');
+  console.log(`  1 TiB DMA_MAP answered in ${mapMs.toFixed(1)} ms`);
+});
+
 test('limits: a client that never sends VERSION is disconnected at the deadline; the next one is served', async () => {
   const s = await ServerProcess.start(['--version-timeout-ms', '300']);
   try {
