@@ -162,6 +162,8 @@ test('registers, bring-up and identify: what Linux reads at probe', async () => 
     assert.is((await d.admin({ opcode: 0x02, prp1: d.iova(off), cdw10: 0x03 | (127 << 16) })).status, 0);
     assert.is((await d.admin({ opcode: 0x02, prp1: d.iova(off), cdw10: 0x01 | (15 << 16) })).status, 0);
     assert.is((await d.admin({ opcode: 0x02, prp1: d.iova(off), cdw10: 0x7f })).status, 0x109);
+    const huge = await d.admin({ opcode: 0x02, prp1: d.iova(off), cdw10: 0x02 | (0xffff << 16), cdw11: 1 });
+    assert.is(huge.status, 0x002, 'a 512 KiB log read is refused, not allocated');
 
     // Async Event Request stays outstanding (no completion); Abort answers "not aborted".
     const aerCid = d.place(0, { opcode: 0x0c });

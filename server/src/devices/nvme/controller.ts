@@ -79,6 +79,31 @@ export const NVME_MAX_QUEUE_ENTRIES = 1024;
 const CAP_TIMEOUT = 20;
 const MAX_AER = 4;
 const MAX_DSM_RANGES = 256;
+const MAX_LOG_BYTES = 64 * 1024;
+/** Bytes of bounce buffers (the copying path) alive at once; further commands wait their turn. */
+const BOUNCE_BUDGET = 64 << 20;
+
+/** A byte budget: acquire waits (FIFO) until the bytes fit. */
+class ByteBudget {
+  private used = 0;
+  private readonly waiters: { bytes: number; go: () => void }[] = [];
+  constructor(private readonly limit: number) {}
+  acquire(bytes: number): Promise<void> {
+    if (this.waiters.length === 0 && this.used + bytes <= this.limit) {
+      this.used += bytes;
+      return Promise.resolve();
+    }
+    return new Promise((go) => this.waiters.push({ bytes, go }));
+  }
+  release(bytes: number): void {
+    this.used -= bytes;
+    while (this.waiters.length > 0 && this.used + this.waiters[0]!.bytes <= this.limit) {
+      const w = this.waiters.shift()!;
+      this.used += w.bytes;
+      w.go();
+    }
+  }
+}
 
 export interface NvmeOptions {
   /** Raw image file; created (sparse) when missing. */
@@ -141,6 +166,7 @@ export class NvmeController implements PciDeviceModel {
   private readonly nguid: Uint8Array;
   private readonly uuid: Uint8Array;
   private readonly startedAt = Date.now();
+  private readonly bounceBudget = new ByteBudget(BOUNCE_BUDGET);
 
   private mem: GuestMemory | undefined;
 
@@ -876,7 +902,10 @@ export class NvmeController implements PciDeviceModel {
         return Promise.resolve({ status: Status.INVALID_LOG_PAGE | STATUS_DNR });
     }
     const len = numd * 4;
-    if (offset & 3n || len > 1 << 20) return Promise.resolve({ status: Status.INVALID_FIELD | STATUS_DNR });
+    // Every log page we have fits in 4 KiB; a larger request is refused rather than allocated (thousands of admin
+    // commands could each ask for megabytes).
+    if (offset & 3n || len > MAX_LOG_BYTES)
+      return Promise.resolve({ status: Status.INVALID_FIELD | STATUS_DNR });
     const out = new Uint8Array(len);
     if (offset < BigInt(page.length)) out.set(page.subarray(Number(offset), Number(offset) + len));
     return this.toHost(cmd, out);
@@ -964,6 +993,21 @@ export class NvmeController implements PciDeviceModel {
     write: boolean,
   ): Promise<Result> {
     this.stats.bounced++;
+    await this.bounceBudget.acquire(length);
+    try {
+      return await this.bounceCopy(mem, segs, offset, length, write);
+    } finally {
+      this.bounceBudget.release(length);
+    }
+  }
+
+  private async bounceCopy(
+    mem: GuestMemory,
+    segs: GuestSegment[],
+    offset: bigint,
+    length: number,
+    write: boolean,
+  ): Promise<Result> {
     if (write) {
       let data: Uint8Array;
       try {
