@@ -233,6 +233,7 @@ export interface NativeAddon {
   blockIo(fd: number, write: boolean, offset: bigint, segments: Uint8Array[]): Promise<number>;
   blockFallocate(fd: number, mode: number, offset: bigint, length: bigint): Promise<number>;
   blockSync(fd: number): Promise<number>;
+  blockReadNowait(fd: number, offset: bigint, segments: Uint8Array[]): number;
   FALLOC_FL_KEEP_SIZE: number;
   FALLOC_FL_PUNCH_HOLE: number;
   FALLOC_FL_ZERO_RANGE: number;

@@ -15,6 +15,14 @@ export function blockRead(fd: number, offset: bigint, segments: Uint8Array[]): P
   return addon.blockIo(fd, false, offset, segments);
 }
 
+/**
+ * preadv2(RWF_NOWAIT) on the calling thread: the byte count when all of it came from the page cache, else -1 (the
+ * caller then uses blockRead). Never waits for the disk. At most 1024 segments.
+ */
+export function blockReadNowait(fd: number, offset: bigint, segments: Uint8Array[]): number {
+  return addon.blockReadNowait(fd, offset, segments);
+}
+
 /** pwritev of `segments` at `offset`, retried through short writes. Resolves with the byte count. */
 export function blockWrite(fd: number, offset: bigint, segments: Uint8Array[]): Promise<number> {
   return addon.blockIo(fd, true, offset, segments);

@@ -70,6 +70,7 @@ export {
   BLOCK_IO_MAX_SEGMENTS,
   blockFallocate,
   blockRead,
+  blockReadNowait,
   blockSync,
   blockWrite,
   FALLOC_FL_KEEP_SIZE,

@@ -288,8 +288,56 @@ static napi_value js_block_sync(napi_env env, napi_callback_info info) {
   return bio_queue(env, j);
 }
 
+/*
+ * blockReadNowait(fd, offset: bigint, segments: Uint8Array[]) -> bytes read, or -1 when the data is not all in the
+ * page cache (preadv2 RWF_NOWAIT: EAGAIN, or a short read). Synchronous on the calling thread, and never blocks on
+ * the disk: a hit costs a memory copy instead of two threadpool hops; a miss costs one failed syscall.
+ */
+static napi_value js_block_read_nowait(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  uint64_t off;
+  if (!vu_args_fd(env, info, 3, argv, &fd) || !vu_get_u64(env, argv[1], "offset", &off)) return NULL;
+  bool is;
+  NAPI_CALL(env, napi_is_array(env, argv[2], &is));
+  uint32_t n = 0;
+  if (is) NAPI_CALL(env, napi_get_array_length(env, argv[2], &n));
+  if (!is || n > BIO_IOV_MAX || off > (uint64_t)INT64_MAX) {
+    vu_throw_range(env, "segments must be an array of at most %d Uint8Arrays", BIO_IOV_MAX);
+    return NULL;
+  }
+  struct iovec iov[BIO_IOV_MAX];
+  size_t total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    napi_typedarray_type type;
+    size_t length, boff;
+    napi_value ab;
+    void *p;
+    NAPI_CALL(env, napi_get_element(env, argv[2], i, &v));
+    NAPI_CALL(env, napi_is_typedarray(env, v, &is));
+    if (is) NAPI_CALL(env, napi_get_typedarray_info(env, v, &type, &length, &p, &ab, &boff));
+    if (!is || type != napi_uint8_array || (length > 0 && !p)) {
+      vu_throw_type(env, "segments must be Uint8Arrays");
+      return NULL;
+    }
+    iov[i].iov_base = p;
+    iov[i].iov_len = length;
+    total += length;
+  }
+  ssize_t r;
+  do r = preadv2(fd, iov, (int)n, (off_t)off, RWF_NOWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r < 0 && errno != EAGAIN && errno != EOPNOTSUPP) {
+    vu_throw_errno(env, errno, "preadv2");
+    return NULL;
+  }
+  return vu_double(env, r < 0 || (size_t)r != total ? -1 : (double)r);
+}
+
 bool vu_init_blockio(napi_env env, napi_value exports) {
   return vu_export_fn(env, exports, "blockIo", js_block_io) &&
+         vu_export_fn(env, exports, "blockReadNowait", js_block_read_nowait) &&
          vu_export_fn(env, exports, "blockFallocate", js_block_fallocate) &&
          vu_export_fn(env, exports, "blockSync", js_block_sync) &&
          vu_export_u32(env, exports, "FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE) &&

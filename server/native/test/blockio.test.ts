@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import {
   blockFallocate,
   blockRead,
+  blockReadNowait,
   blockSync,
   blockWrite,
   closeFd,
@@ -53,6 +54,22 @@ test('pwritev from mapped pages and a JS buffer, preadv back into mapped pages; 
   } finally {
     munmap(ab);
     closeFd(mfd);
+    closeSync(fd);
+  }
+});
+
+test('preadv2 RWF_NOWAIT: a page-cache hit is read synchronously, a short read says -1', async () => {
+  const path = join(dir, 'c.img');
+  writeFileSync(path, new Uint8Array(8192).fill(7)); // just written: in the page cache
+  const fd = openSync(path, 'r');
+  try {
+    const a = new Uint8Array(4096);
+    const b = new Uint8Array(1024);
+    assert.is(blockReadNowait(fd, 0n, [a, b]), 5120);
+    assert.ok(a.every((x) => x === 7) && b.every((x) => x === 7));
+    assert.is(blockReadNowait(fd, 4096n, [new Uint8Array(8192)]), -1, 'past EOF: short, use blockRead');
+    assert.throws(() => blockReadNowait(fd, 0n, [new Uint16Array(2) as unknown as Uint8Array]), /Uint8Array/);
+  } finally {
     closeSync(fd);
   }
 });

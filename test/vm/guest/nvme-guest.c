@@ -5,7 +5,7 @@
 //                                  1 MiB writes, fsync, then read everything back and compare
 //   nvme-guest verify DEV SEED     read every block back and compare (persistence across a power cycle)
 //   nvme-guest zero DEV OFF LEN    the range reads zeros (after a discard)
-//   nvme-guest bench DEV SECS      4 KiB random read QD1/QD16, 128 KiB sequential read/write QD1/QD16 (O_DIRECT,
+//   nvme-guest bench DEV SECS [T]  4 KiB random read QD1/QD16, 128 KiB sequential read/write QD1/QD16 (O_DIRECT,
 //                                  libaio-less: QD16 = 16 threads each doing synchronous pread/pwrite), one line
 //                                  "bench NAME IOPS MBps" each
 // Prints "ok - ..."/"FAIL - ..." lines and "N passed, N failed" (guest-check.h).
@@ -213,13 +213,22 @@ static void bench_one(const char *dev, const char *name, size_t bs, int write, i
   close(fd);
 }
 
-static int do_bench(const char *dev, double secs) {
-  bench_one(dev, "randread-4k-qd1", 4096, 0, 1, 1, secs);
-  bench_one(dev, "randread-4k-qd16", 4096, 0, 1, 16, secs);
-  bench_one(dev, "seqread-128k-qd1", 128 << 10, 0, 0, 1, secs);
-  bench_one(dev, "seqread-128k-qd16", 128 << 10, 0, 0, 16, secs);
-  bench_one(dev, "seqwrite-128k-qd1", 128 << 10, 1, 0, 1, secs);
-  bench_one(dev, "seqwrite-128k-qd16", 128 << 10, 1, 0, 16, secs);
+static const struct {
+  const char *name;
+  size_t bs;
+  int write, random;
+  unsigned qd;
+} benches[] = {
+    {"randread-4k-qd1", 4096, 0, 1, 1},           {"randread-4k-qd16", 4096, 0, 1, 16},
+    {"seqread-128k-qd1", 128 << 10, 0, 0, 1},     {"seqread-128k-qd16", 128 << 10, 0, 0, 16},
+    {"seqwrite-128k-qd1", 128 << 10, 1, 0, 1},    {"seqwrite-128k-qd16", 128 << 10, 1, 0, 16},
+};
+
+/* All tests, or only the one named `only` (the host interleaves devices test by test). */
+static int do_bench(const char *dev, double secs, const char *only) {
+  for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++)
+    if (!only || !strcmp(only, benches[i].name))
+      bench_one(dev, benches[i].name, benches[i].bs, benches[i].write, benches[i].random, benches[i].qd, secs);
   return finish();
 }
 
@@ -229,7 +238,7 @@ int main(int argc, char **argv) {
   if (argc >= 4 && !strcmp(argv[1], "verify")) return do_verify(argv[2], (uint32_t)strtoul(argv[3], NULL, 0));
   if (argc >= 5 && !strcmp(argv[1], "zero"))
     return do_zero(argv[2], strtoull(argv[3], NULL, 0), strtoull(argv[4], NULL, 0));
-  if (argc >= 4 && !strcmp(argv[1], "bench")) return do_bench(argv[2], atof(argv[3]));
+  if (argc >= 4 && !strcmp(argv[1], "bench")) return do_bench(argv[2], atof(argv[3]), argc >= 5 ? argv[4] : NULL);
   fprintf(stderr, "usage: nvme-guest write|verify DEV SEED | zero DEV OFF LEN | bench DEV SECS\n");
   return 2;
 }
