@@ -22,7 +22,7 @@
 //   DmaError 'unmapped' rather than awaited: waiting for the client's reply while it waits for our unmap reply
 //   could deadlock (QEMU may hold its big lock while waiting). A late reply is ignored by the messenger.
 //
-// The access API (read/write/readv/writev) implements device.ts's DmaAccessor.
+// The access API (read/write/readv/writev, device.ts's DmaAccessor) is access.ts; this class hands it the table.
 
 import * as native from 'vfio-user-native';
 import {
@@ -34,22 +34,19 @@ import {
   PAGE_SIZE_BIG,
   U64_MAX,
 } from 'vfio-user-protocol';
-import type { DeviceLogger, DmaAccessor } from '../device.js';
+import { type DeviceLogger, type DmaAccessor, silentLogger } from '../device.js';
+import { DmaAccess, type DmaSegment } from './access.js';
 import type { DirtyPageLogging } from './dirty.js';
 import { DmaError, DmaMapError } from './errors.js';
 import {
   type BackingFile,
   type CachedMappingState,
-  type FilePiece,
   FileTable,
   type FileUse,
   type IdleCacheOptions,
 } from './files.js';
 import { IntervalTable } from './interval-table.js';
 import { DmaRegion } from './region.js';
-
-/** Largest single access (a Uint8Array length); larger transfers are a device bug. */
-const MAX_ACCESS = 2 ** 31;
 
 export interface DmaMapParams {
   iova: bigint;
@@ -113,27 +110,13 @@ export interface DmaStats {
   cachedMappings: number;
 }
 
-/** One element of a scatter-gather list. */
-export interface DmaSegment {
-  iova: bigint;
-  length: number;
-}
-
-interface Piece {
-  region: DmaRegion;
-  iova: bigint;
-  /** Offset in the caller's buffer. */
-  offset: number;
-  length: number;
-}
+export type { DmaSegment } from './access.js';
 
 /** A subscriber (or replayed region) that refused, with its error. */
 interface Refusal<T> {
   item: T;
   err: unknown;
 }
-
-const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
 export class DmaAddressSpace implements DmaAccessor {
   private readonly table = new IntervalTable<DmaRegion>();
@@ -145,6 +128,11 @@ export class DmaAddressSpace implements DmaAccessor {
   private nextId = 1;
   private transport: DmaMessageTransport | null = null;
   private readonly log: DeviceLogger;
+  private readonly access = new DmaAccess({
+    find: (iova) => this.table.find(iova),
+    transport: () => this.transport,
+    dirtyLogging: () => this.dirtyLogging,
+  });
   pageSize: bigint;
   maxMappings: number;
   /** Dirty-page logging, when a migration-capable build installs it (see dirty.ts). */
@@ -156,7 +144,7 @@ export class DmaAddressSpace implements DmaAccessor {
   };
 
   constructor(opts: DmaAddressSpaceOptions = {}) {
-    this.log = opts.log ?? silent;
+    this.log = opts.log ?? silentLogger;
     this.pageSize = opts.pageSize ?? PAGE_SIZE_BIG;
     this.maxMappings = opts.maxMappings ?? DEFAULT_MAX_DMA_MAPS;
     this.files = new FileTable({
@@ -627,246 +615,22 @@ export class DmaAddressSpace implements DmaAccessor {
   }
 
   // ---------------------------------------------------------------------------------------------------------
-  // Access API (DmaAccessor)
+  // Access API (DmaAccessor): access.ts does the work.
 
-  /** Reads `length` bytes at `iova`. */
   read(iova: bigint, length: number): Promise<Uint8Array> {
-    try {
-      checkLength(iova, length);
-      const out = new Uint8Array(length);
-      // Fast path: inside one mapped region, done synchronously.
-      if (this.copyFast(iova, out, false)) return Promise.resolve(out);
-      return this.execute(this.plan(iova, length, false, 0), out, false).then(() => out);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    return this.access.read(iova, length);
   }
 
-  /** Writes `data` at `iova`. */
   write(iova: bigint, data: Uint8Array): Promise<void> {
-    try {
-      checkLength(iova, data.length);
-      if (this.copyFast(iova, data, true)) return Promise.resolve();
-      return this.execute(this.plan(iova, data.length, true, 0), data, true);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    return this.access.write(iova, data);
   }
 
-  /** Gathers a scatter-gather list into one buffer (checked entirely before any byte moves). */
-  async readv(sgl: readonly DmaSegment[]): Promise<Uint8Array> {
-    let total = 0;
-    for (const s of sgl) {
-      checkLength(s.iova, s.length);
-      total += s.length;
-    }
-    checkLength(0n, total);
-    const out = new Uint8Array(total);
-    const plans = this.planAll(sgl, false);
-    for (const plan of plans) await this.execute(plan, out, false);
-    return out;
+  readv(sgl: readonly DmaSegment[]): Promise<Uint8Array> {
+    return this.access.readv(sgl);
   }
 
-  /** Scatters `data` over a scatter-gather list whose lengths must add up to data.length. */
-  async writev(sgl: readonly DmaSegment[], data: Uint8Array): Promise<void> {
-    let total = 0;
-    for (const s of sgl) {
-      checkLength(s.iova, s.length);
-      total += s.length;
-    }
-    if (total !== data.length)
-      throw new DmaError('range', sgl[0]?.iova ?? 0n, 'scatter-gather list length differs from the data');
-    const plans = this.planAll(sgl, true);
-    for (const plan of plans) await this.execute(plan, data, true);
-  }
-
-  private planAll(sgl: readonly DmaSegment[], isWrite: boolean): Piece[][] {
-    let off = 0;
-    return sgl.map((s) => {
-      const plan = this.plan(s.iova, s.length, isWrite, off);
-      off += s.length;
-      return plan;
-    });
-  }
-
-  /** Moves `buf` synchronously when one mapped region with the right permission holds it all. */
-  private copyFast(iova: bigint, buf: Uint8Array, isWrite: boolean): boolean {
-    if (buf.length === 0) return true;
-    const r = this.table.find(iova);
-    if (r?.access !== 'mmap' || iova + BigInt(buf.length) > r.end || !(isWrite ? r.writable : r.readable)) {
-      return false;
-    }
-    this.copyMapped(r, iova, buf, 0, buf.length, isWrite);
-    if (isWrite) this.dirtyLogging?.markDirty(iova, buf.length);
-    return true;
-  }
-
-  /** Splits [iova, iova+length) over the regions, checking coverage and permission before anything moves. */
-  private plan(iova: bigint, length: number, isWrite: boolean, bufOffset: number): Piece[] {
-    const pieces: Piece[] = [];
-    let pos = iova;
-    let off = 0;
-    while (off < length) {
-      const r = this.table.find(pos);
-      if (!r)
-        throw new DmaError('unmapped', pos, `${isWrite ? 'write' : 'read'} of ${length} bytes: not mapped`);
-      if (isWrite ? !r.writable : !r.readable) {
-        throw new DmaError('permission', pos, `${isWrite ? 'write to' : 'read from'} ${r}`);
-      }
-      const avail = r.end - pos;
-      const n = avail < BigInt(length - off) ? Number(avail) : length - off;
-      pieces.push({ region: r, iova: pos, offset: bufOffset + off, length: n });
-      pos += BigInt(n);
-      off += n;
-    }
-    return pieces;
-  }
-
-  private async execute(pieces: Piece[], buf: Uint8Array, isWrite: boolean): Promise<void> {
-    for (const p of pieces) {
-      const r = p.region;
-      if (r.removed) throw new DmaError('unmapped', p.iova, 'region unmapped during the access');
-      switch (r.access) {
-        case 'mmap':
-          this.copyMapped(r, p.iova, buf, p.offset, p.length, isWrite);
-          break;
-        case 'fd':
-          this.copyFd(r, p.iova, buf, p.offset, p.length, isWrite);
-          break;
-        case 'message':
-          await this.copyMessage(r, p.iova, buf.subarray(p.offset, p.offset + p.length), isWrite);
-          break;
-      }
-      if (isWrite) this.dirtyLogging?.markDirty(p.iova, p.length);
-    }
-  }
-
-  private copyMapped(
-    r: DmaRegion,
-    iova: bigint,
-    buf: Uint8Array,
-    off: number,
-    length: number,
-    isWrite: boolean,
-  ): void {
-    // Region-relative position, then the file piece (window) it falls in, mapped on first touch.
-    let rel = iova - r.iova;
-    const guarded = r.file!.canShrink;
-    let done = 0;
-    while (done < length) {
-      let piece: FilePiece;
-      try {
-        piece = r.pieceAt(rel);
-      } catch (err) {
-        throw new DmaError(
-          'io',
-          iova + BigInt(done),
-          `mapping a window failed: ${(err as Error).message}`,
-          errnoOf(err),
-        );
-      }
-      const inPiece = Number(r.fileOffset + rel - piece.fileOffset);
-      const at = piece.viewOffset + inPiece;
-      const n = Math.min(length - done, piece.length - inPiece);
-      if (n <= 0) throw new DmaError('io', iova + BigInt(done), 'mapping shorter than its region');
-      const bytes = piece.view.bytes;
-      if (guarded) {
-        // The client can truncate this file under the mapping (files.ts): a SIGBUS becomes an EFAULT.
-        const ok = isWrite
-          ? native.guardedCopy(bytes, at, buf, off + done, n)
-          : native.guardedCopy(buf, off + done, bytes, at, n);
-        if (!ok) {
-          throw new DmaError(
-            'io',
-            iova + BigInt(done),
-            `${isWrite ? 'write' : 'read'} of ${n} bytes: the client shrank the file behind ${r}`,
-            Errno.EFAULT,
-          );
-        }
-      } else if (isWrite) bytes.set(buf.subarray(off + done, off + done + n), at);
-      else buf.set(bytes.subarray(at, at + n), off + done);
-      done += n;
-      rel += BigInt(n);
-    }
-  }
-
-  private copyFd(
-    r: DmaRegion,
-    iova: bigint,
-    buf: Uint8Array,
-    off: number,
-    length: number,
-    isWrite: boolean,
-  ): void {
-    const fd = r.file!.fd;
-    let fileOff = r.fileOffset + (iova - r.iova);
-    let done = 0;
-    while (done < length) {
-      const chunk = buf.subarray(off + done, off + length);
-      let n: number;
-      try {
-        n = isWrite ? native.pwrite(fd, chunk, fileOff) : native.pread(fd, chunk, fileOff);
-      } catch (err) {
-        throw new DmaError(
-          'io',
-          iova + BigInt(done),
-          `${isWrite ? 'pwrite' : 'pread'} failed: ${(err as Error).message}`,
-          errnoOf(err),
-        );
-      }
-      if (n <= 0) {
-        // The client shrank the file below the region (it was long enough at DMA_MAP): the memory is gone.
-        throw new DmaError(
-          'io',
-          iova + BigInt(done),
-          `${isWrite ? 'pwrite' : 'pread'} hit end of file`,
-          Errno.EFAULT,
-        );
-      }
-      done += n;
-      fileOff += BigInt(n);
-    }
-  }
-
-  private copyMessage(r: DmaRegion, iova: bigint, chunk: Uint8Array, isWrite: boolean): Promise<void> {
-    const t = this.transport;
-    if (!t)
-      return Promise.reject(new DmaError('io', iova, 'no client to reach fd-less memory', Errno.ENOTCONN));
-    return new Promise<void>((resolve, reject) => {
-      const abort = (err: Error) => reject(err);
-      r.inflight ??= new Set();
-      r.inflight.add(abort);
-      const op = isWrite ? t.write(iova, chunk) : t.read(iova, chunk.length);
-      op.then(
-        (data) => {
-          if (!r.inflight?.delete(abort)) return; // failed by an unmap already
-          if (!isWrite) {
-            const d = data as Uint8Array;
-            if (d.length !== chunk.length) {
-              reject(
-                new DmaError(
-                  'io',
-                  iova,
-                  `DMA_READ returned ${d.length} of ${chunk.length} bytes`,
-                  Errno.EPROTO,
-                ),
-              );
-              return;
-            }
-            chunk.set(d);
-          }
-          resolve();
-        },
-        (err: unknown) => {
-          if (!r.inflight?.delete(abort)) return;
-          reject(
-            err instanceof DmaError
-              ? err
-              : new DmaError('io', iova, (err as Error)?.message ?? String(err), errnoOf(err)),
-          );
-        },
-      );
-    });
+  writev(sgl: readonly DmaSegment[], data: Uint8Array): Promise<void> {
+    return this.access.writev(sgl, data);
   }
 
   /**
@@ -892,14 +656,6 @@ export class DmaAddressSpace implements DmaAccessor {
     });
     this.transport = null;
   }
-}
-
-function checkLength(iova: bigint, length: number): void {
-  if (!Number.isInteger(length) || length < 0 || length > MAX_ACCESS) {
-    throw new DmaError('range', iova, `bad access length ${length}`);
-  }
-  if (iova < 0n || iova + BigInt(length) > U64_MAX + 1n)
-    throw new DmaError('range', iova, 'access wraps past 2^64');
 }
 
 function closeQuietly(fd: number): void {
