@@ -253,7 +253,15 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   if (opts.metrics) ops.metrics = new ServerMetrics({ server, device, deviceName: def.name, socket: where });
   if (channel !== undefined) {
     try {
-      await takeOver({ channelFd: Number(channel), deviceName: def.name, device, server, log });
+      await takeOver({
+        channelFd: Number(channel),
+        deviceName: def.name,
+        device,
+        server,
+        log,
+        // systemd must learn the new main process before the old one exits (NotifyAccess=all).
+        beforeRunning: () => notifier.notify({ MAINPID: process.pid }),
+      });
     } catch (err) {
       // Nothing may be torn down: the device, the sockets and the host mappings still belong to the running
       // server, which keeps serving.

@@ -32,6 +32,11 @@ export interface TargetOptions {
   log: pino.Logger;
   /** How long to wait for STATE and then GO (default 60 s each: the running server decides the timeouts). */
   timeoutMs?: number;
+  /**
+   * Called once serving, before RUNNING tells the previous process to exit: with systemd, send MAINPID= here so
+   * the unit's main process never disappears without a successor (docs/handover.md).
+   */
+  beforeRunning?(): void;
 }
 
 export interface TargetResult {
@@ -77,6 +82,7 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
     }
     await start(o, state, stateFds, go);
     const resumedAt = performance.timeOrigin + performance.now();
+    o.beforeRunning?.();
     chan.send(MsgType.RUNNING, { resumedAt });
     chan.close();
     const pausedMs = resumedAt - Number(go.body.stoppedAt);
