@@ -732,6 +732,39 @@ static bool queue_chunk(napi_env env, conn *c, const uint8_t *data, size_t len, 
   return true;
 }
 
+/*
+ * Reads an optional array of at most MAX_FDS fds (undefined/null: none) into fds/nfds. `name` labels a bad
+ * element; with `check_open` each fd must be open (EBADF thrown as from `syscall`).
+ */
+static bool get_fd_array(napi_env env, napi_value arr, const char *name, bool check_open, const char *syscall,
+                         int fds[MAX_FDS], uint32_t *nfds) {
+  *nfds = 0;
+  if (vu_is_nullish(env, arr)) return true;
+  bool is_array;
+  NAPI_CALL_R(env, napi_is_array(env, arr, &is_array), false);
+  if (!is_array) {
+    vu_throw_type(env, "fds must be an array of file descriptors");
+    return false;
+  }
+  uint32_t n;
+  NAPI_CALL_R(env, napi_get_array_length(env, arr, &n), false);
+  if (n > MAX_FDS) {
+    vu_throw_range(env, "at most %d fds per message", MAX_FDS);
+    return false;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    NAPI_CALL_R(env, napi_get_element(env, arr, i, &v), false);
+    if (!vu_get_fd(env, v, name, &fds[i])) return false;
+    if (check_open && fcntl(fds[i], F_GETFD) < 0) {
+      vu_throw_errno(env, errno, syscall);
+      return false;
+    }
+  }
+  *nfds = n;
+  return true;
+}
+
 /* send(data, fds|undefined) -> boolean: true when written completely now. */
 static napi_value conn_send(napi_env env, napi_callback_info info) {
   napi_value argv[2], thisv, result;
@@ -742,29 +775,8 @@ static napi_value conn_send(napi_env env, napi_callback_info info) {
   size_t len;
   if (!vu_get_bytes(env, argv[0], "data", &data, &len)) return NULL;
   int fds[MAX_FDS];
-  uint32_t nfds = 0;
-  if (!vu_is_nullish(env, argv[1])) {
-    bool is_array;
-    NAPI_CALL(env, napi_is_array(env, argv[1], &is_array));
-    if (!is_array) {
-      vu_throw_type(env, "fds must be an array of file descriptors");
-      return NULL;
-    }
-    NAPI_CALL(env, napi_get_array_length(env, argv[1], &nfds));
-    if (nfds > MAX_FDS) {
-      vu_throw_range(env, "at most %d fds per message", MAX_FDS);
-      return NULL;
-    }
-    for (uint32_t i = 0; i < nfds; i++) {
-      napi_value v;
-      NAPI_CALL(env, napi_get_element(env, argv[1], i, &v));
-      if (!vu_get_fd(env, v, "fds[i]", &fds[i])) return NULL;
-      if (fcntl(fds[i], F_GETFD) < 0) {
-        vu_throw_errno(env, errno, "sendmsg");
-        return NULL;
-      }
-    }
-  }
+  uint32_t nfds;
+  if (!get_fd_array(env, argv[1], "fds[i]", true, "sendmsg", fds, &nfds)) return NULL;
   if (nfds && len == 0) {
     vu_throw_range(env, "fds need at least one byte of data to travel with");
     return NULL;
@@ -908,25 +920,8 @@ static napi_value conn_prefill(napi_env env, napi_callback_info info) {
   size_t len;
   if (!vu_get_bytes(env, argv[0], "data", &data, &len)) return NULL;
   int fds[MAX_FDS];
-  uint32_t nfds = 0;
-  if (!vu_is_nullish(env, argv[1])) {
-    bool is_array;
-    NAPI_CALL(env, napi_is_array(env, argv[1], &is_array));
-    if (!is_array) {
-      vu_throw_type(env, "fds must be an array of file descriptors");
-      return NULL;
-    }
-    NAPI_CALL(env, napi_get_array_length(env, argv[1], &nfds));
-    if (nfds > MAX_FDS) {
-      vu_throw_range(env, "at most %d fds per message", MAX_FDS);
-      return NULL;
-    }
-    for (uint32_t i = 0; i < nfds; i++) {
-      napi_value v;
-      NAPI_CALL(env, napi_get_element(env, argv[1], i, &v));
-      if (!vu_get_fd(env, v, "fd", &fds[i])) return NULL;
-    }
-  }
+  uint32_t nfds;
+  if (!get_fd_array(env, argv[1], "fd", false, NULL, fds, &nfds)) return NULL;
   if (nfds && len == 0) {
     vu_throw_range(env, "fds need at least the first byte of their message");
     return NULL;
