@@ -4,6 +4,8 @@
 //
 // VFIO_USER_TEST_LOG=debug (or any pino level) prints the in-process server's log on stderr.
 
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
 import pino from 'pino';
 import {
   createEdu,
@@ -13,6 +15,10 @@ import {
   type ServerOptions,
   VfioUserServer,
 } from 'vfio-user-server';
+
+import { projectRoot } from '../lib/guest.js';
+
+const BIN = join(projectRoot, 'server', 'bin', 'vfio-user-server.js');
 
 // The edu register map lives in test/lib (shared with test/integration); re-exported for the qemu/vm tests.
 export { Edu } from '../lib/edu-regs.js';
@@ -106,3 +112,49 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 
 
 /** Hex for messages. */
 export const hex = (v: number | bigint) => `0x${v.toString(16)}`;
+
+/** The CLI (`vfio-user-server`) as a child process on `socket`, its JSON log records parsed as they arrive. */
+export class ServerProcess {
+  readonly child: ChildProcess;
+  readonly records: Record<string, unknown>[] = [];
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private partial = '';
+
+  constructor(socket: string) {
+    this.child = spawn(process.execPath, [BIN, '--socket-path', socket, '--log-format', 'json'], {
+      cwd: projectRoot,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stderr!.on('data', (d: string) => {
+      this.stderr += d;
+      const lines = (this.partial + d).split('\n');
+      this.partial = lines.pop() ?? '';
+      for (const l of lines) {
+        try {
+          this.records.push(JSON.parse(l) as Record<string, unknown>);
+        } catch {
+          // not a log record
+        }
+      }
+    });
+    this.exited = new Promise((resolve) =>
+      this.child.on('close', (code, signal) => resolve({ code, signal })),
+    );
+  }
+
+  all(msg: string): Record<string, unknown>[] {
+    return this.records.filter((r) => r.msg === msg);
+  }
+
+  has(msg: string): boolean {
+    return this.records.some((r) => r.msg === msg);
+  }
+
+  async waitFor(msg: string, timeoutMs = 10_000): Promise<void> {
+    if (!(await until(() => this.has(msg) || this.child.exitCode !== null, timeoutMs)) || !this.has(msg)) {
+      throw new Error(`server did not log '${msg}':\n${this.stderr}`);
+    }
+  }
+}

@@ -3,62 +3,17 @@
 // read all-ones, and a new server can be started on the same socket path (the dead one left its socket file).
 // QEMU's vfio-user client does not reconnect: the new server never sees a client and the device stays dead until
 // QEMU is restarted (README "Attach to QEMU").
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { projectRoot } from '../lib/guest.js';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
 import { qtestCommand } from './cmdline.js';
 import { BAR0_ADDR, enableBar0, factorial, reg32, SLOT } from './edu-qtest.js';
-import { Edu, Stages, sleep, until } from './harness.js';
+import { Edu, ServerProcess, Stages, sleep } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
-const BIN = join(projectRoot, 'server', 'bin', 'vfio-user-server.js');
-
-/** The CLI as a child process, its JSON log records parsed as they arrive. */
-class ServerProcess {
-  readonly child: ChildProcess;
-  readonly records: Record<string, unknown>[] = [];
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private partial = '';
-
-  constructor(socket: string) {
-    this.child = spawn(process.execPath, [BIN, '--socket-path', socket, '--log-format', 'json'], {
-      cwd: projectRoot,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    this.child.stderr!.setEncoding('utf8');
-    this.child.stderr!.on('data', (d: string) => {
-      this.stderr += d;
-      const lines = (this.partial + d).split('\n');
-      this.partial = lines.pop() ?? '';
-      for (const l of lines) {
-        try {
-          this.records.push(JSON.parse(l) as Record<string, unknown>);
-        } catch {
-          // not a log record
-        }
-      }
-    });
-    this.exited = new Promise((resolve) =>
-      this.child.on('close', (code, signal) => resolve({ code, signal })),
-    );
-  }
-
-  has(msg: string): boolean {
-    return this.records.some((r) => r.msg === msg);
-  }
-
-  async waitFor(msg: string, timeoutMs = 10_000): Promise<void> {
-    if (!(await until(() => this.has(msg) || this.child.exitCode !== null, timeoutMs)) || !this.has(msg)) {
-      throw new Error(`server did not log '${msg}':\n${this.stderr}`);
-    }
-  }
-}
 
 test('kill -9 the server: QEMU keeps running, reads return all-ones, a new server takes the socket', async () => {
   assert.is(unavailable, null, `QEMU is required: ${unavailable} (run make qemu)`);

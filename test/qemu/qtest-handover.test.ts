@@ -2,51 +2,17 @@
 // drives MMIO and edu DMA continuously while the server (the real program) is handed over 20 times with SIGUSR2.
 // Every register read returns what the device model says, every edu DMA lands, the PID changes each time, and
 // QEMU logs no vfio-user error (it would on any reply it did not expect, or on an EOF).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { projectRoot } from '../lib/guest.js';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
 import { qtestCommand } from './cmdline.js';
 import { eduDma, enableBar0, factorial, pattern, reg32, SLOT, setReg32 } from './edu-qtest.js';
-import { Edu, Stages, until } from './harness.js';
+import { Edu, ServerProcess, Stages, until } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
-const BIN = join(projectRoot, 'server', 'bin', 'vfio-user-server.js');
 const HANDOVERS = 20;
-
-class ServerProcess {
-  readonly child: ChildProcess;
-  readonly records: Record<string, unknown>[] = [];
-  stderr = '';
-  private partial = '';
-
-  constructor(socket: string) {
-    this.child = spawn(process.execPath, [BIN, '--socket-path', socket, '--log-format', 'json'], {
-      cwd: projectRoot,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    this.child.stderr!.setEncoding('utf8');
-    this.child.stderr!.on('data', (d: string) => {
-      this.stderr += d;
-      const lines = (this.partial + d).split('\n');
-      this.partial = lines.pop() ?? '';
-      for (const l of lines) {
-        try {
-          this.records.push(JSON.parse(l) as Record<string, unknown>);
-        } catch {
-          // not a log record
-        }
-      }
-    });
-  }
-
-  all(msg: string): Record<string, unknown>[] {
-    return this.records.filter((r) => r.msg === msg);
-  }
-}
 
 function alive(pid: number): boolean {
   try {
