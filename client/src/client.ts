@@ -39,23 +39,23 @@ import {
   HEADER_SIZE,
   type IoFdSubRegion,
   type IrqInfoReply,
+  judgeVersionReply,
   MsgFlags,
+  type OmittedDefaults,
   PAGE_SIZE,
   ProtocolError,
+  proposedCapabilities,
   type RegionCap,
   RegionCapId,
   RegionInfoFlags,
   type RegionWriteMultiEntry,
+  type ServerCapabilities,
   SetIrqsFlags,
+  twinSocketFdProblem,
+  type VersionReplyRules,
   WRITE_MULTI_MAX_DATA,
 } from 'vfio-user-protocol';
-import {
-  type CapabilitiesJson,
-  checkServerVersion,
-  defaultClientCapabilities,
-  type OmittedDefaults,
-  type ServerCapabilities,
-} from './caps.js';
+import { type CapabilitiesJson, defaultClientCapabilities } from './caps.js';
 import {
   ClientConnection,
   type ConnectionOptions,
@@ -475,7 +475,7 @@ export class VfioUserClient {
     let proposed: Record<string, unknown> | undefined;
     if (opts.capabilities instanceof Uint8Array) {
       json = opts.capabilities;
-      proposed = tryParseProposal(json);
+      proposed = proposedCapabilities(json);
     } else if (opts.capabilities !== null) {
       const caps: CapabilitiesJson = {
         ...(opts.capabilities ?? defaultClientCapabilities(this.maxMsgFds, this.maxDataXferSize)),
@@ -495,32 +495,16 @@ export class VfioUserClient {
     const ro = timeout(opts, { maxReplyFds: opts.twinSocket ? Math.max(1, this.maxMsgFds) : 0 });
     if (opts.qemuLimits) ro.maxReplySize = HEADER_SIZE + payload.length;
     const r = await this.call(Command.VERSION, payload, ro);
-    const checkOpts: { qemuLimits?: boolean; omittedDefaults?: OmittedDefaults } = {};
-    if (opts.qemuLimits) checkOpts.qemuLimits = true;
-    if (opts.omittedDefaults) checkOpts.omittedDefaults = opts.omittedDefaults;
-    const check = checkServerVersion(r.payload, { major, minor, caps: proposed }, checkOpts);
-    let twin = false;
+    const rules: VersionReplyRules = {};
+    if (opts.qemuLimits) rules.qemuLimits = true;
+    if (opts.omittedDefaults) rules.omittedDefaults = opts.omittedDefaults;
+    const check = judgeVersionReply(r.payload, { major, minor, caps: proposed }, rules);
     const fds = [...r.fds];
     const tw = check.capabilities.twinSocket;
+    let twin = false;
     if (check.errors.length === 0 && tw?.supported) {
-      if (!opts.twinSocket) {
-        check.errors.push('twin_socket enabled although not offered');
-      } else if (tw.fdIndex === undefined || tw.fdIndex >= fds.length) {
-        // Spec: the client must close the connection.
-        closeQuietly(fds);
-        const err = new NegotiationError([`twin_socket fd_index ${tw.fdIndex} does not name a passed fd`]);
-        this.conn.close(new ConnectionClosedError('twin_socket reply without a usable fd', err));
-        throw err;
-      } else {
-        const [fd] = fds.splice(tw.fdIndex, 1);
-        try {
-          this.conn.attachTwin(this.transportFromFd(fd!));
-          twin = true;
-        } catch (e) {
-          closeQuietly([fd!, ...fds]);
-          throw e;
-        }
-      }
+      if (opts.twinSocket) twin = this.adoptTwinSocket(tw, fds);
+      else check.errors.push('twin_socket enabled although not offered');
     }
     closeQuietly(fds);
     if (check.errors.length) throw new NegotiationError(check.errors);
@@ -535,6 +519,26 @@ export class VfioUserClient {
       twinSocket: twin,
       replySize: r.header.size,
     };
+  }
+
+  /** Attach the reply's twin socket (taken out of `fds`); a fd_index naming no fd closes the connection (spec). */
+  private adoptTwinSocket(tw: { supported: boolean; fdIndex?: number }, fds: number[]): true {
+    const problem = twinSocketFdProblem(tw, fds.length);
+    const i = tw.fdIndex;
+    if (problem !== undefined || i === undefined) {
+      closeQuietly(fds);
+      const err = new NegotiationError([problem ?? 'twin_socket without fd_index']);
+      this.conn.close(new ConnectionClosedError('twin_socket reply without a usable fd', err));
+      throw err;
+    }
+    const [fd] = fds.splice(i, 1);
+    try {
+      this.conn.attachTwin(this.transportFromFd(fd!));
+    } catch (e) {
+      closeQuietly([fd!, ...fds]);
+      throw e;
+    }
+    return true;
   }
 
   // ------------------------------------------------------------------------------------------- DMA maps
@@ -1083,20 +1087,6 @@ export class VfioUserClient {
 
 function timeoutArgs<T extends object>(o: { timeoutMs?: number }, a: T): T & { timeoutMs?: number } {
   return o.timeoutMs === undefined ? a : { ...a, timeoutMs: o.timeoutMs };
-}
-
-function tryParseProposal(json: Uint8Array): Record<string, unknown> | undefined {
-  try {
-    const text = new TextDecoder().decode(
-      json[json.length - 1] === 0 ? json.subarray(0, json.length - 1) : json,
-    );
-    const c = (JSON.parse(text) as { capabilities?: unknown } | null)?.capabilities;
-    return typeof c === 'object' && c !== null && !Array.isArray(c)
-      ? (c as Record<string, unknown>)
-      : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Wait for every part; then reject with the first failure (so no rejection goes unhandled). */

@@ -3,15 +3,15 @@
 // access for conformance testing. Wire constants and codecs come from vfio-user-protocol.
 
 // Wire names a client user needs most, re-exported from vfio-user-protocol (where they are defined).
-export { DmaMapFlags, errnoName, QEMU_LIMITS, QEMU_VERSION_JSON } from 'vfio-user-protocol';
 export {
-  type CapabilitiesJson,
-  checkServerVersion,
-  defaultClientCapabilities,
+  DmaMapFlags,
+  errnoName,
   type OmittedDefaults,
+  QEMU_LIMITS,
+  QEMU_VERSION_JSON,
   type ServerCapabilities,
-  type VersionCheck,
-} from './caps.js';
+} from 'vfio-user-protocol';
+export { type CapabilitiesJson, defaultClientCapabilities } from './caps.js';
 export {
   type ClientOptions,
   type DeviceInfo,

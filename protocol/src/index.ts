@@ -318,19 +318,16 @@ export {
   type VersionRequest,
   versionReplyFdRule,
 } from './messages/version.js';
-// VERSION negotiation: the server's reply, the client's check of it.
-export {
-  checkVersionReply,
-  negotiateVersion,
-  type VersionNegotiation,
-  type VersionReplyCheck,
-} from './negotiation.js';
+// VERSION negotiation: the server's reply, the client's judgement of it.
+export { negotiateVersion, type VersionNegotiation } from './negotiation.js';
 // What QEMU sends and accepts beyond the spec.
 export {
   checkQemuVersionReply,
   QEMU_LIMITS,
+  QEMU_OMITTED_MAX_MSG_FDS,
   QEMU_VERSION_JSON,
   QEMU_VERSION_REQUEST_SIZE,
+  qemuLimitProblems,
 } from './qemu.js';
 // 64-bit range arithmetic.
 export {
@@ -363,3 +360,15 @@ export {
   TraceParser,
   type TraceRecord,
 } from './trace.js';
+export {
+  checkVersionReply,
+  judgeVersionReply,
+  type OmittedDefaults,
+  proposedCapabilities,
+  type ServerCapabilities,
+  twinSocketFdProblem,
+  type VersionProposal,
+  type VersionReplyCheck,
+  type VersionReplyReport,
+  type VersionReplyRules,
+} from './version-reply.js';

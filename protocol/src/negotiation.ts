@@ -1,11 +1,11 @@
-// VERSION negotiation (spec "Version"): the reply's major must equal the proposed major, its minor must be <=
-// the proposed minor, and its capabilities must be a subset of those proposed. max_msg_fds, max_data_xfer_size,
-// pgsizes and max_dma_maps describe the sender's own limits, so "subset" binds only the opt-in features,
-// twin_socket and write_multiple (VER-27, VER-33).
+// VERSION negotiation from the server's side (spec "Version"; the client's side is version-reply.ts): the reply's
+// major must equal the proposed major, its minor must be <= the proposed minor, and its capabilities must be a
+// subset of those proposed. max_msg_fds, max_data_xfer_size, pgsizes and max_dma_maps describe the sender's own
+// limits, so "subset" binds only the opt-in features, twin_socket and write_multiple (VER-27, VER-33).
 
 import { type Capabilities, encodeCapabilities, parseCapabilities } from './capabilities.js';
 import { PROTOCOL_VERSION } from './constants.js';
-import { Errno, fail } from './errors.js';
+import { fail } from './errors.js';
 import type { VersionReply, VersionRequest } from './messages/version.js';
 
 export interface VersionNegotiation {
@@ -53,45 +53,4 @@ export function negotiateVersion(
     capabilities: encodeCapabilities(offered),
   };
   return { reply, client, unknownKeys, twinSocket, writeMultiple };
-}
-
-export interface VersionReplyCheck {
-  /** The server's capabilities, defaults filled in. */
-  server: Capabilities;
-  unknownKeys: string[];
-  /** With twin-socket: the index of the twin socket among the reply's fds. */
-  twinSocketFdIndex: number | undefined;
-  writeMultiple: boolean;
-}
-
-/**
- * Client side: checks a server's VERSION reply against what the client proposed (VER-27). EINVAL for a major
- * mismatch, a higher minor, malformed JSON, a twin_socket or write_multiple the client did not offer, a
- * twin_socket without a valid fd_index (spec: the client must close), or fds without twin-socket.
- */
-export function checkVersionReply(
-  request: VersionRequest,
-  reply: VersionReply,
-  fdCount = 0,
-): VersionReplyCheck {
-  if (reply.major !== request.major) fail('VERSION_MISMATCH', `server replied major ${reply.major}`);
-  if (reply.minor > request.minor) {
-    fail('VERSION_MISMATCH', `server replied minor ${reply.minor} > proposed ${request.minor}`);
-  }
-  const proposed = parseCapabilities(request.capabilities).caps;
-  const { caps: server, unknownKeys } = parseCapabilities(reply.capabilities);
-  let twinSocketFdIndex: number | undefined;
-  if (server.twinSocket?.supported) {
-    if (!proposed.twinSocket?.supported)
-      fail('NEGOTIATION', 'server enabled twin_socket, which was not offered');
-    const i = server.twinSocket.fdIndex;
-    if (i === undefined || i >= fdCount) fail('NEGOTIATION', `twin_socket fd_index ${i} but ${fdCount} fds`);
-    twinSocketFdIndex = i;
-  } else if (fdCount > 0) {
-    fail('NEGOTIATION', `VERSION reply carries ${fdCount} fds without twin-socket`, Errno.EINVAL);
-  }
-  if (server.writeMultiple && !proposed.writeMultiple) {
-    fail('NEGOTIATION', 'server enabled write_multiple, which was not offered');
-  }
-  return { server, unknownKeys, twinSocketFdIndex, writeMultiple: server.writeMultiple };
 }

@@ -24,6 +24,36 @@ export const QEMU_LIMITS = Object.freeze({
   maxBitmapSize: 256 * 1024 * 1024,
 });
 
+/** What QEMU assumes for max_msg_fds when a server's reply omits it (the spec says 1). */
+export const QEMU_OMITTED_MAX_MSG_FDS = 8;
+
+/** The values in `caps` that QEMU_LIMITS refuse, one line each (CLI-03). */
+export function qemuLimitProblems(caps: {
+  maxMsgFds: number;
+  maxDataXferSize: number;
+  maxDmaMaps: number;
+  pgsizes: number;
+  migration?: { pgsize: number; maxBitmapSize?: number };
+}): string[] {
+  const L = QEMU_LIMITS;
+  const problems: string[] = [];
+  const above = (key: string, v: number, max: number) => {
+    if (v > max) problems.push(`${key} ${v} > QEMU's limit ${max}`);
+  };
+  above('max_msg_fds', caps.maxMsgFds, L.maxMsgFds);
+  above('max_data_xfer_size', caps.maxDataXferSize, L.maxDataXferSize);
+  above('max_dma_maps', caps.maxDmaMaps, L.maxDmaMaps);
+  if (caps.pgsizes % L.pageGranule !== 0)
+    problems.push(`pgsizes 0x${caps.pgsizes.toString(16)} has low 12 bits set`);
+  if (caps.migration) {
+    if (caps.migration.pgsize % L.pageGranule !== 0)
+      problems.push(`migration.pgsize ${caps.migration.pgsize} is not a multiple of ${L.pageGranule}`);
+    if (caps.migration.maxBitmapSize !== undefined)
+      above('migration.max_bitmap_size', caps.migration.maxBitmapSize, L.maxBitmapSize);
+  }
+  return problems;
+}
+
 /**
  * Lists every reason QEMU would refuse (or mis-handle) this VERSION reply; empty means it fits.
  * `requestSize` is QEMU's whole request message size (214 for 11.1.3): QEMU reads the reply into that buffer,
@@ -55,23 +85,10 @@ export function checkQemuVersionReply(requestSize: number, reply: VersionReply, 
     problems.push(`capabilities do not parse: ${(e as Error).message}`);
     return problems;
   }
-  const L = QEMU_LIMITS;
-  if (!present.has('max_msg_fds')) problems.push('max_msg_fds absent (QEMU would assume 8, the spec says 1)');
+  if (!present.has('max_msg_fds'))
+    problems.push(`max_msg_fds absent (QEMU would assume ${QEMU_OMITTED_MAX_MSG_FDS}, the spec says 1)`);
   if (!present.has('max_data_xfer_size')) problems.push('max_data_xfer_size absent');
-  if (caps.maxMsgFds > L.maxMsgFds) problems.push(`max_msg_fds ${caps.maxMsgFds} > ${L.maxMsgFds}`);
-  if (caps.maxDataXferSize > L.maxDataXferSize) {
-    problems.push(`max_data_xfer_size ${caps.maxDataXferSize} > ${L.maxDataXferSize}`);
-  }
-  if (caps.maxDmaMaps > L.maxDmaMaps) problems.push(`max_dma_maps ${caps.maxDmaMaps} > ${L.maxDmaMaps}`);
-  if (caps.pgsizes % L.pageGranule !== 0)
-    problems.push(`pgsizes 0x${caps.pgsizes.toString(16)} has low 12 bits set`);
-  if (caps.migration) {
-    if (caps.migration.pgsize % L.pageGranule !== 0)
-      problems.push(`migration.pgsize ${caps.migration.pgsize}`);
-    if (caps.migration.maxBitmapSize > L.maxBitmapSize) {
-      problems.push(`migration.max_bitmap_size ${caps.migration.maxBitmapSize} > ${L.maxBitmapSize}`);
-    }
-  }
+  problems.push(...qemuLimitProblems(caps));
   if (caps.twinSocket?.supported) problems.push('twin_socket enabled, but QEMU never offers it');
   return problems;
 }
