@@ -1,5 +1,7 @@
 // Stream framer: the socket is SOCK_STREAM, so bytes arrive in arbitrary fragments and several messages can
 // share one read (spec "Transport"; conformance HDR-01..03). The framer turns chunks into whole messages.
+// At run time the native addon frames in C; this is the plain statement of the same rule that the C framing is
+// held to (server/test/framing.test.ts, docs/native-addon.md).
 //
 // File descriptors: SCM_RIGHTS fds arrive with a read, not with a message. The kernel ends a stream read right
 // after the segment that carried fds, and QEMU and libvfio-user send a message's fds with the sendmsg that starts

@@ -398,17 +398,15 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
 static bool conn_attach_fds(conn *c, const int *fds, int n) {
   size_t at = c->rx_start;
   if (!c->exact) {
-    /* bulk: the last message that starts before the end of this read */
+    /* bulk: the last message that starts before the end of this read. A bad size ends the walk: the fds go with
+     * the bad message, so the whole messages before it are still delivered (conn_deliver fails the connection
+     * when it reaches the bad header, and closing the connection closes its fds), as protocol's Framer does. */
     size_t pos = c->rx_start;
     while (pos < c->rx_end) {
       at = pos;
       if (c->rx_end - pos < HDR_SIZE) break;
       uint32_t size = rd32le(c->rx + pos + 4);
-      if (size < HDR_SIZE || size > c->max_msg) {
-        close_fds(fds, n);
-        conn_fail(c, EPROTO, "recvmsg", size < HDR_SIZE ? "message size below 16" : "message size above the limit");
-        return false;
-      }
+      if (size < HDR_SIZE || size > c->max_msg) break;
       pos += size;
     }
   }
