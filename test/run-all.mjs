@@ -61,6 +61,8 @@ const suites = [
   uvuSuite('integration', 'test/dist/integration', undefined, {}, 300),
   // The bounded slice of the coverage-guided fuzzers (test/fuzz): fixed seed, fixed executions per target.
   uvuSuite('fuzz', 'test/dist/fuzz', undefined, {}, 300),
+  // examples/: the example device under the real CLI, its client script, and the conformance suite against it.
+  uvuSuite('examples', 'test/dist/examples', undefined, {}, 300),
   uvuSuite('qemu', 'test/dist/qemu', undefined, {}, 300),
   uvuSuite('conformance', 'test/dist/conformance'),
   // 25 min: the NVMe guest tests add four boots (ours and the control, each twice for persistence).

@@ -54,3 +54,13 @@ export {
 } from './errors.js';
 export { IrqEventfd, IrqEventfds } from './irqs.js';
 export { type DmaWindow, DmaWindows, GuestMemory } from './memory.js';
+export {
+  CONFIG_REGION,
+  configRead,
+  configWrite,
+  enableDevice,
+  enableMsi,
+  enableMsix,
+  findCapability,
+  PciCapId,
+} from './pci.js';

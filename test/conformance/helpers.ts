@@ -80,9 +80,10 @@ export async function runCli(args: string[], env: Record<string, string> = {}): 
 }
 
 /** Starts a server process (command with {socket}) and waits for its socket file. */
-export async function startServer(command: string, socketPath: string): Promise<ChildProcess> {
+export async function startServer(command: string, socketPath: string, cwd?: string): Promise<ChildProcess> {
   const p = spawn('/bin/sh', ['-c', `exec ${command.replaceAll('{socket}', socketPath)}`], {
     stdio: 'ignore',
+    cwd,
   });
   const deadline = Date.now() + 15000;
   while (!existsSync(socketPath)) {
