@@ -72,8 +72,29 @@ export interface IrqDescription {
  * guest memory that came without an fd is reached through DMA_READ/DMA_WRITE messages to the client.
  */
 export interface DmaAccessor {
+  /** Copy `length` bytes of guest memory at `iova`. */
   read(iova: bigint, length: number): Promise<Uint8Array>;
+  /** Copy `data` into guest memory at `iova`. */
   write(iova: bigint, data: Uint8Array): Promise<void>;
+  /**
+   * Zero-copy: the guest memory [iova, iova+length) as views (a scatter-gather list of Uint8Arrays into the
+   * mapped guest memory file), or undefined when some part is not memory that can be viewed safely — only
+   * memfds sealed against shrinking (F_SEAL_SHRINK, as QEMU's memory-backend-memfd seals them) are; then use
+   * read/write. Throws DmaError when the range is not mapped with the needed permission. The views are valid
+   * until the region is unmapped (see VfioUserDevice.dmaUnmapped); after that they are detached (length 0).
+   * Optional: the server's address space implements it, a test double may not.
+   */
+  views?(iova: bigint, length: number, access: 'read' | 'write'): Uint8Array[] | undefined;
+}
+
+/** A region of guest memory the client mapped (DMA_MAP), as the device's DMA hooks see it. */
+export interface DmaRegionInfo {
+  iova: bigint;
+  size: bigint;
+  readable: boolean;
+  writable: boolean;
+  /** Whether `DmaAccessor.views` can give zero-copy views of it (a mapped memfd sealed against shrinking). */
+  zeroCopy: boolean;
 }
 
 /**
@@ -140,10 +161,14 @@ export interface VfioUserDevice {
   regionInfo(index: number): RegionDescription;
   irqInfo(index: number): IrqDescription;
 
-  /** Read `count` bytes at `offset` of region `index`. Throws DeviceError (EINVAL past the end). */
-  regionRead(index: number, offset: bigint, count: number): Uint8Array;
-  /** Write `data` at `offset` of region `index`. Throws DeviceError. */
-  regionWrite(index: number, offset: bigint, data: Uint8Array): void;
+  /**
+   * Read `count` bytes at `offset` of region `index`. Throws DeviceError (EINVAL past the end). A device that
+   * must do I/O first may return a promise: the session holds later messages until it settles, so every reply
+   * keeps the arrival order (keep it short: the vCPU that issued the access waits).
+   */
+  regionRead(index: number, offset: bigint, count: number): Uint8Array | Promise<Uint8Array>;
+  /** Write `data` at `offset` of region `index`. Throws DeviceError. May return a promise (see regionRead). */
+  regionWrite(index: number, offset: bigint, data: Uint8Array): void | Promise<void>;
 
   /** DEVICE_RESET (and PCIe FLR): back to the power-on state. DMA maps stay. */
   reset(): void | Promise<void>;
@@ -172,6 +197,22 @@ export interface VfioUserDevice {
     fds: readonly number[],
     data?: Uint8Array,
   ): boolean;
+  /**
+   * DMA_MAP: a region of guest memory became reachable (libvfio-user's dma_register callback). Also called for
+   * the regions already mapped when the server starts watching. Informational: a throw is logged, the map stands.
+   */
+  dmaMapped?(region: DmaRegionInfo): void;
+  /**
+   * DMA_UNMAP, unmap-all, or the client going away: stop using the region (views, DMA in flight) before the
+   * returned promise resolves; the DMA_UNMAP reply waits for it (libvfio-user's dma_unregister).
+   */
+  dmaUnmapped?(region: DmaRegionInfo): void | Promise<void>;
+  /**
+   * Quiesce (libvfio-user's quiesce callback): stop starting DMA and raising interrupts, and let what is in
+   * flight finish, before the engine resets the device or removes DMA regions. The engine awaits the promise and
+   * then does the operation; the device resumes on its own (e.g. at the next register access).
+   */
+  quiesce?(): void | Promise<void>;
   /** Migration support (see DeviceMigration); absent = the server offers no migration. */
   readonly migration?: DeviceMigration;
   /** Release everything (server shutdown). */

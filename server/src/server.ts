@@ -17,6 +17,7 @@ import * as native from 'vfio-user-native';
 import { DEFAULT_MAX_DATA_XFER_SIZE, PAGE_SIZE_BIG, QEMU_LIMITS } from 'vfio-user-protocol';
 import type { VfioUserDevice } from './device.js';
 import { DmaAddressSpace } from './dma/address-space.js';
+import { deviceDmaListener, wantsDmaEvents } from './dma/device-listener.js';
 import type { HostFacts, IommuBackend } from './iommu/backend.js';
 import { IommuMirror } from './iommu/mirror.js';
 import { NoneBackend } from './iommu/none.js';
@@ -191,6 +192,10 @@ export class VfioUserServer extends EventEmitter {
     const maxDmaMaps = Math.min(facts.maxDmaMaps, QEMU_LIMITS.maxDmaMaps);
     this.dma.configure({ pageSize: minPage, maxMappings: maxDmaMaps, maxFiles: fileBudget() });
     await this.mirror.start(this.dma);
+    // The device hears about maps and unmaps after the mirror (and so, on removal, before it).
+    if (wantsDmaEvents(o.device)) {
+      await this.dma.subscribe(deviceDmaListener(o.device, this.log.child({ module: 'device-dma' })));
+    }
     this.offer = {
       maxMsgFds: o.maxMsgFds ?? QEMU_LIMITS.maxMsgFds,
       maxDataXferSize: o.maxDataXferSize ?? DEFAULT_MAX_DATA_XFER_SIZE,

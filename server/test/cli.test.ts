@@ -3,7 +3,7 @@
 // socket path, an inherited fd and systemd's LISTEN_FDS, and the SIGTERM/SIGINT shutdown that removes the socket
 // and logs the counters.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -353,6 +353,17 @@ prog('usage errors exit 2 with the message and the usage on stderr, nothing on s
   });
   assert.not.ok(existsSync(sock), 'no socket was created');
   tmp.cleanup();
+});
+
+prog('the backend descriptor for edu: description, type, binary = this program', async () => {
+  const file = join(dirname(BIN), '..', 'vfio-user', '50-vfio-user-server-edu.json');
+  const d = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  assert.equal(Object.keys(d).sort(), ['binary', 'description', 'type']);
+  assert.is(d.type, 'edu');
+  assert.match(String(d.binary), /^\/.*\/vfio-user-server$/);
+  // The program it names answers --print-capabilities with edu when given no --device.
+  const r = await runCli(['--print-capabilities']);
+  assert.is((JSON.parse(r.stdout) as { device: { name: string } }).device.name, 'edu');
 });
 
 prog('--version prints the package version', async () => {

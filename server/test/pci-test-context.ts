@@ -127,8 +127,14 @@ export function makeContext(base = 0x100000n, size = 0x10000): TestContext {
 
 export const CONFIG = 7;
 
+/** The devices under test answer synchronously; a promise here is a test bug. */
+function sync(b: Uint8Array | Promise<Uint8Array>): Uint8Array {
+  if (!(b instanceof Uint8Array)) throw new Error('the device answered a region read asynchronously');
+  return b;
+}
+
 export function cfgRead(dev: VfioUserDevice, off: number, size: 1 | 2 | 4): number {
-  const b = dev.regionRead(CONFIG, BigInt(off), size);
+  const b = sync(dev.regionRead(CONFIG, BigInt(off), size));
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   return size === 1 ? v.getUint8(0) : size === 2 ? v.getUint16(0, true) : v.getUint32(0, true);
 }
@@ -143,7 +149,7 @@ export function cfgWrite(dev: VfioUserDevice, off: number, size: 1 | 2 | 4, valu
 }
 
 export function regRead(dev: VfioUserDevice, region: number, off: number, size: 1 | 2 | 4 | 8): bigint {
-  const b = dev.regionRead(region, BigInt(off), size);
+  const b = sync(dev.regionRead(region, BigInt(off), size));
   let v = 0n;
   for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
   return v;

@@ -46,8 +46,9 @@ const KNOWN_FEATURES = new Set([1, 2, 6, 7, 8]);
 function keepConfigAcrossReset(dev: VfioUserDevice): void {
   const reset = dev.reset.bind(dev);
   dev.reset = () => {
-    const command = Buffer.from(dev.regionRead(CONFIG, 0x04n, 2));
-    const bars = Buffer.from(dev.regionRead(CONFIG, 0x10n, 24));
+    // edu answers config reads synchronously (a device may answer asynchronously in general).
+    const command = Buffer.from(dev.regionRead(CONFIG, 0x04n, 2) as Uint8Array);
+    const bars = Buffer.from(dev.regionRead(CONFIG, 0x10n, 24) as Uint8Array);
     const restore = () => {
       dev.regionWrite(CONFIG, 0x10n, bars);
       dev.regionWrite(CONFIG, 0x04n, command);

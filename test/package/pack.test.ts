@@ -3,14 +3,26 @@
 // already in npm's cache), then import each package, type-check a consumer file against the installed types,
 // and run both command-line programs from there with npx. Nothing of the checkout is visible to the consumer
 // except TypeScript itself and @types/node (the consumer's own dev tools).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
+import { docMismatch, renderCommand, seabiosCommand } from '../qemu/cmdline.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const work = mkdtempSync(join(tmpdir(), 'vfio-user-pack-'));
@@ -267,6 +279,77 @@ export default defineDevice({
   );
   assert.is(bad.status, 2);
   assert.match(bad.stderr, /unknown option 'stride' \(known: step\)/);
+});
+
+/** Where docs/writing-a-device.md puts the user's folder; the test's folder stands for it. */
+const DOC_DIR = '/tmp/counter';
+const DOC = 'docs/writing-a-device.md';
+const docLine = (line: string) => {
+  const m = docMismatch(DOC, line.split(app).join(DOC_DIR));
+  if (m) assert.unreachable(m);
+};
+
+test('outside the repository: the example device under npx, driven by its client, enumerated by SeaBIOS, conformant', async () => {
+  for (const f of ['counter.js', 'client.js'])
+    copyFileSync(join(root, 'examples', 'counter', f), join(app, f));
+  const sock = join(app, 'counter.sock');
+  const serverLine = `npx vfio-user-server --device ./counter.js --socket-path ${sock}`;
+  docLine(serverLine);
+  const srv = spawn('sh', ['-c', `exec ${serverLine}`], { cwd: app, stdio: ['ignore', 'ignore', 'pipe'] });
+  let srvErr = '';
+  srv.stderr.on('data', (d) => {
+    srvErr += d;
+  });
+  try {
+    const t0 = Date.now();
+    while (!existsSync(sock)) {
+      if (Date.now() - t0 > 20_000 || srv.exitCode !== null) assert.unreachable(`no server: ${srvErr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const clientLine = `node client.js ${sock}`;
+    docLine(clientLine);
+    const c = must(run('sh', ['-c', clientLine], app), 'client.js');
+    assert.match(c.stdout, /count: 0 -> 6, interrupts: 3/);
+    const why = qemuUnavailableReason();
+    if (why) {
+      console.log(`  SeaBIOS part skipped: ${why}`);
+    } else {
+      const log = join(app, 'seabios.log');
+      const qemu = spawnQemu({ args: seabiosCommand({ vfioSocket: sock, logFile: log }), timeoutMs: 60_000 });
+      try {
+        const initRe = /PCI: init bdf=00:05\.0 id=1234:c0c0/;
+        const read = () => (existsSync(log) ? readFileSync(log, 'latin1') : '');
+        const t1 = Date.now();
+        while (!initRe.test(read()) && !qemu.done && Date.now() - t1 < 45_000) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.match(read(), initRe, `${read()}\n${qemu.stderr}`);
+        assert.match(read(), /PCI: map device bdf=00:05\.0\s+bar 0, addr [0-9a-f]+, size 00001000 \[mem\]/);
+        docLine(renderCommand(qemu.command));
+      } finally {
+        qemu.kill('SIGKILL');
+        await qemu.exited;
+      }
+    }
+  } finally {
+    srv.kill('SIGTERM');
+  }
+  const confLine = `npx vfio-user-conformance --socket-path ${join(app, 'conformance.sock')} --spawn 'npx vfio-user-server --device ./counter.js --socket-path {socket}' --scratch 0:8:4`;
+  docLine(confLine);
+  const conf = run('sh', ['-c', confLine], app);
+  const summary = /^(\d+) passed, (\d+) failed, (\d+) skipped$/m.exec(conf.stdout);
+  assert.ok(summary, conf.stdout.slice(-2000) + conf.stderr);
+  assert.is(
+    Number(summary![2]),
+    0,
+    conf.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('FAIL'))
+      .join('\n'),
+  );
+  assert.ok(Number(summary![1]) >= 250, summary![0]);
+  assert.is(conf.status, 0);
+  console.log(`  outside the repository, conformance of the example device: ${summary![0]}`);
 });
 
 test.after(() => {

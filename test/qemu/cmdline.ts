@@ -107,7 +107,7 @@ export function withoutOptions(command: string[], options: string[]): string[] {
   return out;
 }
 
-/** Every command in the README's fenced code blocks, continuation lines joined, runs of blanks collapsed. */
+/** Every command in a document's fenced code blocks, continuation lines joined, runs of blanks collapsed. */
 export function readmeCommands(readme = readFileSync(join(projectRoot, 'README.md'), 'utf8')): string[] {
   const out: string[] = [];
   const blocks = readme.split('```');
@@ -126,7 +126,12 @@ export function readmeCommands(readme = readFileSync(join(projectRoot, 'README.m
  * Null when the README shows `line` (a rendered command) in a code block, else a message with the expected text.
  */
 export function readmeMismatch(line: string): string | null {
+  return docMismatch('README.md', line);
+}
+
+/** Null when the document `file` (relative to the repository root) shows `line` in a code block. */
+export function docMismatch(file: string, line: string): string | null {
   const want = line.replace(/\s+/g, ' ').trim();
-  if (readmeCommands().includes(want)) return null;
-  return `README.md's "Attach to QEMU" section does not show the command this test ran:\n${want}\n`;
+  if (readmeCommands(readFileSync(join(projectRoot, file), 'utf8')).includes(want)) return null;
+  return `${file} does not show the command this test ran:\n${want}\n`;
 }

@@ -94,6 +94,48 @@ export class DmaAccess {
     for (const plan of plans) await this.execute(plan, data, true);
   }
 
+  /**
+   * Zero-copy views of guest memory: the bytes of [iova, iova+length) as one Uint8Array per contiguous piece (a
+   * scatter-gather list of views into this process's mapping of the guest's memory file; libvfio-user's
+   * vfu_addr_to_sgl + vfu_sgl_get). Coverage and permission are checked as for read/write (DmaError).
+   *
+   * Returns undefined (use read/write, which copy) unless every piece lies in a mapped file that cannot shrink
+   * under us: a memfd sealed with F_SEAL_SHRINK, as QEMU's memory-backend-memfd seals guest RAM. A view of any
+   * other file could fault (SIGBUS) if the client truncated it; fd-less regions have no view at all.
+   *
+   * A view is valid until its region is unmapped: the device must stop using it before its `dmaUnmapped` hook
+   * (or its quiesce) returns, after which the views are detached (length 0), never dangling. Views asked for with
+   * `write` access mark the range dirty for migration when they are created.
+   */
+  views(iova: bigint, length: number, access: 'read' | 'write'): Uint8Array[] | undefined {
+    checkLength(iova, length);
+    const isWrite = access === 'write';
+    const pieces = this.plan(iova, length, isWrite, 0);
+    const out: Uint8Array[] = [];
+    for (const p of pieces) {
+      const r = p.region;
+      if (r.access !== 'mmap' || !r.file || (r.file.seals & native.F_SEAL_SHRINK) === 0) return undefined;
+      let rel = p.iova - r.iova;
+      let done = 0;
+      for (const piece of r.pieces) {
+        if (done >= p.length) break;
+        const plen = BigInt(piece.length);
+        if (rel >= plen) {
+          rel -= plen;
+          continue;
+        }
+        const at = piece.viewOffset + Number(rel);
+        const n = Math.min(p.length - done, piece.length - Number(rel));
+        out.push(piece.view.bytes.subarray(at, at + n));
+        done += n;
+        rel = 0n;
+      }
+      if (done < p.length) return undefined;
+    }
+    if (isWrite) for (const p of pieces) this.src.dirtyLogging()?.markDirty(p.iova, p.length);
+    return out;
+  }
+
   private planAll(sgl: readonly DmaSegment[], isWrite: boolean): Piece[][] {
     let off = 0;
     return sgl.map((s) => {

@@ -633,6 +633,11 @@ export class DmaAddressSpace implements DmaAccessor {
     return this.access.writev(sgl, data);
   }
 
+  /** Zero-copy views of guest memory (see DmaAccess.views). */
+  views(iova: bigint, length: number, access: 'read' | 'write'): Uint8Array[] | undefined {
+    return this.access.views(iova, length, access);
+  }
+
   /**
    * Hand-over (server/src/handover/): re-creates a region a previous process of this server had, with the same
    * checks as DMA_MAP but without telling subscribers (their host state moved with that process's fds). Only

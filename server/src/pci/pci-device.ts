@@ -63,6 +63,7 @@ import {
   DeviceError,
   type DeviceLogger,
   type DeviceMigration,
+  type DmaRegionInfo,
   type IrqDescription,
   PciRegion,
   type RegionDescription,
@@ -114,6 +115,20 @@ export interface PciCapsSpec {
   pcie?: boolean | PcieSpec;
 }
 
+/**
+ * A device-specific region (index 9, 10, ... in the order given), e.g. a vendor register file or a data window
+ * beside the BARs. Offsets are region-relative; the engine has already checked the access against `size` and the
+ * READ/WRITE flags (a region without `read` is not readable, without `write` not writable).
+ */
+export interface DeviceRegionSpec {
+  size: number | bigint;
+  /** VFIO_REGION_INFO_CAP_TYPE: how a client recognises the region (vendor-specific type and subtype). */
+  type?: { type: number; subtype: number };
+  /** Return exactly `count` bytes. Throw DeviceError to fail the access with its errno. */
+  read?(offset: bigint, count: number): Uint8Array;
+  write?(offset: bigint, data: Uint8Array): void;
+}
+
 export interface PciDeviceSpec {
   vendorId: number;
   deviceId: number;
@@ -133,6 +148,8 @@ export interface PciDeviceSpec {
   intxPin?: number;
   /** Shared memory for `sparse` BAR areas (default: a sealed memfd from vfio-user-native, see memfd.ts). */
   sharedMemory?: SharedMemoryFactory;
+  /** Device-specific regions after VGA: the first is region 9. */
+  regions?: readonly DeviceRegionSpec[];
   /** Add device-specific capabilities or registers before the power-on state is recorded. */
   configure?: (cfg: ConfigSpace, caps: CapabilityAllocator) => void;
   /** A name for logs and memfds. */
@@ -151,6 +168,12 @@ export interface PciDeviceModel {
   detach?(): void;
   /** Server shutdown. */
   close?(): void;
+  /** The client mapped guest memory (see VfioUserDevice.dmaMapped). */
+  dmaMapped?(region: DmaRegionInfo): void;
+  /** The client unmaps guest memory: stop using it before the promise resolves (VfioUserDevice.dmaUnmapped). */
+  dmaUnmapped?(region: DmaRegionInfo): void | Promise<void>;
+  /** Stop DMA and interrupts before a reset or a DMA unmap (VfioUserDevice.quiesce). */
+  quiesce?(): void | Promise<void>;
   /**
    * Migration (see migration.ts): implement saveState and loadState and the PciDevice offers migration, saving
    * config space, MSI-X table/PBA, RAM/shared BAR contents and the INTx level around the model's own state.
@@ -162,9 +185,13 @@ export interface PciDeviceModel {
   setRunning?(running: boolean): void | Promise<void>;
 }
 
+/** The first device-specific region index (after VGA). */
+export const FIRST_DEVICE_REGION = 9;
+
 export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements VfioUserDevice {
   readonly flags = DeviceInfoFlags.PCI | DeviceInfoFlags.RESET;
-  readonly numRegions = 9;
+  /** 9 PCI regions (BAR0-5, ROM, CONFIG, VGA) plus the spec's device-specific regions. */
+  readonly numRegions: number;
   readonly numIrqs = 5;
 
   readonly name: string;
@@ -179,6 +206,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
   readonly migration: DeviceMigration | undefined;
 
   private readonly bars: (BarRegion | undefined)[] = [];
+  private readonly extra: readonly (DeviceRegionSpec & { bytes: bigint })[];
   private readonly rom: Uint8Array | undefined;
   private readonly romSize: bigint;
   private readonly irq: InterruptRouter;
@@ -190,6 +218,12 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
   constructor(spec: PciDeviceSpec, model?: M) {
     this.name = spec.name ?? 'pci';
     this.model = model;
+    this.extra = (spec.regions ?? []).map((r, i) => {
+      const bytes = BigInt(r.size);
+      if (bytes <= 0n) throw new Error(`region ${FIRST_DEVICE_REGION + i}: size must be positive`);
+      return { ...r, bytes };
+    });
+    this.numRegions = FIRST_DEVICE_REGION + this.extra.length;
     this.defaultLog = spec.log ?? silentLogger;
     const pin = spec.intxPin ?? 1;
     if (!Number.isInteger(pin) || pin < 0 || pin > 4) throw new Error('intxPin must be 0..4');
@@ -386,8 +420,16 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
         return { size: BigInt(this.config.size), flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
       case PciRegion.VGA:
         return { size: 0n, flags: 0 };
-      default:
-        throw new DeviceError(Errno.EINVAL, `no region ${index}`);
+      default: {
+        const r = this.extra[index - FIRST_DEVICE_REGION];
+        if (!r) throw new DeviceError(Errno.EINVAL, `no region ${index}`);
+        const desc: RegionDescription = {
+          size: r.bytes,
+          flags: (r.read ? RegionInfoFlags.READ : 0) | (r.write ? RegionInfoFlags.WRITE : 0),
+        };
+        if (r.type) desc.type = r.type;
+        return desc;
+      }
     }
   }
 
@@ -422,6 +464,13 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       const off = this.checkBounds(index, offset, count, BigInt(this.config.size));
       return this.config.read(off, count);
     }
+    const r = this.extra[index - FIRST_DEVICE_REGION];
+    if (r) {
+      this.checkBounds(index, offset, count, r.bytes);
+      if (!r.read) throw new DeviceError(Errno.EINVAL, `region ${index} is not readable`);
+      const read = r.read;
+      return this.guard(() => read(offset, count));
+    }
     if (index === PciRegion.ROM && this.rom) {
       const off = this.checkBounds(index, offset, count, this.romSize);
       const out = new Uint8Array(count);
@@ -453,6 +502,14 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       }
       return;
     }
+    const r = this.extra[index - FIRST_DEVICE_REGION];
+    if (r) {
+      this.checkBounds(index, offset, data.length, r.bytes);
+      if (!r.write) throw new DeviceError(Errno.EINVAL, `region ${index} is not writable`);
+      const write = r.write;
+      this.guard(() => write(offset, data));
+      return;
+    }
     if (index === PciRegion.ROM && this.rom)
       throw new DeviceError(Errno.EINVAL, 'the ROM region is read-only');
     this.absent(index, offset, data.length);
@@ -475,6 +532,18 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       this.ctx = undefined;
       this.irq.sinkChanged();
     }
+  }
+
+  dmaMapped(region: DmaRegionInfo): void {
+    this.model?.dmaMapped?.(region);
+  }
+
+  dmaUnmapped(region: DmaRegionInfo): void | Promise<void> {
+    return this.model?.dmaUnmapped?.(region);
+  }
+
+  quiesce(): void | Promise<void> {
+    return this.model?.quiesce?.();
   }
 
   close(): void {

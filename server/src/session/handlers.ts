@@ -214,34 +214,46 @@ function checkAccess(
     einval(`region ${index} is not ${write ? 'writable' : 'readable'}`);
 }
 
+// A device may answer a region access asynchronously (it must do I/O first): the handler then returns a promise,
+// and the session holds every later message back until it settles, so replies keep the arrival order.
+const isPromise = <T>(v: T | Promise<T>): v is Promise<T> => typeof (v as Promise<T>)?.then === 'function';
+
 const regionRead: Handler = (ctx, payload, fds) => {
   const req = decodeRegionReadRequest(payload, fds.count, ctx.limits);
   checkAccess(ctx, req.region, req.offset, req.count, false);
-  const data = req.count === 0 ? new Uint8Array(0) : ctx.device.regionRead(req.region, req.offset, req.count);
-  if (data.length !== req.count) {
-    // QEMU turns a short read into all-ones and a long one into E2BIG: never send either.
-    throw new DeviceError(Errno.EINVAL, `device returned ${data.length} bytes for a ${req.count}-byte read`);
-  }
-  return { payload: encodeRegionReadReply({ offset: req.offset, region: req.region, data }) };
+  const reply = (data: Uint8Array) => {
+    if (data.length !== req.count) {
+      // QEMU turns a short read into all-ones and a long one into E2BIG: never send either.
+      throw new DeviceError(
+        Errno.EINVAL,
+        `device returned ${data.length} bytes for a ${req.count}-byte read`,
+      );
+    }
+    return { payload: encodeRegionReadReply({ offset: req.offset, region: req.region, data }) };
+  };
+  if (req.count === 0) return reply(new Uint8Array(0));
+  const data = ctx.device.regionRead(req.region, req.offset, req.count);
+  return isPromise(data) ? data.then(reply) : reply(data);
 };
 
 const regionWrite: Handler = (ctx, payload, fds) => {
   const req = decodeRegionWriteRequest(payload, fds.count, ctx.limits);
   checkAccess(ctx, req.region, req.offset, req.data.length, true);
-  if (req.data.length > 0) ctx.device.regionWrite(req.region, req.offset, req.data);
-  return {
+  const reply = () => ({
     payload: encodeRegionWriteReply({ offset: req.offset, region: req.region, count: req.data.length }),
-  };
+  });
+  const done = req.data.length > 0 ? ctx.device.regionWrite(req.region, req.offset, req.data) : undefined;
+  return isPromise(done) ? done.then(reply) : reply();
 };
 
-const regionWriteMulti: Handler = (ctx, payload, fds) => {
+const regionWriteMulti: Handler = async (ctx, payload, fds) => {
   // Only valid when negotiated. We never offer write_multiple (no known server does, and QEMU only coalesces
   // posted writes when offered), so this is normally WMU-01's EINVAL; the handler stays correct if it is offered.
   if (!ctx.writeMultiple) einval('REGION_WRITE_MULTI was not negotiated');
   const req = decodeRegionWriteMultiRequest(payload, fds.count, ctx.limits);
   for (const w of req.writes) {
     checkAccess(ctx, w.region, w.offset, w.data.length, true);
-    ctx.device.regionWrite(w.region, w.offset, w.data);
+    await ctx.device.regionWrite(w.region, w.offset, w.data);
   }
   return { payload: encodeRegionWriteMultiReply({ count: req.writes.length }) };
 };
@@ -251,6 +263,7 @@ const regionWriteMulti: Handler = (ctx, payload, fds) => {
 const deviceReset: Handler = async (ctx, payload, fds) => {
   decodeDeviceResetRequest(payload, fds.count, ctx.limits);
   if ((ctx.device.flags & DeviceInfoFlags.RESET) === 0) einval('device does not advertise RESET'); // RST-03
+  await ctx.device.quiesce?.();
   await ctx.device.reset();
   // A reset device runs: from ERROR (MIG-14) or any other state the migration gate let through.
   await migrationOf(ctx.device)?.afterReset();
