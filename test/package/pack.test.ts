@@ -289,7 +289,7 @@ const docLine = (line: string) => {
   if (m) assert.unreachable(m);
 };
 
-test('outside the repository: the example device under npx, driven by its client, enumerated by SeaBIOS, conformant', async () => {
+test('outside the repository: the example device under npx, driven by its client, enumerated by SeaBIOS', async () => {
   for (const f of ['counter.js', 'client.js'])
     copyFileSync(join(root, 'examples', 'counter', f), join(app, f));
   const sock = join(app, 'counter.sock');
@@ -334,22 +334,7 @@ test('outside the repository: the example device under npx, driven by its client
   } finally {
     srv.kill('SIGTERM');
   }
-  const confLine = `npx vfio-user-conformance --socket-path ${join(app, 'conformance.sock')} --spawn 'npx vfio-user-server --device ./counter.js --socket-path {socket}' --scratch 0:8:4`;
-  docLine(confLine);
-  const conf = run('sh', ['-c', confLine], app);
-  const summary = /^(\d+) passed, (\d+) failed, (\d+) skipped$/m.exec(conf.stdout);
-  assert.ok(summary, conf.stdout.slice(-2000) + conf.stderr);
-  assert.is(
-    Number(summary![2]),
-    0,
-    conf.stdout
-      .split('\n')
-      .filter((l) => l.startsWith('FAIL'))
-      .join('\n'),
-  );
-  assert.ok(Number(summary![1]) >= 250, summary![0]);
-  assert.is(conf.status, 0);
-  console.log(`  outside the repository, conformance of the example device: ${summary![0]}`);
+  // The conformance suite holds this same device to the spec in test/examples/counter.test.ts.
 });
 
 test.after(() => {
