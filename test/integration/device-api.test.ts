@@ -89,8 +89,9 @@ test('DMA events, quiesce, zero-copy views only for shrink-sealed memfds', async
     assert.throws(() => dma.views!(0x101ff0n, 32, 'read'), /not mapped/);
     await c.dmaUnmap({ address: 0x100000n, size: 0x2000n });
     assert.equal(model.events.slice(3), ['quiesce', 'unmap 100000']);
-    // The device has let go; its views are detached, never dangling.
-    assert.is(views[0]!.length, 0);
+    // The region is gone from the access API. A view the device kept past dmaUnmapped is never dangling (the
+    // file's mapping may stay cached, see docs/dma-address-space.md), but it is the device's to drop there.
+    assert.throws(() => dma.views!(0x100ffen, 4, 'read'), /not mapped/);
     await c.reset();
     assert.equal(model.events.at(-1), 'quiesce');
   } finally {
