@@ -295,7 +295,13 @@ test('outside the repository: the example device under npx, driven by its client
   const sock = join(app, 'counter.sock');
   const serverLine = `npx vfio-user-server --device ./counter.js --socket-path ${sock}`;
   docLine(serverLine);
-  const srv = spawn('sh', ['-c', `exec ${serverLine}`], { cwd: app, stdio: ['ignore', 'ignore', 'pipe'] });
+  // Its own process group: npx does not pass SIGTERM on to the server it runs, so the whole group is stopped.
+  const srv = spawn('sh', ['-c', `exec ${serverLine}`], {
+    cwd: app,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
+  });
+  const exited = new Promise((res) => srv.on('close', res));
   let srvErr = '';
   srv.stderr.on('data', (d) => {
     srvErr += d;
@@ -332,7 +338,8 @@ test('outside the repository: the example device under npx, driven by its client
       }
     }
   } finally {
-    srv.kill('SIGTERM');
+    if (srv.pid) process.kill(-srv.pid, 'SIGTERM');
+    await exited;
   }
   // The conformance suite holds this same device to the spec in test/examples/counter.test.ts.
 });
