@@ -22,7 +22,7 @@ import {
   loadDeviceDefinition,
   parseDeviceOptions,
 } from './devices/index.js';
-import { handOver } from './handover/source.js';
+import { cancelHandover, handOver } from './handover/source.js';
 import { HANDOVER_FD_ENV } from './handover/successor.js';
 import { takeOver } from './handover/target.js';
 import type { IommuBackend } from './iommu/backend.js';
@@ -297,7 +297,7 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   log.info({ socket: where, device: def.name, iommu: iommu.name }, 'ready');
   // Everything listens: systemd may start the VMM now (MAINPID: a hand-over successor becomes the main process).
   notifier.ready(clientStatus(server));
-  const sig = await new Promise<string>((resolve) => {
+  let sig = await new Promise<string>((resolve) => {
     if (pending) resolve(pending);
     else signalled = resolve;
     onHandover = () => {
@@ -307,6 +307,15 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
     };
   });
   process.off('SIGUSR1', onUsr1);
+  if (sig !== 'handover') {
+    // A signal during a hand-over: before GO the successor is killed (and reaped) and we shut down as usual;
+    // after GO it already serves, and closing anything here would take the device away from under it.
+    const ending = cancelHandover(`signal ${sig}`);
+    if (ending) {
+      log.info({ signal: sig }, 'hand-over in progress: ending it before shutting down');
+      if ((await ending).ok) sig = 'handover';
+    }
+  }
   if (sig === 'handover') {
     // The successor serves everything now; closing anything here would take it away from under it. Only the
     // operations endpoints are ours alone: they are freed for the successor.

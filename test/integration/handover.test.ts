@@ -1,10 +1,12 @@
 // Hand-over (docs/handover.md) without QEMU: the real `vfio-user-server` program serving edu to the client
 // library (DMA maps of real memfds, IRQ eventfds, edu DMA), handed over to a new process with SIGUSR2 several
 // times while the client keeps doing MMIO and edu DMA; the PID changes, the client never notices. Then the
-// failure paths: a successor that fails to start, one of an incompatible build, and a
-// successor refusing a state of another format; each time the running server keeps serving.
+// failure paths: a successor that fails to start, one of an incompatible build, one that hangs (never READY),
+// a shutdown signal in the middle of a hand-over, and a successor refusing a state of another format; each time
+// the running server keeps serving (or stops cleanly) and the successor it gave up on is killed. Every test ends
+// by checking that no process it started (each has the test's temp dir on its command line) survives it.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +15,7 @@ import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient } from 'vfio-user-client';
 import { Connection, closeFd, socketpair } from 'vfio-user-native';
 import { Edu } from '../lib/edu-regs.js';
+import { killStrays } from '../lib/procs.js';
 import { readU32, sleep, u32, u64, until } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -20,6 +23,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const BIN = join(here, '..', '..', '..', 'server', 'bin', 'vfio-user-server.js');
 const CLI = join(here, '..', '..', '..', 'server', 'dist', 'src', 'cli.js');
 const NATIVE = join(here, '..', '..', '..', 'server', 'native', 'dist', 'lib', 'index.js');
+const STATE = join(here, '..', '..', '..', 'server', 'dist', 'src', 'handover', 'state.js');
 const BAR0 = 0;
 const CONFIG = 7;
 const INTX = 0;
@@ -128,64 +132,118 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-test('handed over 5 times with SIGUSR2 while the client keeps doing MMIO and edu DMA', async () => {
+/**
+ * Runs a test body with a fresh temp dir (every server and successor it starts has the dir on its command line),
+ * then checks that none of them outlived the body (after a grace period for exits in flight): a stray server is
+ * killed and fails the test, also when the body itself failed (its error is reported first).
+ */
+async function noStrays(body: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
-  const r = await startCli(BIN, dir);
-  const { c, mem, intx } = await attach(r.path, 100);
-  const pids = [r.child.pid!];
-  let pid = r.child.pid!;
-  let stopWork = false;
-  let rounds = 0;
-  const background = (async () => {
-    while (!stopWork) {
-      await work(c, mem, rounds++);
-    }
-  })();
+  let failure: unknown;
   try {
-    for (let i = 0; i < 5; i++) {
-      const before = rounds;
-      while (rounds < before + 2) await sleep(1);
-      const done = logged(r, 'hand-over complete: serving').length;
-      process.kill(pid, 'SIGUSR2');
-      await until(() => logged(r, 'hand-over complete: serving').length > done, 15_000, `hand-over ${i + 1}`);
-      const rec = logged(r, 'hand-over complete: serving').at(-1)!;
-      const next = rec.pid as number;
-      assert.is.not(next, pid, 'a new process serves');
-      assert.is(rec.previousPid, pid);
-      assert.is(rec.regions, 102, 'every DMA region came along');
-      assert.is(rec.hostEntriesAdopted, 102, 'host entries adopted, none remapped');
-      assert.is(rec.hostMaps, 0);
-      await until(() => !pidAlive(pid), 5000, 'the old process to exit');
-      pid = next;
-      pids.push(pid);
-    }
-    const before = rounds;
-    while (rounds < before + 3) await sleep(1);
-    // INTx still reaches our eventfd after the hand-overs (the eventfd travelled).
-    const n = intx.count;
-    await c.unmaskIrqs(INTX, 0, 1);
-    await wr(c, Edu.IRQ_RAISE, 1);
-    await intx.wait(n + 1, 3000);
-    await wr(c, Edu.IRQ_ACK, 1);
-  } finally {
-    stopWork = true;
-    await background.catch((e) => {
-      throw e;
-    });
+    await body(dir);
+  } catch (err) {
+    failure = err;
   }
-  assert.is(new Set(pids).size, 6, 'six processes served the device');
-  const stats = logged(r, 'hand-over complete: serving').map((l) => l.pausedMs as number);
-  console.log(`[timing] hand-over with 102 DMA maps: paused ${stats.map((x) => x.toFixed(1)).join(', ')} ms`);
-  assert.ok(logged(r, 'hand-over failed, still serving').length === 0);
-  c.close();
-  mem.close();
-  // The last process still shuts down cleanly, removing the socket.
-  const exit = new Promise<number | null>((res) => process.kill(pid, 'SIGTERM') || res(null));
-  await until(() => !pidAlive(pid), 5000, 'the last process to exit');
-  void exit;
+  const stray = await killStrays(dir);
   rmSync(dir, { recursive: true, force: true });
-  await stop(r);
-});
+  if (failure) throw failure;
+  assert.equal(stray, [], `server processes survived the test: ${stray.join(', ')}`);
+}
+
+test('handed over 5 times with SIGUSR2 while the client keeps doing MMIO and edu DMA', () =>
+  noStrays(async (dir) => {
+    const r = await startCli(BIN, dir);
+    const { c, mem, intx } = await attach(r.path, 100);
+    const pids = [r.child.pid!];
+    let pid = r.child.pid!;
+    let stopWork = false;
+    let rounds = 0;
+    let failure: unknown;
+    const background = (async () => {
+      while (!stopWork) {
+        await work(c, mem, rounds++);
+      }
+    })().catch((e) => {
+      failure = e;
+    });
+    const roundsDone = async (n: number, what: string) => {
+      const before = rounds;
+      await until(() => rounds >= before + n || failure !== undefined, 15_000, what);
+      if (failure) throw failure;
+    };
+    try {
+      for (let i = 0; i < 5; i++) {
+        await roundsDone(2, `work before hand-over ${i + 1}`);
+        const done = logged(r, 'hand-over complete: serving').length;
+        process.kill(pid, 'SIGUSR2');
+        await until(
+          () => logged(r, 'hand-over complete: serving').length > done,
+          15_000,
+          `hand-over ${i + 1}`,
+        );
+        const rec = logged(r, 'hand-over complete: serving').at(-1)!;
+        const next = rec.pid as number;
+        assert.is.not(next, pid, 'a new process serves');
+        assert.is(rec.previousPid, pid);
+        pid = next;
+        pids.push(pid);
+        assert.is(rec.regions, 102, 'every DMA region came along');
+        assert.is(rec.hostEntriesAdopted, 102, 'host entries adopted, none remapped');
+        assert.is(rec.hostMaps, 0);
+        await until(() => !pidAlive(pids.at(-2)!), 5000, 'the old process to exit');
+      }
+      await roundsDone(3, 'work after the hand-overs');
+      // INTx still reaches our eventfd after the hand-overs (the eventfd travelled).
+      const n = intx.count;
+      await c.unmaskIrqs(INTX, 0, 1);
+      await wr(c, Edu.IRQ_RAISE, 1);
+      await intx.wait(n + 1, 3000);
+      await wr(c, Edu.IRQ_ACK, 1);
+      stopWork = true;
+      await background;
+      if (failure) throw failure;
+      assert.is(new Set(pids).size, 6, 'six processes served the device');
+      const stats = logged(r, 'hand-over complete: serving').map((l) => l.pausedMs as number);
+      console.log(
+        `[timing] hand-over with 102 DMA maps: paused ${stats.map((x) => x.toFixed(1)).join(', ')} ms`,
+      );
+      assert.ok(logged(r, 'hand-over failed, still serving').length === 0);
+      c.close();
+      mem.close();
+      // The last process still shuts down cleanly.
+      process.kill(pid, 'SIGTERM');
+      await until(() => !pidAlive(pid), 5000, 'the last process to exit');
+    } finally {
+      stopWork = true;
+      c.close();
+      await background;
+      await stop(r);
+    }
+  }));
+
+/**
+ * A successor that says HELLO in the right format and then hangs: it never answers READY, ignores SIGTERM and
+ * the channel closing, and touches `mark` when the STATE arrives (only SIGKILL ends it).
+ */
+function hangingSuccessor(mark: string): string {
+  return `import { writeFileSync } from 'node:fs';
+import { Connection } from ${JSON.stringify(NATIVE)};
+import { HANDOVER_FORMAT, buildId } from ${JSON.stringify(STATE)};
+process.on('SIGTERM', () => {});
+const c = Connection.fromFd(3);
+c.start({ onMessage(d) { if (d.readUInt32LE(8) === 2) writeFileSync(${JSON.stringify(mark)}, 'STATE'); }, onClose() {} },
+  { framing: 'exact', maxMessageSize: 64 << 20 });
+const body = Buffer.from(JSON.stringify({ format: HANDOVER_FORMAT, build: buildId(), pid: process.pid }));
+const h = Buffer.alloc(16); h.writeUInt32LE(0x4f485556, 0); h.writeUInt32LE(16 + body.length, 4); h.writeUInt32LE(1, 8);
+c.send(Buffer.concat([h, body]));
+setInterval(() => {}, 1 << 30);
+`;
+}
+
+/** The successor the last hand-over of `r` started (its pid, from the running server's log). */
+const lastSuccessor = (r: Running): number =>
+  logged(r, 'hand-over: successor started').at(-1)!.successor as number;
 
 /** A copy of the CLI entry point we can replace, as an upgrade would replace the code on disk. */
 function entryIn(dir: string): string {
@@ -194,139 +252,180 @@ function entryIn(dir: string): string {
   return p;
 }
 
-test('failure paths: the successor exits at once, or is of another build; the server keeps serving', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
-  const entry = entryIn(dir);
-  const r = await startCli(entry, dir);
-  const { c, mem } = await attach(r.path, 3);
-  await work(c, mem, 1);
-  const failures = () => logged(r, 'hand-over failed, still serving');
-  const cases: [string, string, RegExp][] = [
-    ['exits at once', 'process.exit(3);\n', /exited with status 3/],
-    [
-      'speaks another format',
-      `import { Connection } from ${JSON.stringify(NATIVE)};
+test('failure paths: the successor exits at once, is of another build, or hangs; the server keeps serving and kills it', () =>
+  noStrays(async (dir) => {
+    const entry = entryIn(dir);
+    const r = await startCli(entry, dir);
+    const { c, mem } = await attach(r.path, 3);
+    await work(c, mem, 1);
+    const failures = () => logged(r, 'hand-over failed, still serving');
+    const cases: [string, string, RegExp][] = [
+      ['exits at once', 'process.exit(3);\n', /exited with status 3/],
+      [
+        'speaks another format',
+        `import { Connection } from ${JSON.stringify(NATIVE)};
 const c = Connection.fromFd(3);
 c.start({ onMessage() {}, onClose() { process.exit(0); } });
 const body = Buffer.from(JSON.stringify({ format: 999, build: 'future' }));
 const h = Buffer.alloc(16); h.writeUInt32LE(0x4f485556, 0); h.writeUInt32LE(16 + body.length, 4); h.writeUInt32LE(1, 8);
 c.send(Buffer.concat([h, body]));
 `,
-      /incompatible: format 999/,
-    ],
-  ];
-  for (const [what, code, reason] of cases) {
-    writeFileSync(entry, code);
-    const n = failures().length;
-    process.kill(r.child.pid!, 'SIGUSR2');
-    await until(() => failures().length > n, 20_000, `the failure (${what})`);
-    assert.match(String(failures().at(-1)!.reason), reason, `${what}: ${String(failures().at(-1)!.reason)}`);
-    await work(c, mem, 2);
-  }
-  // And after all that, a good successor still takes over.
-  writeFileSync(entry, `import(${JSON.stringify(CLI)});\n`);
-  process.kill(r.child.pid!, 'SIGUSR2');
-  await until(() => logged(r, 'hand-over complete: serving').length === 1, 15_000, 'the hand-over');
-  await work(c, mem, 3);
-  const pid = logged(r, 'hand-over complete: serving')[0]!.pid as number;
-  c.close();
-  mem.close();
-  process.kill(pid, 'SIGTERM');
-  await until(() => !pidAlive(pid), 5000, 'the successor to exit');
-  await stop(r);
-  rmSync(dir, { recursive: true, force: true });
-});
-
-test('a successor refuses a state of another format with a clear message (and touches nothing)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
-  const [mine, theirs] = socketpair();
-  const child = spawn(process.execPath, [BIN, '--socket-path', join(dir, 'x.sock'), '--log-format', 'json'], {
-    stdio: ['ignore', 'ignore', 'pipe', theirs],
-    env: { ...process.env, VFIO_USER_HANDOVER_FD: '3' },
-  });
-  closeFd(theirs);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  const got: Buffer[] = [];
-  const conn = Connection.fromFd(mine);
-  conn.start({ onMessage: (d) => got.push(d), onClose() {} }, { framing: 'exact' });
-  await until(() => got.length >= 1, 10_000, 'HELLO');
-  assert.is(got[0]!.readUInt32LE(8), 1, 'HELLO first');
-  const hello = JSON.parse(got[0]!.toString('utf8', 16)) as { format: number };
-  assert.is(typeof hello.format, 'number');
-  const body = Buffer.from(JSON.stringify({ format: hello.format + 1, build: '99.0.0' }));
-  const h = Buffer.alloc(16);
-  h.writeUInt32LE(0x4f485556, 0);
-  h.writeUInt32LE(16 + body.length, 4);
-  h.writeUInt32LE(2, 8);
-  conn.send(Buffer.concat([h, body]));
-  const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
-  await until(() => got.length >= 2, 2000, 'REFUSE');
-  assert.is(got[1]!.readUInt32LE(8), 3, 'REFUSE');
-  assert.match(got[1]!.toString('utf8', 16), /incompatible hand-over state: format \d+ from build 99\.0\.0/);
-  assert.is(code, 1);
-  assert.match(err, /not taking over: incompatible hand-over state/);
-  conn.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-test('hand-over time with 10 and 60,000 live DMA maps (stop reading -> resume reading)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vu-ho-'));
-  const r = await startCli(BIN, dir);
-  const c = await VfioUserClient.connect(r.path);
-  await c.negotiate({ qemuLimits: true });
-  await c.regionWrite(CONFIG, 4n, Uint8Array.of(0x06, 0x00));
-  const mem = GuestMemory.create(0x10000);
-  let pid = r.child.pid!;
-  let live = 0;
-  const timings: string[] = [];
-  for (const maps of [10, 60_000]) {
-    // 4 KiB maps of one memfd at consecutive IOVAs, as a vIOMMU guest's page-by-page DMA_MAPs look.
-    const batch: Promise<unknown>[] = [];
-    for (; live < maps; live++) {
-      batch.push(
-        c.mapMemory(mem, {
-          address: 0x100000n + BigInt(live) * 0x1000n,
-          size: 0x1000,
-          memoryOffset: (live % 16) * 0x1000,
-        }),
+        /incompatible: format 999/,
+      ],
+      [
+        'hangs (never READY)',
+        hangingSuccessor(join(dir, 'state-seen')),
+        /no READY from the successor within 4000 ms/,
+      ],
+    ];
+    for (const [what, code, reason] of cases) {
+      writeFileSync(entry, code);
+      const n = failures().length;
+      process.kill(r.child.pid!, 'SIGUSR2');
+      await until(() => failures().length > n, 20_000, `the failure (${what})`);
+      assert.match(
+        String(failures().at(-1)!.reason),
+        reason,
+        `${what}: ${String(failures().at(-1)!.reason)}`,
       );
-      if (batch.length >= 256) await Promise.all(batch.splice(0));
+      // The successor it gave up on is gone (killed and reaped), whatever it did.
+      assert.not.ok(pidAlive(lastSuccessor(r)), `${what}: the successor was killed`);
+      await work(c, mem, 2);
     }
-    await Promise.all(batch);
-    const done = logged(r, 'hand-over complete: serving').length;
-    process.kill(pid, 'SIGUSR2');
-    const failed = logged(r, 'hand-over failed, still serving').length;
-    await until(
-      () => {
-        const f = logged(r, 'hand-over failed, still serving');
-        if (f.length > failed)
-          throw new Error(`hand-over with ${maps} maps failed: ${String(f.at(-1)!.reason)}`);
-        return logged(r, 'hand-over complete: serving').length > done;
-      },
-      60_000,
-      `hand-over with ${maps} maps`,
+    // And after all that, a good successor still takes over.
+    writeFileSync(entry, `import(${JSON.stringify(CLI)});\n`);
+    process.kill(r.child.pid!, 'SIGUSR2');
+    await until(() => logged(r, 'hand-over complete: serving').length === 1, 15_000, 'the hand-over');
+    await work(c, mem, 3);
+    const pid = logged(r, 'hand-over complete: serving')[0]!.pid as number;
+    c.close();
+    mem.close();
+    process.kill(pid, 'SIGTERM');
+    await until(() => !pidAlive(pid), 5000, 'the successor to exit');
+    await stop(r);
+  }));
+
+test('a shutdown signal during a hand-over kills the successor and stops the server cleanly', () =>
+  noStrays(async (dir) => {
+    const entry = entryIn(dir);
+    const r = await startCli(entry, dir);
+    const { c, mem } = await attach(r.path, 3);
+    await work(c, mem, 1);
+    const mark = join(dir, 'state-seen');
+    writeFileSync(entry, hangingSuccessor(mark));
+    process.kill(r.child.pid!, 'SIGUSR2');
+    // The successor has the state (and copies of every fd): the device is stopped, the client waits.
+    await until(() => existsSync(mark), 15_000, 'the successor to get the STATE');
+    const successor = lastSuccessor(r);
+    const code = await stop(r);
+    assert.is(code, 0, 'the server stops cleanly');
+    assert.is(logged(r, 'hand-over in progress: ending it before shutting down').length, 1);
+    assert.match(
+      String(logged(r, 'hand-over failed, still serving').at(-1)?.reason),
+      /cancelled: signal SIGTERM/,
     );
-    const rec = logged(r, 'hand-over complete: serving').at(-1)!;
-    assert.is(rec.regions, maps);
-    assert.is(rec.hostMaps, 0, 'no host remap');
-    pid = rec.pid as number;
-    timings.push(`${maps} maps: ${(rec.pausedMs as number).toFixed(1)} ms`);
-    // The device and every map still work: edu DMA through the last map.
-    mem.write(0, Uint8Array.of(1, 2, 3, 4));
-    await eduDma(c, 0x100000n, Edu.BUFFER, 4, false);
-    await eduDma(c, Edu.BUFFER, 0x100000n + BigInt(maps - 1) * 0x1000n + 8n, 4, true);
-    assert.equal(mem.read(((maps - 1) % 16) * 0x1000 + 8, 4), Uint8Array.of(1, 2, 3, 4));
-  }
-  console.log(`[timing] hand-over pause (stop reading -> resume reading): ${timings.join(', ')}`);
-  c.close();
-  mem.close();
-  process.kill(pid, 'SIGTERM');
-  await until(() => !pidAlive(pid), 10_000, 'the last process to exit');
-  await stop(r);
-  rmSync(dir, { recursive: true, force: true });
-});
+    assert.ok(logged(r, 'stopped').length === 1, 'a normal shutdown');
+    assert.not.ok(pidAlive(successor), 'the successor was killed and reaped');
+    assert.not.ok(existsSync(r.path), 'the socket file is removed as in any shutdown');
+    c.close();
+    mem.close();
+  }));
+
+test('a successor refuses a state of another format with a clear message (and touches nothing)', () =>
+  noStrays(async (dir) => {
+    const [mine, theirs] = socketpair();
+    const child = spawn(
+      process.execPath,
+      [BIN, '--socket-path', join(dir, 'x.sock'), '--log-format', 'json'],
+      {
+        stdio: ['ignore', 'ignore', 'pipe', theirs],
+        env: { ...process.env, VFIO_USER_HANDOVER_FD: '3' },
+      },
+    );
+    closeFd(theirs);
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const got: Buffer[] = [];
+    const conn = Connection.fromFd(mine);
+    conn.start({ onMessage: (d) => got.push(d), onClose() {} }, { framing: 'exact' });
+    await until(() => got.length >= 1, 10_000, 'HELLO');
+    assert.is(got[0]!.readUInt32LE(8), 1, 'HELLO first');
+    const hello = JSON.parse(got[0]!.toString('utf8', 16)) as { format: number };
+    assert.is(typeof hello.format, 'number');
+    const body = Buffer.from(JSON.stringify({ format: hello.format + 1, build: '99.0.0' }));
+    const h = Buffer.alloc(16);
+    h.writeUInt32LE(0x4f485556, 0);
+    h.writeUInt32LE(16 + body.length, 4);
+    h.writeUInt32LE(2, 8);
+    conn.send(Buffer.concat([h, body]));
+    const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+    await until(() => got.length >= 2, 2000, 'REFUSE');
+    assert.is(got[1]!.readUInt32LE(8), 3, 'REFUSE');
+    assert.match(
+      got[1]!.toString('utf8', 16),
+      /incompatible hand-over state: format \d+ from build 99\.0\.0/,
+    );
+    assert.is(code, 1);
+    assert.match(err, /not taking over: incompatible hand-over state/);
+    conn.close();
+  }));
+
+test('hand-over time with 10 and 60,000 live DMA maps (stop reading -> resume reading)', () =>
+  noStrays(async (dir) => {
+    const r = await startCli(BIN, dir);
+    const c = await VfioUserClient.connect(r.path);
+    await c.negotiate({ qemuLimits: true });
+    await c.regionWrite(CONFIG, 4n, Uint8Array.of(0x06, 0x00));
+    const mem = GuestMemory.create(0x10000);
+    let pid = r.child.pid!;
+    let live = 0;
+    const timings: string[] = [];
+    for (const maps of [10, 60_000]) {
+      // 4 KiB maps of one memfd at consecutive IOVAs, as a vIOMMU guest's page-by-page DMA_MAPs look.
+      const batch: Promise<unknown>[] = [];
+      for (; live < maps; live++) {
+        batch.push(
+          c.mapMemory(mem, {
+            address: 0x100000n + BigInt(live) * 0x1000n,
+            size: 0x1000,
+            memoryOffset: (live % 16) * 0x1000,
+          }),
+        );
+        if (batch.length >= 256) await Promise.all(batch.splice(0));
+      }
+      await Promise.all(batch);
+      const done = logged(r, 'hand-over complete: serving').length;
+      process.kill(pid, 'SIGUSR2');
+      const failed = logged(r, 'hand-over failed, still serving').length;
+      await until(
+        () => {
+          const f = logged(r, 'hand-over failed, still serving');
+          if (f.length > failed)
+            throw new Error(`hand-over with ${maps} maps failed: ${String(f.at(-1)!.reason)}`);
+          return logged(r, 'hand-over complete: serving').length > done;
+        },
+        60_000,
+        `hand-over with ${maps} maps`,
+      );
+      const rec = logged(r, 'hand-over complete: serving').at(-1)!;
+      assert.is(rec.regions, maps);
+      assert.is(rec.hostMaps, 0, 'no host remap');
+      pid = rec.pid as number;
+      timings.push(`${maps} maps: ${(rec.pausedMs as number).toFixed(1)} ms`);
+      // The device and every map still work: edu DMA through the last map.
+      mem.write(0, Uint8Array.of(1, 2, 3, 4));
+      await eduDma(c, 0x100000n, Edu.BUFFER, 4, false);
+      await eduDma(c, Edu.BUFFER, 0x100000n + BigInt(maps - 1) * 0x1000n + 8n, 4, true);
+      assert.equal(mem.read(((maps - 1) % 16) * 0x1000 + 8, 4), Uint8Array.of(1, 2, 3, 4));
+    }
+    console.log(`[timing] hand-over pause (stop reading -> resume reading): ${timings.join(', ')}`);
+    c.close();
+    mem.close();
+    process.kill(pid, 'SIGTERM');
+    await until(() => !pidAlive(pid), 10_000, 'the last process to exit');
+    await stop(r);
+  }));
 
 test.run();

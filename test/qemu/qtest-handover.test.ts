@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { killStrays } from '../lib/procs.js';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
 import { qtestCommand } from './cmdline.js';
@@ -33,6 +34,7 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
   const listener = await QtestListener.listen(qtestSocket);
   let qemu: ReturnType<typeof spawnQemu> | undefined;
   let pid = srv.child.pid!;
+  let testFailure: unknown;
   try {
     if (!(await until(() => srv.all('ready').length > 0, 10_000)))
       throw new Error(`no ready:\n${srv.stderr}`);
@@ -124,14 +126,21 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
     assert.ok(await until(() => !alive(pid), 5000), 'the last server stops');
     st.mark('shutdown');
     st.print();
+  } catch (err) {
+    testFailure = err;
   } finally {
     listener.close();
     qemu?.kill('SIGKILL');
     await qemu?.exited;
     if (alive(pid)) process.kill(pid, 'SIGKILL');
     srv.child.kill('SIGKILL');
-    tmp.cleanup();
   }
+  // No server process survives: not the last one, nor a successor of a hand-over in flight (every one has the
+  // temp dir on its command line).
+  const stray = await killStrays(tmp.dir, testFailure ? 0 : 5000);
+  tmp.cleanup();
+  if (testFailure) throw testFailure;
+  assert.equal(stray, [], `server processes survived the test: ${stray.join(', ')}`);
 });
 
 test.run();

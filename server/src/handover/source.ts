@@ -51,11 +51,48 @@ export type HandoverResult =
   | { ok: true; pid: number; pausedMs: number; regions: number }
   | { ok: false; reason: string };
 
-let inProgress = false;
+/** The hand-over running in this process, if any. */
+interface Active {
+  /** The successor, from its spawn until the hand-over ends. */
+  child?: ChildProcess;
+  /** GO was sent: the successor owns the device and must never be killed by us. */
+  committed: boolean;
+  /** Set by cancelHandover(): the reason the next step fails with. */
+  cancelled?: string;
+  done: Promise<HandoverResult>;
+}
+let active: Active | undefined;
 
 /** Whether a hand-over is running in this process. */
 export function handoverInProgress(): boolean {
-  return inProgress;
+  return active !== undefined;
+}
+
+/**
+ * Ends a hand-over in progress, for a shutdown: before GO the successor is killed and reaped and the server is
+ * back as it was (the caller then closes it as usual); after GO nothing can be undone and the result says the
+ * successor serves (the caller must then exit without closing anything). Resolves undefined when there is none.
+ */
+export function cancelHandover(reason: string): Promise<HandoverResult> | undefined {
+  const a = active;
+  if (!a) return undefined;
+  if (!a.committed && a.cancelled === undefined) {
+    a.cancelled = `cancelled: ${reason}`;
+    if (a.child && a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
+  }
+  return a.done;
+}
+
+// A successor we abandon never outlives us: whatever ends this process (process.exit() in a fatal path, an
+// uncaught exception) before GO takes the successor with it. After GO it is the device's owner and stays.
+let exitHooked = false;
+function hookExit(): void {
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', () => {
+    const c = active?.child;
+    if (active && !active.committed && c && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  });
 }
 
 /** Why `server` cannot be handed over at all (checked before anything is started). */
@@ -81,18 +118,19 @@ export async function handOver(
   o: HandoverOptions,
 ): Promise<HandoverResult> {
   const log = o.log.child({ handover: true });
-  if (inProgress) return { ok: false, reason: 'a hand-over is already in progress' };
+  if (active) return { ok: false, reason: 'a hand-over is already in progress' };
   const why = unsupported(server, device);
   if (why) {
     log.warn({ reason: why }, 'hand-over refused, still serving');
     return { ok: false, reason: why };
   }
-  inProgress = true;
-  try {
-    return await run(server, device, o, log);
-  } finally {
-    inProgress = false;
-  }
+  hookExit();
+  const a: Active = { committed: false, done: Promise.resolve({ ok: false, reason: '' }) };
+  active = a;
+  a.done = run(server, device, o, log, a).finally(() => {
+    active = undefined;
+  });
+  return a.done;
 }
 
 async function run(
@@ -100,6 +138,7 @@ async function run(
   device: VfioUserDevice,
   o: HandoverOptions,
   log: pino.Logger,
+  a: Active,
 ): Promise<HandoverResult> {
   const [mine, theirs] = native.socketpair();
   let child: ChildProcess;
@@ -111,6 +150,7 @@ async function run(
     return fail(log, `cannot start the successor: ${(err as Error).message}`);
   }
   native.closeFd(theirs);
+  a.child = child;
   const chan = new Channel(mine);
   let exited: string | undefined;
   const exitWatch = new Promise<never>((_, reject) => {
@@ -132,7 +172,7 @@ async function run(
     } catch (err) {
       // A closed channel usually means the successor died: give its exit status a moment to arrive.
       if (exited === undefined) await Promise.race([exitWatch.catch(() => {}), sleep(1000)]);
-      throw new Error(exited ?? (err as Error).message);
+      throw new Error(a.cancelled ?? exited ?? (err as Error).message);
     }
     if (m.type === MsgType.REFUSE) {
       throw new Error(`the successor refused the state: ${String(m.body.reason)}`);
@@ -140,9 +180,17 @@ async function run(
     if (m.type !== type) throw new Error(`unexpected hand-over message ${m.type} while waiting for ${what}`);
     return m;
   };
-  const kill = () => {
+  /** Before GO, on any failure: the successor is killed and reaped (waited for), so none outlives its use. */
+  const kill = async () => {
     chan.close();
-    if (exited === undefined) child.kill('SIGKILL');
+    if (exited !== undefined) return;
+    child.kill('SIGKILL');
+    await Promise.race([exitWatch.catch(() => {}), sleep(5000)]);
+    if (exited === undefined)
+      log.error({ successor: child.pid }, 'hand-over: the successor did not die on SIGKILL');
+  };
+  const checkCancelled = () => {
+    if (a.cancelled !== undefined) throw new Error(a.cancelled);
   };
 
   log.info({ successor: child.pid }, 'hand-over: successor started');
@@ -154,8 +202,9 @@ async function run(
       chan.send(MsgType.ABORT, { reason: bad });
       throw new Error(`the successor is ${bad.replace('incompatible hand-over state: ', 'incompatible: ')}`);
     }
+    checkCancelled();
   } catch (err) {
-    kill();
+    await kill();
     return fail(log, (err as Error).message);
   }
 
@@ -167,7 +216,7 @@ async function run(
   server.pauseAccepting();
   let deviceStopped = false;
   const rollBack = async (reason: string): Promise<HandoverResult> => {
-    kill();
+    await kill();
     if (deviceStopped) {
       try {
         await device.migration!.stateChanged?.(MigState.STOP, MigState.RUNNING);
@@ -193,6 +242,7 @@ async function run(
       await new Promise((r) => setTimeout(r, 1));
     }
     if (session && !session.isOpen) throw new Error('the client disconnected during the hand-over');
+    checkCancelled();
     session?.pauseInput();
   } catch (err) {
     return rollBack(`cannot stop: ${(err as Error).message}`);
@@ -212,11 +262,13 @@ async function run(
     log.debug({ quiesceMs: t1 - t0, exportMs: performance.now() - t1 }, 'hand-over: state sent');
     await expect(MsgType.READY, o.readyTimeoutMs ?? 4000, 'READY from the successor');
     if (session && !session.isOpen) throw new Error('the client disconnected during the hand-over');
+    checkCancelled();
   } catch (err) {
     return rollBack((err as Error).message);
   }
 
-  // 4. GO: from here on the successor owns the device; we never serve again.
+  // 4. GO: from here on the successor owns the device; we never serve again (nor kill it).
+  a.committed = true;
   const input = session?.takeInput() ?? [];
   const inputFds = input.flatMap((p) => p.fds);
   try {
