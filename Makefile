@@ -59,8 +59,9 @@ run: build qemu
 bench: build
 	node test/bench/run.mjs
 
-# make test runs a bounded, seeded slice of the same targets (the `fuzz` suite).
-fuzz: build
+# make test runs a bounded, seeded slice of the same targets (the `fuzz` suite). The C target needs clang and its
+# libFuzzer runtime, host packages of the set-up (qemu).
+fuzz: build qemu
 	node test/dist/fuzz/run.js $(FUZZ_ARGS)
 
 clean:

@@ -6,6 +6,7 @@
         "src/addon.c",
         "src/util.c",
         "src/socket.c",
+        "src/framing.c",
         "src/mmap.c",
         "src/fd.c",
         "src/eventfd.c",

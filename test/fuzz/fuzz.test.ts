@@ -1,13 +1,16 @@
 // The bounded, deterministic slice of the coverage-guided fuzzers that `make test` runs (the `fuzz` suite): every
 // target with a fixed seed and a fixed number of executions; any finding fails. Saved regression inputs
-// (test/fuzz/regressions/<target>/*) run first. `make fuzz` runs the same targets for longer.
+// (test/fuzz/regressions/<target>/*) run first. `make fuzz` runs the same targets for longer. The addon's C
+// receive path runs under libFuzzer (native.ts), with the same rules: seeded, a fixed number of runs.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fuzz } from './engine.js';
+import { NATIVE_TARGET, runNativeFuzzer, runNativeRegressions } from './native.js';
 import { allTargets } from './suite.js';
+import { loadVectors } from './targets.js';
 
 const EXECS: Record<string, number> = {
   'protocol-decode': 2000,
@@ -16,7 +19,10 @@ const EXECS: Record<string, number> = {
   session: 400,
 };
 const SEED = 15;
-const regressions = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fuzz', 'regressions');
+/** libFuzzer executions of the C framing harness (a few hundred to a few thousand per second, load permitting). */
+const NATIVE_RUNS = 4000;
+const fuzzDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fuzz');
+const regressions = join(fuzzDir, 'regressions');
 
 const targets = await allTargets();
 for (const t of targets) {
@@ -38,5 +44,26 @@ for (const t of targets) {
     );
   });
 }
+
+test(`fuzz ${NATIVE_TARGET} (libFuzzer, C): saved regressions, then ${NATIVE_RUNS} seeded runs, no finding`, async () => {
+  assert.equal(await runNativeRegressions(), [], 'saved regression inputs pass');
+  const r = await runNativeFuzzer({
+    vectors: await loadVectors(),
+    seed: SEED,
+    runs: NATIVE_RUNS,
+    artifactDir: join(fuzzDir, 'findings', NATIVE_TARGET),
+  });
+  console.log(
+    `  ${NATIVE_TARGET}: ${r.runs} execs in ${r.seconds} s, corpus ${r.corpus}, cov ${r.cov}/${r.edges} edges of framing.c, ft ${r.ft}, findings ${r.artifacts.length}`,
+  );
+  assert.is(
+    r.artifacts.length,
+    0,
+    `findings: ${r.artifacts.join(' ')}\n${r.log.split('\n').slice(-30).join('\n')}`,
+  );
+  assert.is(r.exitCode, 0, r.log.split('\n').slice(-30).join('\n'));
+  assert.is(r.runs, NATIVE_RUNS, 'libFuzzer ran the fixed number of executions');
+  assert.ok(r.cov > 0 && r.edges > 0, 'coverage of framing.c is being measured');
+});
 
 test.run();

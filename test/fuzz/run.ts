@@ -8,7 +8,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fuzz } from './engine.js';
+import { NATIVE_TARGET, runNativeFuzzer } from './native.js';
 import { allTargets } from './suite.js';
+import { loadVectors } from './targets.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -42,6 +44,26 @@ for (const t of await allTargets()) {
     console.log(
       `  FINDING ${Buffer.from(f.input).toString('hex').slice(0, 200)}\n  ${f.error.split('\n').slice(0, 6).join('\n  ')}`,
     );
+  }
+}
+if (!args.length || args.includes(NATIVE_TARGET)) {
+  const r = await runNativeFuzzer({
+    vectors: await loadVectors(),
+    seed,
+    seconds: Math.max(1, Math.round(minutes * 60)),
+    corpusDir: join(here, 'corpus', NATIVE_TARGET),
+    artifactDir: join(here, 'findings', NATIVE_TARGET),
+  });
+  console.log(
+    `${NATIVE_TARGET}: ${r.runs} execs in ${r.seconds} s, corpus ${r.corpus}, cov ${r.cov}/${r.edges} edges of framing.c, ft ${r.ft}, findings ${r.artifacts.length} (seed ${seed})`,
+  );
+  for (const a of r.artifacts) {
+    found++;
+    console.log(`  FINDING ${a}`);
+  }
+  if (r.exitCode !== 0 && !r.artifacts.length) {
+    found++;
+    console.log(r.log.split('\n').slice(-20).join('\n'));
   }
 }
 process.exit(found ? 1 : 0);

@@ -22,7 +22,7 @@ import type { FuzzTarget } from './engine.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-interface Vector {
+export interface Vector {
   command: number;
   kind: 'request' | 'reply';
   hex: string;

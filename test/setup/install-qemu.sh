@@ -2,8 +2,10 @@
 # Installs what the QEMU and VM tests need without moving the host to another Debian release (docs/setup.md):
 #   - host packages, from the host's own release only (Debian 12 bookworm or 13 trixie): debootstrap, what the
 #     guests need (busybox-static cpio xz-utils zstd gzip kmod) and what the guest-kernel build needs
-#     (build-essential flex bison libelf-dev libssl-dev bc). Each one is recorded with its installed version in
-#     $VFIO_USER_CACHE/host-packages.txt, and a test checks that the host's release offers exactly that version;
+#     (build-essential flex bison libelf-dev libssl-dev bc) and what the libFuzzer harness of the addon needs
+#     (clang libclang-rt-dev: the release's default clang and its libFuzzer runtime, test/fuzz/native.ts). Each one
+#     is recorded with its installed version in $VFIO_USER_CACHE/host-packages.txt, and a test checks that the
+#     host's release offers exactly that version;
 #   - QEMU >= 10.1 with `vfio-user-pci`: the host's own qemu-system-x86_64 when it qualifies (Debian 13 with
 #     backports, Ubuntu, Fedora…), else trixie-backports' QEMU inside a private Debian root under the cache
 #     (`debootstrap --variant=minbase trixie`, ~0.5 GB), run through the wrapper $VFIO_USER_CACHE/bin/qemu-system-x86_64
@@ -31,7 +33,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ "$(id -u)" -eq 0 ] || die "must run as root (apt-get install of host packages, chroot into the private root)"
 export DEBIAN_FRONTEND=noninteractive
 
-HOST_PKGS=(debootstrap busybox-static cpio xz-utils zstd gzip kmod build-essential flex bison libelf-dev libssl-dev bc)
+HOST_PKGS=(debootstrap busybox-static cpio xz-utils zstd gzip kmod build-essential flex bison libelf-dev libssl-dev bc
+  clang libclang-rt-dev)
 # Installed into the private root (never into the host).
 ROOT_PKGS=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
 MIN_QEMU_MAJOR=10

@@ -2,12 +2,9 @@
  * UNIX stream sockets with fd passing: Connection (framed receive, queued send), Listener, helpers.
  *
  * The addon owns each fd and one uv_poll_t per fd. Receive: recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) with room for
- * SCM_MAX_FD (253) fds; MSG_CTRUNC (the kernel dropped fds) is a protocol error. Framing: 16-byte header with the
- * u32 LE total size at offset 4. "bulk" reads up to 64 KiB and gives the fds of a read to the last message that
- * starts before the end of that read (correct for senders that attach fds to the sendmsg starting the message, as
- * QEMU and libvfio-user do; the kernel ends a read right after the segment that carried fds). "exact" never reads
- * past the current message (2 recvmsg per message; correct for any sender). All messages of one wakeup are
- * delivered inside one callback scope, so nextTick/microtasks drain once per wakeup.
+ * SCM_MAX_FD (253) fds; MSG_CTRUNC (the kernel dropped fds) is a protocol error. Framing ("bulk" and "exact": which
+ * message owns the fds of a read) is plain C in framing.c, shared with the libFuzzer harness. All messages of one
+ * wakeup are delivered inside one callback scope, so nextTick/microtasks drain once per wakeup.
  *
  * Send: sendmsg(MSG_DONTWAIT|MSG_NOSIGNAL) right away; the unsent rest is queued (fds F_DUPFD_CLOEXEC'd so the
  * caller may close its own copies, sent once with the first byte), WRITABLE is polled until the queue drains, then
@@ -17,6 +14,7 @@
  * (refcount). While started and not closed, the wrapper is held strongly, so callbacks always have a receiver.
  */
 #include "common.h"
+#include "framing.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -26,22 +24,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define HDR_SIZE 16
-#define RX_CHUNK (64 * 1024)
-#define RX_SHRINK (1024 * 1024)
-#define MAX_FDS 253 /* SCM_MAX_FD */
+#define HDR_SIZE VU_HDR_SIZE
+#define MAX_FDS VU_MAX_FDS
 #define DEFAULT_MAX_MSG (16u * 1024 * 1024)
 #define READS_PER_WAKEUP 16
 #define ACCEPTS_PER_WAKEUP 64
 
-static inline uint32_t rd32le(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void close_fds(const int *fds, int n) {
-  for (int i = 0; i < n; i++)
-    if (fds[i] >= 0) close(fds[i]);
-}
+#define close_fds vu_close_fds
 
 /* A Connection or Listener fd handed over by JS: made non-blocking and close-on-exec. Throws on failure. */
 static bool adopt_fd(napi_env env, int fd) {
@@ -72,12 +61,6 @@ static napi_value wrap_handle(napi_env env, vu_state *st, napi_value thisv, void
 
 /* =============================================================================================== Connection */
 
-typedef struct fdgroup {
-  uint64_t off; /* stream offset of the first byte of the message these fds belong to */
-  int n;
-  int fds[];
-} fdgroup;
-
 typedef struct chunk {
   struct chunk *next;
   size_t len, off;
@@ -98,7 +81,6 @@ typedef struct conn {
   bool detached; /* env torn down: never call into JS again */
   bool poll_inited;
   bool paused;
-  bool exact;
   bool want_drain;
   int delivering; /* nesting depth of deliver() */
   int events;     /* current uv_poll mask */
@@ -107,13 +89,7 @@ typedef struct conn {
   napi_ref handlers, on_message, on_close, on_drain;
   napi_async_context actx;
   bool actx_inited;
-  /* receive */
-  uint8_t *rx;
-  size_t rx_cap, rx_start, rx_end;
-  uint64_t rx_base; /* stream offset of rx[0] */
-  uint32_t max_msg;
-  fdgroup **groups;
-  size_t ngroups, groups_cap;
+  vu_rx rx; /* receive buffer and the fds of its messages (framing.c) */
   /* send */
   chunk *q_head, *q_tail;
   size_t q_bytes;
@@ -138,10 +114,7 @@ static void conn_maybe_free(conn *c) {
 static void conn_release_fds(conn *c) {
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
-  for (size_t i = 0; i < c->ngroups; i++) {
-    close_fds(c->groups[i]->fds, c->groups[i]->n);
-    c->groups[i]->n = 0;
-  }
+  vu_rx_close_fds(&c->rx);
   for (chunk *k = c->q_head; k; k = k->next) {
     close_fds(k->fds, k->nfds);
     k->nfds = 0;
@@ -150,10 +123,7 @@ static void conn_release_fds(conn *c) {
 
 /* Frees buffers; only once no callback can still be walking them (uv_close callback, or never started). */
 static void conn_release_mem(conn *c) {
-  for (size_t i = 0; i < c->ngroups; i++) free(c->groups[i]);
-  free(c->groups);
-  c->groups = NULL;
-  c->ngroups = c->groups_cap = 0;
+  vu_rx_free(&c->rx);
   while (c->q_head) {
     chunk *k = c->q_head;
     c->q_head = k->next;
@@ -162,9 +132,6 @@ static void conn_release_mem(conn *c) {
   }
   c->q_tail = NULL;
   c->q_bytes = 0;
-  free(c->rx);
-  c->rx = NULL;
-  c->rx_cap = c->rx_start = c->rx_end = 0;
 }
 
 static void conn_release_js(conn *c) {
@@ -283,64 +250,9 @@ static napi_value conn_ctor(napi_env env, napi_callback_info info) {
   c->fd = fd;
   c->refs = 1;
   c->state = C_NEW;
-  c->max_msg = DEFAULT_MAX_MSG;
+  c->rx.max_msg = DEFAULT_MAX_MSG;
   c->link.teardown = conn_teardown;
   return wrap_handle(env, st, thisv, c, conn_finalize, &c->link, &c->self);
-}
-
-static bool rx_reserve(conn *c, size_t want) {
-  if (c->rx_cap - c->rx_end >= want) return true;
-  if (c->rx_start > 0) {
-    memmove(c->rx, c->rx + c->rx_start, c->rx_end - c->rx_start);
-    c->rx_base += c->rx_start;
-    c->rx_end -= c->rx_start;
-    c->rx_start = 0;
-    if (c->rx_cap - c->rx_end >= want) return true;
-  }
-  size_t cap = c->rx_end + want;
-  if (cap < RX_CHUNK) cap = RX_CHUNK;
-  cap = (cap + 4095) & ~(size_t)4095;
-  uint8_t *p = realloc(c->rx, cap);
-  if (!p) return false;
-  c->rx = p;
-  c->rx_cap = cap;
-  return true;
-}
-
-static void rx_settle(conn *c) {
-  if (c->rx_start != c->rx_end || c->delivering) return;
-  c->rx_base += c->rx_start;
-  c->rx_start = c->rx_end = 0;
-  if (c->rx_cap > RX_SHRINK) {
-    free(c->rx);
-    c->rx = NULL;
-    c->rx_cap = 0;
-  }
-}
-
-/* Takes the fds of the message at stream offset `off` (closing any stale group before it). */
-static int take_fds(conn *c, uint64_t off, int *out) {
-  int n = 0;
-  size_t used = 0;
-  while (used < c->ngroups && c->groups[used]->off <= off) {
-    fdgroup *g = c->groups[used++];
-    if (g->off < off) {
-      close_fds(g->fds, g->n); /* cannot happen: groups always name a message start */
-    } else {
-      for (int i = 0; i < g->n; i++) {
-        if (n < MAX_FDS)
-          out[n++] = g->fds[i];
-        else
-          close(g->fds[i]);
-      }
-    }
-    free(g);
-  }
-  if (used) {
-    memmove(c->groups, c->groups + used, (c->ngroups - used) * sizeof *c->groups);
-    c->ngroups -= used;
-  }
-  return n;
 }
 
 /* Delivers every complete buffered message. `sc` is NULL when called from JS (flush). False once closed. */
@@ -348,19 +260,18 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
   napi_env env = c->env;
   c->delivering++;
   while (c->state == C_OPEN && !c->paused) {
-    size_t have = c->rx_end - c->rx_start;
-    if (have < HDR_SIZE) break;
-    uint32_t size = rd32le(c->rx + c->rx_start + 4);
-    if (size < HDR_SIZE || size > c->max_msg) {
-      conn_fail(c, EPROTO, "recvmsg", size < HDR_SIZE ? "message size below 16" : "message size above the limit");
+    const uint8_t *msg;
+    uint32_t size;
+    int fds[MAX_FDS];
+    int nfds;
+    const char *why;
+    int r = vu_rx_next(&c->rx, &msg, &size, fds, &nfds, &why);
+    if (r < 0) {
+      conn_fail(c, -r, "recvmsg", why);
       break;
     }
-    if (have < size) break;
-    uint64_t off = c->rx_base + c->rx_start;
-    int fds[MAX_FDS];
-    int nfds = take_fds(c, off, fds);
-    const uint8_t *msg = c->rx + c->rx_start;
-    c->rx_start += size; /* consumed before JS runs: JS may pause, close or send from the callback */
+    if (r == 0) break;
+    /* consumed before JS runs: JS may pause, close or send from the callback */
     if (sc && !vu_cbscope_enter(sc, c->self, c->actx)) {
       close_fds(fds, nfds);
       conn_fail(c, EIO, "napi_open_callback_scope", "cannot enter a callback scope");
@@ -390,93 +301,20 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
     NAPI_LOG(env, napi_close_handle_scope(env, hs));
   }
   c->delivering--;
-  if (c->state == C_OPEN) rx_settle(c);
+  if (c->state == C_OPEN && !c->delivering) vu_rx_settle(&c->rx);
   return c->state == C_OPEN;
-}
-
-/* Files the fds of one read under the message they belong to. False (fds closed, connection failing) on error. */
-static bool conn_attach_fds(conn *c, const int *fds, int n) {
-  size_t at = c->rx_start;
-  if (!c->exact) {
-    /* bulk: the last message that starts before the end of this read. A bad size ends the walk: the fds go with
-     * the bad message, so the whole messages before it are still delivered (conn_deliver fails the connection
-     * when it reaches the bad header, and closing the connection closes its fds), as protocol's Framer does. */
-    size_t pos = c->rx_start;
-    while (pos < c->rx_end) {
-      at = pos;
-      if (c->rx_end - pos < HDR_SIZE) break;
-      uint32_t size = rd32le(c->rx + pos + 4);
-      if (size < HDR_SIZE || size > c->max_msg) break;
-      pos += size;
-    }
-  }
-  uint64_t off = c->rx_base + at;
-  if (c->ngroups && c->groups[c->ngroups - 1]->off == off) {
-    fdgroup *g = c->groups[c->ngroups - 1];
-    fdgroup *ng = realloc(g, sizeof *g + (size_t)(g->n + n) * sizeof(int));
-    if (!ng) goto oom;
-    memcpy(ng->fds + ng->n, fds, (size_t)n * sizeof(int));
-    ng->n += n;
-    c->groups[c->ngroups - 1] = ng;
-    return true;
-  }
-  if (c->ngroups == c->groups_cap) {
-    size_t cap = c->groups_cap ? c->groups_cap * 2 : 8;
-    fdgroup **p = realloc(c->groups, cap * sizeof *p);
-    if (!p) goto oom;
-    c->groups = p;
-    c->groups_cap = cap;
-  }
-  fdgroup *g = malloc(sizeof *g + (size_t)n * sizeof(int));
-  if (!g) goto oom;
-  g->off = off;
-  g->n = n;
-  memcpy(g->fds, fds, (size_t)n * sizeof(int));
-  c->groups[c->ngroups++] = g;
-  return true;
-oom:
-  close_fds(fds, n);
-  conn_fail(c, ENOMEM, "malloc", NULL);
-  return false;
-}
-
-static int collect_fds(struct msghdr *msg, int *out) {
-  int n = 0;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    size_t cnt = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    const unsigned char *p = CMSG_DATA(cm);
-    for (size_t i = 0; i < cnt; i++) {
-      int fd;
-      memcpy(&fd, p + i * sizeof(int), sizeof fd);
-      if (n < MAX_FDS)
-        out[n++] = fd;
-      else
-        close(fd);
-    }
-  }
-  return n;
 }
 
 static void conn_read(conn *c, vu_cbscope *sc) {
   if (!conn_deliver(c, sc)) return;
   int budget = READS_PER_WAKEUP;
   while (budget > 0 && c->state == C_OPEN && !c->paused) {
-    size_t have = c->rx_end - c->rx_start;
-    size_t need;
-    if (have < HDR_SIZE) {
-      need = HDR_SIZE - have;
-    } else {
-      uint32_t size = rd32le(c->rx + c->rx_start + 4); /* validated by conn_deliver */
-      need = size > have ? size - have : 0;
-      if (need == 0) need = HDR_SIZE; /* cannot happen after deliver */
-    }
-    size_t want = c->exact ? need : (need > RX_CHUNK ? need : RX_CHUNK);
-    if (!rx_reserve(c, want)) {
-      conn_fail(c, ENOMEM, "malloc", NULL);
+    struct iovec iov;
+    int e = vu_rx_read_space(&c->rx, &iov);
+    if (e) {
+      conn_fail(c, e, e == ENOMEM ? "malloc" : "recvmsg", NULL);
       return;
     }
-    struct iovec iov = {.iov_base = c->rx + c->rx_end, .iov_len = c->exact ? want : c->rx_cap - c->rx_end};
     union {
       struct cmsghdr align;
       char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
@@ -492,22 +330,17 @@ static void conn_read(conn *c, vu_cbscope *sc) {
     }
     budget--;
     int fds[MAX_FDS];
-    int nfds = collect_fds(&msg, fds);
-    if (msg.msg_flags & MSG_CTRUNC) {
-      close_fds(fds, nfds);
-      conn_fail(c, EPROTO, "recvmsg", "control data truncated (MSG_CTRUNC): the kernel dropped file descriptors");
+    int nfds = vu_collect_fds(&msg, fds);
+    const char *why;
+    e = vu_rx_received(&c->rx, (size_t)n, fds, nfds, msg.msg_flags, &why);
+    if (e == VU_RX_EOF) {
+      conn_fail(c, 0, NULL, NULL); /* orderly EOF: onClose() without an error */
       return;
     }
-    if (n == 0) {
-      close_fds(fds, nfds);
-      if (have)
-        conn_fail(c, EPROTO, "recvmsg", "connection closed in the middle of a message");
-      else
-        conn_fail(c, 0, NULL, NULL); /* orderly EOF: onClose() without an error */
+    if (e) {
+      conn_fail(c, e, e == ENOMEM ? "malloc" : "recvmsg", why);
       return;
     }
-    c->rx_end += (size_t)n;
-    if (nfds && !conn_attach_fds(c, fds, nfds)) return;
     if (!conn_deliver(c, sc)) return;
     /* A short read means the socket was drained (or a read ended at an fd-carrying segment): level-triggered
      * polling wakes us again if more is there, so skip the recvmsg that would only say EAGAIN. */
@@ -658,8 +491,8 @@ static napi_value conn_start(napi_env env, napi_callback_info info) {
   c->on_message = r_on_message;
   c->on_close = r_on_close;
   c->on_drain = r_on_drain;
-  c->max_msg = max_msg;
-  c->exact = exact;
+  c->rx.max_msg = max_msg;
+  c->rx.exact = exact;
   c->state = C_OPEN;
   uint32_t rc;
   NAPI_CALL(env, napi_reference_ref(env, c->self, &rc)); /* strong while open */
@@ -684,7 +517,7 @@ static napi_value conn_set_max(napi_env env, napi_callback_info info) {
     vu_throw_range(env, "maxMessageSize must be at least 16");
     return NULL;
   }
-  c->max_msg = v;
+  c->rx.max_msg = v;
   return NULL;
 }
 
@@ -881,13 +714,14 @@ static napi_value conn_take_buffered(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value out, data, groups;
-  size_t have = c->rx_end - c->rx_start;
-  uint64_t base = c->rx_base + c->rx_start;
+  vu_rx *rx = &c->rx;
+  size_t have = rx->end - rx->start;
+  uint64_t base = rx->base + rx->start;
   NAPI_CALL(env, napi_create_object(env, &out));
-  NAPI_CALL(env, napi_create_buffer_copy(env, have, c->rx + c->rx_start, NULL, &data));
-  NAPI_CALL(env, napi_create_array_with_length(env, c->ngroups, &groups));
-  for (size_t i = 0; i < c->ngroups; i++) {
-    fdgroup *g = c->groups[i];
+  NAPI_CALL(env, napi_create_buffer_copy(env, have, rx->buf + rx->start, NULL, &data));
+  NAPI_CALL(env, napi_create_array_with_length(env, rx->ngroups, &groups));
+  for (size_t i = 0; i < rx->ngroups; i++) {
+    vu_fdgroup *g = rx->groups[i];
     napi_value go, arr;
     NAPI_CALL(env, napi_create_object(env, &go));
     NAPI_CALL(env, napi_create_array_with_length(env, (size_t)g->n, &arr));
@@ -898,10 +732,7 @@ static napi_value conn_take_buffered(napi_env env, napi_callback_info info) {
   }
   if (!vu_set_val(env, out, "data", data) || !vu_set_val(env, out, "groups", groups)) return NULL;
   /* Ownership of the fds moved to JS: drop the groups without closing. */
-  for (size_t i = 0; i < c->ngroups; i++) free(c->groups[i]);
-  c->ngroups = 0;
-  c->rx_start = c->rx_end;
-  rx_settle(c);
+  vu_rx_forget(rx);
   return out;
 }
 
@@ -924,35 +755,11 @@ static napi_value conn_prefill(napi_env env, napi_callback_info info) {
     vu_throw_range(env, "fds need at least the first byte of their message");
     return NULL;
   }
-  if (!rx_reserve(c, len)) {
+  if (vu_rx_prefill(&c->rx, data, len, fds, (int)nfds)) {
     vu_throw_errno(env, ENOMEM, "malloc");
     return NULL;
   }
-  size_t at = c->rx_end;
-  if (nfds) {
-    if (c->ngroups == c->groups_cap) {
-      size_t cap = c->groups_cap ? c->groups_cap * 2 : 8;
-      fdgroup **p = realloc(c->groups, cap * sizeof *p);
-      if (!p) {
-        vu_throw_errno(env, ENOMEM, "malloc");
-        return NULL;
-      }
-      c->groups = p;
-      c->groups_cap = cap;
-    }
-    fdgroup *g = malloc(sizeof *g + (size_t)nfds * sizeof(int));
-    if (!g) {
-      vu_throw_errno(env, ENOMEM, "malloc");
-      return NULL;
-    }
-    g->off = c->rx_base + at;
-    g->n = (int)nfds;
-    memcpy(g->fds, fds, (size_t)nfds * sizeof(int));
-    c->groups[c->ngroups++] = g; /* the connection owns them now */
-  }
-  memcpy(c->rx + at, data, len);
-  c->rx_end += len;
-  return NULL;
+  return NULL; /* the connection owns the fds now */
 }
 
 static napi_value conn_close(napi_env env, napi_callback_info info) {

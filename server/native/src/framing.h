@@ -1,0 +1,91 @@
+/*
+ * The receive side of a vfio-user stream as plain C over a buffer: no Node-API, no libuv. socket.c calls these
+ * around its recvmsg, and the libFuzzer harness (server/native/fuzz/framing-fuzz.c) drives the very same
+ * functions over a real socketpair, so what is fuzzed is what runs.
+ *
+ * Framing: a 16-byte header whose little-endian u32 at offset 4 is the total size (header included); a size below
+ * 16 or above `max_msg` is a protocol error (EPROTO). Which message the fds of a read belong to:
+ *   exact: a read never goes past the current message, so its fds belong to the message being read;
+ *   bulk:  a read takes up to 64 KiB; its fds belong to the last message that starts before the end of the read.
+ * Every received fd has one owner: the buffer (groups) until the message is taken with vu_rx_next, the caller
+ * after that. Errors close the fds of the read that caused them; vu_rx_close_fds closes what is still held.
+ */
+#ifndef VU_FRAMING_H
+#define VU_FRAMING_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define VU_HDR_SIZE 16
+#define VU_RX_CHUNK (64 * 1024)
+#define VU_RX_SHRINK (1024 * 1024)
+#define VU_MAX_FDS 253 /* SCM_MAX_FD: the most one sendmsg can carry */
+
+typedef struct vu_fdgroup {
+  uint64_t off; /* stream offset of the first byte of the message these fds belong to */
+  int n;
+  int fds[];
+} vu_fdgroup;
+
+typedef struct vu_rx {
+  uint8_t *buf;
+  size_t cap, start, end; /* buf[start, end) is received and not yet taken */
+  uint64_t base;          /* stream offset of buf[0] */
+  uint32_t max_msg;
+  bool exact;
+  vu_fdgroup **groups; /* by increasing offset */
+  size_t ngroups, groups_cap;
+} vu_rx;
+
+/* Result of vu_rx_received for an orderly end of stream (nothing pending). */
+#define VU_RX_EOF (-1)
+
+void vu_close_fds(const int *fds, int n);
+
+/* Room for `want` more bytes at buf[end]. False on ENOMEM. */
+bool vu_rx_reserve(vu_rx *rx, size_t want);
+
+/* Where the next recvmsg reads to (exact: at most the rest of the current header or message). 0 or ENOMEM. */
+int vu_rx_read_space(vu_rx *rx, struct iovec *iov);
+
+/* The fds of SCM_RIGHTS messages in `msg` into out[] (at most VU_MAX_FDS; any more are closed). */
+int vu_collect_fds(struct msghdr *msg, int *out);
+
+/*
+ * Accounts a recvmsg that returned `n` bytes (written at the space vu_rx_read_space gave) with `fds` and the
+ * msg_flags it reported. Returns 0, VU_RX_EOF (n == 0, nothing pending), or an errno (EPROTO: truncated control
+ * data, end of stream mid-message; ENOMEM) with `*why` set. On any non-zero result the fds are
+ * closed; on 0 they belong to the buffer.
+ */
+int vu_rx_received(vu_rx *rx, size_t n, const int *fds, int nfds, int msg_flags, const char **why);
+
+/*
+ * The next complete message: returns 1 and consumes it (`*data` points into the buffer until the next call that
+ * changes it; fds[0..*nfds) belong to the caller now, fds must have room for VU_MAX_FDS), 0 when none is complete,
+ * or -EPROTO for a bad size (`*why` set; nothing consumed).
+ */
+int vu_rx_next(vu_rx *rx, const uint8_t **data, uint32_t *size, int *fds, int *nfds, const char **why);
+
+/* Drops the buffer once everything was taken (caller: not while a message pointer is in use). */
+void vu_rx_settle(vu_rx *rx);
+
+/* Appends bytes, with fds belonging to the message starting at data[0] (taken on success). 0 or ENOMEM. */
+int vu_rx_prefill(vu_rx *rx, const uint8_t *data, size_t len, const int *fds, int nfds);
+
+/* Forgets every pending byte and group without closing the fds (their ownership moved elsewhere). */
+void vu_rx_forget(vu_rx *rx);
+
+/* Closes every fd still held. */
+void vu_rx_close_fds(vu_rx *rx);
+
+/* Frees the buffer and groups (after vu_rx_close_fds, or vu_rx_forget). */
+void vu_rx_free(vu_rx *rx);
+
+#endif
