@@ -126,23 +126,31 @@ export interface DeviceContext {
 /**
  * Migration (vfio-user migration v2) as a device sees it. The engine owns the state machine (MIG_DEVICE_STATE),
  * the data streams (MIG_DATA_READ/WRITE), command gating and dirty logging; the device only stops and starts,
- * and turns its whole state into bytes and back:
- * - `stateChanged(from, to)` is called for every arc the engine walks (MigState numbers, e.g. RUNNING -> STOP),
- *   before the engine saves (arcs into PRE_COPY/STOP_COPY) and after it loads (RESUMING -> STOP). A device is
- *   running in RUNNING and PRE_COPY and must be quiescent (no DMA, no interrupts, no progress) in every other
- *   state; it may return a promise (e.g. to let a DMA in flight finish) and the transition waits for it.
- * - `save()` is a self-contained snapshot (the engine frames it; PRE_COPY takes an early one, STOP_COPY the
- *   final one, and the destination loads the last complete snapshot it received).
- * - `load(state)` validates first and throws DeviceError (EINVAL) on data of another device, another version
- *   or truncated data, leaving the device untouched; the engine then puts the FSM in ERROR (MIG-13).
+ * and turns its whole state into bytes and back. The same three verbs as a PCI model's migration hooks
+ * (PciDeviceModel.saveState/loadState/setRunning): a PciDevice implements this facet from them.
  * A throw from any hook fails the transition with its errno (DeviceError) and leaves the FSM in ERROR.
  */
 export interface DeviceMigration {
   /** MigrationFlags bits: STOP_COPY, plus PRE_COPY when the device can stream while running. */
   readonly flags: bigint;
-  save(): Uint8Array;
-  load(state: Uint8Array): void;
-  stateChanged?(from: number, to: number): void | Promise<void>;
+  /**
+   * A self-contained snapshot of the device (the engine frames it; PRE_COPY takes an early one, STOP_COPY the
+   * final one, after setRunning(false); the destination loads the last complete snapshot it received).
+   */
+  saveState(): Uint8Array;
+  /**
+   * Validate `state` (from saveState of the same kind of device) and apply it. Throws DeviceError (EINVAL) on
+   * data of another device, another version or truncated data, leaving the device untouched; the engine then
+   * puts the FSM in ERROR (MIG-13). Called while the device is stopped (RESUMING -> STOP).
+   */
+  loadState(state: Uint8Array): void;
+  /**
+   * The device starts (true) or stops (false) running: it runs in RUNNING and PRE_COPY and must be quiescent (no
+   * DMA, no interrupts, no progress) in every other state. Called only when that changes (e.g. RUNNING -> STOP,
+   * STOP -> RUNNING), before the engine saves. May return a promise (e.g. to let a DMA in flight finish); the
+   * transition waits for it.
+   */
+  setRunning?(running: boolean): void | Promise<void>;
 }
 
 /**

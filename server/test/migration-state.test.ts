@@ -11,10 +11,6 @@ import { PciDevice } from '../src/pci/index.js';
 import { cfgRead, cfgWrite, makeContext, regRead, regWrite, until } from './pci-test-context.js';
 
 const RAM = 0x100000n;
-const STOP = 1;
-const RUNNING = 2;
-const STOP_COPY = 3;
-const RESUMING = 4;
 
 function edu(opts: Parameters<typeof createEdu>[0] = {}) {
   const dev = createEdu(opts);
@@ -89,9 +85,8 @@ State(
     a.wr(EduReg.IRQ_RAISE, 0x40);
     const before = visible(a);
 
-    await a.mig.stateChanged?.(RUNNING, STOP);
-    await a.mig.stateChanged?.(STOP, STOP_COPY);
-    const stream = a.mig.save();
+    await a.mig.setRunning?.(false);
+    const stream = a.mig.saveState();
     // The stream is msgpack with a version/identity header.
     const decoded = unpack(stream) as { magic: string; version: number; id: { vendor: number } };
     assert.is(decoded.magic, 'vfio-user-ts/pci');
@@ -100,11 +95,9 @@ State(
 
     const b = edu();
     assert.not.equal(visible(b), before, 'a fresh edu differs');
-    await b.mig.stateChanged?.(RUNNING, STOP);
-    await b.mig.stateChanged?.(STOP, RESUMING);
-    b.mig.load(stream);
-    await b.mig.stateChanged?.(RESUMING, STOP);
-    await b.mig.stateChanged?.(STOP, RUNNING);
+    await b.mig.setRunning?.(false);
+    b.mig.loadState(stream);
+    await b.mig.setRunning?.(true);
     assert.equal(visible(b), before);
     assert.is(b.rd(EduReg.LIVENESS), ~0x12345678n & 0xffffffffn);
     assert.is(b.rd(EduReg.FACTORIAL), 3628800n);
@@ -119,23 +112,23 @@ State('stopped edu makes no progress; a factorial latched in STOP completes on t
   const a = edu({ factDelayMs: 20 });
   a.wr(EduReg.FACTORIAL, 5);
   assert.is(a.rd(EduReg.STATUS) & 1n, 1n, 'computing');
-  await a.mig.stateChanged?.(RUNNING, STOP);
+  await a.mig.setRunning?.(false);
   await new Promise((r) => setTimeout(r, 60));
   assert.is(a.rd(EduReg.STATUS) & 1n, 1n, 'held while stopped');
   assert.is(a.rd(EduReg.FACTORIAL), 5n);
   // A write that starts work while stopped only latches it.
-  const stream = a.mig.save();
+  const stream = a.mig.saveState();
 
   const b = edu({ factDelayMs: 20 });
-  await b.mig.stateChanged?.(RUNNING, STOP);
-  b.mig.load(stream);
+  await b.mig.setRunning?.(false);
+  b.mig.loadState(stream);
   assert.is(b.rd(EduReg.STATUS) & 1n, 1n, 'the destination holds it too while stopped');
-  await b.mig.stateChanged?.(STOP, RUNNING);
+  await b.mig.setRunning?.(true);
   await until(() => (b.rd(EduReg.STATUS) & 1n) === 0n);
   assert.is(b.rd(EduReg.FACTORIAL), 120n);
 
   // The source resumes its own copy as well.
-  await a.mig.stateChanged?.(STOP, RUNNING);
+  await a.mig.setRunning?.(true);
   await until(() => (a.rd(EduReg.STATUS) & 1n) === 0n);
   assert.is(a.rd(EduReg.FACTORIAL), 120n);
   a.dev.close();
@@ -146,7 +139,7 @@ State('a DMA started while stopped runs only after resuming', async () => {
   const t = edu();
   cfgWrite(t.dev, 0x04, 2, 0x0006);
   t.ctx.dma.bytes.fill(0xab, 0, 16);
-  await t.mig.stateChanged?.(RUNNING, STOP);
+  await t.mig.setRunning?.(false);
   t.wr(EduReg.DMA_SRC, RAM, 8);
   t.wr(EduReg.DMA_DST, EDU_DMA_START, 8);
   t.wr(EduReg.DMA_COUNT, 16n, 8);
@@ -154,7 +147,7 @@ State('a DMA started while stopped runs only after resuming', async () => {
   await new Promise((r) => setTimeout(r, 20));
   assert.is(t.rd(EduReg.DMA_CMD) & 1n, 1n, 'still pending');
   assert.is(t.dev.model!.buffer[0], 0);
-  await t.mig.stateChanged?.(STOP, RUNNING);
+  await t.mig.setRunning?.(true);
   await until(() => (t.rd(EduReg.DMA_CMD) & 1n) === 0n);
   assert.is(t.dev.model!.buffer[0], 0xab);
   t.dev.close();
@@ -163,7 +156,7 @@ State('a DMA started while stopped runs only after resuming', async () => {
 State('foreign, truncated, malformed or tampered streams are refused and change nothing', () => {
   const a = edu();
   a.wr(EduReg.LIVENESS, 1);
-  const good = a.mig.save();
+  const good = a.mig.saveState();
   const b = edu();
   b.wr(EduReg.LIVENESS, 0x55);
   const before = visible(b);
@@ -177,7 +170,7 @@ State('foreign, truncated, malformed or tampered streams are refused and change 
     ['truncated', good.subarray(0, good.length - 10)],
     ['empty', new Uint8Array(0)],
     ['junk', new Uint8Array(16).fill(0xee)],
-    ['another device', other.migration!.save()],
+    ['another device', other.migration!.saveState()],
     ['another version', pack({ ...s, version: 2 })],
     ['a short config space', pack({ ...s, config: new Uint8Array(64) })],
     ['a short DMA buffer', pack({ ...s, model: { ...model, buffer: new Uint8Array(10) } })],
@@ -185,9 +178,9 @@ State('foreign, truncated, malformed or tampered streams are refused and change 
     ['a bad u64 register', pack({ ...s, model: { ...model, dmaSrc: '18446744073709551616' } })],
     ['not an object', pack(42)],
   ];
-  for (const [what, bytes] of cases) throwsEinval(() => b.mig.load(bytes), what);
+  for (const [what, bytes] of cases) throwsEinval(() => b.mig.loadState(bytes), what);
   assert.equal(visible(b), before, 'nothing changed');
-  b.mig.load(good);
+  b.mig.loadState(good);
   assert.is(b.rd(EduReg.LIVENESS), 0xfffffffen);
   a.dev.close();
   b.dev.close();

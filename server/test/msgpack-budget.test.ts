@@ -31,7 +31,7 @@ test('accepts what msgpackr packs: scalars, strings, bins, nested maps and array
   }
   checkMsgpack(pack({ a: { b: [1, 2, { c: new Uint8Array(70000) }] }, d: 'e'.repeat(70000) }), B);
   const edu = createEdu();
-  checkMsgpack(edu.migration!.save(), PCI_STATE_BUDGET);
+  checkMsgpack(edu.migration!.saveState(), PCI_STATE_BUDGET);
 });
 
 test('a bomb header is refused before anything: counts above the element budget or the bytes left', () => {

@@ -134,7 +134,7 @@ export function msgpackBudget(): FuzzTarget {
     maxLen: 2048,
     seeds: () => {
       const edu = createDevice('edu', {});
-      const state = edu.migration!.save();
+      const state = edu.migration!.saveState();
       edu.close?.();
       return [
         state.subarray(0, 2048),

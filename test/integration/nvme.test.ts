@@ -557,16 +557,15 @@ test('migration: a live controller (queues, registers) moves to a second server 
     d.mem.write(off, pattern(8192, 21));
     assert.is((await d.cmd(1, d.rwCmd(true, 10n, 16, off, 8192))).status, 0);
     const mig = r.dev.migration!;
-    await mig.stateChanged?.(2, 1); // RUNNING -> STOP
-    const saved = mig.save();
+    await mig.setRunning?.(false); // RUNNING -> STOP
+    const saved = mig.saveState();
     // The destination: the same image, a new server, the same guest memory mapped by a new client.
     const dev2 = createNvme({ image: r.image, queues: 2, serial: 'TESTSERIAL42' });
     const other = createNvme({ image: join(r.dir, 'other.img'), size: 1n << 20n, queues: 2 });
-    assert.throws(() => other.migration!.load(saved), /geometry/, 'refused: another namespace size');
+    assert.throws(() => other.migration!.loadState(saved), /geometry/, 'refused: another namespace size');
     await other.controller.closeAndWait();
-    dev2.migration!.load(saved);
-    await dev2.migration!.stateChanged?.(5, 1); // RESUMING -> STOP
-    await dev2.migration!.stateChanged?.(1, 2); // STOP -> RUNNING
+    dev2.migration!.loadState(saved); // RESUMING -> STOP
+    await dev2.migration!.setRunning?.(true); // STOP -> RUNNING
     const s2 = await startServer(dev2);
     r2 = { s: s2, dev: dev2 };
     const c2 = await VfioUserClient.connect(s2.path);

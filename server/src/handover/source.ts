@@ -219,7 +219,7 @@ async function run(
     await kill();
     if (deviceStopped) {
       try {
-        await device.migration!.stateChanged?.(MigState.STOP, MigState.RUNNING);
+        await device.migration!.setRunning?.(true);
       } catch (err) {
         log.error({ err }, 'hand-over: restarting the device failed');
       }
@@ -231,7 +231,7 @@ async function run(
   try {
     await session?.holdDispatch();
     await withTimeout(
-      Promise.resolve(device.migration!.stateChanged?.(MigState.RUNNING, MigState.STOP)),
+      Promise.resolve(device.migration!.setRunning?.(false)),
       o.quiesceTimeoutMs ?? 2000,
       'the device did not stop',
     );
@@ -358,7 +358,7 @@ function exportState(
     format: HANDOVER_FORMAT,
     build: buildId(),
     pid: process.pid,
-    device: { name: o.deviceName, snapshot: device.migration ? device.migration.save() : null },
+    device: { name: o.deviceName, snapshot: device.migration ? device.migration.saveState() : null },
     listener: { fd: ref(listenerFd), ...(v.listener?.path && { socketPath: v.listener.path }) },
     offer: v.offer!,
     dma: {

@@ -7,7 +7,6 @@
 
 import type pino from 'pino';
 import * as native from 'vfio-user-native';
-import { MigState } from 'vfio-user-protocol';
 import type { VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace, DmaMapParams } from '../dma/address-space.js';
 import type { DmaRegion } from '../dma/region.js';
@@ -119,8 +118,8 @@ async function prepare(o: TargetOptions, s: HandoverState, fds: number[]): Promi
   if (s.device.snapshot) {
     if (!mig) throw new Error('this device cannot load a state snapshot');
     // Stopped first (a device only makes progress while running), loaded, resumed on GO.
-    await mig.stateChanged?.(MigState.RUNNING, MigState.STOP);
-    mig.load(s.device.snapshot);
+    await mig.setRunning?.(false);
+    mig.loadState(s.device.snapshot);
   }
   // Each region consumes an fd of its own; the file's fd that came over is kept by the first and duplicated for
   // the others (the address space keeps one fd per file anyway).
@@ -197,13 +196,13 @@ async function start(o: TargetOptions, s: HandoverState, fds: number[], go: Chan
                 onUnmask: fd(v.onUnmask),
               })),
             );
-            if (s.device.snapshot) await mig?.stateChanged?.(MigState.STOP, MigState.RUNNING);
+            if (s.device.snapshot) await mig?.setRunning?.(true);
           },
         }
       : undefined,
   );
   if (!s.session) {
     closeAll(input.flatMap((p) => p.fds));
-    if (s.device.snapshot) await mig?.stateChanged?.(MigState.STOP, MigState.RUNNING);
+    if (s.device.snapshot) await mig?.setRunning?.(true);
   }
 }

@@ -12,7 +12,8 @@
 // EINVAL in microseconds instead of gigabytes and seconds with the loop blocked.
 //
 // The model contributes its own state through PciDeviceModel.saveState/loadState and is told when the device
-// starts and stops running (setRunning): a stopped device must make no progress (no DMA, no interrupts).
+// starts and stops running (setRunning): a stopped device must make no progress (no DMA, no interrupts). The
+// engine's facet (device.ts DeviceMigration) has the same three verbs, with the whole state as bytes.
 
 import { pack, unpack } from 'msgpackr';
 import { Errno, MigrationFlags } from 'vfio-user-protocol';
@@ -45,11 +46,6 @@ export const PCI_STATE_BUDGET: MsgpackBudget = {
 
 export const PCI_STATE_MAGIC = 'vfio-user-ts/pci';
 export const PCI_STATE_VERSION = 1;
-
-/** MigState numbers this file needs (the protocol package's MigState). */
-const RUNNING = 2;
-const PRE_COPY = 6;
-const isRunning = (s: number) => s === RUNNING || s === PRE_COPY;
 
 /** What a PciDeviceModel implements to be migratable. */
 export interface PciMigratableModel {
@@ -114,7 +110,7 @@ export class PciMigration implements DeviceMigration {
 
   constructor(private readonly p: PciStateParts) {}
 
-  save(): Uint8Array {
+  saveState(): Uint8Array {
     const p = this.p;
     return pack({
       magic: PCI_STATE_MAGIC,
@@ -128,7 +124,7 @@ export class PciMigration implements DeviceMigration {
     });
   }
 
-  load(state: Uint8Array): void {
+  loadState(state: Uint8Array): void {
     const p = this.p;
     let s: unknown;
     try {
@@ -176,9 +172,8 @@ export class PciMigration implements DeviceMigration {
     p.irq.restoreIntx(s.intx);
   }
 
-  stateChanged(from: number, to: number): void | Promise<void> {
-    if (isRunning(from) === isRunning(to)) return;
-    return this.p.model.setRunning?.(isRunning(to));
+  setRunning(running: boolean): void | Promise<void> {
+    return this.p.model.setRunning?.(running);
   }
 }
 

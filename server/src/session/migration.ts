@@ -5,14 +5,14 @@
 //
 // State machine. SET MIG_DEVICE_STATE walks the arcs of the protocol package's migStatePath (shortest path,
 // saving states never interior, STOP_COPY -> PRE_COPY and requests for ERROR/P2P refused with EINVAL) one at a
-// time; each arc completes before the reply. The device hears every arc (stateChanged) and saves or loads on
-// the arcs that need it. A failing arc returns the device's errno (DeviceError, FEA-19; anything else EIO) and
+// time; each arc completes before the reply. The device hears when it starts or stops running (setRunning: it
+// runs in RUNNING and PRE_COPY), is saved on the arcs into PRE_COPY/STOP_COPY and loaded on RESUMING -> STOP. A failing arc returns the device's errno (DeviceError, FEA-19; anything else EIO) and
 // leaves the FSM in ERROR, which only DEVICE_RESET leaves (to RUNNING, MIG-14). The FSM lives with the device,
 // not the connection, but a client that disconnects mid-migration does not leave the device stopped for the
 // next one: the FSM returns to RUNNING (streams dropped, dirty logging stopped).
 //
 // Streams. Entering PRE_COPY takes an early snapshot, entering STOP_COPY the final one (device stopped); each is
-// one frame `u32 magic 'VUMS' | u32 length | device.save() bytes`, read in chunks of at most the client's
+// one frame `u32 magic 'VUMS' | u32 length | device.saveState() bytes`, read in chunks of at most the client's
 // max_data_xfer_size; a reply shorter than asked (0 bytes once drained) is the end of the current data (MIG-06).
 // The destination accumulates MIG_DATA_WRITE bytes in RESUMING; RESUMING -> STOP parses the frames (every one
 // complete, at least one, nothing trailing), and loads the last one: PRE_COPY data is superseded by the
@@ -114,10 +114,10 @@ export class MigrationController {
     const from = this.state;
     try {
       if (from === MigState.RESUMING && to === MigState.STOP) this.loadIncoming();
-      await this.mig.stateChanged?.(from, to);
+      if (isRunning(from) !== isRunning(to)) await this.mig.setRunning?.(isRunning(to));
       this.out = undefined;
       this.outPos = 0;
-      if (to === MigState.PRE_COPY || to === MigState.STOP_COPY) this.out = frame(this.mig.save());
+      if (to === MigState.PRE_COPY || to === MigState.STOP_COPY) this.out = frame(this.mig.saveState());
       if (to === MigState.RESUMING) this.dropStreams();
     } catch (err) {
       this.state = MigState.ERROR;
@@ -154,7 +154,7 @@ export class MigrationController {
       pos += FRAME_HEADER + n;
     }
     if (!last) throw new DeviceError(Errno.EINVAL, 'no migration data received');
-    this.mig.load(last);
+    this.mig.loadState(last);
   }
 
   /** MIG_DATA_READ: up to `size` bytes of the current stream. */
@@ -223,7 +223,7 @@ export class MigrationController {
     const from = this.state;
     this.dropStreams();
     this.state = MigState.RUNNING;
-    if (from !== MigState.RUNNING) await this.mig.stateChanged?.(from, MigState.RUNNING);
+    if (!isRunning(from)) await this.mig.setRunning?.(true);
   }
 
   /** The client went away: back to RUNNING, streams and dirty log dropped. */
@@ -233,7 +233,7 @@ export class MigrationController {
     const from = this.state;
     this.dropStreams();
     this.state = MigState.RUNNING;
-    if (!isRunning(from)) await this.mig.stateChanged?.(from, MigState.RUNNING);
+    if (!isRunning(from)) await this.mig.setRunning?.(true);
   }
 
   stopLogging(dma: DmaAddressSpace): void {
