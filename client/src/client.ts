@@ -2,7 +2,15 @@
 // the server negotiated (max_msg_fds chunks SET_IRQS, max_data_xfer_size chunks region I/O), serving the
 // server's DMA_READ/DMA_WRITE from the client's own memory the way QEMU does, and owning every fd it creates or
 // receives until close().
-import { Connection, closeFd, MAP_SHARED, mmap, munmap, PROT_READ, PROT_WRITE } from 'vfio-user-native';
+import {
+  Connection,
+  closeFdsQuietly,
+  MAP_SHARED,
+  mmap,
+  munmap,
+  PROT_READ,
+  PROT_WRITE,
+} from 'vfio-user-native';
 import {
   Command,
   DEFAULT_MAX_DMA_MAPS,
@@ -235,16 +243,6 @@ export interface RegionIoFdsResult {
 
 const RW = DmaMapFlags.READ | DmaMapFlags.WRITE;
 
-function closeQuietly(fds: number[]): void {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed
-    }
-  }
-}
-
 function timeout(o: { timeoutMs?: number }, r: RequestOptions): RequestOptions {
   if (o.timeoutMs !== undefined) r.timeoutMs = o.timeoutMs;
   return r;
@@ -443,7 +441,7 @@ export class VfioUserClient {
   private async call(command: Command, payload: Uint8Array, opts: RequestOptions): Promise<RawReply> {
     const r = await this.conn.request(command, payload, opts);
     if (r.header.flags & MsgFlags.ERROR) {
-      closeQuietly(r.fds);
+      closeFdsQuietly(r.fds);
       throw new VfioUserError(r.header.error, command);
     }
     return r;
@@ -455,7 +453,7 @@ export class VfioUserClient {
       return decoder(r.payload, r.fds.length);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      closeQuietly(r.fds);
+      closeFdsQuietly(r.fds);
       return this.badReply(command, e.detail);
     }
   }
@@ -506,7 +504,7 @@ export class VfioUserClient {
       if (opts.twinSocket) twin = this.adoptTwinSocket(tw, fds);
       else check.errors.push('twin_socket enabled although not offered');
     }
-    closeQuietly(fds);
+    closeFdsQuietly(fds);
     if (check.errors.length) throw new NegotiationError(check.errors);
     this.serverCaps = check.capabilities;
     return {
@@ -526,7 +524,7 @@ export class VfioUserClient {
     const problem = twinSocketFdProblem(tw, fds.length);
     const i = tw.fdIndex;
     if (problem !== undefined || i === undefined) {
-      closeQuietly(fds);
+      closeFdsQuietly(fds);
       const err = new NegotiationError([problem ?? 'twin_socket without fd_index']);
       this.conn.close(new ConnectionClosedError('twin_socket reply without a usable fd', err));
       throw err;
@@ -535,7 +533,7 @@ export class VfioUserClient {
     try {
       this.conn.attachTwin(this.transportFromFd(fd!));
     } catch (e) {
-      closeQuietly([fd!, ...fds]);
+      closeFdsQuietly([fd!, ...fds]);
       throw e;
     }
     return true;
@@ -564,7 +562,7 @@ export class VfioUserClient {
       );
     } finally {
       // The native layer has sent the fd (or queued a dup of it) by now.
-      if (a.transferFd && a.fd !== undefined) closeQuietly([a.fd]);
+      if (a.transferFd && a.fd !== undefined) closeFdsQuietly([a.fd]);
     }
     await p;
     const w: DmaWindow = {
@@ -661,16 +659,16 @@ export class VfioUserClient {
       const v = this.decode(Command.DEVICE_GET_REGION_INFO, r, decodeRegionInfoReply);
       if (v.argsz > argsz && round === 1) {
         // The description did not fit: drop this reply (and any fd it carried) and ask for the full size.
-        closeQuietly(r.fds);
+        closeFdsQuietly(r.fds);
         argsz = v.argsz;
         continue;
       }
       if (v.index !== index) {
-        closeQuietly(r.fds);
+        closeFdsQuietly(r.fds);
         this.badReply(Command.DEVICE_GET_REGION_INFO, `reply is for region ${v.index}, asked ${index}`);
       }
       if (r.payload.length > argsz) {
-        closeQuietly(r.fds);
+        closeFdsQuietly(r.fds);
         this.badReply(
           Command.DEVICE_GET_REGION_INFO,
           `reply of ${r.payload.length} bytes exceeds argsz ${argsz}`,
@@ -700,7 +698,7 @@ export class VfioUserClient {
 
   /** Close the fd a RegionInfo carried now (otherwise close() does). */
   releaseRegionInfo(info: RegionInfo): void {
-    if (info.fd !== undefined && this.regionFds.delete(info.fd)) closeQuietly([info.fd]);
+    if (info.fd !== undefined && this.regionFds.delete(info.fd)) closeFdsQuietly([info.fd]);
     delete info.fd;
   }
 
@@ -1046,7 +1044,7 @@ export class VfioUserClient {
       );
       const v = this.decode(Command.DEVICE_GET_REGION_IO_FDS, r, decodeRegionIoFdsReply);
       if (v.argsz > argsz && round === 1 && v.subRegions.length < v.count) {
-        closeQuietly(r.fds);
+        closeFdsQuietly(r.fds);
         argsz = v.argsz;
         continue;
       }
@@ -1069,7 +1067,7 @@ export class VfioUserClient {
         // already unmapped
       }
     }
-    closeQuietly([...this.regionFds]);
+    closeFdsQuietly([...this.regionFds]);
     this.regionFds.clear();
     this.irqs.releaseAll();
     this.dma.windows.clear();

@@ -4,7 +4,7 @@
 //
 // Framing happens in the native addon, which hands us whole messages with the fds that came with them; we own
 // those fds from then on and close every one nobody claims.
-import { closeFd } from 'vfio-user-native';
+import { closeFdsQuietly } from 'vfio-user-native';
 import {
   decodeHeader,
   Errno,
@@ -127,16 +127,6 @@ export function parseHeader(bytes: Uint8Array): Header {
 /** Header + payload in one array, `size` computed. */
 export function buildMessage(header: Omit<Header, 'size'>, payload: Uint8Array): Uint8Array {
   return encodeMessage(header, payload);
-}
-
-function closeAll(fds: number[]): void {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed: nothing else to do
-    }
-  }
 }
 
 export class ClientConnection {
@@ -395,11 +385,11 @@ export class ClientConnection {
 
   private onMessage(channel: ChannelName, data: Buffer, fds: number[]): void {
     if (this.closedReason) {
-      closeAll(fds);
+      closeFdsQuietly(fds);
       return;
     }
     if (data.length < HEADER_SIZE) {
-      closeAll(fds);
+      closeFdsQuietly(fds);
       this.violation('bad-header', `message of ${data.length} bytes is shorter than a header`, channel);
       return;
     }
@@ -412,7 +402,7 @@ export class ClientConnection {
       // an observer's bug must not break the protocol
     }
     if (header.size !== data.length) {
-      closeAll(fds);
+      closeFdsQuietly(fds);
       this.violation(
         'bad-header',
         `header size ${header.size} but ${data.length} bytes were framed`,
@@ -425,7 +415,7 @@ export class ClientConnection {
     if (type === MsgFlags.TYPE_REPLY) this.onReply(msg);
     else if (type === MsgFlags.TYPE_COMMAND) this.onServerRequest(msg);
     else {
-      closeAll(fds);
+      closeFdsQuietly(fds);
       this.violation('bad-header', `unknown message type ${type}`, channel, header);
     }
   }
@@ -435,7 +425,7 @@ export class ClientConnection {
     // Replies to requests sharing an id come back in request order (the server processes commands in order).
     const p = this.pending.get(header.id)?.[0];
     if (!p) {
-      closeAll(fds);
+      closeFdsQuietly(fds);
       if (this.lateIds.delete(header.id)) {
         this.violation(
           'late-reply',
@@ -462,7 +452,7 @@ export class ClientConnection {
           header,
         )
       ) {
-        closeAll(fds);
+        closeFdsQuietly(fds);
         return;
       }
     }
@@ -475,7 +465,7 @@ export class ClientConnection {
           header,
         )
       ) {
-        closeAll(fds);
+        closeFdsQuietly(fds);
         return;
       }
     }
@@ -489,10 +479,10 @@ export class ClientConnection {
           header,
         )
       ) {
-        closeAll(fds);
+        closeFdsQuietly(fds);
         return;
       }
-      closeAll(fds.slice(p.maxReplyFds));
+      closeFdsQuietly(fds.slice(p.maxReplyFds));
       keep = fds.slice(0, p.maxReplyFds);
     }
     this.settle(p);
@@ -526,7 +516,7 @@ export class ClientConnection {
     };
     const h = this.serverRequestHandler;
     if (!h) {
-      closeAll(msg.fds);
+      closeFdsQuietly(msg.fds);
       answer(Errno.ENOSYS);
       return;
     }

@@ -3,7 +3,7 @@
 // ENOSYS for any other command, EINVAL for fds or a malformed request, E2BIG above our max_data_xfer_size,
 // EFAULT outside every DMA map. Every request is counted and logged, so tests can see that message DMA happened
 // and how the server chunked it.
-import { closeFd } from 'vfio-user-native';
+import { closeFdsQuietly } from 'vfio-user-native';
 import {
   Command,
   DMA_RW_SIZE,
@@ -48,16 +48,6 @@ export interface DmaStats {
   unknown: number;
 }
 
-function closeQuietly(fds: number[]): void {
-  for (const fd of fds) {
-    try {
-      closeFd(fd);
-    } catch {
-      // already closed
-    }
-  }
-}
-
 export class DmaServer {
   /** The DMA windows the client told the server about (what it serves from). */
   readonly windows = new DmaWindows();
@@ -95,7 +85,7 @@ export class DmaServer {
     const { header, payload, fds } = m;
     const cmd = header.command;
     if (cmd !== Command.DMA_READ && cmd !== Command.DMA_WRITE) {
-      closeQuietly(fds);
+      closeFdsQuietly(fds);
       this.stats.unknown++;
       return Errno.ENOSYS;
     }
@@ -113,7 +103,7 @@ export class DmaServer {
       return errno;
     };
     if (fds.length > 0) {
-      closeQuietly(fds);
+      closeFdsQuietly(fds);
       this.conn.note(
         'unexpected-fds',
         `server ${cmd === Command.DMA_READ ? 'DMA_READ' : 'DMA_WRITE'} carries fds`,

@@ -69,7 +69,7 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
 export async function fdCount(): Promise<number> {
   let last = -1;
   for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     const n = openFds();
     if (n === last) return n;
     last = n;
@@ -82,12 +82,13 @@ export async function fdCountSettles(expected: number, timeoutMs = 2000): Promis
   const t0 = Date.now();
   let n = openFds();
   while (n !== expected && Date.now() - t0 < timeoutMs) {
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     n = openFds();
   }
   return n;
 }
 
+/** Resolves after `ms`. */
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class FakePeer {

@@ -22,6 +22,7 @@ import {
   QEMU_VERSION_JSON,
 } from 'vfio-user-protocol';
 import { parseCli, parseDeviceSpec, UsageError } from '../src/cli-options.js';
+import { until } from './wait.js';
 
 // server/dist/test/cli.test.js -> server/bin/vfio-user-server.js
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'vfio-user-server.js');
@@ -509,7 +510,7 @@ prog('SIGINT also shuts down cleanly; pretty logs are readable lines', async () 
   const path = join(tmp.dir, 'vu.sock');
   const cli = new Cli(['--socket-path', path, '--log-format', 'pretty']);
   try {
-    for (let i = 0; i < 100 && !/ready/.test(cli.stderr); i++) await new Promise((r) => setTimeout(r, 50));
+    await until(() => /ready/.test(cli.stderr), 5000, 'the ready line');
     assert.match(cli.stderr, /^\d\d:\d\d:\d\d\.\d{3} INFO {2}\[vfio-user-server\] ready socket=/m);
     assert.ok(existsSync(path));
     cli.child.kill('SIGINT');

@@ -13,6 +13,7 @@ import type { HostFacts, HostMapping, IommuBackend, MapsBy } from '../src/iommu/
 import { IommuMirror } from '../src/iommu/mirror.js';
 import { NoneBackend } from '../src/iommu/none.js';
 import { rejects } from './engine-fixtures.js';
+import { sleep } from './wait.js';
 
 const E = constants.errno;
 const RW = DmaMapFlags.READ | DmaMapFlags.WRITE;
@@ -150,7 +151,7 @@ test('removal: subscribers run while the memory is still mapped; unmap resolves 
   const q = s.map({ iova: 0x1000n, size: 0x1000n, prot: RW }).then(() => {
     mapped = true;
   });
-  await new Promise((res) => setTimeout(res, 20));
+  await sleep(20);
   assert.equal(seen, ['removing, view length 65536, in table false']);
   assert.is(unmapped, false);
   assert.is(mapped, false);

@@ -11,6 +11,7 @@ import { DmaAddressSpace } from '../src/dma/address-space.js';
 import type { DmaError } from '../src/dma/errors.js';
 import type { DmaRegion } from '../src/dma/region.js';
 import { rejects } from './engine-fixtures.js';
+import { sleep } from './wait.js';
 
 const E = constants.errno;
 const RW = DmaMapFlags.READ | DmaMapFlags.WRITE;
@@ -318,7 +319,7 @@ test('idle cache bounds: count, bytes and age; {count: 0} disables it', async ()
   const byAge = new DmaAddressSpace({ idleMappings: { ms: 30 } });
   await cycle(byAge);
   assert.is(byAge.snapshot().cachedMappings, 3);
-  await new Promise((r) => setTimeout(r, 150));
+  await sleep(150);
   assert.is(byAge.snapshot().cachedMappings, 0, 'evicted after the idle time');
   assert.is(native.mappingCount(), maps0);
   const off = new DmaAddressSpace({ idleMappings: { count: 0 } });

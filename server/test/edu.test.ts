@@ -5,16 +5,8 @@ import { IrqIndex, RegionInfoFlags } from 'vfio-user-protocol';
 import { DeviceError, IrqInfoFlags } from '../src/device.js';
 import { createEdu, EduDmaError, EduReg, eduFactorial } from '../src/devices/edu.js';
 import { createDevice, deviceNames } from '../src/devices/index.js';
-import {
-  CONFIG,
-  cfgRead,
-  cfgWrite,
-  makeContext,
-  regRead,
-  regWrite,
-  until,
-  walkLegacy,
-} from './pci-test-context.js';
+import { CONFIG, cfgRead, cfgWrite, makeContext, regRead, regWrite, walkLegacy } from './pci-test-context.js';
+import { sleep, until } from './wait.js';
 
 const RAM = 0x100000n;
 const ALL32 = 0xffffffffn;
@@ -324,14 +316,14 @@ Edu('detach during a transfer fails it; reset during one drops it', async () => 
   t.dev.detach();
   assert.is(t.rd(EduReg.DMA_CMD) & 1n, 0n);
   assert.is(Number(t.rd(EduReg.DMA_ERROR)), (1 << 16) | EduDmaError.NO_CLIENT);
-  await new Promise((r) => setTimeout(r, 40));
+  await sleep(40);
   assert.is(t.ctx.dma.bytes[0x100], 0, 'the cancelled transfer never ran');
 
   t.dev.attach(t.ctx);
   cfgWrite(t.dev, 0x04, 2, 0x0006);
   t.wr(EduReg.DMA_CMD, 3, 8);
   await t.dev.reset();
-  await new Promise((r) => setTimeout(r, 40));
+  await sleep(40);
   assert.is(t.ctx.dma.bytes[0x100], 0, 'reset dropped the transfer');
   assert.is(t.rd(EduReg.DMA_CMD, 8), 0n);
   assert.is(t.rd(EduReg.DMA_ERROR), 0n);
@@ -354,7 +346,7 @@ Edu('reset: registers and config back to power-on; factorial in flight dropped',
     assert.is(t.rd(r), 0n);
   assert.is(t.rd(EduReg.DMA_COUNT, 8), 0n);
   assert.not.ok(t.dev.intxAsserted);
-  await new Promise((r) => setTimeout(r, 40));
+  await sleep(40);
   assert.is(t.rd(EduReg.FACTORIAL), 0n, 'the old factorial did not land');
   assert.is(t.ctx.irq.events.length, 1, 'only the raise before the reset');
 });

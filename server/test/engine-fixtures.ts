@@ -166,15 +166,6 @@ export async function rejects(p: Promise<unknown>, errno: number, what?: string)
   assert.unreachable(`${what ?? 'operation'} should have failed with errno ${errno}`);
 }
 
-/** Waits until `cond` holds (polling the event loop), or fails after `ms`. */
-export async function waitFor(cond: () => boolean, ms = 2000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
 /** `/proc/self/fd` as `fd -> target` strings (for fd-leak diagnostics). */
 export function fdTable(): string[] {
   const out: string[] = [];

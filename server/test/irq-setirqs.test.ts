@@ -8,7 +8,8 @@ import * as assert from 'uvu/assert';
 import * as native from 'vfio-user-native';
 import { SetIrqsFlags as F, IrqIndex } from 'vfio-user-protocol';
 import { IrqController, IrqError } from '../src/irq/irq-controller.js';
-import { TestDevice, waitFor } from './engine-fixtures.js';
+import { TestDevice } from './engine-fixtures.js';
+import { until } from './wait.js';
 
 const E = constants.errno;
 const TRIG_EVENTFD = F.DATA_EVENTFD | F.ACTION_TRIGGER;
@@ -165,12 +166,12 @@ test('EVENTFD|UNMASK on INTx (KVM resample): each signal of the watched fd unmas
   assert.is(count(trig.mine[0]!), 1);
   // The guest EOIs: KVM signals the resample eventfd.
   native.eventfdWrite(resample.mine[0]!, 1n);
-  await waitFor(() => irq.stats.signals === 2, 2000, 'resample unmask');
+  await until(() => irq.stats.signals === 2, 2000, 'resample unmask');
   assert.is(count(trig.mine[0]!), 1);
   assert.equal(irq.state(INTX, 0), { enabled: true, masked: true, pending: false });
   // Again, with nothing pending: just unmasked.
   native.eventfdWrite(resample.mine[0]!, 1n);
-  await waitFor(() => !irq.state(INTX, 0).masked, 2000, 'unmask');
+  await until(() => !irq.state(INTX, 0).masked, 2000, 'unmask');
   assert.is(count(trig.mine[0]!), 0);
   // De-assign the resample fd: it is closed and no longer watched.
   const fds = native.openFds();

@@ -8,7 +8,8 @@ import { DeviceError, MigrationFlags } from '../src/device.js';
 import { createEdu, EDU_DMA_START, EduReg } from '../src/devices/edu.js';
 import { DirtyLog } from '../src/dma/dirty.js';
 import { PciDevice } from '../src/pci/index.js';
-import { cfgRead, cfgWrite, makeContext, regRead, regWrite, until } from './pci-test-context.js';
+import { cfgRead, cfgWrite, makeContext, regRead, regWrite } from './pci-test-context.js';
+import { sleep, until } from './wait.js';
 
 const RAM = 0x100000n;
 
@@ -113,7 +114,7 @@ State('stopped edu makes no progress; a factorial latched in STOP completes on t
   a.wr(EduReg.FACTORIAL, 5);
   assert.is(a.rd(EduReg.STATUS) & 1n, 1n, 'computing');
   await a.mig.setRunning?.(false);
-  await new Promise((r) => setTimeout(r, 60));
+  await sleep(60);
   assert.is(a.rd(EduReg.STATUS) & 1n, 1n, 'held while stopped');
   assert.is(a.rd(EduReg.FACTORIAL), 5n);
   // A write that starts work while stopped only latches it.
@@ -144,7 +145,7 @@ State('a DMA started while stopped runs only after resuming', async () => {
   t.wr(EduReg.DMA_DST, EDU_DMA_START, 8);
   t.wr(EduReg.DMA_COUNT, 16n, 8);
   t.wr(EduReg.DMA_CMD, 1, 8);
-  await new Promise((r) => setTimeout(r, 20));
+  await sleep(20);
   assert.is(t.rd(EduReg.DMA_CMD) & 1n, 1n, 'still pending');
   assert.is(t.dev.model!.buffer[0], 0);
   await t.mig.setRunning?.(true);

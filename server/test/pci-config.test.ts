@@ -6,6 +6,7 @@ import { DeviceInfoFlags, IrqIndex, RegionInfoFlags } from 'vfio-user-protocol';
 import { IrqInfoFlags } from '../src/device.js';
 import { type BarHandler, PciDevice, type PciDeviceSpec } from '../src/pci/index.js';
 import { CONFIG, cfgRead, cfgWrite, expectDeviceError, makeContext } from './pci-test-context.js';
+import { sleep } from './wait.js';
 
 const EINVAL = 22;
 
@@ -332,7 +333,7 @@ Cfg('an async model reset is awaited; a failing one becomes EIO', async () => {
   let done = false;
   const ok = new PciDevice(spec(), {
     reset: async () => {
-      await new Promise((r) => setTimeout(r, 5));
+      await sleep(5);
       done = true;
     },
   });

@@ -4,7 +4,8 @@ import * as assert from 'uvu/assert';
 import { IrqIndex } from 'vfio-user-protocol';
 import type { DeviceContext } from '../src/device.js';
 import { type AccessSize, PciDevice, type PciDeviceModel } from '../src/pci/index.js';
-import { cfgWrite, makeContext, regRead, regWrite, until } from './pci-test-context.js';
+import { cfgWrite, makeContext, regRead, regWrite } from './pci-test-context.js';
+import { until } from './wait.js';
 
 // --- begin example ---
 export class Scratch implements PciDeviceModel {

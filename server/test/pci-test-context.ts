@@ -204,15 +204,6 @@ export function walkExtended(cfg: Uint8Array): Array<{ id: number; version: numb
   return out;
 }
 
-/** Wait until `cond()` holds, polling the event loop (the device completes work asynchronously). */
-export async function until(cond: () => boolean, timeoutMs = 2000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error('timed out waiting for a condition');
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
-
 /** Expect `fn` to throw (or, if it returns a promise, to reject with) a DeviceError with `errno`. */
 export function expectDeviceError(fn: () => unknown, errno: number): void | Promise<void> {
   const check = (err: unknown) => {

@@ -21,8 +21,9 @@ import {
 } from 'vfio-user-protocol';
 import type { HostFacts, HostMapping, IommuBackend } from '../src/iommu/backend.js';
 import { VfioUserServer } from '../src/server.js';
-import { TestDevice, waitFor } from './engine-fixtures.js';
-import { isOk, RawClient, sleep } from './session-harness.js';
+import { TestDevice } from './engine-fixtures.js';
+import { isOk, RawClient } from './session-harness.js';
+import { sleep, until } from './wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vfio-user-server-test-'));
 let n = 0;
@@ -52,7 +53,7 @@ test('start, serve, close: the socket file appears and goes, stats and events', 
   assert.ok(isOk(await c.version()));
   assert.ok(isOk(await c.request(Command.DEVICE_GET_INFO, encodeDeviceGetInfoRequest())));
   c.close();
-  await waitFor(() => events.length === 2, 2000, 'disconnect event');
+  await until(() => events.length === 2, 2000, 'disconnect event');
   assert.equal(events, ['connect', 'disconnect']);
   assert.is(server.stats.connections, 1);
   assert.is(server.stats.messages.VERSION, 1);
@@ -90,7 +91,7 @@ test('reconnect: device state kept, DMA maps and IRQ fds dropped, VERSION requir
   assert.is(server.dma.size, 1);
   assert.ok(server.irq.isEnabled(2, 0));
   a.close();
-  await waitFor(() => !server.clients.active, 2000, 'session end');
+  await until(() => !server.clients.active, 2000, 'session end');
   assert.is(server.dma.size, 0);
   assert.not.ok(server.irq.isEnabled(2, 0));
   assert.is(native.openFds(), fds0 + 2, 'only our memfd and eventfd');
@@ -101,7 +102,7 @@ test('reconnect: device state kept, DMA maps and IRQ fds dropped, VERSION requir
     encodeRegionReadRequest({ offset: 0x44n, region: 0, count: 4 }),
   );
   assert.is(r.h.error, 22, 'VERSION first');
-  await waitFor(() => b.closed);
+  await until(() => b.closed);
   const c = connect(path);
   await c.version();
   const rr = await c.request(
@@ -137,9 +138,9 @@ test('one client at a time: the second waits (unanswered) until the first leaves
   void secondReply.then(() => {
     answered = true;
   });
-  await waitFor(() => server.clients.waiting === 1, 2000, 'second queued');
+  await until(() => server.clients.waiting === 1, 2000, 'second queued');
   const third = connect(path);
-  await waitFor(() => third.closed, 2000, 'third refused');
+  await until(() => third.closed, 2000, 'third refused');
   assert.is(third.inbox.length, 0);
   await sleep(50);
   assert.not.ok(answered, 'the waiting client gets nothing while the first is served');
@@ -164,10 +165,10 @@ test('a queued client that gave up is handled when its turn comes', async () => 
   await first.version();
   const quitter = connect(path);
   quitter.send(Command.VERSION, new Uint8Array(4));
-  await waitFor(() => server.clients.waiting === 1);
+  await until(() => server.clients.waiting === 1);
   quitter.close();
   const next = connect(path);
-  await waitFor(() => server.clients.waiting === 2);
+  await until(() => server.clients.waiting === 2);
   first.close();
   assert.ok(isOk(await next.version()));
   assert.is(server.stats.connections, 3);
@@ -236,7 +237,7 @@ test('IOMMU facts set pgsizes, max_dma_maps and the DMA limits; the backend is c
   assert.equal(calls, ['map 0x0 vaddr=true', 'map 0x1000 vaddr=true', 'map 0x2000 vaddr=true']);
   assert.is(server.mirror.stats.live, 3);
   c.close();
-  await waitFor(() => !server.clients.active);
+  await until(() => !server.clients.active);
   assert.equal(calls.slice(3), ['unmapAll']);
   await server.close();
   assert.equal(calls.slice(-1), ['close']);

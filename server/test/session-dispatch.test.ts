@@ -33,8 +33,9 @@ import {
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import type { IommuBackend } from '../src/iommu/backend.js';
 import { IommuMirror } from '../src/iommu/mirror.js';
-import { fdTable, TestDevice, waitFor } from './engine-fixtures.js';
-import { isError, isOk, type SessionRig, sleep, startSession, versionPayload } from './session-harness.js';
+import { fdTable, TestDevice } from './engine-fixtures.js';
+import { isError, isOk, type SessionRig, startSession, versionPayload } from './session-harness.js';
+import { sleep, until } from './wait.js';
 
 const E = constants.errno;
 const NO_REPLY = MsgFlags.NO_REPLY;
@@ -115,7 +116,7 @@ test('256 pipelined commands: 256 replies in request order; repeated ids echoed 
     ids.push(rig.client.send(Command.DEVICE_GET_INFO, getInfo(), { id: (i * 7) & 0xffff }));
   rig.client.send(Command.REGION_READ, read(7, 0n, 4), { id: 0xffff });
   rig.client.send(Command.DEVICE_GET_INFO, getInfo(), { id: 0xffff });
-  await waitFor(() => rig.client.inbox.length >= 1 + 258, 3000, '258 replies');
+  await until(() => rig.client.inbox.length >= 1 + 258, 3000, '258 replies');
   const got = rig.client.inbox.slice(1);
   assert.equal(
     got.slice(0, 256).map((m) => m.h.id),
@@ -141,7 +142,7 @@ test('an asynchronous DMA_MAP holds later messages back: replies keep arrival or
   assert.is(rig.client.inbox.length, 1, 'only the VERSION reply so far');
   assert.is(rig.device.bar0[0x10], 0, 'the posted write waits behind the map');
   release();
-  await waitFor(() => rig.client.inbox.length === 3);
+  await until(() => rig.client.inbox.length === 3);
   assert.equal(
     rig.client.inbox.slice(1).map((m) => m.h.id),
     [mapId, readId],
@@ -156,7 +157,7 @@ test('backpressure: a flood behind a slow DMA_MAP pauses reading, then everythin
   rig.client.send(Command.DMA_MAP, dmaMap(0x1000n, 0x1000n));
   for (let i = 0; i < 6000; i++)
     rig.client.send(Command.REGION_WRITE, write(0, 0x50n, u32le(i)), { flags: NO_REPLY });
-  await waitFor(() => rig.session.pauses > 0, 3000, 'reading paused');
+  await until(() => rig.session.pauses > 0, 3000, 'reading paused');
   release();
   const r = await rig.client.request(Command.REGION_READ, read(0, 0x50n, 4));
   assert.equal(decodeRegionReadReply(r.payload).data, u32le(5999));
@@ -189,7 +190,7 @@ test('backpressure: a client that does not read its replies stops being read, th
   const n = 200;
   for (let i = 1; i <= n; i++)
     client.send(encodeMessage({ id: i, command: Command.REGION_READ }, read(4, 0n, 0x100000)));
-  await waitFor(() => session.pauses > 0, 3000, 'reading paused');
+  await until(() => session.pauses > 0, 3000, 'reading paused');
   let replies = 0;
   client.start({
     onMessage: (data) => {
@@ -197,7 +198,7 @@ test('backpressure: a client that does not read its replies stops being read, th
     },
     onClose: () => {},
   });
-  await waitFor(() => replies === n + 1, 5000, 'every reply');
+  await until(() => replies === n + 1, 5000, 'every reply');
   client.close();
   await session.closed;
   device.close();
@@ -510,7 +511,7 @@ test('server->client DMA: after the reply, chunked, interleaved with client comm
     kickAt >= 0 && (firstDma < 0 || firstDma > kickAt),
     `no DMA request before the reply: ${arrivals.join(', ')}`,
   );
-  await waitFor(() => dmaStatus(rig) !== 0, 3000, 'copy done');
+  await until(() => dmaStatus(rig) !== 0, 3000, 'copy done');
   assert.is(dmaStatus(rig), 1);
   assert.equal(g.subarray(0x30000, 0x33000), g.subarray(0x1000, 0x4000));
   assert.ok(interleaved >= 2);
@@ -527,24 +528,24 @@ test('server->client DMA: after the reply, chunked, interleaved with client comm
   // The client refuses (EFAULT): the device sees the errno.
   rig.client.dmaErrno = E.EFAULT;
   startCopy(rig, 0x1000n, 0x2000n, 16);
-  await waitFor(() => dmaStatus(rig) !== 0);
+  await until(() => dmaStatus(rig) !== 0);
   assert.is(dmaStatus(rig), 0x100 + E.EFAULT);
   rig.client.dmaErrno = undefined;
 
   // Outside every map: no message at all, EFAULT.
   const n = reqs.length;
   startCopy(rig, 0x50000n, 0x2000n, 16);
-  await waitFor(() => dmaStatus(rig) !== 0);
+  await until(() => dmaStatus(rig) !== 0);
   assert.is(dmaStatus(rig), 0x100 + E.EFAULT);
   assert.is(reqs.length, n);
 
   // An unanswered request times out; commands are still served meanwhile.
   rig.client.guest = undefined;
   startCopy(rig, 0x1000n, 0x2000n, 16);
-  await waitFor(() => reqs.length > n);
+  await until(() => reqs.length > n);
   r = await rig.client.request(Command.DEVICE_GET_INFO, getInfo());
   assert.ok(isOk(r));
-  await waitFor(() => dmaStatus(rig) !== 0, 4000, 'timeout');
+  await until(() => dmaStatus(rig) !== 0, 4000, 'timeout');
   assert.is(dmaStatus(rig), 0x100 + E.ETIMEDOUT);
   await rig.teardown();
 });
@@ -555,7 +556,7 @@ test('server->client DMA is chunked by the client max_data_xfer_size', async () 
   rig.client.guest = new Uint8Array(0x10000).fill(0x5a);
   await rig.client.request(Command.DMA_MAP, dmaMap(0n, 0x10000n));
   startCopy(rig, 0n, 0x8000n, 10000);
-  await waitFor(() => dmaStatus(rig) === 1);
+  await until(() => dmaStatus(rig) === 1);
   const sizes = rig.client.serverRequests.map((m) => [
     m.h.command,
     Number(new DataView(m.payload.buffer, m.payload.byteOffset).getBigUint64(8, true)),
@@ -636,7 +637,7 @@ test('garbage after VERSION (bad header size / type) closes the connection after
     const rig = await ready();
     rig.client.sendRaw(bad);
     await rig.session.closed;
-    await waitFor(() => rig.client.closed);
+    await until(() => rig.client.closed);
     const last = rig.client.inbox.at(-1)!;
     assert.ok(isError(last, E.EINVAL));
     assert.is(rig.device.detaches, 1);

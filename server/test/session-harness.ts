@@ -286,8 +286,3 @@ export function startSession(
     },
   };
 }
-
-/** Resolves after `ms` (to check that nothing arrives). */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}

@@ -14,8 +14,7 @@ import {
   HEADER_SIZE,
   parseCapabilities,
 } from 'vfio-user-protocol';
-import { waitFor } from './engine-fixtures.js';
-import { isError, isOk, sleep, startSession, versionPayload } from './session-harness.js';
+import { isError, isOk, startSession, versionPayload } from './session-harness.js';
 
 const E = constants.errno;
 
@@ -107,7 +106,7 @@ test('a wrong major is EINVAL and closes the connection', async () => {
   const r = await rig.client.version(versionPayload(undefined, 1, 0));
   assert.ok(isError(r, E.EINVAL));
   await rig.session.closed;
-  await waitFor(() => rig.client.closed, 2000, 'client sees EOF');
+  await until(() => rig.client.closed, 2000, 'client sees EOF');
   assert.is(rig.device.attaches, 0);
   await rig.teardown();
 });
@@ -117,7 +116,7 @@ test('any other command first is EINVAL and closes the connection', async () => 
   const r = await rig.client.request(Command.DEVICE_GET_INFO, encodeDeviceGetInfoRequest());
   assert.ok(isError(r, E.EINVAL));
   await rig.session.closed;
-  await waitFor(() => rig.client.closed);
+  await until(() => rig.client.closed);
   await rig.teardown();
 });
 
@@ -149,7 +148,7 @@ test('twin-socket: offered only when asked and enough room; the client end arriv
   rig.client.guest = new Uint8Array(0x10000).map((_, i) => i & 0xff);
   await rig.client.request(Command.DMA_MAP, dmaMapPayload(0n, 0x10000n, 3));
   startCopy(rig, 0x100n, 0x8000n, 10000);
-  await waitFor(() => new DataView(rig.device.bar0.buffer).getUint32(0x11c, true) !== 0, 3000, 'DMA done');
+  await until(() => new DataView(rig.device.bar0.buffer).getUint32(0x11c, true) !== 0, 3000, 'DMA done');
   assert.is(new DataView(rig.device.bar0.buffer).getUint32(0x11c, true), 1);
   assert.equal(
     rig.client.guest.subarray(0x8000, 0x8000 + 10000),
@@ -176,6 +175,7 @@ test('twin-socket: offered only when asked and enough room; the client end arriv
 // Helpers shared with the dispatch tests.
 import { encodeDmaMapRequest, encodeRegionWriteRequest } from 'vfio-user-protocol';
 import type { SessionRig } from './session-harness.js';
+import { sleep, until } from './wait.js';
 
 function dmaMapPayload(address: bigint, size: bigint, flags: number, offset = 0n): Uint8Array {
   return encodeDmaMapRequest({ flags, offset, address, size });

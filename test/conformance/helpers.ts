@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { poll } from '../lib/wait.js';
 
 /** The repository root (this file runs from test/dist/conformance/). */
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -85,10 +86,11 @@ export async function startServer(command: string, socketPath: string, cwd?: str
     stdio: 'ignore',
     cwd,
   });
-  const deadline = Date.now() + 15000;
-  while (!existsSync(socketPath)) {
-    if (Date.now() > deadline || p.exitCode !== null) throw new Error(`server did not start: ${command}`);
-    await new Promise((r) => setTimeout(r, 50));
+  if (
+    !(await poll(() => existsSync(socketPath) || p.exitCode !== null, 15000, 50)) ||
+    !existsSync(socketPath)
+  ) {
+    throw new Error(`server did not start: ${command}`);
   }
   return p;
 }

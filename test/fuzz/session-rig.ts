@@ -10,6 +10,7 @@ import pino from 'pino';
 import { Connection, closeFd, openFds } from 'vfio-user-native';
 import { Command, encodeMessage, encodeVersionRequest } from 'vfio-user-protocol';
 import { createDevice, VfioUserServer } from 'vfio-user-server';
+import { sleep, until } from '../lib/wait.js';
 
 export interface SessionRig {
   exchange(msgs: Uint8Array[]): Promise<void>;
@@ -76,17 +77,13 @@ export async function sessionRig(): Promise<SessionRig> {
         // Let the server work through them (async handlers, server->client DMA timeouts of 50 ms).
         timer = setTimeout(finish, 5);
       });
-      const t0 = Date.now();
-      while (disconnects === before) {
-        if (Date.now() - t0 > 5000) throw new Error('the session did not end after the client left');
-        await new Promise((r) => setTimeout(r, 1));
-      }
+      await until(() => disconnects !== before, 5000, 'the session to end after the client left', 1);
       if (bugs.length) throw new Error(`server logged an error: ${bugs.splice(0).join('\n')}`);
       const n = openFds();
       if (baseFds < 0) baseFds = n;
       else if (n > baseFds) {
         // closes land a turn later; give them a moment before calling it a leak
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
         const m = openFds();
         if (m > baseFds) throw new Error(`fd leak: ${m} open, ${baseFds} at the start`);
       }

@@ -5,6 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient, type VfioUserError } from 'vfio-user-client';
 import { DmaUnmapFlags } from 'vfio-user-protocol';
+import { until } from '../lib/wait.js';
 import {
   fdCount,
   fdCountSettles,
@@ -15,7 +16,6 @@ import {
   type TestServer,
   u32,
   u64,
-  until,
 } from './helpers.js';
 
 const errnoOf = (e: unknown) => (e as VfioUserError).errno;

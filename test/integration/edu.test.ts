@@ -7,7 +7,8 @@ import { GuestMemory, VfioUserClient, type VfioUserError } from 'vfio-user-clien
 import { DeviceFeatureFlags } from 'vfio-user-protocol';
 import { createDevice } from 'vfio-user-server';
 import { Edu } from '../lib/edu-regs.js';
-import { fdCount, fdCountSettles, readU32, startServer, u32, u64, until } from './helpers.js';
+import { until } from '../lib/wait.js';
+import { fdCount, fdCountSettles, readU32, startServer, u32, u64 } from './helpers.js';
 
 const BAR0 = 0;
 const CONFIG = 7;

@@ -16,7 +16,8 @@ import { GuestMemory, VfioUserClient } from 'vfio-user-client';
 import { Connection, closeFd, socketpair } from 'vfio-user-native';
 import { Edu } from '../lib/edu-regs.js';
 import { killStrays } from '../lib/procs.js';
-import { readU32, sleep, u32, u64, until } from './helpers.js';
+import { sleep, until } from '../lib/wait.js';
+import { readU32, u32, u64 } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // test/dist/integration -> server/bin/vfio-user-server.js

@@ -25,8 +25,7 @@ import {
   type VfioUserDevice,
   VfioUserServer,
 } from 'vfio-user-server';
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../lib/wait.js';
 
 /** Open fds of this process (client and server both live here) once closes in flight have landed. */
 export async function fdCount(): Promise<number> {
@@ -52,15 +51,6 @@ export async function fdCountSettles(expected: number, timeoutMs = 2000): Promis
     n = openFds();
   }
   return n;
-}
-
-/** Poll `cond` every few ms until it holds (or fail after timeoutMs). */
-export async function until(cond: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
 }
 
 export interface TestServer {

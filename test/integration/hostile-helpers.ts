@@ -9,13 +9,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VfioUserClient } from 'vfio-user-client';
 import { Edu } from '../lib/edu-regs.js';
+import { sleep } from '../lib/wait.js';
 
 /** The server program; HOSTILE_SERVER_BIN runs the same reproductions against another build (before/after). */
 const BIN =
   process.env.HOSTILE_SERVER_BIN ||
   join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'server', 'bin', 'vfio-user-server.js');
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface ProcStats {
   fds: number;
@@ -169,14 +168,3 @@ export async function timedIdent(c: VfioUserClient, timeoutMs = 2000): Promise<n
   if (Buffer.from(b).readUInt32LE(0) !== Edu.IDENT_VALUE) throw new Error('edu ident mismatch');
   return performance.now() - t0;
 }
-
-export const u32 = (v: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0);
-  return b;
-};
-export const u64 = (v: bigint) => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(v);
-  return b;
-};

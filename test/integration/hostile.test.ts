@@ -31,7 +31,9 @@ import {
   SetIrqsFlags,
 } from 'vfio-user-protocol';
 import { Edu } from '../lib/edu-regs.js';
-import { answers, client, ServerProcess, sleep, timedIdent, u32, u64 } from './hostile-helpers.js';
+import { sleep } from '../lib/wait.js';
+import { u32, u64 } from './helpers.js';
+import { answers, client, ServerProcess, timedIdent } from './hostile-helpers.js';
 
 const BAR0 = 0;
 const CONFIG = 7;

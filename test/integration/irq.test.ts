@@ -5,7 +5,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { VfioUserClient } from 'vfio-user-client';
 import { Command, SetIrqsFlags } from 'vfio-user-protocol';
-import { readU32, Scratch, ScratchDevice, sleep, startServer, u32 } from './helpers.js';
+import { sleep } from '../lib/wait.js';
+import { readU32, Scratch, ScratchDevice, startServer, u32 } from './helpers.js';
 
 const MSIX = 2;
 const INTX = 0;

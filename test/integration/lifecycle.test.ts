@@ -4,17 +4,16 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient } from 'vfio-user-client';
 import { Command, encodeMessage, MsgFlags } from 'vfio-user-protocol';
+import { sleep, until } from '../lib/wait.js';
 import {
   fdCount,
   fdCountSettles,
   readU32,
   Scratch,
   ScratchDevice,
-  sleep,
   startServer,
   u32,
   u64,
-  until,
 } from './helpers.js';
 
 const MSIX = 2;

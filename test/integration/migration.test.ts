@@ -16,6 +16,7 @@ import {
 } from 'vfio-user-protocol';
 import { createDevice } from 'vfio-user-server';
 import { Edu } from '../lib/edu-regs.js';
+import { sleep } from '../lib/wait.js';
 import { fdCount, fdCountSettles, readU32, startServer, u32, u64 } from './helpers.js';
 
 const { GET, SET } = DeviceFeatureFlags;
@@ -94,7 +95,7 @@ test('migration between two edu servers: PRE_COPY, STOP_COPY until short, RESUMI
   await eduDma(src, 0x100000n, Edu.BUFFER, 4096, false);
   await wr(src, Edu.LIVENESS, 0x0badcafe);
   await wr(src, Edu.FACTORIAL, 12);
-  while ((await rd(src, Edu.STATUS)) & 1n) await new Promise((r) => setTimeout(r, 2));
+  while ((await rd(src, Edu.STATUS)) & 1n) await sleep(2);
   assert.is(await rd(src, Edu.FACTORIAL), 479001600n);
 
   // Dirty logging sees the device's DMA into guest memory (page 2 of the map).

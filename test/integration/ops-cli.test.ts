@@ -11,7 +11,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { VfioUserClient } from 'vfio-user-client';
 import { bindDatagram, closeFd, FdWatcher, memfdCreate, recvDatagram } from 'vfio-user-native';
-import { sleep, until } from './helpers.js';
+import { sleep, until } from '../lib/wait.js';
 
 const here = dirname(fileURLToPath(import.meta.url)); // test/dist/integration
 const root = join(here, '..', '..', '..');

@@ -23,7 +23,8 @@ import {
   WireRecorder,
 } from 'vfio-user-server';
 import { Edu } from '../lib/edu-regs.js';
-import { sleep, u32, until } from './helpers.js';
+import { sleep, until } from '../lib/wait.js';
+import { u32 } from './helpers.js';
 
 const BAR0 = 0;
 const CONFIG = 7;

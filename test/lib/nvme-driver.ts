@@ -4,6 +4,7 @@
 // interrupts are counted on the eventfds the client hands over. It does what Linux's nvme driver does at probe
 // (disable, admin queue, enable, identify, number of queues, I/O queue pairs) and then reads, writes, discards.
 import { GuestMemory, type IrqEventfd, VfioUserClient } from 'vfio-user-client';
+import { until } from './wait.js';
 
 export const REG = {
   CAP: 0x00,
@@ -151,11 +152,7 @@ export class NvmeDriver {
   }
 
   async waitFor(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
-    const t0 = Date.now();
-    while (!(await cond())) {
-      if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await until(cond, timeoutMs, what, 1);
   }
 
   // ---- bring-up ----

@@ -2,6 +2,7 @@
 // command line) carry the test's temp dir on their command line, so scanning /proc for it finds them all, also
 // those that are no child of the test (a successor's parent is the server that started it).
 import { readdirSync, readFileSync } from 'node:fs';
+import { sleep } from './wait.js';
 
 /** Live (not zombie) processes other than this one whose command line contains `text`. */
 export function processesMentioning(text: string): number[] {
@@ -28,7 +29,7 @@ export async function killStrays(text: string, graceMs = 5000): Promise<number[]
   const t0 = Date.now();
   let stray = processesMentioning(text);
   while (stray.length > 0 && Date.now() - t0 < graceMs) {
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     stray = processesMentioning(text);
   }
   for (const pid of stray) {

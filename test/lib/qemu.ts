@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { sleep } from './wait.js';
 
 /** The project's cache (guest kernels, the private Debian root with QEMU): $VFIO_USER_CACHE, as the set-up uses it. */
 export function cacheDir(): string {
@@ -368,7 +369,7 @@ export class QmpClient {
         return await QmpClient.fromSocket(sock, Math.max(1000, deadline - Date.now()));
       } catch (e) {
         if (Date.now() > deadline) throw e;
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(50);
       }
     }
   }

@@ -2,7 +2,8 @@
 // 0xcf8/0xcfc, BAR sizing and assignment, COMMAND) and what a driver would do (edu registers over MMIO, DMA).
 
 import type { QtestClient } from '../lib/qtest.js';
-import { Edu, until } from './harness.js';
+import { poll } from '../lib/wait.js';
+import { Edu } from './harness.js';
 
 /** Our device's slot on bus 0 (`addr: "05.0"`). */
 export const SLOT = 5;
@@ -36,7 +37,7 @@ export async function setReg32(qt: QtestClient, off: number, v: number, bar = BA
 /** Writes n to the factorial register and waits for the computing bit to clear; returns n! mod 2^32. */
 export async function factorial(qt: QtestClient, n: number, bar = BAR0_ADDR): Promise<number> {
   await qt.writel(bar + Edu.FACTORIAL, n);
-  const done = await until(async () => ((await qt.readl(bar + Edu.STATUS)) & 1) === 0, 5000);
+  const done = await poll(async () => ((await qt.readl(bar + Edu.STATUS)) & 1) === 0, 5000);
   if (!done) throw new Error(`factorial(${n}) did not complete`);
   return (await qt.readl(bar + Edu.FACTORIAL)) >>> 0;
 }
@@ -54,7 +55,7 @@ export async function eduDma(
   await qt.writeq(bar + Edu.DMA_DST, dst);
   await qt.writeq(bar + Edu.DMA_COUNT, BigInt(count));
   await qt.writeq(bar + Edu.DMA_CMD, toRam ? 3n : 1n);
-  const done = await until(async () => ((await qt.readq(bar + Edu.DMA_CMD)) & 1n) === 0n, 10_000);
+  const done = await poll(async () => ((await qt.readq(bar + Edu.DMA_CMD)) & 1n) === 0n, 10_000);
   if (!done) throw new Error(`edu DMA ${src.toString(16)} -> ${dst.toString(16)} did not complete`);
 }
 

@@ -17,6 +17,7 @@ import {
 } from 'vfio-user-server';
 
 import { projectRoot } from '../lib/guest.js';
+import { poll } from '../lib/wait.js';
 
 const BIN = join(projectRoot, 'server', 'bin', 'vfio-user-server.js');
 
@@ -98,18 +99,6 @@ export class Stages {
   }
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `cond` every 5 ms; false when it did not hold within `timeoutMs`. */
-export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(5);
-  }
-}
-
 /** Hex for messages. */
 export const hex = (v: number | bigint) => `0x${v.toString(16)}`;
 
@@ -153,7 +142,7 @@ export class ServerProcess {
   }
 
   async waitFor(msg: string, timeoutMs = 10_000): Promise<void> {
-    if (!(await until(() => this.has(msg) || this.child.exitCode !== null, timeoutMs)) || !this.has(msg)) {
+    if (!(await poll(() => this.has(msg) || this.child.exitCode !== null, timeoutMs)) || !this.has(msg)) {
       throw new Error(`server did not log '${msg}':\n${this.stderr}`);
     }
   }

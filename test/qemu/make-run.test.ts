@@ -8,7 +8,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { projectRoot } from '../lib/guest.js';
 import { findQemu, makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
-import { Stages, until } from './harness.js';
+import { poll } from '../lib/wait.js';
+import { Stages } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 
@@ -59,7 +60,7 @@ test('make run prints a QEMU command that attaches to the server it starts', asy
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   let qemu: ReturnType<typeof spawnQemu> | undefined;
   try {
-    assert.ok(await until(() => /"msg":"ready"/.test(err), 15_000), `server not ready:\n${out}\n${err}`);
+    assert.ok(await poll(() => /"msg":"ready"/.test(err), 15_000), `server not ready:\n${out}\n${err}`);
     assert.ok(existsSync(sock), 'socket created (its directory too)');
     st.mark('server ready');
     const m = /^ {2}(\S*qemu-system-x86_64 [\s\S]*?)\n\n/m.exec(out);
@@ -84,7 +85,7 @@ test('make run prints a QEMU command that attaches to the server it starts', asy
     st.mark('SeaBIOS sees the device');
     qemu.kill('SIGKILL');
     await qemu.exited;
-    assert.ok(await until(() => /"msg":"client disconnected"/.test(err), 5000), err);
+    assert.ok(await poll(() => /"msg":"client disconnected"/.test(err), 5000), err);
     child.kill('SIGTERM');
     assert.is(await exited, 0, err);
     assert.not.ok(existsSync(sock), 'socket removed at SIGTERM');

@@ -9,9 +9,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
+import { sleep } from '../lib/wait.js';
 import { qtestCommand } from './cmdline.js';
 import { BAR0_ADDR, enableBar0, factorial, reg32, SLOT } from './edu-qtest.js';
-import { Edu, ServerProcess, Stages, sleep } from './harness.js';
+import { Edu, ServerProcess, Stages } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 

@@ -9,6 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
+import { poll } from '../lib/wait.js';
 import {
   type GuestRam,
   qtestCommand,
@@ -28,7 +29,7 @@ import {
   setReg32,
   sizeBar,
 } from './edu-qtest.js';
-import { Edu, hex, Stages, startEduServer, until } from './harness.js';
+import { Edu, hex, Stages, startEduServer } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 
@@ -155,7 +156,7 @@ async function run(ram: GuestRam): Promise<void> {
       // One DMA_READ (RAM -> edu, 4 KiB) and two DMA_WRITEs reached QEMU (its stderr may still be in the pipe).
       const count = (cmd: string) =>
         (qemu.stderr.match(new RegExp(`vfio_user_recv_request\\s+command ${cmd}\\b`, 'g')) ?? []).length;
-      await until(() => count('0xb') >= 1 && count('0xc') >= 2, 2000);
+      await poll(() => count('0xb') >= 1 && count('0xc') >= 2, 2000);
       const reads = count('0xb');
       const writes = count('0xc');
       assert.is(reads, 1, `DMA_READ messages seen by QEMU\n${qemu.stderr}`);

@@ -8,9 +8,10 @@ import * as assert from 'uvu/assert';
 import { killStrays } from '../lib/procs.js';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
+import { poll } from '../lib/wait.js';
 import { qtestCommand } from './cmdline.js';
 import { eduDma, enableBar0, factorial, pattern, reg32, SLOT, setReg32 } from './edu-qtest.js';
-import { Edu, ServerProcess, Stages, until } from './harness.js';
+import { Edu, ServerProcess, Stages } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 const HANDOVERS = 20;
@@ -36,8 +37,7 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
   let pid = srv.child.pid!;
   let testFailure: unknown;
   try {
-    if (!(await until(() => srv.all('ready').length > 0, 10_000)))
-      throw new Error(`no ready:\n${srv.stderr}`);
+    if (!(await poll(() => srv.all('ready').length > 0, 10_000))) throw new Error(`no ready:\n${srv.stderr}`);
     qemu = spawnQemu({
       args: qtestCommand({ qtestSocket, vfioSocket, ram: 'memfd' }),
       qmpSocket: join(tmp.dir, 'qmp.sock'),
@@ -79,12 +79,12 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
     const paused: number[] = [];
     for (let i = 0; i < HANDOVERS; i++) {
       const r0 = rounds;
-      await until(() => rounds >= r0 + 1 || failure !== undefined, 10_000);
+      await poll(() => rounds >= r0 + 1 || failure !== undefined, 10_000);
       if (failure) throw failure;
       const done = srv.all('hand-over complete: serving').length;
       const failed = srv.all('hand-over failed, still serving').length;
       process.kill(pid, 'SIGUSR2');
-      const ok = await until(
+      const ok = await poll(
         () =>
           srv.all('hand-over complete: serving').length > done ||
           srv.all('hand-over failed, still serving').length > failed,
@@ -99,11 +99,11 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
       assert.ok((rec.regions as number) > 0, 'the guest RAM maps came along');
       assert.is(rec.hostMaps, 0, 'no host remap');
       paused.push(rec.pausedMs as number);
-      assert.ok(await until(() => !alive(pid), 5000), 'the old process exits');
+      assert.ok(await poll(() => !alive(pid), 5000), 'the old process exits');
       pid = rec.pid as number;
     }
     const r0 = rounds;
-    await until(() => rounds >= r0 + 2 || failure !== undefined, 10_000);
+    await poll(() => rounds >= r0 + 2 || failure !== undefined, 10_000);
     stop = true;
     await work;
     if (failure) throw failure;
@@ -123,7 +123,7 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
     assert.is(exit.code, 0, exit.stderr);
     qt.close();
     process.kill(pid, 'SIGTERM');
-    assert.ok(await until(() => !alive(pid), 5000), 'the last server stops');
+    assert.ok(await poll(() => !alive(pid), 5000), 'the last server stops');
     st.mark('shutdown');
     st.print();
   } catch (err) {

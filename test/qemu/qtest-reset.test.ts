@@ -8,9 +8,10 @@ import * as assert from 'uvu/assert';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import type { QtestClient } from '../lib/qtest.js';
 import { QtestListener } from '../lib/qtest.js';
+import { poll } from '../lib/wait.js';
 import { qtestCommand } from './cmdline.js';
 import { BAR0_ADDR, eduDma, enableBar0, factorial, pattern, reg32, SLOT, setReg32 } from './edu-qtest.js';
-import { Edu, hex, Stages, startEduServer, until } from './harness.js';
+import { Edu, hex, Stages, startEduServer } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 
@@ -89,7 +90,7 @@ test('QMP system_reset delivers DEVICE_RESET and edu returns to its power-on sta
     await qmp.execute('system_reset');
     await qmp.waitEvent('RESET', 10_000);
     // The RESET event comes when QEMU's reset handlers have run, DEVICE_RESET among them (a synchronous message).
-    assert.ok(await until(() => resets() === resetsAtStart + 1, 5000), `DEVICE_RESET count ${resets()}`);
+    assert.ok(await poll(() => resets() === resetsAtStart + 1, 5000), `DEVICE_RESET count ${resets()}`);
     st.mark('system_reset');
 
     // QEMU cleared BAR0 and COMMAND in its copy and in the device's.

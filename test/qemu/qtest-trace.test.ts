@@ -12,9 +12,10 @@ import * as assert from 'uvu/assert';
 import { TraceKind, TraceParser, type TraceRecord } from 'vfio-user-protocol';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
+import { poll } from '../lib/wait.js';
 import { qtestCommand } from './cmdline.js';
 import { enableBar0, factorial, reg32, SLOT } from './edu-qtest.js';
-import { Edu, until } from './harness.js';
+import { Edu } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -92,7 +93,7 @@ async function startServer(dir: string): Promise<{ p: Proc; sock: string; ctl: s
     '--log-format',
     'json',
   ]);
-  assert.ok(await until(() => p.err().includes('"msg":"ready"'), 15_000), p.err());
+  assert.ok(await poll(() => p.err().includes('"msg":"ready"'), 15_000), p.err());
   return { p, sock, ctl, rec };
 }
 
@@ -104,7 +105,7 @@ test('a QEMU qtest session recorded with --record decodes into the exact message
   const srv = await startServer(tmp.dir);
   try {
     await qemuSession(tmp.dir, srv.sock);
-    assert.ok(await until(() => srv.p.err().includes('"msg":"client disconnected"'), 10_000));
+    assert.ok(await poll(() => srv.p.err().includes('"msg":"client disconnected"'), 10_000));
     const stats = JSON.parse(
       spawnSync(process.execPath, [CTL, srv.ctl, 'stats', '--json'], { encoding: 'utf8' }).stdout,
     ) as { stats: { messages: Record<string, number> } };
@@ -164,9 +165,9 @@ test('the live proxy carries a full QEMU attach unchanged (byte for byte, fds pa
   const proxyRec = join(tmp.dir, 'proxy.trace');
   const proxy = run([TRACE, '--listen', front, '--server', srv.sock, '--record', proxyRec]);
   try {
-    assert.ok(await until(() => proxy.err().includes('listening on'), 10_000), proxy.err());
+    assert.ok(await poll(() => proxy.err().includes('listening on'), 10_000), proxy.err());
     await qemuSession(tmp.dir, front);
-    assert.ok(await until(() => srv.p.err().includes('"msg":"client disconnected"'), 10_000));
+    assert.ok(await poll(() => srv.p.err().includes('"msg":"client disconnected"'), 10_000));
     proxy.child.kill('SIGINT');
     assert.is(await proxy.exited, 0);
     srv.p.child.kill('SIGTERM');

@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
+import { poll } from '../lib/wait.js';
 import { README_DIR, readmeMismatch, renderCommand, seabiosCommand } from './cmdline.js';
-import { Stages, startEduServer, until } from './harness.js';
+import { Stages, startEduServer } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 
@@ -24,7 +25,7 @@ test('SeaBIOS (q35) enumerates the device and maps BAR0', async () => {
   const initRe = /PCI: init bdf=00:05\.0 id=1234:11e8/;
   const barRe = /PCI: map device bdf=00:05\.0\s+bar 0, addr ([0-9a-f]+), size 00100000 \[mem\]/;
   try {
-    const seen = await until(() => qemu.done || (initRe.test(log()) && barRe.test(log())), 45_000);
+    const seen = await poll(() => qemu.done || (initRe.test(log()) && barRe.test(log())), 45_000);
     st.mark('boot to PCI init');
     const text = log();
     assert.ok(

@@ -7,6 +7,7 @@
 // looks at the profile. The context hands out connections (tracked so that the runner can probe and close them),
 // fd-leak checks against the server process, and errno judging.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoName } from 'vfio-user-protocol';
 import {
   CaseFail,
@@ -127,8 +128,6 @@ export interface ErrnoRule {
   /** libvfio-user's documented alternative(s), accepted under `--profile lvu`. */
   lvu?: number[];
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The spawned server is gone (an exit with a code, or a non-spawned server no longer listening): the suite
  * cannot reach it again within this case. Not a crash; the runner reports it and restarts the server. */

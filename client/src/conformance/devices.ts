@@ -1,7 +1,9 @@
 // Device drivers: the device-specific knowledge some cases need ("*dev*" in the catalogue): a scratch register
 // that reads back what was written, and a way to make the server DMA or raise an interrupt. Only devices the
 // suite knows get these; the others skip those cases with a reason.
+
 import { readSync, writeSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fail } from './conn.js';
 import type { Session } from './session.js';
 
@@ -94,7 +96,6 @@ const EDU = {
   BOUNCE_IOVA: 0xe000000n,
 } as const;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const bounces = new WeakMap<Session, number>();
 
 async function bounce(s: Session): Promise<number> {

@@ -1,8 +1,10 @@
 // The server under test as a process: optionally spawned by the suite (--spawn), found through /proc otherwise.
 // Knows the listening socket (from /proc/net/unix, so waiting for it never opens a connection that a
 // one-client server would count as its client), the pid that holds it, and its open fd count.
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ExitInfo {
   code: number | null;
@@ -72,8 +74,6 @@ export function pidAlive(pid: number): boolean {
     return false;
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Removes a socket file nobody listens on (left by an instance the suite stopped with a signal: a server need

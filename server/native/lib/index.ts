@@ -34,7 +34,7 @@
  *   addSeals(fd, seals); getSeals(fd); F_SEAL_SEAL/SHRINK/GROW/WRITE
  *   fdInfo(fd) -> {type, dev, ino, size, mode, flags, blksize, fsType, rdev}
  *   fdInspect(fd) -> {format, exact, dev, ino, size, flags, seals}: the DMA_MAP checks in one call, no allocation
- *   pread(fd, buf, offset: bigint); pwrite(fd, buf, offset: bigint); closeFd; dupFd; openFds(); openPath; fdFlags
+ *   pread(fd, buf, offset: bigint); pwrite(fd, buf, offset: bigint); closeFd; closeFdsQuietly(fds); dupFd; openFds(); openPath; fdFlags
  *
  * ── eventfd (eventfd.ts) ───────────────────────────────────────────────────────────────────────────────────────
  *   eventfd(initval = 0, {nonblock = true, semaphore = false}) -> fd (always CLOEXEC)
@@ -99,6 +99,7 @@ export {
 export {
   addSeals,
   closeFd,
+  closeFdsQuietly,
   dupFd,
   F_SEAL_GROW,
   F_SEAL_SEAL,

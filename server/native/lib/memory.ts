@@ -170,6 +170,21 @@ export function closeFd(fd: number): void {
   addon.closeFd(fd);
 }
 
+/**
+ * Closes every fd of `fds` (negative entries are skipped), ignoring errors: for an owner giving fds up on an error
+ * or teardown path, where an fd that is already closed leaks nothing and there is nobody to tell.
+ */
+export function closeFdsQuietly(fds: Iterable<number>): void {
+  for (const fd of fds) {
+    if (fd < 0) continue;
+    try {
+      addon.closeFd(fd);
+    } catch {
+      // already closed or never valid: nothing leaks
+    }
+  }
+}
+
 /** F_DUPFD_CLOEXEC: a new close-on-exec fd for the same file. */
 export function dupFd(fd: number): number {
   return addon.dupFd(fd);

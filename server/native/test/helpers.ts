@@ -89,12 +89,15 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
   return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 
+/** Resolves after `ms`. */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 /** Waits until cond() holds (polling each tick), or fails after ms. */
 export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timeout after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
+    await sleep(2);
   }
 }
 
@@ -118,7 +121,7 @@ export async function noLeak(fn: () => Promise<void> | void): Promise<void> {
   await fn();
   let after = openFds();
   for (let i = 0; i < 50 && after !== before; i++) {
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     after = openFds();
   }
   if (after !== before) throw new Error(`fd leak: ${before} open before, ${after} after`);

@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { addonPath, buildVariant, closeFd, openFds } from '../lib/index.js';
-import { here, ticks, withTimeout } from './helpers.js';
+import { here, sleep, ticks, withTimeout } from './helpers.js';
 
 const T = suite('native: lifecycle');
 
@@ -41,7 +41,7 @@ for (const exitSelf of [false, true]) {
       for (const fd of leftOpen) closeFd(fd);
       let after = openFds();
       for (let i = 0; i < 100 && after !== before; i++) {
-        await new Promise((r) => setTimeout(r, 10));
+        await sleep(10);
         after = openFds();
       }
       // Addon-owned: 2 sockets, 3 queued dups, the listener. The worker's own loop fds are Node's.

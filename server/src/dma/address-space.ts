@@ -376,7 +376,7 @@ export class DmaAddressSpace implements DmaAccessor {
         region = new DmaRegion(this.nextId++, p.iova, p.size, p.prot, 'message', 0n, undefined);
       }
     } finally {
-      if (fd !== undefined) closeQuietly(fd);
+      if (fd !== undefined) native.closeFdsQuietly([fd]);
     }
     return region;
   }
@@ -645,7 +645,7 @@ export class DmaAddressSpace implements DmaAccessor {
    */
   restoreRegion(p: DmaMapParams & { sameFileAs?: DmaRegion }): DmaRegion {
     if (this.busy > 0) {
-      if (p.fd !== undefined) closeQuietly(p.fd);
+      if (p.fd !== undefined) native.closeFdsQuietly([p.fd]);
       throw new DmaMapError(Errno.EBUSY, 'restoreRegion while a mutation runs');
     }
     const region = this.createRegion(p, p.sameFileAs?.file);
@@ -660,13 +660,5 @@ export class DmaAddressSpace implements DmaAccessor {
       this.listeners.length = 0;
     });
     this.transport = null;
-  }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    native.closeFd(fd);
-  } catch {
-    // already closed or invalid: nothing to leak
   }
 }

@@ -98,7 +98,7 @@ export class Channel {
     try {
       m = decodeChannelMessage(data);
     } catch (err) {
-      closeAll(fds);
+      native.closeFdsQuietly(fds);
       this.onClose(err as Error);
       return;
     }
@@ -118,7 +118,7 @@ export class Channel {
   private onClose(err: Error): void {
     if (this.closedWith) return;
     this.closedWith = err;
-    closeAll(this.collected);
+    native.closeFdsQuietly(this.collected);
     this.collected = [];
     const w = this.waiter;
     this.waiter = undefined;
@@ -155,16 +155,6 @@ export class Channel {
 
   close(): void {
     this.onClose(new Error('hand-over channel closed'));
-    for (const m of this.inbox.splice(0)) closeAll(m.fds);
-  }
-}
-
-export function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      native.closeFd(fd);
-    } catch {
-      // already closed
-    }
+    for (const m of this.inbox.splice(0)) native.closeFdsQuietly(m.fds);
   }
 }

@@ -12,6 +12,7 @@
 // carries on as if nothing happened; the reason is logged and returned.
 
 import type { ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type pino from 'pino';
 import * as native from 'vfio-user-native';
 import { MigState } from 'vfio-user-protocol';
@@ -301,8 +302,6 @@ async function run(
     return { ok: true, pid: child.pid ?? -1, pausedMs: Number.NaN, regions: state.dma.count };
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function fail(log: pino.Logger, reason: string, stalledMs?: number): HandoverResult {
   log.warn(

@@ -12,7 +12,7 @@ import type { DmaAddressSpace, DmaMapParams } from '../dma/address-space.js';
 import type { DmaRegion } from '../dma/region.js';
 import type { VfioUserServer } from '../server.js';
 import { migrationOf } from '../session/migration.js';
-import { Channel, type ChannelMessage, closeAll, MsgType } from './channel.js';
+import { Channel, type ChannelMessage, MsgType } from './channel.js';
 import {
   buildId,
   HANDOVER_FORMAT,
@@ -76,7 +76,7 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
     chan.send(MsgType.READY, { pid: process.pid, prepareMs });
     const go = await chan.receive(o.timeoutMs ?? 60_000, 'GO');
     if (go.type !== MsgType.GO) {
-      closeAll(go.fds);
+      native.closeFdsQuietly(go.fds);
       throw new Error(`the running server aborted: ${String(go.body.reason ?? go.type)}`);
     }
     await start(o, state, stateFds, go);
@@ -99,7 +99,7 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
     );
     return { pausedMs, regions: state.dma.count, previousPid: state.pid };
   } catch (err) {
-    closeAll(fds);
+    native.closeFdsQuietly(fds);
     chan.close();
     throw err;
   }
@@ -202,7 +202,7 @@ async function start(o: TargetOptions, s: HandoverState, fds: number[], go: Chan
       : undefined,
   );
   if (!s.session) {
-    closeAll(input.flatMap((p) => p.fds));
+    native.closeFdsQuietly(input.flatMap((p) => p.fds));
     if (s.device.snapshot) await mig?.setRunning?.(true);
   }
 }

@@ -28,18 +28,6 @@ export interface HostFds {
   device?: number;
 }
 
-/** Closes fds, ignoring errors (already closed), in the order given. */
-export function closeAll(close: (fd: number) => void, fds: number[]): void {
-  for (const fd of fds) {
-    if (fd < 0) continue;
-    try {
-      close(fd);
-    } catch {
-      // nothing to leak
-    }
-  }
-}
-
 /** Sorts ranges and renames `end` (the addon's inclusive end) to `last`. */
 export function toFactsRanges(ranges: { start: bigint; end: bigint }[]): { start: bigint; last: bigint }[] {
   return ranges

@@ -27,18 +27,11 @@
 // success (policy 4/11). Unmap-all is IOAS_UNMAP(0, U64_MAX) on the threadpool, which succeeds even on an empty
 // IOAS.
 
-import { closeFd, type IovaRange, iommufd, vfio } from 'vfio-user-native';
+import { closeFdsQuietly, type IovaRange, iommufd, vfio } from 'vfio-user-native';
 import { DEFAULT_MAX_DMA_MAPS, Errno, ErrnoError, errnoOf, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import { type DeviceLogger, type HostDevice, silentLogger } from '../device.js';
 import type { HostFacts, HostMapping } from './backend.js';
-import {
-  closeAll,
-  type HostDeviceBackend,
-  type HostFds,
-  hex,
-  IoctlPath,
-  toFactsRanges,
-} from './host-device.js';
+import { type HostDeviceBackend, type HostFds, hex, IoctlPath, toFactsRanges } from './host-device.js';
 
 export interface IommufdOptions {
   /** The host device's PCI address (finds its cdev). */
@@ -247,7 +240,7 @@ export class IommufdBackend implements HostDeviceBackend {
       }
       this.attached = false;
     }
-    closeAll(closeFd, [this.device]);
+    closeFdsQuietly([this.device]);
     this.device = -1;
     if (this.ioas !== 0 && this.ifd >= 0) {
       try {
@@ -257,7 +250,7 @@ export class IommufdBackend implements HostDeviceBackend {
       }
     }
     this.ioas = 0;
-    closeAll(closeFd, [this.ifd]);
+    closeFdsQuietly([this.ifd]);
     this.ifd = -1;
     this.opened = false;
   }

@@ -26,18 +26,11 @@
 // 2^63-byte halves (what QEMU's legacy container does).
 
 import { readFileSync } from 'node:fs';
-import { closeFd, type IommuInfo, vfio } from 'vfio-user-native';
+import { closeFdsQuietly, type IommuInfo, vfio } from 'vfio-user-native';
 import { DEFAULT_MAX_DMA_MAPS, Errno, ErrnoError, errnoOf, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import { type DeviceLogger, type HostDevice, silentLogger } from '../device.js';
 import type { HostFacts, HostMapping } from './backend.js';
-import {
-  closeAll,
-  type HostDeviceBackend,
-  type HostFds,
-  hex,
-  IoctlPath,
-  toFactsRanges,
-} from './host-device.js';
+import { type HostDeviceBackend, type HostFds, hex, IoctlPath, toFactsRanges } from './host-device.js';
 
 const HALF = 1n << 63n;
 const DMA_ENTRY_LIMIT = '/sys/module/vfio_iommu_type1/parameters/dma_entry_limit';
@@ -254,7 +247,7 @@ export class VfioType1Backend implements HostDeviceBackend {
 
   /** Device first (it holds a container user), then the group (leaving the container), then the container. */
   private release(): void {
-    closeAll(closeFd, [this.device, this.group, this.container]);
+    closeFdsQuietly([this.device, this.group, this.container]);
     this.device = -1;
     this.group = -1;
     this.container = -1;

@@ -186,7 +186,7 @@ export class IrqController implements IrqSink {
         if (action === SetIrqsFlags.ACTION_TRIGGER) {
           // Signals must never block the loop (the client shares the file description: signalFd re-checks).
           if (fd >= 0) setNonBlockingQuietly(fd);
-          if (v.trigger >= 0) closeQuietly(v.trigger);
+          native.closeFdsQuietly([v.trigger]); // -1: none
           v.trigger = fd;
         } else if (action === SetIrqsFlags.ACTION_UNMASK) {
           this.setWatch(v, 'onUnmask', fd, () => this.unmask(index, start + i));
@@ -211,7 +211,7 @@ export class IrqController implements IrqSink {
     const old = v[slot];
     if (old) {
       old.watcher.close();
-      closeQuietly(old.fd);
+      native.closeFdsQuietly([old.fd]);
       v[slot] = undefined;
     }
     if (fd < 0) return;
@@ -219,7 +219,7 @@ export class IrqController implements IrqSink {
       // Hung up or broken: the watcher has stopped (or is stopped here); drop the fd so nothing spins on it.
       watcher.close();
       if (v[slot]?.watcher === watcher) {
-        closeQuietly(fd);
+        native.closeFdsQuietly([fd]);
         v[slot] = undefined;
       }
       this.stats.deadFds++;
@@ -285,13 +285,13 @@ export class IrqController implements IrqSink {
   }
 
   private clearVector(v: Vector): void {
-    if (v.trigger >= 0) closeQuietly(v.trigger);
+    native.closeFdsQuietly([v.trigger]); // -1: none
     v.trigger = -1;
     for (const slot of ['onMask', 'onUnmask'] as const) {
       const w = v[slot];
       if (w) {
         w.watcher.close();
-        closeQuietly(w.fd);
+        native.closeFdsQuietly([w.fd]);
         v[slot] = undefined;
       }
     }
@@ -400,13 +400,5 @@ function setNonBlockingQuietly(fd: number): void {
     native.setNonBlocking(fd);
   } catch {
     // not an fd we can change (signalFd will report its errno on use)
-  }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    native.closeFd(fd);
-  } catch {
-    // already closed: nothing leaks
   }
 }

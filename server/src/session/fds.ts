@@ -45,12 +45,6 @@ export class FdBag {
 
   /** Closes every fd not taken. */
   closeRest(): void {
-    for (const fd of this.takeAll()) {
-      try {
-        native.closeFd(fd);
-      } catch {
-        // already closed by its sender side effects? nothing else to do
-      }
-    }
+    native.closeFdsQuietly(this.takeAll());
   }
 }

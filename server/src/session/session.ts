@@ -242,7 +242,7 @@ export class Session {
 
   private onMessage(data: Uint8Array, fds: number[]): void {
     if (!this.isOpen) {
-      closeFds(fds);
+      native.closeFdsQuietly(fds);
       return;
     }
     const ob = this.cfg.observers;
@@ -254,14 +254,14 @@ export class Session {
       if (h.size !== data.length)
         throw new ProtocolError(Errno.EINVAL, 'BAD_MESSAGE_SIZE', 'framing mismatch');
     } catch (err) {
-      closeFds(fds);
+      native.closeFdsQuietly(fds);
       this.protocolViolation(data, err);
       return;
     }
     const payload = data.subarray(HEADER_SIZE);
     if (isReply(h)) {
       // A reply to our DMA_READ/WRITE (never queued); an unsolicited one is logged and ignored (HDR-09).
-      closeFds(fds);
+      native.closeFdsQuietly(fds);
       if (fds.length) this.log.warn({ id: h.id, fds: fds.length }, 'fds on a reply closed');
       if (this.messenger)
         this.messenger.handleReply(h, payload); // it logs replies matching nothing
@@ -269,7 +269,7 @@ export class Session {
       return;
     }
     if (this.queue.length - this.head >= this.maxQueued) {
-      closeFds(fds);
+      native.closeFdsQuietly(fds);
       void this.close(`more than ${this.maxQueued} commands queued`);
       return;
     }
@@ -545,7 +545,7 @@ export class Session {
     twin.start(
       {
         onMessage: (data, fds) => {
-          closeFds(fds);
+          native.closeFdsQuietly(fds);
           if (!this.isOpen) return;
           if (this.cfg.observers?.wireOn) this.cfg.observers.wire(false, true, data, fds.length);
           let h: Header;
@@ -663,7 +663,7 @@ export class Session {
     if (pos < rest.data.length) out.push({ data: rest.data.subarray(pos), fds: [] });
     if (this.twin) {
       const t = this.twin.takeBuffered();
-      for (const g of t.groups) closeFds(g.fds);
+      for (const g of t.groups) native.closeFdsQuietly(g.fds);
       if (t.data.length)
         this.log.warn({ bytes: t.data.length }, 'bytes on the twin socket dropped at hand-over');
     }
@@ -736,16 +736,6 @@ export class Session {
     }
     this.state = 'closed';
     this.resolveClosed();
-  }
-}
-
-function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      native.closeFd(fd);
-    } catch {
-      // nothing to leak
-    }
   }
 }
 

@@ -37,6 +37,7 @@ import {
 } from 'vfio-user-native';
 import { IrqIndex } from 'vfio-user-protocol';
 import { DmaAddressSpace, type IommuBackend, IommuMirror, VfioUserServer } from 'vfio-user-server';
+import { poll, sleep } from '../../lib/wait.js';
 
 // The server's modules that its package index does not export (yet): loaded from its dist by path.
 type SelectMod = typeof import('../../../server/src/iommu/select.js');
@@ -79,7 +80,6 @@ function check(ok: boolean, what: string): boolean {
   return ok;
 }
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const PAGE = 0x1000n;
 
 /** The errno code a promise rejects with, or 'ok'. */
@@ -513,13 +513,9 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   bigMem.close();
 
   // --- interrupts, through the engine: MSI, then INTx (automasked by the host, unmasked by the client)
-  const until = async (cond: () => boolean, ms = 2000) => {
-    for (let i = 0; i < ms / 5 && !cond(); i++) await sleep(5);
-    return cond();
-  };
   const [ev] = await client.enableEventfds(IrqIndex.MSI, 0, 1);
   await edu.io.write32(EDU.IRQ_RAISE, 0x1);
-  const gotMsi = await until(() => (ev?.count ?? 0) > 0);
+  const gotMsi = await poll(() => (ev?.count ?? 0) > 0, 2000);
   await edu.io.write32(EDU.IRQ_ACK, 0x1);
   check(
     gotMsi && device.stats.irqPassthrough > 0,
@@ -528,11 +524,11 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   await client.disableIrqs(IrqIndex.MSI);
   const [intx] = await client.enableEventfds(IrqIndex.INTX, 0, 1);
   await edu.io.write32(EDU.IRQ_RAISE, 0x2);
-  const first = await until(() => (intx?.count ?? 0) === 1);
+  const first = await poll(() => (intx?.count ?? 0) === 1, 2000);
   await edu.io.write32(EDU.IRQ_ACK, 0x2);
   await client.unmaskIrqs(IrqIndex.INTX, 0, 1);
   await edu.io.write32(EDU.IRQ_RAISE, 0x2);
-  const second = await until(() => (intx?.count ?? 0) === 2);
+  const second = await poll(() => (intx?.count ?? 0) === 2, 2000);
   await edu.io.write32(EDU.IRQ_ACK, 0x2);
   await client.unmaskIrqs(IrqIndex.INTX, 0, 1);
   check(
@@ -547,10 +543,10 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   const passedBefore = device.stats.irqPassthrough;
   await edu.io.write32(EDU.IRQ_RAISE, 0x4);
   let signalled = 0n;
-  await until(() => {
+  await poll(() => {
     signalled += eventfdRead(efd);
     return signalled > 0n;
-  });
+  }, 2000);
   await edu.io.write32(EDU.IRQ_ACK, 0x4);
   device.setIrqs(IrqIndex.MSI, 0x1 | 0x20, 0, 0, []);
   check(

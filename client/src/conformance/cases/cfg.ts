@@ -1,9 +1,10 @@
 // K. Config space, region 7 (CFG).
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Ctx, Group } from '../case.js';
 import { expectOk, fail, skip } from '../conn.js';
 import type { Session } from '../session.js';
 import { Flag, hex, Irq, Region } from '../wire.js';
-import { EINVAL, EPERM, kase, L, le16, le32, sleep } from './util.js';
+import { EINVAL, EPERM, kase, L, le16, le32 } from './util.js';
 
 const CFG = Region.CONFIG;
 

@@ -1,4 +1,5 @@
 // A. Framing and header (HDR).
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Group } from '../case.js';
 import { expectErrorShape, expectOk, fail, skip } from '../conn.js';
 import {
@@ -15,7 +16,7 @@ import {
   setIrqsPayload,
 } from '../wire.js';
 import { startHeldDma } from './sdma-util.js';
-import { EINVAL, ENOSYS, IOVA, kase, L, LINVAL, le32, neg, R, sleep } from './util.js';
+import { EINVAL, ENOSYS, IOVA, kase, L, LINVAL, le32, neg, R } from './util.js';
 
 const getInfo = (id: number, flags = 0, error = 0) =>
   message(Cmd.DEVICE_GET_INFO, getInfoPayload(), { id, flags, error });

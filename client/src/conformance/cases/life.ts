@@ -1,7 +1,9 @@
 // Q. Lifecycle, robustness and backend conventions (LIFE), plus ROB: the suite's own robustness additions.
+
 import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { QEMU_VERSION_JSON } from 'vfio-user-protocol';
 import type { Group } from '../case.js';
 import { expectOk, fail, isError, type Msg, skip } from '../conn.js';
@@ -27,7 +29,7 @@ import {
   versionPayload,
 } from '../wire.js';
 import { startHeldDma } from './sdma-util.js';
-import { IOVA, kase, mapMemfd, prng, sleep } from './util.js';
+import { IOVA, kase, mapMemfd, prng } from './util.js';
 
 /** The package runner a spawn command goes through (npx, npm exec, ...), if any. */
 function viaPackageRunner(cmd: string): string | null {

@@ -1,5 +1,7 @@
 // C. DMA_MAP (MAP) and D. DMA_UNMAP (UNM).
+
 import { openSync, readSync, writeSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoName } from 'vfio-user-protocol';
 import type { Ctx, Group } from '../case.js';
 import { expectOk, fail, isError, type Msg, skip } from '../conn.js';
@@ -24,7 +26,6 @@ import {
   restoreRunning,
   S,
   setMigStateOk,
-  sleep,
 } from './util.js';
 
 const RW = 3;

@@ -1,12 +1,13 @@
 // P. Server -> client DMA (SDMA): the suite maps memory without fds and serves the server's DMA_READ/DMA_WRITE.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Errno } from 'vfio-user-protocol';
 import type { Group } from '../case.js';
 import { Conn, closeFds, expectOk, fail, type Msg, type ServerRequest, skip } from '../conn.js';
 import { parseVersionReply, Session, sendVersion } from '../session.js';
 import { Cmd, Flag, message } from '../wire.js';
 import { mapMessageDma, startHeldDma } from './sdma-util.js';
-import { IOVA, kase, prng, sleep } from './util.js';
+import { IOVA, kase, prng } from './util.js';
 import { TWIN_JSON } from './ver.js';
 
 const hdrOf = (r: ServerRequest, extra = Buffer.alloc(0)) => {

@@ -1,5 +1,7 @@
 // Shared shapes for writing cases tersely.
 
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { Errno } from 'vfio-user-protocol';
 import type { CaseDef, Ctx, ErrnoRule } from '../case.js';
 import { expectOk, fail, type Msg } from '../conn.js';
@@ -84,8 +86,6 @@ export function le64(v: bigint): Buffer {
   b.writeBigUInt64LE(BigInt.asUintN(64, v));
   return b;
 }
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Base IOVA for the suite's maps: below 256 MiB (edu's DMA mask) and clear of the legacy low megabyte. */
 export const IOVA = 0x1000000n;

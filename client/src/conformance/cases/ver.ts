@@ -1,12 +1,13 @@
 // B. VERSION and negotiation (VER).
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoName, QEMU_LIMITS, QEMU_VERSION_JSON } from 'vfio-user-protocol';
 import type { Ctx, Group } from '../case.js';
 import { type Conn, closeFds, expectOk, fail, type Msg } from '../conn.js';
 import { parseVersionReply, sendVersion } from '../session.js';
 import { Cmd, getInfoPayload, message, RegionFlag, versionPayload } from '../wire.js';
 import { mapMessageDma } from './sdma-util.js';
-import { IOVA, kase, LINVAL, sleep } from './util.js';
+import { IOVA, kase, LINVAL } from './util.js';
 
 /** Asks for twin-socket; padded so that a server keeping its reply within the request size has room. */
 export const TWIN_JSON = `{"capabilities": {"max_msg_fds": 8, "max_data_xfer_size": 1048576, "twin_socket": {"supported": true}}, "x_pad": "${'.'.repeat(120)}"}`;
