@@ -13,6 +13,7 @@ import {
   type PciDeviceModel,
   type VfioUserDevice,
 } from 'vfio-user-server';
+import { sleep } from '../lib/wait.js';
 import { startServer } from './helpers.js';
 
 class Watcher implements PciDeviceModel {
@@ -47,7 +48,7 @@ class Watcher implements PciDeviceModel {
     this.events.push(`map ${r.iova.toString(16)}+${r.size.toString(16)} zeroCopy=${r.zeroCopy}`);
   }
   async dmaUnmapped(r: DmaRegionInfo): Promise<void> {
-    await new Promise((res) => setTimeout(res, 5));
+    await sleep(5);
     this.events.push(`unmap ${r.iova.toString(16)}`);
   }
   quiesce(): void {

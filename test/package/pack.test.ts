@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
+import { poll } from '../lib/wait.js';
 import { docMismatch, renderCommand, seabiosCommand } from '../qemu/cmdline.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -307,11 +308,8 @@ test('outside the repository: the example device under npx, driven by its client
     srvErr += d;
   });
   try {
-    const t0 = Date.now();
-    while (!existsSync(sock)) {
-      if (Date.now() - t0 > 20_000 || srv.exitCode !== null) assert.unreachable(`no server: ${srvErr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await poll(() => existsSync(sock) || srv.exitCode !== null, 20_000, 50);
+    if (!existsSync(sock)) assert.unreachable(`no server: ${srvErr}`);
     const clientLine = `node client.js ${sock}`;
     docLine(clientLine);
     const c = must(run('sh', ['-c', clientLine], app), 'client.js');
@@ -325,10 +323,7 @@ test('outside the repository: the example device under npx, driven by its client
       try {
         const initRe = /PCI: init bdf=00:05\.0 id=1234:c0c0/;
         const read = () => (existsSync(log) ? readFileSync(log, 'latin1') : '');
-        const t1 = Date.now();
-        while (!initRe.test(read()) && !qemu.done && Date.now() - t1 < 45_000) {
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        await poll(() => initRe.test(read()) || qemu.done, 45_000, 100);
         assert.match(read(), initRe, `${read()}\n${qemu.stderr}`);
         assert.match(read(), /PCI: map device bdf=00:05\.0\s+bar 0, addr [0-9a-f]+, size 00001000 \[mem\]/);
         docLine(renderCommand(qemu.command));
