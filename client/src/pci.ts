@@ -2,31 +2,44 @@
 // write config space (region 7), find a capability, enable the device, and turn on MSI or MSI-X with eventfds the
 // client watches. They speak PCI (config space offsets and bits from the PCI Local Bus specification) over the
 // client's REGION_READ/REGION_WRITE, so they work against any vfio-user PCI server.
-import { IrqIndex } from 'vfio-user-protocol';
+import {
+  IrqIndex,
+  PCI_CAP_ID_EXP,
+  PCI_CAP_ID_MSI,
+  PCI_CAP_ID_MSIX,
+  PCI_CAP_ID_PM,
+  PCI_CAP_ID_VNDR,
+  PCI_CAPABILITY_LIST,
+  PCI_COMMAND,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  PCI_MSI_FLAGS,
+  PCI_MSI_FLAGS_ENABLE,
+  PCI_MSI_FLAGS_QMASK,
+  PCI_MSI_FLAGS_QSIZE,
+  PCI_MSIX_FLAGS,
+  PCI_MSIX_FLAGS_ENABLE,
+  PCI_MSIX_FLAGS_MASKALL,
+  PCI_MSIX_FLAGS_QSIZE,
+  PCI_STATUS,
+  PCI_STATUS_CAP_LIST,
+  PciRegion,
+} from 'vfio-user-protocol';
 import type { VfioUserClient } from './client.js';
 import type { IrqEventfd } from './irqs.js';
 
-/** VFIO's PCI config space region index (a vfio-user PCI device uses VFIO's region numbering). */
-export const CONFIG_REGION = 7;
+/** VFIO's PCI config space region index (PciRegion.CONFIG of vfio-user-protocol). */
+export const CONFIG_REGION = PciRegion.CONFIG;
 
-/** Standard capability IDs (PCI spec, "Capability IDs"). */
-export const PciCapId = { PM: 0x01, MSI: 0x05, VENDOR: 0x09, EXP: 0x10, MSIX: 0x11 } as const;
-
-const COMMAND = 0x04;
-const COMMAND_MEMORY = 0x2;
-const COMMAND_MASTER = 0x4;
-const COMMAND_INTX_DISABLE = 0x400;
-const STATUS = 0x06;
-const STATUS_CAP_LIST = 0x10;
-const CAPABILITY_LIST = 0x34;
-const MSI_FLAGS = 0x02;
-const MSI_FLAGS_ENABLE = 0x1;
-const MSI_FLAGS_QMASK = 0xe;
-const MSI_FLAGS_QSIZE = 0x70;
-const MSIX_FLAGS = 0x02;
-const MSIX_FLAGS_QSIZE = 0x7ff;
-const MSIX_FLAGS_MASKALL = 0x4000;
-const MSIX_FLAGS_ENABLE = 0x8000;
+/** The standard capability IDs findCapability is usually asked for (vfio-user-protocol's PCI_CAP_ID_*). */
+export const PciCapId = {
+  PM: PCI_CAP_ID_PM,
+  MSI: PCI_CAP_ID_MSI,
+  VENDOR: PCI_CAP_ID_VNDR,
+  EXP: PCI_CAP_ID_EXP,
+  MSIX: PCI_CAP_ID_MSIX,
+} as const;
 
 function le(bytes: Uint8Array): number {
   let v = 0;
@@ -57,8 +70,8 @@ export async function configWrite(
  */
 export async function findCapability(client: VfioUserClient, id: number): Promise<number | undefined> {
   const hdr = await client.regionRead(CONFIG_REGION, 0n, 256);
-  if (!(le(hdr.subarray(STATUS, STATUS + 2)) & STATUS_CAP_LIST)) return undefined;
-  let p = hdr[CAPABILITY_LIST]! & 0xfc;
+  if (!(le(hdr.subarray(PCI_STATUS, PCI_STATUS + 2)) & PCI_STATUS_CAP_LIST)) return undefined;
+  let p = hdr[PCI_CAPABILITY_LIST]! & 0xfc;
   for (let n = 0; p && n < 48; n++) {
     if (hdr[p] === id) return p;
     p = hdr[p + 1]! & 0xfc;
@@ -66,12 +79,12 @@ export async function findCapability(client: VfioUserClient, id: number): Promis
   return undefined;
 }
 
-/** COMMAND: memory decoding and bus mastering on, INTx disabled when `intx` is false (what a driver does first). */
+/** PCI_COMMAND: memory decoding and bus mastering on, INTx disabled when `intx` is false (what a driver does first). */
 export async function enableDevice(client: VfioUserClient, opts: { intx?: boolean } = {}): Promise<void> {
-  const cmd = await configRead(client, COMMAND, 2);
-  let want = cmd | COMMAND_MEMORY | COMMAND_MASTER;
-  want = opts.intx === false ? want | COMMAND_INTX_DISABLE : want & ~COMMAND_INTX_DISABLE;
-  if (want !== cmd) await configWrite(client, COMMAND, 2, want);
+  const cmd = await configRead(client, PCI_COMMAND, 2);
+  let want = cmd | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+  want = opts.intx === false ? want | PCI_COMMAND_INTX_DISABLE : want & ~PCI_COMMAND_INTX_DISABLE;
+  if (want !== cmd) await configWrite(client, PCI_COMMAND, 2, want);
 }
 
 /**
@@ -82,15 +95,20 @@ export async function enableDevice(client: VfioUserClient, opts: { intx?: boolea
 export async function enableMsi(client: VfioUserClient, vectors = 1): Promise<IrqEventfd[]> {
   const cap = await findCapability(client, PciCapId.MSI);
   if (cap === undefined) throw new Error('the device has no MSI capability');
-  const flags = await configRead(client, cap + MSI_FLAGS, 2);
+  const flags = await configRead(client, cap + PCI_MSI_FLAGS, 2);
   const log2 = Math.log2(vectors);
-  if (!Number.isInteger(log2) || log2 > (flags & MSI_FLAGS_QMASK) >> 1) {
+  if (!Number.isInteger(log2) || log2 > (flags & PCI_MSI_FLAGS_QMASK) >> 1) {
     throw new RangeError(
-      `MSI: ${vectors} vectors requested, the device offers ${1 << ((flags & MSI_FLAGS_QMASK) >> 1)}`,
+      `MSI: ${vectors} vectors requested, the device offers ${1 << ((flags & PCI_MSI_FLAGS_QMASK) >> 1)}`,
     );
   }
   const fds = await client.enableEventfds(IrqIndex.MSI, 0, vectors);
-  await configWrite(client, cap + MSI_FLAGS, 2, (flags & ~MSI_FLAGS_QSIZE) | (log2 << 4) | MSI_FLAGS_ENABLE);
+  await configWrite(
+    client,
+    cap + PCI_MSI_FLAGS,
+    2,
+    (flags & ~PCI_MSI_FLAGS_QSIZE) | (log2 << 4) | PCI_MSI_FLAGS_ENABLE,
+  );
   return fds as IrqEventfd[];
 }
 
@@ -101,11 +119,16 @@ export async function enableMsi(client: VfioUserClient, vectors = 1): Promise<Ir
 export async function enableMsix(client: VfioUserClient, vectors?: number): Promise<IrqEventfd[]> {
   const cap = await findCapability(client, PciCapId.MSIX);
   if (cap === undefined) throw new Error('the device has no MSI-X capability');
-  const flags = await configRead(client, cap + MSIX_FLAGS, 2);
-  const size = (flags & MSIX_FLAGS_QSIZE) + 1;
+  const flags = await configRead(client, cap + PCI_MSIX_FLAGS, 2);
+  const size = (flags & PCI_MSIX_FLAGS_QSIZE) + 1;
   const n = vectors ?? size;
   if (n < 1 || n > size) throw new RangeError(`MSI-X: ${n} vectors requested, the device offers ${size}`);
   const fds = await client.enableEventfds(IrqIndex.MSIX, 0, n);
-  await configWrite(client, cap + MSIX_FLAGS, 2, (flags & ~MSIX_FLAGS_MASKALL) | MSIX_FLAGS_ENABLE);
+  await configWrite(
+    client,
+    cap + PCI_MSIX_FLAGS,
+    2,
+    (flags & ~PCI_MSIX_FLAGS_MASKALL) | PCI_MSIX_FLAGS_ENABLE,
+  );
   return fds as IrqEventfd[];
 }

@@ -19,23 +19,13 @@ export class DeviceError extends ErrnoError {
 // re-exported here so a device model needs only this module.
 export {
   DeviceInfoFlags,
+  FIRST_DEVICE_REGION,
   IrqIndex,
   IrqInfoFlags,
   MigrationFlags,
+  PciRegion,
   RegionInfoFlags,
 } from 'vfio-user-protocol';
-/** PCI region indexes (`VFIO_PCI_*_REGION_INDEX`). */
-export const PciRegion = {
-  BAR0: 0,
-  BAR1: 1,
-  BAR2: 2,
-  BAR3: 3,
-  BAR4: 4,
-  BAR5: 5,
-  ROM: 6,
-  CONFIG: 7,
-  VGA: 8,
-} as const;
 
 /** One mmap-able window of a region, relative to the region start. */
 export interface SparseArea {

@@ -4,7 +4,7 @@
 import type { ConfigSpace } from './config-space.js';
 import {
   PCI_CAPABILITY_LIST,
-  PCI_CFG_SPACE_SIZE,
+  PCI_CONFIG_SIZE,
   PCI_STATUS,
   PCI_STATUS_CAP_LIST,
   PCI_STD_HEADER_SIZEOF,
@@ -18,7 +18,7 @@ export interface CapabilityEntry {
 export class CapabilityAllocator {
   private nextLegacy = PCI_STD_HEADER_SIZEOF;
   private lastLegacy = 0;
-  private nextExtended = PCI_CFG_SPACE_SIZE;
+  private nextExtended = PCI_CONFIG_SIZE;
   private lastExtended = 0;
 
   constructor(private readonly cfg: ConfigSpace) {}
@@ -29,7 +29,7 @@ export class CapabilityAllocator {
    */
   add(id: number, size: number): number {
     const off = this.nextLegacy;
-    if (off + size > PCI_CFG_SPACE_SIZE) throw new Error(`PCI capability 0x${id.toString(16)} does not fit`);
+    if (off + size > PCI_CONFIG_SIZE) throw new Error(`PCI capability 0x${id.toString(16)} does not fit`);
     this.nextLegacy = (off + size + 3) & ~3;
     this.cfg.set8(off, id);
     this.cfg.set8(off + 1, 0);
@@ -45,8 +45,7 @@ export class CapabilityAllocator {
 
   /** Append an extended capability (PCIe config space only). Returns its offset. */
   addExtended(id: number, version: number, size: number): number {
-    if (this.cfg.size <= PCI_CFG_SPACE_SIZE)
-      throw new Error('extended capabilities need a 4 KiB config space');
+    if (this.cfg.size <= PCI_CONFIG_SIZE) throw new Error('extended capabilities need a 4 KiB config space');
     const off = this.nextExtended;
     if (off + size > this.cfg.size)
       throw new Error(`PCIe extended capability 0x${id.toString(16)} does not fit`);
@@ -68,7 +67,7 @@ export function walkCapabilities(bytes: Uint8Array): CapabilityEntry[] {
   const status = (bytes[PCI_STATUS] ?? 0) | ((bytes[PCI_STATUS + 1] ?? 0) << 8);
   if (!(status & PCI_STATUS_CAP_LIST)) return out;
   let off = (bytes[PCI_CAPABILITY_LIST] ?? 0) & ~3;
-  while (off >= PCI_STD_HEADER_SIZEOF && off < PCI_CFG_SPACE_SIZE && !seen.has(off) && out.length < 48) {
+  while (off >= PCI_STD_HEADER_SIZEOF && off < PCI_CONFIG_SIZE && !seen.has(off) && out.length < 48) {
     seen.add(off);
     out.push({ id: bytes[off]!, offset: off });
     off = (bytes[off + 1] ?? 0) & ~3;
@@ -79,11 +78,11 @@ export function walkCapabilities(bytes: Uint8Array): CapabilityEntry[] {
 /** Walk the extended chain from 0x100; an all-zero header at 0x100 means "no extended capabilities". */
 export function walkExtendedCapabilities(bytes: Uint8Array): CapabilityEntry[] {
   const out: CapabilityEntry[] = [];
-  if (bytes.length <= PCI_CFG_SPACE_SIZE) return out;
+  if (bytes.length <= PCI_CONFIG_SIZE) return out;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const seen = new Set<number>();
-  let off = PCI_CFG_SPACE_SIZE;
-  while (off >= PCI_CFG_SPACE_SIZE && off + 4 <= bytes.length && !seen.has(off) && out.length < 960) {
+  let off = PCI_CONFIG_SIZE;
+  while (off >= PCI_CONFIG_SIZE && off + 4 <= bytes.length && !seen.has(off) && out.length < 960) {
     seen.add(off);
     const h = view.getUint32(off, true);
     if (h === 0 || h === 0xffffffff) break;

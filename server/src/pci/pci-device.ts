@@ -57,7 +57,15 @@
  *   device, so it offers no REQ eventfd (QEMU never queries REQ either).
  */
 
-import { DeviceInfoFlags, Errno, IrqIndex, IrqInfoFlags, RegionInfoFlags } from 'vfio-user-protocol';
+import {
+  DeviceInfoFlags,
+  Errno,
+  FIRST_DEVICE_REGION,
+  IrqIndex,
+  IrqInfoFlags,
+  PciRegion,
+  RegionInfoFlags,
+} from 'vfio-user-protocol';
 import {
   type DeviceContext,
   DeviceError,
@@ -65,7 +73,6 @@ import {
   type DeviceMigration,
   type DmaRegionInfo,
   type IrqDescription,
-  PciRegion,
   type RegionDescription,
   silentLogger,
   type VfioUserDevice,
@@ -184,9 +191,6 @@ export interface PciDeviceModel {
   loadState?(state: unknown): void;
   setRunning?(running: boolean): void | Promise<void>;
 }
-
-/** The first device-specific region index (after VGA). */
-export const FIRST_DEVICE_REGION = 9;
 
 export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements VfioUserDevice {
   readonly flags = DeviceInfoFlags.PCI | DeviceInfoFlags.RESET;
