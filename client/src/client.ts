@@ -79,6 +79,10 @@ import { ConnectionClosedError, commandName, ProtocolViolationError, VfioUserErr
 import { IrqEventfd, IrqEventfds } from './irqs.js';
 import type { DmaWindow, DmaWindows, GuestMemory } from './memory.js';
 
+/**
+ * Options of VfioUserClient.connect: limits the client announces, the handler for the server's DMA_READ/DMA_WRITE,
+ * timeouts.
+ */
 export interface ClientOptions extends Omit<ConnectionOptions, 'onInbound' | 'onOutbound' | 'onViolation'> {
   /** The largest count we accept in the server's DMA_READ/WRITE; proposed as max_data_xfer_size. 1 MiB. */
   maxDataXferSize?: number;
@@ -92,6 +96,10 @@ export interface ClientOptions extends Omit<ConnectionOptions, 'onInbound' | 'on
   transportFromFd?: (fd: number) => MessageTransport;
 }
 
+/**
+ * What VfioUserClient.negotiate sends: protocol version, capabilities JSON (or raw bytes for conformance tests),
+ * twin socket, QEMU's limits.
+ */
 export interface NegotiateOptions {
   /** Default 0. */
   major?: number;
@@ -111,6 +119,10 @@ export interface NegotiateOptions {
   timeoutMs?: number;
 }
 
+/**
+ * The outcome of VERSION: the server's version and capabilities (defaults applied), the raw JSON and the warnings
+ * about it.
+ */
 export interface NegotiateResult {
   major: number;
   minor: number;
@@ -136,6 +148,7 @@ export class NegotiationError extends Error {
   }
 }
 
+/** One DMA_MAP: the IOVA range, flags and the memory behind it (a GuestMemory, or a raw fd and offset). */
 export interface DmaMapArgs {
   address: bigint;
   size: bigint;
@@ -155,6 +168,7 @@ export interface DmaMapArgs {
   timeoutMs?: number;
 }
 
+/** One DMA_UNMAP: the IOVA range and flags (e.g. UNMAP_ALL). */
 export interface DmaUnmapArgs {
   address: bigint;
   size: bigint;
@@ -165,9 +179,15 @@ export interface DmaUnmapArgs {
   timeoutMs?: number;
 }
 
+/** The DEVICE_GET_INFO reply: flags, region and IRQ counts. */
 export type DeviceInfo = Required<DeviceGetInfoReply>;
+/** The DEVICE_GET_IRQ_INFO reply for one IRQ index: flags and vector count. */
 export type IrqInfo = Required<IrqInfoReply>;
 
+/**
+ * The DEVICE_GET_REGION_INFO reply for one region, with its capability chain decoded (sparse mmap areas, type) and
+ * the fd when the region is mmap-able.
+ */
 export interface RegionInfo {
   index: number;
   /** argsz of the final reply (the size the full description needs). */
@@ -188,6 +208,7 @@ export interface RegionInfo {
   roundTrips: number;
 }
 
+/** A region mmapped into this process (VfioUserClient.mapRegion); unmap() releases it. */
 export interface RegionMapping {
   /** Offset within the region. */
   offset: bigint;
@@ -197,6 +218,7 @@ export interface RegionMapping {
   unmap(): void;
 }
 
+/** One DEVICE_SET_IRQS: index, action and data flags, vector range, and the eventfds or booleans. */
 export interface SetIrqsArgs {
   index: number;
   /** SetIrqsFlags: one DATA_* and one ACTION_*. */
@@ -217,10 +239,12 @@ export interface SetIrqsArgs {
   timeoutMs?: number;
 }
 
+/** Per-call options of region reads and writes. */
 export interface RegionIoOptions {
   timeoutMs?: number;
 }
 
+/** One DEVICE_FEATURE: the feature, the GET/SET/PROBE operation and its data. */
 export interface FeatureArgs {
   /** Feature index (bits 0-15). */
   feature: number;
@@ -232,6 +256,7 @@ export interface FeatureArgs {
   timeoutMs?: number;
 }
 
+/** The DEVICE_GET_REGION_IO_FDS reply: the ioeventfd/ioregionfd sub-regions and their fds. */
 export interface RegionIoFdsResult {
   argsz: number;
   flags: number;
@@ -248,6 +273,10 @@ function timeout(o: { timeoutMs?: number }, r: RequestOptions): RequestOptions {
   return r;
 }
 
+/**
+ * A vfio-user client: connect, negotiate, DMA map/unmap, region info, I/O and mmap, IRQs with eventfds, reset,
+ * device features and migration; serves the server's DMA_READ/DMA_WRITE from its own memory (docs/client.md).
+ */
 export class VfioUserClient {
   readonly conn: ClientConnection;
   /** Our receive limits (what we propose). */

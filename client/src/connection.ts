@@ -37,6 +37,7 @@ export interface MessageTransport {
 /** Which socket a message travelled on. */
 export type ChannelName = 'main' | 'twin';
 
+/** A message as it arrived from the server: channel, header, payload and fds. */
 export interface InboundMessage {
   channel: ChannelName;
   header: Header;
@@ -46,6 +47,7 @@ export interface InboundMessage {
   fds: number[];
 }
 
+/** A message as the client sent it: channel, header, payload and fds. */
 export interface OutboundMessage {
   channel: ChannelName;
   header: Header;
@@ -55,6 +57,7 @@ export interface OutboundMessage {
   raw: boolean;
 }
 
+/** A reply as received, before decoding: header, payload and fds. */
 export interface RawReply {
   header: Header;
   payload: Uint8Array;
@@ -62,6 +65,7 @@ export interface RawReply {
   fds: number[];
 }
 
+/** Per-request options of the message layer: fds to send, header flags, timeout, reply size and fd limits, a message id. */
 export interface RequestOptions {
   fds?: number[];
   /** Extra header flag bits to set (e.g. reserved bits for conformance probes). */
@@ -78,10 +82,12 @@ export interface RequestOptions {
 
 /** What a handler of a server request answers: a reply payload, or an errno for an error reply. */
 export type ServerRequestResult = Uint8Array | number;
+/** Answers one request the server sent (DMA_READ/DMA_WRITE): a reply payload or an errno. */
 export type ServerRequestHandler = (
   msg: InboundMessage,
 ) => ServerRequestResult | Promise<ServerRequestResult>;
 
+/** A protocol violation the connection saw in the server's messages: its kind and a description. */
 export interface Violation {
   kind: ViolationKind;
   message: string;
@@ -89,6 +95,7 @@ export interface Violation {
   header?: Header;
 }
 
+/** Options of a ClientConnection: timeouts, strictness, message and violation hooks. */
 export interface ConnectionOptions {
   /** Default per-request timeout in ms (QEMU's x-msg-timeout is 5000). 0 = none. */
   timeoutMs?: number;
@@ -129,6 +136,10 @@ export function buildMessage(header: Omit<Header, 'size'>, payload: Uint8Array):
   return encodeMessage(header, payload);
 }
 
+/**
+ * The client's message layer: the main (and twin) socket, request ids and reply matching, timeouts, the server's
+ * own requests, and QEMU's strictness rules; knows nothing about payloads.
+ */
 export class ClientConnection {
   readonly timeoutMs: number;
   readonly strict: boolean;

@@ -26,6 +26,7 @@ export interface DmaHandler {
   write(address: bigint, data: Uint8Array): undefined | number | Promise<undefined | number>;
 }
 
+/** One DMA_READ/DMA_WRITE the server sent, as the DmaServer logged it. */
 export interface DmaLogEntry {
   command: number;
   address: bigint;
@@ -35,6 +36,7 @@ export interface DmaLogEntry {
   channel: 'main' | 'twin';
 }
 
+/** Counters of a DmaServer: requests and bytes by direction, errors. */
 export interface DmaStats {
   reads: number;
   writes: number;
@@ -48,6 +50,10 @@ export interface DmaStats {
   unknown: number;
 }
 
+/**
+ * Serves the server's DMA_READ/DMA_WRITE from the client's own memory, as QEMU does (ENOSYS, EINVAL, E2BIG, EFAULT
+ * as it answers them), and logs each request.
+ */
 export class DmaServer {
   /** The DMA windows the client told the server about (what it serves from). */
   readonly windows = new DmaWindows();

@@ -40,6 +40,7 @@ export type ViolationKind =
   | 'unexpected-fds' // fds attached to a message that may not carry them
   | 'bad-reply'; // a reply whose payload does not match the request (wrong echo, short, inconsistent)
 
+/** The server broke the protocol (a bad reply, unexpected fds, ...): what QEMU would drop the connection for. */
 export class ProtocolViolationError extends Error {
   readonly errno = Errno.EPROTO;
   readonly kind: ViolationKind;

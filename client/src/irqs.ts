@@ -3,6 +3,10 @@
 // is added to that vector's count. Tests wait on those counts to see interrupts arrive (or not, while masked).
 import { closeFd, eventfd, eventfdRead, FdWatcher } from 'vfio-user-native';
 
+/**
+ * An eventfd handed to the server for one interrupt vector and watched by the client: counts the signals; wait()
+ * resolves on the next.
+ */
 export class IrqEventfd {
   readonly index: number;
   readonly vector: number;

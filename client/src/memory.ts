@@ -14,6 +14,7 @@ import {
   PROT_WRITE,
 } from 'vfio-user-native';
 
+/** Guest memory the client owns: a memfd mmapped into this process, to DMA_MAP with or without its fd. */
 export class GuestMemory {
   /** The memfd (owned by this object until close()). */
   readonly fd: number;

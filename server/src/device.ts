@@ -49,6 +49,7 @@ export interface RegionDescription {
   type?: { type: number; subtype: number };
 }
 
+/** What DEVICE_GET_IRQ_INFO reports for one IRQ index. */
 export interface IrqDescription {
   /** IrqInfoFlags bits. */
   flags: number;
@@ -107,6 +108,10 @@ export interface DeviceLogger {
   error(obj: object | string, msg?: string): void;
 }
 
+/**
+ * What a device gets from the engine when a client attaches: DMA into guest memory, interrupt delivery, and a
+ * logger.
+ */
 export interface DeviceContext {
   dma: DmaAccessor;
   irq: IrqSink;

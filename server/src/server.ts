@@ -29,6 +29,10 @@ import { type ServerStats, Session, type SessionRestore } from './session/sessio
 import { ClientGate } from './transport/client-gate.js';
 import { checkListenSource, openListener } from './transport/listen.js';
 
+/**
+ * What a VfioUserServer serves and how: the device, the socket (path or inherited fd), host IOMMU backend, logger,
+ * limits and timeouts.
+ */
 export interface ServerOptions {
   /** Where to listen (a stale socket file is replaced; a live one is EADDRINUSE). Exclusive with `fd`. */
   socketPath?: string;
@@ -63,6 +67,7 @@ export interface ServerOptions {
   versionTimeoutMs?: number;
 }
 
+/** The events a VfioUserServer emits: a client connected or disconnected. */
 export type ServerEvent = 'connect' | 'disconnect';
 /** 'connect': a client is being served (`peer` from SO_PEERCRED). */
 export interface ConnectEvent {
@@ -111,6 +116,10 @@ export interface ServerAdoption {
   parkedFds: number[];
 }
 
+/**
+ * The vfio-user server: listens on a UNIX socket (0600), serves one client at a time with the device, and owns the
+ * DMA address space, IRQ state and host IOMMU mirror.
+ */
 export class VfioUserServer extends EventEmitter {
   readonly dma: DmaAddressSpace;
   readonly irq: IrqController;

@@ -5,6 +5,7 @@ import { alloc, putU32, u32, viewOf } from '../bytes.js';
 import type { Limits } from '../constants.js';
 import { checkFds, checkStrayFds, expectArgszAtLeast, expectLength, NO_FDS } from './common.js';
 
+/** DEVICE_GET_INFO `flags` bits (VFIO_DEVICE_FLAGS_*): RESET supported, PCI device. */
 export const DeviceInfoFlags = { RESET: 0x1, PCI: 0x2 } as const;
 
 export const DEVICE_INFO_SIZE = 16;

@@ -5,6 +5,7 @@ import { alloc, putU32, u32, viewOf } from '../bytes.js';
 import type { Limits } from '../constants.js';
 import { checkFds, checkStrayFds, expectArgszAtLeast, expectLength, NO_FDS } from './common.js';
 
+/** DEVICE_GET_IRQ_INFO `flags` bits (VFIO_IRQ_INFO_*): eventfd signalling, maskable, automasked, no resize. */
 export const IrqInfoFlags = { EVENTFD: 0x1, MASKABLE: 0x2, AUTOMASKED: 0x4, NORESIZE: 0x8 } as const;
 /** PCI IRQ indexes (VFIO_PCI_*_IRQ_INDEX). */
 export const IrqIndex = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;

@@ -20,6 +20,10 @@ import {
   type FdRule,
 } from './common.js';
 
+/**
+ * DEVICE_GET_REGION_INFO `flags` bits (VFIO_REGION_INFO_FLAG_*): readable, writable, mmap-able, has a capability
+ * chain.
+ */
 export const RegionInfoFlags = { READ: 0x1, WRITE: 0x2, MMAP: 0x4, CAPS: 0x8 } as const;
 export const RegionCapId = { SPARSE_MMAP: 1, TYPE: 2 } as const;
 

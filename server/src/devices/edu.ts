@@ -95,6 +95,7 @@ export interface EduOptions {
   log?: DeviceLogger;
 }
 
+/** Counters of the edu device: factorials, DMA transfers, bytes and errors, interrupts raised. */
 export interface EduStats {
   factorials: number;
   dmaTransfers: number;

@@ -48,6 +48,10 @@ import {
 import { IntervalTable } from './interval-table.js';
 import { DmaRegion } from './region.js';
 
+/**
+ * One DMA_MAP as the address space takes it: the IOVA range, permissions, and the guest-memory fd and offset (or
+ * none: DMA_READ/DMA_WRITE messages).
+ */
 export interface DmaMapParams {
   iova: bigint;
   size: bigint;
@@ -82,6 +86,7 @@ export interface DmaMessageTransport {
   write(iova: bigint, data: Uint8Array): Promise<void>;
 }
 
+/** Options of a DmaAddressSpace: page size, mapping budget, mmap views, window size, the idle-mapping cache, logger. */
 export interface DmaAddressSpaceOptions {
   /** Minimum page size; addresses, sizes and fd offsets must be multiples of it (default 4096). */
   pageSize?: bigint;
@@ -96,6 +101,7 @@ export interface DmaAddressSpaceOptions {
   log?: DeviceLogger;
 }
 
+/** Counters of a DmaAddressSpace: maps, unmaps, map failures by errno, live regions, files and mappings (cached too). */
 export interface DmaStats {
   maps: number;
   unmaps: number;
@@ -118,6 +124,11 @@ interface Refusal<T> {
   err: unknown;
 }
 
+/**
+ * The DMA address space of one device: the IOVA interval table of the client's DMA_MAP regions, the
+ * DMA_MAP/DMA_UNMAP rules, the access API device models use (mmap views, pread/pwrite or DMA messages), and
+ * add/remove events with replay (docs/dma-address-space.md).
+ */
 export class DmaAddressSpace implements DmaAccessor {
   private readonly table = new IntervalTable<DmaRegion>();
   private readonly files: FileTable;

@@ -12,6 +12,10 @@ export interface DirtyRange {
   length: bigint;
 }
 
+/**
+ * Dirty-page tracking installed on the DMA address space during migration (DMA_LOGGING_START): every device write
+ * through the access API marks its pages.
+ */
 export interface DirtyPageLogging {
   /** DMA_LOGGING_START: begin tracking at `pageSize` granularity; may return the page size actually used. */
   start(pageSize: bigint, ranges: readonly DirtyRange[]): bigint;

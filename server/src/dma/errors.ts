@@ -23,6 +23,10 @@ const defaultErrno: Record<DmaErrorKind, number> = {
   io: Errno.EIO,
 };
 
+/**
+ * A device's DMA access failed (unmapped IOVA, missing permission, out of range, I/O error); `errno` is what a
+ * request that caused it answers.
+ */
 export class DmaError extends ErrnoError {
   readonly kind: DmaErrorKind;
   /** The IOVA at which the access failed (the first byte not served). */

@@ -50,6 +50,10 @@ import * as native from 'vfio-user-native';
 import { Errno, errnoOf } from 'vfio-user-protocol';
 import { DmaMapError } from './errors.js';
 
+/**
+ * The default window size: a guest-memory file is mapped in windows of this many bytes of file offset (1 GiB; Node
+ * cannot create an external ArrayBuffer above 4 GiB).
+ */
 export const DEFAULT_WINDOW_SIZE = 1 << 30;
 /** Regions spanning at most this many windows are mapped at DMA_MAP time; larger ones lazily. */
 export const EAGER_WINDOWS = 4;

@@ -10,6 +10,7 @@
 // The table does not check for overlaps on insert: the caller (DmaAddressSpace) asks `overlaps()` first, since
 // what to do about an overlap (EEXIST) is policy.
 
+/** A half-open range [start, end) of bigint addresses, as the IntervalTable stores it. */
 export interface Interval {
   /** First address (inclusive). */
   readonly iova: bigint;
@@ -19,6 +20,10 @@ export interface Interval {
 
 const B = 256;
 
+/**
+ * A sorted table of non-overlapping intervals with logarithmic lookup, insert and remove (a two-level sorted array, a B+ tree of depth 2),
+ * sized for 65,535+ live DMA maps.
+ */
 export class IntervalTable<T extends Interval> {
   private blocks: T[][] = [];
   private count = 0;

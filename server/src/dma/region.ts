@@ -20,6 +20,10 @@ export interface HostSegment {
   vaddr: bigint;
 }
 
+/**
+ * One mapped region of the DMA address space: its IOVA range, permissions and backing (a window of a guest-memory
+ * file, or DMA messages).
+ */
 export class DmaRegion implements Interval {
   /** Whether unmap has begun: no new access may start. */
   removed = false;

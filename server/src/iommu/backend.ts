@@ -42,6 +42,10 @@ export interface HostMapping {
 /** How a backend's `map` reaches memory. */
 export type MapsBy = 'file' | 'address' | 'nothing';
 
+/**
+ * A host IOMMU the mirror keeps in step with the DMA address space (none, VFIO type1, iommufd): map and unmap
+ * ranges, report its facts (usable IOVA ranges, page sizes).
+ */
 export interface IommuBackend {
   /** Short name for logs and stats: 'none', 'vfio-type1', 'iommufd'. */
   readonly name: string;

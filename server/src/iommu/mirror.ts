@@ -25,6 +25,7 @@ import { DmaMapError } from '../dma/errors.js';
 import type { DmaRegion } from '../dma/region.js';
 import type { HostFacts, IommuBackend } from './backend.js';
 
+/** Counters of an IommuMirror: regions and pages mirrored, unmirrored regions, failures. */
 export interface MirrorStats {
   backend: string;
   /** Host maps that succeeded. */
@@ -48,6 +49,10 @@ interface HostEntry {
   pages: number;
 }
 
+/**
+ * Keeps a host IOMMU (an IommuBackend) in step with the DMA address space, so a passed-through device DMAs into the
+ * guest memory the device models see (docs/iommu-mirroring.md).
+ */
 export class IommuMirror implements DmaListener {
   private readonly entries = new Map<number, HostEntry>();
   /** Ranges whose host unmap failed; retried by the next unmap-all. */

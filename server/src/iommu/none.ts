@@ -4,6 +4,10 @@
 import { DEFAULT_MAX_DMA_MAPS, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import type { HostFacts, HostMapping, IommuBackend } from './backend.js';
 
+/**
+ * The IOMMU backend for devices that need no host IOMMU (every emulated device): accepts every map and does
+ * nothing.
+ */
 export class NoneBackend implements IommuBackend {
   readonly name = 'none';
   readonly mapsBy = 'nothing';

@@ -36,6 +36,7 @@ import {
 import type { DeviceLogger, IrqSink, VfioUserDevice } from '../device.js';
 import { RateLimitedLog } from '../log-limit.js';
 
+/** One DEVICE_SET_IRQS request as the IrqController takes it: flags, index, vector range and the DATA_BOOL payload. */
 export interface SetIrqsParams {
   flags: number;
   index: number;
@@ -77,6 +78,7 @@ export interface IrqVectorState {
   onUnmask: number;
 }
 
+/** Counters of an IrqController: interrupts signalled, pended while masked, dropped (no eventfd), failed, dead eventfds. */
 export interface IrqStats {
   /** Signals written to eventfds. */
   signals: number;
@@ -92,6 +94,10 @@ export interface IrqStats {
 
 const silent: DeviceLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
+/**
+ * The interrupt state of one device: DEVICE_SET_IRQS semantics, the client's eventfds, mask and pending bits, and
+ * the IrqSink device models trigger.
+ */
 export class IrqController implements IrqSink {
   private readonly indexes = new Map<number, Vector[]>();
   readonly stats: IrqStats = { signals: 0, pended: 0, dropped: 0, failed: 0, deadFds: 0 };

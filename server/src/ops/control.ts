@@ -22,6 +22,7 @@ export const MAX_LINE = 64 * 1024;
 export const MAX_CONNECTIONS = 16;
 export const IDLE_TIMEOUT_MS = 5 * 60_000;
 
+/** What a control-socket command can reach: the server, its device, the logger and the tracing switch. */
 export interface ControlContext {
   server: VfioUserServer;
   device: VfioUserDevice;
@@ -31,6 +32,7 @@ export interface ControlContext {
   tracing: Tracing;
 }
 
+/** One command of the control socket (`vfio-user-ctl PATH <name>`): its usage line, help text and handler. */
 export interface ControlCommand {
   /** `log-level LEVEL` */
   usage: string;
@@ -161,6 +163,10 @@ function toJson(v: unknown): string {
   );
 }
 
+/**
+ * The control socket (`--control-socket PATH`): a 0600 UNIX socket, one request and one JSON answer per line, with
+ * budgets on line length, connections and idle time (docs/operations.md).
+ */
 export class ControlServer {
   readonly commands = builtinCommands();
   private net: Server | undefined;

@@ -19,6 +19,7 @@ export const LATENCY_BUCKETS = [
   0.5, 1, 2.5, 5,
 ];
 
+/** What ServerMetrics observes: the server and its device, and the device name and socket it labels them with. */
 export interface MetricsOptions {
   server: VfioUserServer;
   device: VfioUserDevice;
@@ -38,6 +39,7 @@ function setCounters(c: Counter<string>, label: string, values: Record<string, n
   for (const [k, v] of Object.entries(values)) c.inc({ [label]: k }, v);
 }
 
+/** The Prometheus metrics of one server (prom-client registry), labelled by device and socket. */
 export class ServerMetrics {
   readonly registry = new Registry();
   private mappedBytes = 0n;

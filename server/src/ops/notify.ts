@@ -5,6 +5,7 @@
 import * as native from 'vfio-user-native';
 import type { DeviceLogger } from '../device.js';
 
+/** systemd readiness (sd_notify over $NOTIFY_SOCKET): READY=1, STATUS=, STOPPING=1; never blocks or throws. */
 export class SystemdNotifier {
   readonly socket: string | undefined;
   private warned = false;

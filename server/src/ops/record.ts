@@ -14,12 +14,17 @@ import type { ConnectEvent, DisconnectEvent, VfioUserServer } from '../server.js
 /** Bytes allowed to wait for the disk before records are dropped. */
 export const MAX_BUFFERED = 64 << 20;
 
+/** Counters of a WireRecorder: records and bytes written, records dropped while the disk lagged. */
 export interface RecorderStats {
   records: number;
   bytes: number;
   dropped: number;
 }
 
+/**
+ * Records every message both ways, byte for byte, to a file `vfio-user-trace` decodes (`--record FILE`); bounded
+ * buffering, never blocks.
+ */
 export class WireRecorder {
   readonly stats: RecorderStats = { records: 0, bytes: 0, dropped: 0 };
   private readonly t0 = process.hrtime.bigint();

@@ -7,6 +7,10 @@ import type { DeviceLogger } from '../device.js';
 import type { VfioUserServer } from '../server.js';
 import { WireRecorder } from './record.js';
 
+/**
+ * Run-time wire tracing (`trace start|stop` on the control socket): decoded lines in the log, or a raw recording to
+ * a file.
+ */
 export class Tracing {
   private live: { detach: () => void; pairer: TracePairer } | undefined;
   recorder: WireRecorder | undefined;

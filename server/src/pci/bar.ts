@@ -31,6 +31,10 @@ export interface SparseAreaSpec {
   size: number | bigint;
 }
 
+/**
+ * One BAR of a PciDevice: its size and kind (memory/I/O, 64-bit, prefetchable) and what backs it: register
+ * handlers, plain RAM, or shared memory the client may mmap (sparse areas).
+ */
 export interface BarSpec {
   /** Size in bytes: a power of two, >= 16 for memory, 4..65536 for I/O. */
   size: number | bigint;

@@ -10,11 +10,16 @@ import {
   PCI_STD_HEADER_SIZEOF,
 } from './constants.js';
 
+/** One capability found in a config space: its ID and its offset. */
 export interface CapabilityEntry {
   id: number;
   offset: number;
 }
 
+/**
+ * Places capabilities in a config space: standard ones chained from PCI_CAPABILITY_LIST after the type 0 header,
+ * PCIe extended ones from 0x100; each appended at a higher offset, so a chain always terminates.
+ */
 export class CapabilityAllocator {
   private nextLegacy = PCI_STD_HEADER_SIZEOF;
   private lastLegacy = 0;

@@ -16,11 +16,16 @@ interface HookEntry {
   fn: ConfigWriteHook;
 }
 
+/** What a config space write reports: the bytes where the client tried to change read-only bits. */
 export interface ConfigWriteResult {
   /** Offsets of bytes where the client tried to change read-only bits (for debug logging). */
   readOnlyBytes: number[];
 }
 
+/**
+ * A PCI function's config space with per-bit write semantics (value, RW mask, RW1C mask) and hooks for registers
+ * with side effects; any access size at any offset behaves as byte writes.
+ */
 export class ConfigSpace {
   readonly size: number;
   readonly bytes: Uint8Array;

@@ -26,6 +26,10 @@ import type { MsixCapability } from './msix.js';
 /** Which mechanism a raise() used. */
 export type IrqRoute = 'msix' | 'msi' | 'intx' | 'none';
 
+/**
+ * Interrupt delivery of a PCI function: raise(vector) goes out as MSI-X, MSI or INTx, whichever the guest enabled;
+ * INTx as a level.
+ */
 export class InterruptRouter {
   private asserted = false;
   private clientMasked = false;

@@ -17,6 +17,10 @@ import {
 } from 'vfio-user-native';
 import type { SharedMemory, SharedMemoryFactory } from './shared-memory.js';
 
+/**
+ * The default SharedMemoryFactory: a memfd sealed against shrinking and growing, mapped MAP_SHARED here and handed
+ * to the client to mmap.
+ */
 export const memfdSharedMemory: SharedMemoryFactory = (name: string, size: number): SharedMemory => {
   const fd = memfdCreate(name, size);
   let ab: ArrayBuffer;

@@ -44,7 +44,9 @@ export const PCI_STATE_BUDGET: MsgpackBudget = {
   maxMs: 100,
 };
 
+/** The `magic` field of a saved PciDevice state. */
 export const PCI_STATE_MAGIC = 'vfio-user-ts/pci';
+/** The `version` field of a saved PciDevice state; a load refuses any other. */
 export const PCI_STATE_VERSION = 1;
 
 /** What a PciDeviceModel implements to be migratable. */
@@ -105,6 +107,10 @@ function bytesOf(v: unknown, length: number, what: string): Uint8Array {
   return v;
 }
 
+/**
+ * The migration facet of a PciDevice whose model implements saveState/loadState: the generic PCI state (config
+ * space, MSI-X, BAR memory, INTx level) around the model's own, as one validated msgpack stream.
+ */
 export class PciMigration implements DeviceMigration {
   readonly flags = MigrationFlags.STOP_COPY | MigrationFlags.PRE_COPY;
 

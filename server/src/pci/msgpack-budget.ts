@@ -7,6 +7,10 @@
 // none, and a decoder's extension handlers could allocate on their own terms); so are the reserved byte 0xc1 and
 // arrays, maps or bins used as map keys (msgpackr throws on them; found by the msgpack-budget fuzz target).
 
+/**
+ * What decoding a msgpack value may cost: bytes, elements, nesting depth and time; checked by a structural walk
+ * before decoding.
+ */
 export interface MsgpackBudget {
   /** Largest input (bytes). */
   maxBytes: number;

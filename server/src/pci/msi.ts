@@ -14,6 +14,7 @@ import {
   PCI_MSI_FLAGS_QSIZE,
 } from './constants.js';
 
+/** The MSI capability a PciDevice offers: vectors (1..32, a power of two), 64-bit addressing, per-vector masking. */
 export interface MsiSpec {
   /** Vectors the function can use (Multiple Message Capable): 1, 2, 4, 8, 16 or 32. */
   vectors: number;
@@ -23,6 +24,9 @@ export interface MsiSpec {
   perVectorMask?: boolean;
 }
 
+/**
+ * The MSI capability in config space: its registers, what the guest enabled, and per-vector mask and pending bits.
+ */
 export class MsiCapability {
   readonly offset: number;
   readonly vectors: number;

@@ -21,6 +21,7 @@ import {
   PCI_MSIX_TABLE,
 } from './constants.js';
 
+/** The MSI-X capability a PciDevice offers: vector count and the BARs and offsets of the table and PBA. */
 export interface MsixSpec {
   /** Table size: 1..2048 vectors. */
   vectors: number;
@@ -34,6 +35,7 @@ export interface MsixSpec {
   honourTableMask?: boolean;
 }
 
+/** The MSI-X capability: its config registers, the vector table and PBA in their BARs, masking and pending bits. */
 export class MsixCapability {
   readonly offset: number;
   readonly vectors: number;

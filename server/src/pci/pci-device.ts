@@ -113,6 +113,7 @@ import { PcieCapability, type PcieSpec } from './pcie.js';
 import { PmCapability } from './pm.js';
 import type { SharedMemory, SharedMemoryFactory } from './shared-memory.js';
 
+/** The capabilities a PciDevice offers: power management, MSI, MSI-X, PCI Express (with FLR). */
 export interface PciCapsSpec {
   /** Power Management capability (D0/D3hot). */
   pm?: boolean;
@@ -136,6 +137,10 @@ export interface DeviceRegionSpec {
   write?(offset: bigint, data: Uint8Array): void;
 }
 
+/**
+ * What a PciDevice is: IDs and class code, BARs, capabilities, interrupt pin, expansion ROM and device-specific
+ * regions.
+ */
 export interface PciDeviceSpec {
   vendorId: number;
   deviceId: number;
@@ -192,6 +197,10 @@ export interface PciDeviceModel {
   setRunning?(running: boolean): void | Promise<void>;
 }
 
+/**
+ * A PCI function served over vfio-user, built from a PciDeviceSpec and a PciDeviceModel: config space, BARs,
+ * capabilities, interrupt routing, reset/FLR and migration; implements VfioUserDevice.
+ */
 export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements VfioUserDevice {
   readonly flags = DeviceInfoFlags.PCI | DeviceInfoFlags.RESET;
   /** 9 PCI regions (BAR0-5, ROM, CONFIG, VGA) plus the spec's device-specific regions. */

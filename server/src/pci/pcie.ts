@@ -21,6 +21,7 @@ import {
   PCI_EXT_CAP_ID_DSN,
 } from './constants.js';
 
+/** The PCI Express capability a PciDevice offers: FLR, device serial number. */
 export interface PcieSpec {
   /** Advertise and implement Function Level Reset (default true). */
   flr?: boolean;
@@ -28,6 +29,7 @@ export interface PcieSpec {
   dsn?: bigint;
 }
 
+/** The PCI Express capability (version 2, endpoint) and its extended capabilities; initiates FLR. */
 export class PcieCapability {
   readonly offset: number;
   readonly flr: boolean;

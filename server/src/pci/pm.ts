@@ -11,6 +11,7 @@ import {
   PCI_PM_SIZEOF,
 } from './constants.js';
 
+/** The power management capability: D0/D3hot power states, No_Soft_Reset. */
 export class PmCapability {
   readonly offset: number;
 

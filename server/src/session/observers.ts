@@ -16,6 +16,7 @@ export interface SessionObserver {
   violation?(errno: number): void;
 }
 
+/** The observers of a session (wire recorder, tracing, metrics), added and removed at run time. */
 export class Observers {
   private list: SessionObserver[] = [];
   /** Whether any observer wants wire bytes / request completions (read per message). */

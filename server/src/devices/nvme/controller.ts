@@ -105,6 +105,7 @@ class ByteBudget {
   }
 }
 
+/** The nvme device's options: the image file and its size, serial number, queue count, block size (docs/nvme.md). */
 export interface NvmeOptions {
   /** Raw image file; created (sparse) when missing. */
   image: string;
@@ -121,6 +122,7 @@ export interface NvmeOptions {
   log?: DeviceLogger;
 }
 
+/** Counters of the NVMe controller: commands by kind, errors, interrupts, doorbell writes, resets and shutdowns. */
 export interface NvmeStats {
   adminCommands: number;
   ioCommands: number;
@@ -140,6 +142,9 @@ export interface NvmeStats {
 
 const U32 = 0xffffffffn;
 
+/**
+ * An NVMe controller over a raw image file: admin and I/O queues in guest memory, MSI-X completions (docs/nvme.md).
+ */
 export class NvmeController implements PciDeviceModel {
   readonly pci: PciDevice<NvmeController>;
   readonly image: ImageFile;
@@ -1256,6 +1261,7 @@ function checkState(state: unknown, c: NvmeController): NvmeState {
 /** The NVMe device as the engine sees it, plus its controller (stats, image). */
 export type NvmeDevice = PciDevice<NvmeController> & { readonly controller: NvmeController };
 
+/** Create the nvme device: an NVMe SSD backed by a raw image file (docs/nvme.md). */
 export function createNvme(opts: NvmeOptions): NvmeDevice {
   const c = new NvmeController(opts);
   return Object.defineProperty(c.pci, 'controller', { value: c, enumerable: true }) as NvmeDevice;
