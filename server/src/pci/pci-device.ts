@@ -197,6 +197,111 @@ export interface PciDeviceModel {
   setRunning?(running: boolean): void | Promise<void>;
 }
 
+/** The spec's device-specific regions with their sizes as bigints (each must be positive). */
+function deviceRegions(regions: readonly DeviceRegionSpec[]): (DeviceRegionSpec & { bytes: bigint })[] {
+  return regions.map((r, i) => {
+    const bytes = BigInt(r.size);
+    if (bytes <= 0n) throw new Error(`region ${FIRST_DEVICE_REGION + i}: size must be positive`);
+    return { ...r, bytes };
+  });
+}
+
+/** INTx pin: 0 (none) or 1..4 (INTA..INTD); default INTA. */
+function intxPinOf(spec: PciDeviceSpec): number {
+  const pin = spec.intxPin ?? 1;
+  if (!Number.isInteger(pin) || pin < 0 || pin > 4) throw new Error('intxPin must be 0..4');
+  return pin;
+}
+
+/** The type 0 header: IDs, class, interrupt pin, and which COMMAND/STATUS/cache-line/IRQ-line bits are writable. */
+function writeType0Header(cfg: ConfigSpace, spec: PciDeviceSpec, pin: number): void {
+  cfg.set16(PCI_VENDOR_ID, spec.vendorId);
+  cfg.set16(PCI_DEVICE_ID, spec.deviceId);
+  cfg.set8(PCI_REVISION_ID, spec.revision ?? 0);
+  cfg.set8(PCI_CLASS_PROG, spec.classCode & 0xff);
+  cfg.set16(PCI_CLASS_PROG + 1, (spec.classCode >> 8) & 0xffff);
+  cfg.set16(PCI_SUBSYSTEM_VENDOR_ID, spec.subsystemVendorId ?? spec.vendorId);
+  cfg.set16(PCI_SUBSYSTEM_ID, spec.subsystemId ?? spec.deviceId);
+  cfg.set8(PCI_INTERRUPT_PIN, pin);
+  // Writable COMMAND bits as QEMU's pci.c: I/O, memory, bus master, parity, SERR, interrupt disable.
+  cfg.setWmask(
+    PCI_COMMAND,
+    2,
+    PCI_COMMAND_IO |
+      PCI_COMMAND_MEMORY |
+      PCI_COMMAND_MASTER |
+      PCI_COMMAND_PARITY |
+      PCI_COMMAND_SERR |
+      PCI_COMMAND_INTX_DISABLE,
+  );
+  cfg.setW1cmask(PCI_STATUS, 2, PCI_STATUS_RW1C_MASK);
+  cfg.setWmask(PCI_CACHE_LINE_SIZE, 1, 0xff);
+  cfg.setWmask(PCI_INTERRUPT_LINE, 1, 0xff);
+}
+
+/**
+ * The BARs into `bars` (a 64-bit BAR takes the next slot as its upper half), their registers into config space,
+ * and shared memory for sparse ones. On a throw, `bars` holds those built so far (their memory is the caller's
+ * to close).
+ */
+function buildBars(
+  cfg: ConfigSpace,
+  spec: PciDeviceSpec,
+  name: string,
+  bars: (BarRegion | undefined)[],
+): void {
+  const specs = spec.bars ?? [];
+  if (specs.length > 6) throw new Error('at most 6 BARs');
+  for (let i = 0; i < 6; i++) {
+    const b = specs[i];
+    if (!b) continue;
+    if (bars[i]) throw new Error(`BAR${i} is the upper half of BAR${i - 1}`);
+    const size = validateBarSpec(i, b);
+    if (b.is64 && specs[i + 1]) throw new Error(`BAR${i + 1} must be empty: BAR${i} is 64-bit`);
+    installBarRegisters(cfg, i, b, size);
+    let memory: SharedMemory | undefined;
+    if (b.sparse) memory = (spec.sharedMemory ?? memfdSharedMemory)(`${name}-bar${i}`, Number(size));
+    bars[i] = new BarRegion(i, b, size, memory);
+    if (b.is64) i++;
+  }
+}
+
+/**
+ * The expansion ROM (a copy, its size a power of two of at least 2 KiB), or undefined without one. The register
+ * is sizable only when there is a ROM (otherwise QEMU invents one).
+ */
+function installRom(
+  cfg: ConfigSpace,
+  rom: Uint8Array | undefined,
+): { bytes: Uint8Array; size: bigint } | undefined {
+  if (!rom || rom.length === 0) return undefined;
+  let size = 2048n;
+  while (size < BigInt(rom.length)) size <<= 1n;
+  if (size > 1n << 24n) throw new Error('ROM larger than 16 MiB');
+  cfg.setWmask(
+    PCI_ROM_ADDRESS,
+    4,
+    Number(BigInt.asUintN(32, ~(size - 1n)) & 0xfffff800n) | PCI_ROM_ADDRESS_ENABLE,
+  );
+  return { bytes: rom.slice(), size };
+}
+
+/** Checks that the MSI-X table and PBA fit a memory BAR outside its mmapped areas, and overlays them there. */
+function placeMsix(m: MsixCapability, bars: readonly (BarRegion | undefined)[]): void {
+  const bar = bars[m.bar];
+  if (!bar || bar.spec.io) throw new Error(`MSI-X: BAR${m.bar} must be a memory BAR`);
+  const end = Math.max(m.tableOffset + m.table.length, m.pbaOffset + m.pba.length);
+  if (BigInt(end) > bar.size) throw new Error(`MSI-X: table/PBA do not fit in BAR${m.bar}`);
+  const overlaps = (s: number, e: number) => bar.areas.some((a) => a.start < e && s < a.end);
+  if (
+    overlaps(m.tableOffset, m.tableOffset + m.table.length) ||
+    overlaps(m.pbaOffset, m.pbaOffset + m.pba.length)
+  ) {
+    throw new Error('MSI-X table/PBA must not be inside an mmapped area');
+  }
+  for (const o of m.overlays()) bar.addOverlay(o);
+}
+
 /**
  * A PCI function served over vfio-user, built from a PciDeviceSpec and a PciDeviceModel: config space, BARs,
  * capabilities, interrupt routing, reset/FLR and migration; implements VfioUserDevice.
@@ -231,86 +336,25 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
   constructor(spec: PciDeviceSpec, model?: M) {
     this.name = spec.name ?? 'pci';
     this.model = model;
-    this.extra = (spec.regions ?? []).map((r, i) => {
-      const bytes = BigInt(r.size);
-      if (bytes <= 0n) throw new Error(`region ${FIRST_DEVICE_REGION + i}: size must be positive`);
-      return { ...r, bytes };
-    });
+    this.extra = deviceRegions(spec.regions ?? []);
     this.numRegions = FIRST_DEVICE_REGION + this.extra.length;
     this.defaultLog = spec.log ?? silentLogger;
-    const pin = spec.intxPin ?? 1;
-    if (!Number.isInteger(pin) || pin < 0 || pin > 4) throw new Error('intxPin must be 0..4');
-    this.intxPin = pin;
+    this.intxPin = intxPinOf(spec);
     const pcieSpec = spec.caps?.pcie === true ? {} : spec.caps?.pcie || undefined;
     const cfg = new ConfigSpace(pcieSpec ? PCIE_CONFIG_SIZE : PCI_CONFIG_SIZE);
     this.config = cfg;
-
-    // Type 0 header.
-    cfg.set16(PCI_VENDOR_ID, spec.vendorId);
-    cfg.set16(PCI_DEVICE_ID, spec.deviceId);
-    cfg.set8(PCI_REVISION_ID, spec.revision ?? 0);
-    cfg.set8(PCI_CLASS_PROG, spec.classCode & 0xff);
-    cfg.set16(PCI_CLASS_PROG + 1, (spec.classCode >> 8) & 0xffff);
-    cfg.set16(PCI_SUBSYSTEM_VENDOR_ID, spec.subsystemVendorId ?? spec.vendorId);
-    cfg.set16(PCI_SUBSYSTEM_ID, spec.subsystemId ?? spec.deviceId);
-    cfg.set8(PCI_INTERRUPT_PIN, pin);
-    // Writable COMMAND bits as QEMU's pci.c: I/O, memory, bus master, parity, SERR, interrupt disable.
-    cfg.setWmask(
-      PCI_COMMAND,
-      2,
-      PCI_COMMAND_IO |
-        PCI_COMMAND_MEMORY |
-        PCI_COMMAND_MASTER |
-        PCI_COMMAND_PARITY |
-        PCI_COMMAND_SERR |
-        PCI_COMMAND_INTX_DISABLE,
-    );
-    cfg.setW1cmask(PCI_STATUS, 2, PCI_STATUS_RW1C_MASK);
-    cfg.setWmask(PCI_CACHE_LINE_SIZE, 1, 0xff);
-    cfg.setWmask(PCI_INTERRUPT_LINE, 1, 0xff);
-
+    writeType0Header(cfg, spec, this.intxPin);
     this.irq = new InterruptRouter(
       cfg,
-      pin,
+      this.intxPin,
       () => this.ctx?.irq,
       () => this.log,
     );
-
     try {
-      // BARs.
-      const specs = spec.bars ?? [];
-      if (specs.length > 6) throw new Error('at most 6 BARs');
-      for (let i = 0; i < 6; i++) {
-        const b = specs[i];
-        if (!b) continue;
-        if (this.bars[i]) throw new Error(`BAR${i} is the upper half of BAR${i - 1}`);
-        const size = validateBarSpec(i, b);
-        if (b.is64 && specs[i + 1]) throw new Error(`BAR${i + 1} must be empty: BAR${i} is 64-bit`);
-        installBarRegisters(cfg, i, b, size);
-        let memory: SharedMemory | undefined;
-        if (b.sparse) {
-          memory = (spec.sharedMemory ?? memfdSharedMemory)(`${this.name}-bar${i}`, Number(size));
-        }
-        this.bars[i] = new BarRegion(i, b, size, memory);
-        if (b.is64) i++;
-      }
-
-      // Expansion ROM: the register is sizable only when there is a ROM (otherwise QEMU invents one).
-      if (spec.rom && spec.rom.length > 0) {
-        let size = 2048n;
-        while (size < BigInt(spec.rom.length)) size <<= 1n;
-        if (size > 1n << 24n) throw new Error('ROM larger than 16 MiB');
-        this.romSize = size;
-        this.rom = spec.rom.slice();
-        cfg.setWmask(
-          PCI_ROM_ADDRESS,
-          4,
-          Number(BigInt.asUintN(32, ~(size - 1n)) & 0xfffff800n) | PCI_ROM_ADDRESS_ENABLE,
-        );
-      } else {
-        this.romSize = 0n;
-      }
-
+      buildBars(cfg, spec, this.name, this.bars);
+      const rom = installRom(cfg, spec.rom);
+      this.rom = rom?.bytes;
+      this.romSize = rom?.size ?? 0n;
       // Capabilities, in the order QEMU devices usually have them.
       const caps = new CapabilityAllocator(cfg);
       if (spec.caps?.pm) this.pm = new PmCapability(cfg, caps);
@@ -319,18 +363,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       }
       if (spec.caps?.msix) {
         const m = new MsixCapability(cfg, caps, spec.caps.msix, (v) => this.irq.trigger(IrqIndex.MSIX, v));
-        const bar = this.bars[m.bar];
-        if (!bar || bar.spec.io) throw new Error(`MSI-X: BAR${m.bar} must be a memory BAR`);
-        const end = Math.max(m.tableOffset + m.table.length, m.pbaOffset + m.pba.length);
-        if (BigInt(end) > bar.size) throw new Error(`MSI-X: table/PBA do not fit in BAR${m.bar}`);
-        const overlaps = (s: number, e: number) => bar.areas.some((a) => a.start < e && s < a.end);
-        if (
-          overlaps(m.tableOffset, m.tableOffset + m.table.length) ||
-          overlaps(m.pbaOffset, m.pbaOffset + m.pba.length)
-        ) {
-          throw new Error('MSI-X table/PBA must not be inside an mmapped area');
-        }
-        for (const o of m.overlays()) bar.addOverlay(o);
+        placeMsix(m, this.bars);
         this.msix = m;
       }
       if (pcieSpec) this.pcie = new PcieCapability(cfg, caps, pcieSpec, () => this.requestFlr());

@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { GuestMemory, VfioUserClient } from 'vfio-user-client';
+import { GuestMemory, type RegionMapping, VfioUserClient } from 'vfio-user-client';
 import {
   closeFd,
   dupFd,
@@ -320,17 +320,56 @@ const CHURN_BASE = 0x1000_0000n;
 const IOVA_BIG = 0x80_0000n;
 const BIG = 0x40_0000; // 4 MiB: above the backends' synchronous-ioctl threshold (2 MiB)
 
+/** What the steps of the main scenario share. */
+interface MainScenario {
+  type1: boolean;
+  rig: Rig;
+  /** DMA_AVAIL at the start (type1; 65535 for iommufd, which has no entry limit). */
+  avail0: number;
+  /** The guest RAM the client maps (A, B and C live in it). */
+  ram: GuestMemory;
+  /** edu through REGION_READ/WRITE and through the mmap-ed BAR0. */
+  edu: Edu;
+  eduMmap: Edu;
+  /** BAR0's mapping of the device fd (unmapped before the disconnect). */
+  bar0Map: RegionMapping;
+}
+
 async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   const t0 = performance.now();
   const rig = await startRig(kind === 'type1' ? 'vfio' : 'iommufd');
-  const { server, client, device, backend } = rig;
+  const { server, device, backend } = rig;
   const type1 = kind === 'type1';
   check(
     backend.name === (type1 ? 'vfio-type1' : 'iommufd') && device.host.via === backend.name,
     `${kind}: server up with the ${backend.name} backend holding ${bdf} (${(performance.now() - t0).toFixed(0)} ms)`,
   );
+  const avail0 = checkHostFacts(rig, type1);
+  const forwarded = await checkForwardedDevice(rig);
+  const sc: MainScenario = {
+    type1,
+    rig,
+    avail0,
+    ram: GuestMemory.create(0x100000, 'guest-ram'),
+    ...forwarded,
+  };
+  const a = await checkDmaThroughIommu(sc);
+  const c = await checkReadOnlyMap(sc);
+  await checkRefusedMaps(sc);
+  await checkUnmaps(sc, c);
+  await checkBigMapOnThreadpool(sc);
+  await checkInterrupts(sc);
+  const churn = churnPages();
+  await checkChurn(sc, churn);
+  await checkDisconnectAndReplay(sc, churn, a);
+  await server.close();
+  sc.ram.close();
+  churn.mem.close();
+}
 
-  // --- facts and negotiation
+/** Host facts and what the server advertised from them in VERSION; returns DMA_AVAIL at the start. */
+function checkHostFacts(rig: Rig, type1: boolean): number {
+  const { server, client, backend } = rig;
   const facts = server.hostFacts!;
   const caps = client.serverCaps;
   const msiFree = facts.iovaRanges.every((r) => r.last < 0xfee00000n || r.start > 0xfeefffffn);
@@ -358,8 +397,12 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
       'IOMMU_IOAS_MAP_FILE probed present: maps go straight from the client fd',
     );
   }
+  return avail0;
+}
 
-  // --- device info forwarded from the host
+/** DEVICE_GET_INFO, BAR0 and config space forwarded from the host; edu reached both ways. */
+async function checkForwardedDevice(rig: Rig): Promise<{ edu: Edu; eduMmap: Edu; bar0Map: RegionMapping }> {
+  const { client } = rig;
   const di = await client.getDeviceInfo();
   check(
     (di.flags & 0x2) !== 0 && di.numRegions === 9 && di.numIrqs === 5,
@@ -390,13 +433,17 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     ident === 0x010000ed && live === ~0x12345678 >>> 0,
     `edu ident ${hex(ident)} and liveness through REGION_READ/WRITE`,
   );
-  const map = client.mmapRegion(bar0);
-  const words = new Uint32Array(map.buffer);
+  const bar0Map = client.mmapRegion(bar0);
+  const words = new Uint32Array(bar0Map.buffer);
   const eduMmap = new Edu(mmapIo(words));
   check(words[0] === 0x010000ed, `BAR0 mmap of the device fd reads ident ${hex(words[0]!)}`);
+  return { edu, eduMmap, bar0Map };
+}
 
-  // --- DMA through the host IOMMU
-  const ram = GuestMemory.create(0x100000, 'guest-ram');
+/** DMA through the host IOMMU: maps A and B, edu copies between them; returns A's contents. */
+async function checkDmaThroughIommu(sc: MainScenario): Promise<Uint8Array> {
+  const { type1, avail0, ram, edu, eduMmap } = sc;
+  const { server, client, backend } = sc.rig;
   const a = pattern(0x2000, 0x11);
   ram.write(OFF_A, a);
   await client.mapMemory(ram, { address: IOVA_A, memoryOffset: OFF_A, size: 0x2000 });
@@ -417,8 +464,13 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     equal(ram.read(OFF_B + 0x800, 0x100), a.subarray(0xf80, 0x1080)) && allBytes(ram.read(OFF_B, 0x800), 0),
     'edu DMA programmed through the mmap-ed BAR, at offsets across a page boundary',
   );
+  return a;
+}
 
-  // --- read-only map: the device may read, not write
+/** A read-only map: the device may read it, not write it; returns C's contents. */
+async function checkReadOnlyMap(sc: MainScenario): Promise<Uint8Array> {
+  const { ram, edu } = sc;
+  const { client } = sc.rig;
   const c = pattern(0x1000, 0x55);
   ram.write(OFF_C, c);
   await client.mapMemory(ram, { address: IOVA_C, memoryOffset: OFF_C, size: 0x1000, flags: 0x1 });
@@ -430,8 +482,13 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     equal(ram.read(OFF_C, 0x1000), c),
     'READ-only map: a device write is blocked (memfd unchanged, DMAR fault)',
   );
+  return c;
+}
 
-  // --- refused maps
+/** Maps the address space or the host refuses (reserved MSI window, overlaps, misalignment) leave nothing. */
+async function checkRefusedMaps(sc: MainScenario): Promise<void> {
+  const { type1, avail0 } = sc;
+  const { client, backend } = sc.rig;
   const mem2 = stageFd(memfdCreate('extra', 0x10000));
   const tryMap = (address: bigint, size: bigint, offset = 0n, flags = 3) =>
     outcome(client.dmaMap({ address, size, fd: mem2, offset, flags }));
@@ -466,8 +523,12 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   check(direct === 'EINVAL', `the host kernel refuses a map at 0xfee00000 too: ${direct}`);
   if (type1) check(dmaAvail(backend) === avail0 - 3, 'the refused maps left no host entry');
   munmap(probeBuf);
+}
 
-  // --- unmaps
+/** Unmaps: of nothing, bisecting (refused), and of B (the device faults there; A keeps working). */
+async function checkUnmaps(sc: MainScenario, c: Uint8Array): Promise<void> {
+  const { type1, avail0, ram, edu } = sc;
+  const { client, backend } = sc.rig;
   const nothing = await outcome(client.dmaUnmap({ address: 0x7000000n, size: 0x100000n }));
   check(nothing === 'ok', `DMA_UNMAP of a range holding nothing succeeds (${nothing})`);
   const bisect = await outcome(client.dmaUnmap({ address: IOVA_A, size: PAGE }));
@@ -490,8 +551,12 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
       dmaAvail(backend) === avail0 - 2,
       `DMA_AVAIL back up by one after the unmap (${dmaAvail(backend)})`,
     );
+}
 
-  // --- a region above the synchronous-ioctl threshold: its map and unmap pin on the threadpool
+/** A region above the synchronous-ioctl threshold: its map and unmap pin on the threadpool. */
+async function checkBigMapOnThreadpool(sc: MainScenario): Promise<void> {
+  const { type1, avail0, edu } = sc;
+  const { client, backend } = sc.rig;
   const paths = (backend as VfioType1Backend | IommufdBackend).ioctlPath.counts;
   const bigMem = GuestMemory.create(BIG, 'big');
   const p0 = { ...paths };
@@ -511,8 +576,12 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     `its DMA_UNMAP ran on the threadpool too (paths: ${JSON.stringify(paths)})`,
   );
   bigMem.close();
+}
 
-  // --- interrupts, through the engine: MSI, then INTx (automasked by the host, unmasked by the client)
+/** Interrupts through the engine: MSI, then INTx (automasked by the host, unmasked by the client). */
+async function checkInterrupts(sc: MainScenario): Promise<void> {
+  const { edu } = sc;
+  const { client, device } = sc.rig;
   const [ev] = await client.enableEventfds(IrqIndex.MSI, 0, 1);
   await edu.io.write32(EDU.IRQ_RAISE, 0x1);
   const gotMsi = await poll(() => (ev?.count ?? 0) > 0, 2000);
@@ -553,23 +622,42 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     signalled > 0n && device.stats.irqPassthrough > passedBefore,
     'SET_IRQS pass-through hook: the host device signals the eventfd given to VFIO directly',
   );
+}
 
-  // --- vIOMMU-style churn: one DMA_MAP per guest IOTLB entry (4 KiB), each later unmapped on its own, sent
-  // one at a time (latency-bound) and pipelined as QEMU does inside a memory transaction; then a guest IOTLB
-  // flush: naturally aligned windows covering many entries (and, past them, none).
-  const churnMem = GuestMemory.create(0x100000, 'churn');
+/** One guest IOTLB entry (4 KiB page) mapped or unmapped at CHURN_BASE + i pages. */
+interface ChurnPages {
+  mem: GuestMemory;
+  mapPage(cl: VfioUserClient, i: number, off?: number): Promise<unknown>;
+  unmapPage(cl: VfioUserClient, i: number): Promise<unknown>;
+}
+
+function churnPages(): ChurnPages {
+  const mem = GuestMemory.create(0x100000, 'churn');
   // Pipelined requests each carry the client's reply timeout from the moment they are sent: a slow (TCG, loaded)
   // guest may need more than QEMU's 5 s for the tail of a 1024-deep pipeline.
   const timeoutMs = 60_000;
-  const mapPage = (cl: VfioUserClient, i: number, off = i % 256) =>
-    cl.mapMemory(churnMem, {
-      address: CHURN_BASE + BigInt(i) * PAGE,
-      memoryOffset: off * 0x1000,
-      size: 0x1000,
-      timeoutMs,
-    });
-  const unmapPage = (cl: VfioUserClient, i: number) =>
-    cl.dmaUnmap({ address: CHURN_BASE + BigInt(i) * PAGE, size: PAGE, timeoutMs });
+  return {
+    mem,
+    mapPage: (cl, i, off = i % 256) =>
+      cl.mapMemory(mem, {
+        address: CHURN_BASE + BigInt(i) * PAGE,
+        memoryOffset: off * 0x1000,
+        size: 0x1000,
+        timeoutMs,
+      }),
+    unmapPage: (cl, i) => cl.dmaUnmap({ address: CHURN_BASE + BigInt(i) * PAGE, size: PAGE, timeoutMs }),
+  };
+}
+
+/**
+ * vIOMMU-style churn: one DMA_MAP per guest IOTLB entry (4 KiB), each later unmapped on its own, sent one at a
+ * time (latency-bound) and pipelined as QEMU does inside a memory transaction; then a guest IOTLB flush:
+ * naturally aligned windows covering many entries (and, past them, none).
+ */
+async function checkChurn(sc: MainScenario, { mapPage, unmapPage }: ChurnPages): Promise<void> {
+  const { type1, avail0 } = sc;
+  const { server, client, backend } = sc.rig;
+  const paths = (backend as VfioType1Backend | IommufdBackend).ioctlPath.counts;
   const seq = 300;
   const before = server.mirror.stats.maps;
   const p1 = { ...paths };
@@ -610,11 +698,17 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
     'covering DMA_UNMAPs (2 MiB and 4 MiB windows) removed the other 1024 entries',
   );
   if (type1) check(dmaAvail(backend) === avail0 - 2, 'DMA_AVAIL back after the churn');
+}
 
-  // --- disconnect: everything unmapped on the host; reconnect and replay (the VMM's late attach)
+/** Disconnect: everything unmapped on the host; reconnect and replay (the VMM's late attach). */
+async function checkDisconnectAndReplay(sc: MainScenario, churn: ChurnPages, a: Uint8Array): Promise<void> {
+  const { type1, avail0, ram } = sc;
+  const { server, client, backend } = sc.rig;
+  const { mapPage } = churn;
+  const churnMem = churn.mem;
   await Promise.all(Array.from({ length: 256 }, (_, i) => mapPage(client, i, i)));
   const pinned = server.mirror.stats.pagesPinned;
-  map.unmap();
+  sc.bar0Map.unmap();
   const gone = disconnected(server);
   client.close();
   await gone;
@@ -632,10 +726,10 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
       `client disconnect: no IOAS area left (unmap of 0..U64_MAX removed ${left})`,
     );
   }
-  const c2 = await VfioUserClient.connect(rig.sock);
+  const c2 = await VfioUserClient.connect(sc.rig.sock);
   await c2.negotiate();
   const edu2 = new Edu(clientIo(c2));
-  t = performance.now();
+  const t = performance.now();
   await Promise.all([
     c2.mapMemory(ram, { address: IOVA_A, memoryOffset: OFF_A, size: 0x2000 }),
     ...Array.from({ length: 256 }, (_, i) => mapPage(c2, i, i)),
@@ -656,9 +750,6 @@ async function mainScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   // The only refusal that reached the mirror is the reserved-window map (the others stopped in the address space).
   const failures = JSON.stringify(server.mirror.stats.failures);
   check(failures === '{"EINVAL":1}', `mirror failure counters: ${failures}`);
-  await server.close();
-  ram.close();
-  churnMem.close();
 }
 
 // ------------------------------------------------------------------------------------------------------------
