@@ -88,6 +88,13 @@ napi_value vu_errno_error(napi_env env, int err, const char *syscall, const char
 void vu_throw_type(napi_env env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void vu_throw_range(napi_env env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void vu_throw_napi(napi_env env, napi_status s, const char *what);
+/*
+ * For a syscall's result r (>= 0 success, -1 with errno): true on success; otherwise throws the errno Error for
+ * `syscall` and returns false. Call it right after the syscall, before anything can change errno:
+ * `if (!vu_ok(env, fstat(fd, &st), "fstat")) return NULL;`, or, in a function that returns undefined either way,
+ * `vu_ok(env, close(fd), "close"); return NULL;`.
+ */
+bool vu_ok(napi_env env, long r, const char *syscall);
 void vu_report_napi(napi_env env, napi_status s, const char *what);
 const char *vu_errno_name(int err);
 
@@ -232,6 +239,19 @@ int vu_job_aux_fd(napi_env env, vu_job *job, int fd);
  * the same Error the promise would reject with). Either way the job is consumed; NULL on failure.
  */
 napi_value vu_job_submit(napi_env env, vu_job *job);
+/*
+ * vu_job_submit with the ioctl struct `arg` (len <= sizeof job->arg) copied in, resolving with undefined
+ * (VU_JOB_VOID) or with the u64 at `result_off` of the struct after the call (VU_JOB_U64).
+ */
+napi_value vu_job_submit_arg(napi_env env, vu_job *job, const void *arg, size_t len, enum vu_job_result result,
+                             size_t result_off);
 void vu_job_free(napi_env env, vu_job *job);
+/*
+ * Defines the two entry points of a job ioctl from `name##_common(env, info, bool sync)`: `name` (async, a Promise)
+ * and `name##_sync`.
+ */
+#define VU_JOB_ENTRY_POINTS(name)                                                                              \
+  static napi_value name(napi_env env, napi_callback_info info) { return name##_common(env, info, false); }    \
+  static napi_value name##_sync(napi_env env, napi_callback_info info) { return name##_common(env, info, true); }
 
 #endif

@@ -47,10 +47,7 @@ static napi_value js_send_datagram(napi_env env, napi_callback_info info) {
       !vu_get_bytes(env, argv[1], "data", &data, &len))
     return NULL;
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    vu_throw_errno(env, errno, "socket");
-    return NULL;
-  }
+  if (!vu_ok(env, fd, "socket")) return NULL;
   ssize_t r = sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
   int e = errno;
   close(fd);
@@ -74,10 +71,7 @@ static napi_value js_bind_datagram(napi_env env, napi_callback_info info) {
       !vu_get_u32(env, argv[1], "mode", &mode))
     return NULL;
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    vu_throw_errno(env, errno, "socket");
-    return NULL;
-  }
+  if (!vu_ok(env, fd, "socket")) return NULL;
   if (fchmod(fd, (mode_t)(mode & 07777)) < 0 || bind(fd, (struct sockaddr *)&sa, salen) < 0) {
     int e = errno;
     close(fd);

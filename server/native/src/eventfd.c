@@ -19,10 +19,7 @@ static napi_value js_eventfd(napi_env env, napi_callback_info info) {
   if (!vu_get_bool(env, argv[1], "nonblock", true, &nonblock) || !vu_get_bool(env, argv[2], "semaphore", false, &sem))
     return NULL;
   int fd = eventfd(init, EFD_CLOEXEC | (nonblock ? EFD_NONBLOCK : 0) | (sem ? EFD_SEMAPHORE : 0));
-  if (fd < 0) {
-    vu_throw_errno(env, errno, "eventfd");
-    return NULL;
-  }
+  if (!vu_ok(env, fd, "eventfd")) return NULL;
   return vu_i32(env, fd);
 }
 
@@ -35,10 +32,7 @@ static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
   ssize_t n;
   do n = write(fd, &v, sizeof v);
   while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    vu_throw_errno(env, errno, "write(eventfd)");
-    return NULL;
-  }
+  if (!vu_ok(env, n, "write(eventfd)")) return NULL;
   if (n != sizeof v) {
     vu_throw_errno_msg(env, EIO, "write(eventfd)", "short write: not an eventfd?");
     return NULL;
@@ -55,10 +49,7 @@ static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
   int r;
   do r = poll(&p, 1, 0);
   while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    vu_throw_errno(env, errno, "poll");
-    return NULL;
-  }
+  if (!vu_ok(env, r, "poll")) return NULL;
   if (p.revents & POLLNVAL) {
     vu_throw_errno(env, EBADF, "read(eventfd)");
     return NULL;

@@ -28,10 +28,7 @@ static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
   }
   unsigned flags = (sealing ? MFD_ALLOW_SEALING : 0) | (cloexec ? MFD_CLOEXEC : 0);
   int fd = memfd_create(name, flags);
-  if (fd < 0) {
-    vu_throw_errno(env, errno, "memfd_create");
-    return NULL;
-  }
+  if (!vu_ok(env, fd, "memfd_create")) return NULL;
   if (size && ftruncate(fd, (off_t)size) < 0) {
     int e = errno;
     close(fd);
@@ -48,10 +45,7 @@ static napi_value js_add_seals(napi_env env, napi_callback_info info) {
   if (!vu_args(env, info, 2, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd) ||
       !vu_get_i32(env, argv[1], "seals", &seals))
     return NULL;
-  if (fcntl(fd, F_ADD_SEALS, seals) < 0) {
-    vu_throw_errno(env, errno, "fcntl(F_ADD_SEALS)");
-    return NULL;
-  }
+  vu_ok(env, fcntl(fd, F_ADD_SEALS, seals), "fcntl(F_ADD_SEALS)");
   return NULL;
 }
 
@@ -60,10 +54,7 @@ static napi_value js_get_seals(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   int r = fcntl(fd, F_GET_SEALS);
-  if (r < 0) {
-    vu_throw_errno(env, errno, "fcntl(F_GET_SEALS)");
-    return NULL;
-  }
+  if (!vu_ok(env, r, "fcntl(F_GET_SEALS)")) return NULL;
   return vu_i32(env, r);
 }
 
@@ -94,15 +85,9 @@ static napi_value js_fd_info(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   struct stat st;
-  if (fstat(fd, &st) < 0) {
-    vu_throw_errno(env, errno, "fstat");
-    return NULL;
-  }
+  if (!vu_ok(env, fstat(fd, &st), "fstat")) return NULL;
   int fl = fcntl(fd, F_GETFL);
-  if (fl < 0) {
-    vu_throw_errno(env, errno, "fcntl(F_GETFL)");
-    return NULL;
-  }
+  if (!vu_ok(env, fl, "fcntl(F_GETFL)")) return NULL;
   struct statfs sfs;
   uint64_t fstype = fstatfs(fd, &sfs) == 0 ? (uint64_t)(unsigned long)sfs.f_type : 0;
   napi_value out;
@@ -138,10 +123,7 @@ static napi_value js_fd_inspect(napi_env env, napi_callback_info info) {
   }
   double *out = data;
   struct stat st;
-  if (fstat(fd, &st) < 0) {
-    vu_throw_errno(env, errno, "fstat");
-    return NULL;
-  }
+  if (!vu_ok(env, fstat(fd, &st), "fstat")) return NULL;
   int fl = fcntl(fd, F_GETFL);
   int seals = 0;
   if (S_ISREG(st.st_mode)) {
@@ -172,10 +154,7 @@ static napi_value pio(napi_env env, napi_callback_info info, bool write) {
   ssize_t n;
   do n = write ? pwrite(fd, data, len, (off_t)off) : pread(fd, data, len, (off_t)off);
   while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    vu_throw_errno(env, errno, write ? "pwrite" : "pread");
-    return NULL;
-  }
+  if (!vu_ok(env, n, write ? "pwrite" : "pread")) return NULL;
   return vu_double(env, (double)n);
 }
 
@@ -199,10 +178,7 @@ static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (r < 0) {
-    vu_throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
-    return NULL;
-  }
+  if (!vu_ok(env, r, "fcntl(F_DUPFD_CLOEXEC)")) return NULL;
   return vu_i32(env, r);
 }
 
@@ -250,10 +226,7 @@ static napi_value js_fd_flags(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   int r = fcntl(fd, F_GETFD);
-  if (r < 0) {
-    vu_throw_errno(env, errno, "fcntl(F_GETFD)");
-    return NULL;
-  }
+  if (!vu_ok(env, r, "fcntl(F_GETFD)")) return NULL;
   return vu_i32(env, r);
 }
 

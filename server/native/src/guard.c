@@ -111,10 +111,7 @@ static napi_value js_set_nonblocking(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
-  if (vu_set_nonblock(fd) < 0) {
-    vu_throw_errno(env, errno, "fcntl(O_NONBLOCK)");
-    return NULL;
-  }
+  vu_ok(env, vu_set_nonblock(fd), "fcntl(O_NONBLOCK)");
   return NULL;
 }
 
@@ -139,10 +136,7 @@ static napi_value js_signal_fd(napi_env env, napi_callback_info info) {
 static napi_value js_pipe(napi_env env, napi_callback_info info) {
   (void)info;
   int p[2];
-  if (pipe2(p, O_CLOEXEC) < 0) {
-    vu_throw_errno(env, errno, "pipe2");
-    return NULL;
-  }
+  if (!vu_ok(env, pipe2(p, O_CLOEXEC), "pipe2")) return NULL;
   napi_value arr;
   if (napi_create_array_with_length(env, 2, &arr) != napi_ok ||
       napi_set_element(env, arr, 0, vu_i32(env, p[0])) != napi_ok ||
@@ -171,10 +165,7 @@ static napi_value limit_obj(napi_env env, const struct rlimit *rl) {
 static napi_value js_nofile_limit(napi_env env, napi_callback_info info) {
   (void)info;
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-    vu_throw_errno(env, errno, "getrlimit");
-    return NULL;
-  }
+  if (!vu_ok(env, getrlimit(RLIMIT_NOFILE, &rl), "getrlimit")) return NULL;
   return limit_obj(env, &rl);
 }
 
@@ -184,16 +175,10 @@ static napi_value js_set_nofile_limit(napi_env env, napi_callback_info info) {
   uint64_t want;
   if (!vu_args(env, info, 1, argv, NULL) || !vu_get_u64(env, argv[0], "soft", &want)) return NULL;
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-    vu_throw_errno(env, errno, "getrlimit");
-    return NULL;
-  }
+  if (!vu_ok(env, getrlimit(RLIMIT_NOFILE, &rl), "getrlimit")) return NULL;
   if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max) want = rl.rlim_max;
   rl.rlim_cur = (rlim_t)want;
-  if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
-    vu_throw_errno(env, errno, "setrlimit");
-    return NULL;
-  }
+  if (!vu_ok(env, setrlimit(RLIMIT_NOFILE, &rl), "setrlimit")) return NULL;
   return limit_obj(env, &rl);
 }
 

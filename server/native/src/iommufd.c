@@ -18,10 +18,7 @@ static napi_value ioas_alloc(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vu_iommu_ioas_alloc a = {.size = sizeof a};
-  if (vu_ioctl(fd, VU_IOMMU_IOAS_ALLOC, &a) < 0) {
-    vu_throw_errno(env, errno, "IOMMU_IOAS_ALLOC");
-    return NULL;
-  }
+  if (!vu_ok(env, vu_ioctl(fd, VU_IOMMU_IOAS_ALLOC, &a), "IOMMU_IOAS_ALLOC")) return NULL;
   return vu_u32(env, a.out_ioas_id);
 }
 
@@ -32,10 +29,7 @@ static napi_value destroy(napi_env env, napi_callback_info info) {
   uint32_t id;
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "id", &id)) return NULL;
   struct vu_iommu_destroy d = {.size = sizeof d, .id = id};
-  if (vu_ioctl(fd, VU_IOMMU_DESTROY, &d) < 0) {
-    vu_throw_errno(env, errno, "IOMMU_DESTROY");
-    return NULL;
-  }
+  vu_ok(env, vu_ioctl(fd, VU_IOMMU_DESTROY, &d), "IOMMU_DESTROY");
   return NULL;
 }
 
@@ -156,14 +150,10 @@ static napi_value ioas_map_common(napi_env env, napi_callback_info info, bool sy
   if (has_buf && !vu_job_pin_buffer(env, j, argv[5], boff, length, &va)) return NULL;
   struct vu_iommu_ioas_map m = {
       .size = sizeof m, .flags = flags, .ioas_id = ioas, .user_va = va, .length = length, .iova = iova};
-  memcpy(j->arg, &m, sizeof m);
-  j->result = VU_JOB_U64;
-  j->result_off = offsetof(struct vu_iommu_ioas_map, iova);
-  return vu_job_submit(env, j);
+  return vu_job_submit_arg(env, j, &m, sizeof m, VU_JOB_U64, offsetof(struct vu_iommu_ioas_map, iova));
 }
 
-static napi_value ioas_map(napi_env env, napi_callback_info info) { return ioas_map_common(env, info, false); }
-static napi_value ioas_map_sync(napi_env env, napi_callback_info info) { return ioas_map_common(env, info, true); }
+VU_JOB_ENTRY_POINTS(ioas_map)
 
 /*
  * ioasMapFile(iommufd, ioasId, flags, fileFd, start, length, iova) -> Promise<bigint iova> (Linux 6.13+)
@@ -191,18 +181,10 @@ static napi_value ioas_map_file_common(napi_env env, napi_callback_info info, bo
                                      .start = start,
                                      .length = length,
                                      .iova = iova};
-  memcpy(j->arg, &m, sizeof m);
-  j->result = VU_JOB_U64;
-  j->result_off = offsetof(struct vu_iommu_ioas_map_file, iova);
-  return vu_job_submit(env, j);
+  return vu_job_submit_arg(env, j, &m, sizeof m, VU_JOB_U64, offsetof(struct vu_iommu_ioas_map_file, iova));
 }
 
-static napi_value ioas_map_file(napi_env env, napi_callback_info info) {
-  return ioas_map_file_common(env, info, false);
-}
-static napi_value ioas_map_file_sync(napi_env env, napi_callback_info info) {
-  return ioas_map_file_common(env, info, true);
-}
+VU_JOB_ENTRY_POINTS(ioas_map_file)
 
 /*
  * ioasUnmap(iommufd, ioasId, iova, length) -> Promise<bigint bytes unmapped> (iova 0, length 2^64-1 = all)
@@ -220,16 +202,10 @@ static napi_value ioas_unmap_common(napi_env env, napi_callback_info info, bool 
   vu_job *j = vu_job_make(env, &storage, sync, fd, VU_IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP");
   if (!j) return NULL;
   struct vu_iommu_ioas_unmap u = {.size = sizeof u, .ioas_id = ioas, .iova = iova, .length = length};
-  memcpy(j->arg, &u, sizeof u);
-  j->result = VU_JOB_U64;
-  j->result_off = offsetof(struct vu_iommu_ioas_unmap, length);
-  return vu_job_submit(env, j);
+  return vu_job_submit_arg(env, j, &u, sizeof u, VU_JOB_U64, offsetof(struct vu_iommu_ioas_unmap, length));
 }
 
-static napi_value ioas_unmap(napi_env env, napi_callback_info info) { return ioas_unmap_common(env, info, false); }
-static napi_value ioas_unmap_sync(napi_env env, napi_callback_info info) {
-  return ioas_unmap_common(env, info, true);
-}
+VU_JOB_ENTRY_POINTS(ioas_unmap)
 
 /* option(iommufd, optionId, op, objectId, val64) -> bigint val64 after the call */
 static napi_value option(napi_env env, napi_callback_info info) {
@@ -246,10 +222,7 @@ static napi_value option(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct vu_iommu_option o = {.size = sizeof o, .option_id = id, .op = (__u16)op, .object_id = obj, .val64 = val};
-  if (vu_ioctl(fd, VU_IOMMU_OPTION, &o) < 0) {
-    vu_throw_errno(env, errno, "IOMMU_OPTION");
-    return NULL;
-  }
+  if (!vu_ok(env, vu_ioctl(fd, VU_IOMMU_OPTION, &o), "IOMMU_OPTION")) return NULL;
   return vu_u64(env, o.val64);
 }
 

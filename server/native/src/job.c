@@ -166,3 +166,11 @@ static napi_value job_run(napi_env env, vu_job *j) {
 }
 
 napi_value vu_job_submit(napi_env env, vu_job *j) { return j->sync ? job_run(env, j) : job_queue(env, j); }
+
+napi_value vu_job_submit_arg(napi_env env, vu_job *j, const void *arg, size_t len, enum vu_job_result result,
+                             size_t result_off) {
+  memcpy(j->arg, arg, len < sizeof j->arg ? len : sizeof j->arg);
+  j->result = result;
+  j->result_off = result_off;
+  return vu_job_submit(env, j);
+}

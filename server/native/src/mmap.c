@@ -107,10 +107,7 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct stat st;
-  if (fstat(fd, &st) < 0) {
-    vu_throw_errno(env, errno, "fstat");
-    return NULL;
-  }
+  if (!vu_ok(env, fstat(fd, &st), "fstat")) return NULL;
   uint64_t align = (uint64_t)sysconf(_SC_PAGESIZE);
   if (S_ISREG(st.st_mode)) {
     /* Touching a mapping past EOF raises SIGBUS, which JS cannot catch. */
@@ -202,10 +199,7 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
   size_t maplen = m->maplen;
   pthread_mutex_unlock(&registry_mu);
   /* The record stays until the finalizer; the memory goes now. */
-  if (munmap(base, maplen) < 0) {
-    vu_throw_errno(env, errno, "munmap");
-    return NULL;
-  }
+  vu_ok(env, munmap(base, maplen), "munmap");
   return NULL;
 }
 

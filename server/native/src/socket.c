@@ -867,10 +867,7 @@ static napi_value lis_ctor(napi_env env, napi_callback_info info) {
   if (!vu_args(env, info, 1, argv, &thisv) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   int acc = 0;
   socklen_t sl = sizeof acc;
-  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl) < 0) {
-    vu_throw_errno(env, errno, "getsockopt(SO_ACCEPTCONN)");
-    return NULL;
-  }
+  if (!vu_ok(env, getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl), "getsockopt(SO_ACCEPTCONN)")) return NULL;
   if (!acc) {
     vu_throw_errno_msg(env, EINVAL, "listen", "fd is not a listening socket");
     return NULL;
@@ -1054,10 +1051,7 @@ static napi_value listen_unix(napi_env env, napi_callback_info info) {
   }
   if (backlog > 65535) backlog = 65535;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    vu_throw_errno(env, errno, "socket");
-    return NULL;
-  }
+  if (!vu_ok(env, fd, "socket")) return NULL;
   const char *sys = "bind";
   int err = 0;
   if (fchmod(fd, (mode_t)mode) < 0) {
@@ -1129,10 +1123,7 @@ static napi_value connect_unix(napi_env env, napi_callback_info info) {
   socklen_t salen;
   if (!vu_args(env, info, 1, argv, NULL) || !fill_addr(env, argv[0], &sa, &salen)) return NULL;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    vu_throw_errno(env, errno, "socket");
-    return NULL;
-  }
+  if (!vu_ok(env, fd, "socket")) return NULL;
   if (connect(fd, (struct sockaddr *)&sa, salen) < 0) {
     int e = errno;
     close(fd);
@@ -1151,10 +1142,7 @@ static napi_value connect_unix(napi_env env, napi_callback_info info) {
 static napi_value socket_pair(napi_env env, napi_callback_info info) {
   (void)info;
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-    vu_throw_errno(env, errno, "socketpair");
-    return NULL;
-  }
+  if (!vu_ok(env, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), "socketpair")) return NULL;
   napi_value arr, a, b;
   if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, sv[0], &a) != napi_ok ||
       napi_create_int32(env, sv[1], &b) != napi_ok || napi_set_element(env, arr, 0, a) != napi_ok ||
@@ -1173,10 +1161,7 @@ static napi_value peer_cred(napi_env env, napi_callback_info info) {
   if (!vu_args(env, info, 1, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   struct ucred cr;
   socklen_t len = sizeof cr;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
-    vu_throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
-    return NULL;
-  }
+  if (!vu_ok(env, getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len), "getsockopt(SO_PEERCRED)")) return NULL;
   napi_value out;
   NAPI_CALL(env, napi_create_object(env, &out));
   if (!vu_set_i32(env, out, "pid", cr.pid) || !vu_set_u32(env, out, "uid", cr.uid) ||

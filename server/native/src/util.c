@@ -463,6 +463,12 @@ int vu_set_cloexec(int fd) {
   return fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
 }
 
+bool vu_ok(napi_env env, long r, const char *syscall) {
+  if (r >= 0) return true;
+  vu_throw_errno(env, errno, syscall);
+  return false;
+}
+
 int vu_ioctl(int fd, unsigned long req, void *arg) {
   int r;
   do r = ioctl(fd, req, arg);

@@ -26,10 +26,7 @@ static napi_value get_api_version(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   int r = xioctl_val(fd, VFIO_GET_API_VERSION, 0);
-  if (r < 0) {
-    vu_throw_errno(env, errno, "VFIO_GET_API_VERSION");
-    return NULL;
-  }
+  if (!vu_ok(env, r, "VFIO_GET_API_VERSION")) return NULL;
   return vu_i32(env, r);
 }
 
@@ -40,10 +37,7 @@ static napi_value check_extension(napi_env env, napi_callback_info info) {
   uint32_t ext;
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "extension", &ext)) return NULL;
   int r = xioctl_val(fd, VFIO_CHECK_EXTENSION, ext);
-  if (r < 0) {
-    vu_throw_errno(env, errno, "VFIO_CHECK_EXTENSION");
-    return NULL;
-  }
+  if (!vu_ok(env, r, "VFIO_CHECK_EXTENSION")) return NULL;
   return vu_i32(env, r);
 }
 
@@ -52,10 +46,7 @@ static napi_value set_iommu(napi_env env, napi_callback_info info) {
   int fd;
   uint32_t type;
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "type", &type)) return NULL;
-  if (xioctl_val(fd, VFIO_SET_IOMMU, type) < 0) {
-    vu_throw_errno(env, errno, "VFIO_SET_IOMMU");
-    return NULL;
-  }
+  vu_ok(env, xioctl_val(fd, VFIO_SET_IOMMU, type), "VFIO_SET_IOMMU");
   return NULL;
 }
 
@@ -65,10 +56,7 @@ static napi_value group_get_status(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vfio_group_status st = {.argsz = sizeof st};
-  if (vu_ioctl(fd, VFIO_GROUP_GET_STATUS, &st) < 0) {
-    vu_throw_errno(env, errno, "VFIO_GROUP_GET_STATUS");
-    return NULL;
-  }
+  if (!vu_ok(env, vu_ioctl(fd, VFIO_GROUP_GET_STATUS, &st), "VFIO_GROUP_GET_STATUS")) return NULL;
   return vu_u32(env, st.flags);
 }
 
@@ -77,10 +65,7 @@ static napi_value group_set_container(napi_env env, napi_callback_info info) {
   int fd, container;
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_fd(env, argv[1], "containerFd", &container)) return NULL;
   __s32 c = container;
-  if (vu_ioctl(fd, VFIO_GROUP_SET_CONTAINER, &c) < 0) {
-    vu_throw_errno(env, errno, "VFIO_GROUP_SET_CONTAINER");
-    return NULL;
-  }
+  vu_ok(env, vu_ioctl(fd, VFIO_GROUP_SET_CONTAINER, &c), "VFIO_GROUP_SET_CONTAINER");
   return NULL;
 }
 
@@ -88,10 +73,7 @@ static napi_value group_unset_container(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
-  if (xioctl_val(fd, VFIO_GROUP_UNSET_CONTAINER, 0) < 0) {
-    vu_throw_errno(env, errno, "VFIO_GROUP_UNSET_CONTAINER");
-    return NULL;
-  }
+  vu_ok(env, xioctl_val(fd, VFIO_GROUP_UNSET_CONTAINER, 0), "VFIO_GROUP_UNSET_CONTAINER");
   return NULL;
 }
 
@@ -102,10 +84,7 @@ static napi_value group_get_device_fd(napi_env env, napi_callback_info info) {
   char name[256];
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_string(env, argv[1], "device", name, sizeof name)) return NULL;
   int r = vu_ioctl(fd, VFIO_GROUP_GET_DEVICE_FD, name);
-  if (r < 0) {
-    vu_throw_errno(env, errno, "VFIO_GROUP_GET_DEVICE_FD");
-    return NULL;
-  }
+  if (!vu_ok(env, r, "VFIO_GROUP_GET_DEVICE_FD")) return NULL;
   return vu_i32(env, r);
 }
 
@@ -262,13 +241,10 @@ static napi_value map_dma_common(napi_env env, napi_callback_info info, bool syn
   if (has_buf && !vu_job_pin_buffer(env, j, argv[4], boff, size, &vaddr)) return NULL;
   struct vfio_iommu_type1_dma_map m = {
       .argsz = sizeof m, .flags = flags, .vaddr = vaddr, .iova = iova, .size = size};
-  memcpy(j->arg, &m, sizeof m);
-  j->result = VU_JOB_VOID;
-  return vu_job_submit(env, j);
+  return vu_job_submit_arg(env, j, &m, sizeof m, VU_JOB_VOID, 0);
 }
 
-static napi_value map_dma(napi_env env, napi_callback_info info) { return map_dma_common(env, info, false); }
-static napi_value map_dma_sync(napi_env env, napi_callback_info info) { return map_dma_common(env, info, true); }
+VU_JOB_ENTRY_POINTS(map_dma)
 
 /*
  * unmapDma(containerFd, flags, iova, size) -> Promise<bigint> (bytes unmapped; 0 when nothing was mapped)
@@ -290,16 +266,10 @@ static napi_value unmap_dma_common(napi_env env, napi_callback_info info, bool s
   vu_job *j = vu_job_make(env, &storage, sync, fd, VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA");
   if (!j) return NULL;
   struct vfio_iommu_type1_dma_unmap u = {.argsz = sizeof u, .flags = flags, .iova = iova, .size = size};
-  memcpy(j->arg, &u, sizeof u);
-  j->result = VU_JOB_U64;
-  j->result_off = offsetof(struct vfio_iommu_type1_dma_unmap, size);
-  return vu_job_submit(env, j);
+  return vu_job_submit_arg(env, j, &u, sizeof u, VU_JOB_U64, offsetof(struct vfio_iommu_type1_dma_unmap, size));
 }
 
-static napi_value unmap_dma(napi_env env, napi_callback_info info) { return unmap_dma_common(env, info, false); }
-static napi_value unmap_dma_sync(napi_env env, napi_callback_info info) {
-  return unmap_dma_common(env, info, true);
-}
+VU_JOB_ENTRY_POINTS(unmap_dma)
 
 /* deviceGetInfo(deviceFd) -> { flags, numRegions, numIrqs, capOffset } */
 static napi_value device_get_info(napi_env env, napi_callback_info info) {
@@ -307,10 +277,7 @@ static napi_value device_get_info(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vu_vfio_device_info di = {.argsz = sizeof di};
-  if (vu_ioctl(fd, VFIO_DEVICE_GET_INFO, &di) < 0) {
-    vu_throw_errno(env, errno, "VFIO_DEVICE_GET_INFO");
-    return NULL;
-  }
+  if (!vu_ok(env, vu_ioctl(fd, VFIO_DEVICE_GET_INFO, &di), "VFIO_DEVICE_GET_INFO")) return NULL;
   napi_value out;
   NAPI_CALL(env, napi_create_object(env, &out));
   if (!vu_set_u32(env, out, "flags", di.flags) || !vu_set_u32(env, out, "numRegions", di.num_regions) ||
@@ -380,10 +347,7 @@ static napi_value device_get_irq_info(napi_env env, napi_callback_info info) {
   uint32_t index;
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "index", &index)) return NULL;
   struct vfio_irq_info ii = {.argsz = sizeof ii, .index = index};
-  if (vu_ioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &ii) < 0) {
-    vu_throw_errno(env, errno, "VFIO_DEVICE_GET_IRQ_INFO");
-    return NULL;
-  }
+  if (!vu_ok(env, vu_ioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &ii), "VFIO_DEVICE_GET_IRQ_INFO")) return NULL;
   napi_value out;
   NAPI_CALL(env, napi_create_object(env, &out));
   if (!vu_set_u32(env, out, "index", ii.index) || !vu_set_u32(env, out, "flags", ii.flags) ||
@@ -473,10 +437,7 @@ static napi_value device_reset(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
-  if (xioctl_val(fd, VFIO_DEVICE_RESET, 0) < 0) {
-    vu_throw_errno(env, errno, "VFIO_DEVICE_RESET");
-    return NULL;
-  }
+  vu_ok(env, xioctl_val(fd, VFIO_DEVICE_RESET, 0), "VFIO_DEVICE_RESET");
   return NULL;
 }
 
@@ -521,10 +482,7 @@ static napi_value device_bind_iommufd(napi_env env, napi_callback_info info) {
   int fd, ifd;
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_fd(env, argv[1], "iommufd", &ifd)) return NULL;
   struct vu_vfio_device_bind_iommufd b = {.argsz = sizeof b, .iommufd = ifd};
-  if (vu_ioctl(fd, VU_VFIO_DEVICE_BIND_IOMMUFD, &b) < 0) {
-    vu_throw_errno(env, errno, "VFIO_DEVICE_BIND_IOMMUFD");
-    return NULL;
-  }
+  if (!vu_ok(env, vu_ioctl(fd, VU_VFIO_DEVICE_BIND_IOMMUFD, &b), "VFIO_DEVICE_BIND_IOMMUFD")) return NULL;
   return vu_u32(env, b.out_devid);
 }
 
@@ -535,10 +493,7 @@ static napi_value device_attach_pt(napi_env env, napi_callback_info info) {
   uint32_t pt;
   if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ptId", &pt)) return NULL;
   struct vu_vfio_device_attach_iommufd_pt a = {.argsz = sizeof a, .pt_id = pt};
-  if (vu_ioctl(fd, VU_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a) < 0) {
-    vu_throw_errno(env, errno, "VFIO_DEVICE_ATTACH_IOMMUFD_PT");
-    return NULL;
-  }
+  if (!vu_ok(env, vu_ioctl(fd, VU_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &a), "VFIO_DEVICE_ATTACH_IOMMUFD_PT")) return NULL;
   return vu_u32(env, a.pt_id);
 }
 
@@ -547,10 +502,7 @@ static napi_value device_detach_pt(napi_env env, napi_callback_info info) {
   int fd;
   if (!vu_args_fd(env, info, 1, argv, &fd)) return NULL;
   struct vu_vfio_device_detach_iommufd_pt d = {.argsz = sizeof d};
-  if (vu_ioctl(fd, VU_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d) < 0) {
-    vu_throw_errno(env, errno, "VFIO_DEVICE_DETACH_IOMMUFD_PT");
-    return NULL;
-  }
+  vu_ok(env, vu_ioctl(fd, VU_VFIO_DEVICE_DETACH_IOMMUFD_PT, &d), "VFIO_DEVICE_DETACH_IOMMUFD_PT");
   return NULL;
 }
 
