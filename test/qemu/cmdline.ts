@@ -1,8 +1,8 @@
-// The QEMU command lines of the end-to-end tests, built in one place, and the check that the README's "Attach to
-// QEMU" section shows exactly these lines (so the documented commands are the tested ones).
+// The QEMU command lines of the end-to-end tests, built in one place, and the check that docs/testing.md ("The
+// tests' QEMU command lines") shows exactly these lines (so the documented commands are the tested ones).
 //
 // A test renders the command it actually ran (`QemuProcess.command` / `BootResult.command`) with its temporary
-// paths replaced by the README's placeholders, and asserts that the README holds that line; a drift fails the
+// paths replaced by the documents' placeholders, and asserts that the document holds that line; a drift fails the
 // test with the expected text.
 
 import { readFileSync } from 'node:fs';
@@ -10,8 +10,8 @@ import { basename, join } from 'node:path';
 import { projectRoot } from '../lib/guest.js';
 import { qtestArgs } from '../lib/qtest.js';
 
-/** Where the README's commands put the sockets and logs. */
-export const README_DIR = '/tmp/vfio-user';
+/** Where the documented test commands put the sockets and logs. */
+export const TEST_DOC_DIR = '/tmp/vfio-user';
 
 /** The `-device` value that attaches QEMU to a vfio-user server on `socket` (QEMU takes only the JSON form). */
 export function vfioUserPci(socket: string, addr = '05.0', id = 'vu0'): string {
@@ -122,11 +122,15 @@ export function readmeCommands(readme = readFileSync(join(projectRoot, 'README.m
   return out;
 }
 
+/** The document that shows the tests' QEMU command lines. */
+export const TEST_COMMANDS_DOC = 'docs/testing.md';
+
 /**
- * Null when the README shows `line` (a rendered command) in a code block, else a message with the expected text.
+ * Null when docs/testing.md shows `line` (a rendered command) in a code block, else a message with the expected
+ * text.
  */
-export function readmeMismatch(line: string): string | null {
-  return docMismatch('README.md', line);
+export function testDocMismatch(line: string): string | null {
+  return docMismatch(TEST_COMMANDS_DOC, line);
 }
 
 /** Null when the document `file` (relative to the repository root) shows `line` in a code block. */

@@ -2,7 +2,7 @@
 // killed with SIGKILL, as a crash would. QEMU must keep running (QMP answers), the device's config space and BAR
 // read all-ones, and a new server can be started on the same socket path (the dead one left its socket file).
 // QEMU's vfio-user client does not reconnect: the new server never sees a client and the device stays dead until
-// QEMU is restarted (README "Attach to QEMU").
+// QEMU is restarted (docs/qemu.md, "Server restarts").
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -67,7 +67,7 @@ test('kill -9 the server: QEMU keeps running, reads return all-ones, a new serve
     // QEMU does not reconnect: nobody connects to the new server and the device stays dead.
     await sleep(1000);
     st.mark('1 s wait for a reconnect');
-    assert.not.ok(second.has('serving client'), 'QEMU did not reconnect (see README)');
+    assert.not.ok(second.has('serving client'), 'QEMU did not reconnect (see docs/qemu.md)');
     assert.is(await qt.pciReadl(SLOT, 0, 0x00), 0xffffffff, 'still all-ones with a new server listening');
     const again = await qmp.execute<{ status: string }>('query-status');
     assert.is(again.status, status.status);

@@ -13,9 +13,9 @@ import { poll } from '../lib/wait.js';
 import {
   type GuestRam,
   qtestCommand,
-  README_DIR,
-  readmeMismatch,
   renderCommand,
+  TEST_DOC_DIR,
+  testDocMismatch,
   withoutOptions,
 } from './cmdline.js';
 import {
@@ -164,10 +164,10 @@ async function run(ram: GuestRam): Promise<void> {
     }
     assert.equal(srv.server.stats.errors, {}, 'no error replies at all');
 
-    const readme = readmeMismatch(
-      renderCommand(withoutOptions(qemu.command, ['-trace']), [[tmp.dir, README_DIR]]),
+    const doc = testDocMismatch(
+      renderCommand(withoutOptions(qemu.command, ['-trace']), [[tmp.dir, TEST_DOC_DIR]]),
     );
-    assert.is(readme, null, readme ?? '');
+    assert.is(doc, null, doc ?? '');
     const exit = await qemu.stop(); // SIGTERM: QEMU shuts the device down and exits 0
     assert.is(exit.timedOut, false);
     assert.is(exit.code, 0, exit.stderr);

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { poll } from '../lib/wait.js';
-import { README_DIR, readmeMismatch, renderCommand, seabiosCommand } from './cmdline.js';
+import { renderCommand, seabiosCommand, TEST_DOC_DIR, testDocMismatch } from './cmdline.js';
 import { Stages, startEduServer } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
@@ -49,8 +49,8 @@ test('SeaBIOS (q35) enumerates the device and maps BAR0', async () => {
     const s = srv.server.stats;
     assert.ok((s.messages.DMA_MAP ?? 0) >= 1 && (s.messages.DEVICE_RESET ?? 0) >= 1, JSON.stringify(s));
     assert.equal(s.errors, {}, 'no error replies');
-    const readme = readmeMismatch(renderCommand(qemu.command, [[tmp.dir, README_DIR]]));
-    assert.is(readme, null, readme ?? '');
+    const doc = testDocMismatch(renderCommand(qemu.command, [[tmp.dir, TEST_DOC_DIR]]));
+    assert.is(doc, null, doc ?? '');
     console.log(
       `  SeaBIOS: ${text
         .split('\n')

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: prints the QEMU command line that attaches to the server, then runs vfio-user-server on $1 with
 # device $2 in the foreground (Ctrl-C or SIGTERM stops it and removes the socket). The command line is the one
-# the SeaBIOS test uses (README "Attach to QEMU"), with this socket and SeaBIOS's debug log on QEMU's stdout, and
+# the SeaBIOS test uses (docs/testing.md, "The tests' QEMU command lines"), with this socket and SeaBIOS's debug log on QEMU's stdout, and
 # the QEMU binary the project really works with: $QEMU, else the one install-qemu.sh chose (the host's own when it
 # qualifies, else the private root's wrapper in the cache; docs/setup.md).
 set -euo pipefail
@@ -35,8 +35,8 @@ enumerating the device (its log shows 'PCI: init bdf=00:05.0 id=1234:11e8'; stop
     -chardev stdio,id=dbg -device isa-debugcon,iobase=0x402,chardev=dbg \\
     -device '{"driver":"vfio-user-pci","id":"vu0","addr":"05.0","socket":{"type":"unix","path":$json_path}}'
 
-Guest RAM must be a shared memfd (share=on) for the server to map it; README.md "Attach to QEMU" has the qtest
-harness and the Linux guest command lines. QEMU does not reconnect: restart QEMU after restarting the server.
+Guest RAM must be a shared memfd (share=on) for the server to map it; docs/qemu.md has the rest, and docs/testing.md
+the qtest harness and Linux guest command lines. QEMU does not reconnect: restart QEMU after restarting the server.
 Stop the server with Ctrl-C.
 
 EOF

@@ -16,7 +16,7 @@ import {
   guestUnavailableReason,
 } from '../lib/guest.js';
 import { makeTempDir } from '../lib/qemu.js';
-import { guestDeviceOptions, README_DIR, readmeMismatch, renderCommand } from '../qemu/cmdline.js';
+import { guestDeviceOptions, renderCommand, TEST_DOC_DIR, testDocMismatch } from '../qemu/cmdline.js';
 import { Stages, startEduServer } from '../qemu/harness.js';
 
 // test/dist/vm/x.test.js -> test/vm/guest/edu-irq.c
@@ -62,12 +62,12 @@ test('Linux guest: sysfs view of our edu, INTx and MSI interrupts through vfio-u
 
     const kernel = guestKernel('debian')!.kernel;
     const line = renderCommand(r.command, [
-      [tmp.dir, README_DIR],
+      [tmp.dir, TEST_DOC_DIR],
       [kernel, 'vmlinuz'],
       [/^\/tmp\/vfio-guest-[^/]+\/initrd\.cpio\.gz$/, 'initrd.cpio.gz'],
     ]);
-    const readme = readmeMismatch(line);
-    assert.is(readme, null, readme ?? '');
+    const doc = testDocMismatch(line);
+    assert.is(doc, null, doc ?? '');
     st.print();
   } finally {
     await srv.close();

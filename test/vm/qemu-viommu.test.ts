@@ -21,7 +21,7 @@ import {
   guestUnavailableReason,
 } from '../lib/guest.js';
 import { makeTempDir } from '../lib/qemu.js';
-import { guestDeviceOptions, README_DIR, readmeMismatch, renderCommand } from '../qemu/cmdline.js';
+import { guestDeviceOptions, renderCommand, TEST_DOC_DIR, testDocMismatch } from '../qemu/cmdline.js';
 import { type DmaEvent, Stages, startEduServer } from '../qemu/harness.js';
 
 // test/dist/vm/x.test.js -> test/vm/guest/edu-vfio.c
@@ -110,12 +110,12 @@ async function run(kernel: string, mode: 'type1' | 'iommufd'): Promise<void> {
 
     const k = guestKernel(kernel)!.kernel;
     const line = renderCommand(r.command, [
-      [tmp.dir, README_DIR],
+      [tmp.dir, TEST_DOC_DIR],
       [k, kernel === 'debian' ? 'vmlinuz' : 'bzImage'],
       [/^\/tmp\/vfio-guest-[^/]+\/initrd\.cpio\.gz$/, 'initrd.cpio.gz'],
     ]);
-    const readme = readmeMismatch(line);
-    assert.is(readme, null, readme ?? '');
+    const doc = testDocMismatch(line);
+    assert.is(doc, null, doc ?? '');
     st.print();
   } finally {
     await srv.close();
