@@ -1,7 +1,7 @@
 // The 16-byte message header (spec "Header"):
 //   id u16 @0 | command u16 @2 | size u32 @4 (whole message, header included) | flags u32 @8 | error u32 @12
 
-import { alloc, checkU16, checkU32, putU16, putU32, u16, u32, viewOf } from './bytes.js';
+import { alloc, checkU16, checkU32, putU16, putU32 } from './bytes.js';
 import { HEADER_SIZE, MsgFlags } from './constants.js';
 import { Errno, fail } from './errors.js';
 
@@ -32,14 +32,49 @@ export function decodeHeader(bytes: Uint8Array, offset = 0): Header {
   if (offset < 0 || offset + HEADER_SIZE > bytes.byteLength) {
     fail('SHORT_HEADER', `need ${HEADER_SIZE} header bytes, have ${Math.max(0, bytes.byteLength - offset)}`);
   }
-  const dv = viewOf(bytes);
+  // Byte reads rather than a DataView: this runs for every message, and a DataView over a small on-heap array
+  // would make V8 give the array a backing store of its own.
+  const b = bytes;
+  const o = offset;
   return {
-    id: u16(dv, offset),
-    command: u16(dv, offset + 2),
-    size: u32(dv, offset + 4),
-    flags: u32(dv, offset + 8),
-    error: u32(dv, offset + 12),
+    id: b[o]! | (b[o + 1]! << 8),
+    command: b[o + 2]! | (b[o + 3]! << 8),
+    size: (b[o + 4]! | (b[o + 5]! << 8) | (b[o + 6]! << 16) | (b[o + 7]! << 24)) >>> 0,
+    flags: (b[o + 8]! | (b[o + 9]! << 8) | (b[o + 10]! << 16) | (b[o + 11]! << 24)) >>> 0,
+    error: (b[o + 12]! | (b[o + 13]! << 8) | (b[o + 14]! << 16) | (b[o + 15]! << 24)) >>> 0,
   };
+}
+
+function put32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v;
+  b[o + 1] = v >>> 8;
+  b[o + 2] = v >>> 16;
+  b[o + 3] = v >>> 24;
+}
+
+/**
+ * A reply's header and payload written into `target` (which must hold 16 + payload bytes): the session's way of
+ * building a reply in the connection's outbox. Returns the message size.
+ */
+export function writeReplyMessage(
+  target: Uint8Array,
+  id: number,
+  command: number,
+  payload?: Uint8Array,
+): number {
+  const size = HEADER_SIZE + (payload?.byteLength ?? 0);
+  if (size > target.byteLength) throw new RangeError('reply does not fit in target');
+  checkU16(id, 'Header.id');
+  checkU16(command, 'Header.command');
+  target[0] = id;
+  target[1] = id >>> 8;
+  target[2] = command;
+  target[3] = command >>> 8;
+  put32(target, 4, size);
+  put32(target, 8, MsgFlags.TYPE_REPLY);
+  put32(target, 12, 0);
+  if (payload) target.set(payload, HEADER_SIZE);
+  return size;
 }
 
 /** Bits 0-3 of flags: 0 = command, 1 = reply; anything else is invalid (QEMU: "unknown message type"). */

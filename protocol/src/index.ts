@@ -83,6 +83,7 @@ export {
   messageType,
   replyErrno,
   wantsReply,
+  writeReplyMessage,
 } from './header.js';
 // fd-count rules shared by the message codecs.
 export {

@@ -9,7 +9,10 @@
 // Everything is pinned to CPU 0 (taskset -c 0) so cross-CPU wake-ups do not dominate, and every figure is a ratio
 // to the floor measured in the same run. Times are noisy on a shared machine; the syscall counts are not: each
 // server is run once more under `strace -c -f` with W and W+N operations, and the difference divided by N is the
-// syscalls per message (or per map+unmap pair), with the top syscalls listed.
+// syscalls per message (or per map+unmap pair), with the top syscalls listed. With --callgrind each server is also
+// run under `valgrind --tool=callgrind` the same way (W and W+N operations): the difference in the instructions it
+// executed (all threads) divided by N is the instructions per message or pair, a figure that, unlike time, does
+// not depend on what else the machine is doing.
 //
 // Figures:
 //   rtt    REGION_READ of 4 bytes of config space (region 7, offset 0), one outstanding: median/p99 µs, x floor;
@@ -17,7 +20,7 @@
 //          x floor, syscalls per pair;
 //   huge   one DMA_MAP (and DMA_UNMAP) of a 1 TiB sparse memfd: ms.
 //
-// Usage: node test/bench/hot-paths.mjs [--quick] [--json] [--no-strace]
+// Usage: node test/bench/hot-paths.mjs [--quick] [--json] [--no-strace] [--callgrind] [--only rtt,dma,huge]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,9 +38,16 @@ const N = {
   dma: quick ? 5000 : 20000,
   straceWarm: 1000,
   strace: quick ? 2000 : 5000,
+  cgWarm: 2000,
+  cg: quick ? 2000 : 5000,
 };
 const pin = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 const haveStrace = !args.includes('--no-strace') && spawnSync('strace', ['-V']).status === 0;
+const wantCallgrind = args.includes('--callgrind');
+if (wantCallgrind && spawnSync('valgrind', ['--version']).status !== 0)
+  throw new Error('--callgrind needs valgrind (Debian package valgrind)');
+const onlyAt = args.indexOf('--only');
+const only = new Set(onlyAt >= 0 ? (args[onlyAt + 1] ?? '').split(',') : ['rtt', 'dma', 'huge']);
 
 function pinned(cmd, argv) {
   return pin ? ['taskset', ['-c', '0', cmd, ...argv]] : [cmd, argv];
@@ -47,16 +57,25 @@ function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Starts a server on `sock` (optionally under strace) and resolves once the socket exists. */
-async function startServer(kind, sock, straceOut) {
+/**
+ * Starts a server on `sock` and resolves once the socket exists; `tool` runs it under strace -c
+ * ({ strace: file }) or callgrind ({ callgrind: file }, which execs the server in the same process).
+ */
+async function startServer(kind, sock, tool = {}) {
   let [cmd, argv] = kind.cmd(sock);
-  if (straceOut) [cmd, argv] = ['strace', ['-c', '-f', '-o', straceOut, cmd, ...argv]];
+  if (tool.strace) [cmd, argv] = ['strace', ['-c', '-f', '-o', tool.strace, cmd, ...argv]];
+  if (tool.callgrind)
+    [cmd, argv] = [
+      'valgrind',
+      ['-q', '--tool=callgrind', `--callgrind-out-file=${tool.callgrind}`, cmd, ...argv],
+    ];
   [cmd, argv] = pinned(cmd, argv);
   const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((resolve) => child.on('exit', resolve));
-  for (let i = 0; i < 600 && !existsSync(sock); i++) await sleep(25);
-  if (!existsSync(sock)) throw new Error(`${kind.name}: no socket after 15 s`);
-  return { child, exited, traced: !!straceOut };
+  const ticks = tool.callgrind ? 4800 : 600; // valgrind starts Node.js slowly
+  for (let i = 0; i < ticks && !existsSync(sock); i++) await sleep(25);
+  if (!existsSync(sock)) throw new Error(`${kind.name}: no socket after ${ticks / 40} s`);
+  return { child, exited, traced: !!tool.strace };
 }
 
 /** The process to signal: the server itself, not taskset/strace in front of it (strace ignores SIGTERM). */
@@ -92,9 +111,9 @@ function client(bin, sock, argv) {
 }
 
 /** One server lifetime: run the client with `argv`, return its JSON. */
-async function once(kind, dir, bin, argv, straceOut) {
+async function once(kind, dir, bin, argv, tool) {
   const sock = join(dir, `${kind.name}-${Math.random().toString(36).slice(2)}.sock`);
-  const s = await startServer(kind, sock, straceOut);
+  const s = await startServer(kind, sock, tool);
   try {
     return client(bin, sock, argv);
   } finally {
@@ -121,8 +140,8 @@ async function syscallsPer(kind, dir, bin, mkArgv) {
   if (!haveStrace) return undefined;
   const a = join(dir, 'strace-a.txt');
   const b = join(dir, 'strace-b.txt');
-  await once(kind, dir, bin, mkArgv(N.straceWarm, 0), a);
-  await once(kind, dir, bin, mkArgv(N.straceWarm, N.strace), b);
+  await once(kind, dir, bin, mkArgv(N.straceWarm, 0), { strace: a });
+  await once(kind, dir, bin, mkArgv(N.straceWarm, N.strace), { strace: b });
   const x = parseStrace(a);
   const y = parseStrace(b);
   const top = Object.keys(y.by)
@@ -131,6 +150,23 @@ async function syscallsPer(kind, dir, bin, mkArgv) {
     .sort((p, q) => q[1] - p[1])
     .map(([k, v]) => `${k} ${v.toFixed(2)}`);
   return { perOp: (y.total - x.total) / N.strace, top };
+}
+
+/** The instructions a callgrind output file counted (all threads). */
+function callgrindTotal(file) {
+  const m = readFileSync(file, 'utf8').match(/^(?:summary|totals): (\d+)/m);
+  if (!m) throw new Error(`no totals in ${file}`);
+  return Number(m[1]);
+}
+
+/** Instructions per operation under callgrind: (run with W+N ops) - (run with W ops), divided by N. */
+async function instructionsPer(kind, dir, bin, mkArgv, n = N.cg) {
+  if (!wantCallgrind) return undefined;
+  const a = join(dir, 'cg-a.out');
+  const b = join(dir, 'cg-b.out');
+  await once(kind, dir, bin, mkArgv(N.cgWarm, 0), { callgrind: a });
+  await once(kind, dir, bin, mkArgv(N.cgWarm, n), { callgrind: b });
+  return (callgrindTotal(b) - callgrindTotal(a)) / n;
 }
 
 export async function run() {
@@ -166,21 +202,26 @@ export async function run() {
     }
     const out = { pinned: pin, n: N, rtt: [], dma: [], huge: [] };
     for (const k of kinds) {
-      const rttArgs = (w, n) => ['rtt', '7', '0', '4', String(w), String(n)];
-      const r = await once(k, dir, bin, rttArgs(N.rttWarm, N.rtt));
-      r.syscalls = await syscallsPer(k, dir, bin, rttArgs);
-      out.rtt.push({ server: k.label, ...r });
-      for (const depth of [1, 64]) {
-        const dmaArgs = (w, n) => ['dma', String(w), String(n), String(depth)];
-        const d = await once(k, dir, bin, dmaArgs(N.dmaWarm, N.dma));
-        if (depth === 1) d.syscalls = await syscallsPer(k, dir, bin, dmaArgs);
-        out.dma.push({ server: k.label, ...d });
+      if (only.has('rtt')) {
+        const rttArgs = (w, n) => ['rtt', '7', '0', '4', String(w), String(n)];
+        const r = await once(k, dir, bin, rttArgs(N.rttWarm, N.rtt));
+        r.syscalls = await syscallsPer(k, dir, bin, rttArgs);
+        r.instructions = await instructionsPer(k, dir, bin, rttArgs);
+        out.rtt.push({ server: k.label, ...r });
       }
-      if (k.name !== 'floor')
+      if (only.has('dma')) {
+        for (const depth of [1, 64]) {
+          const dmaArgs = (w, n) => ['dma', String(w), String(n), String(depth)];
+          const d = await once(k, dir, bin, dmaArgs(N.dmaWarm, N.dma));
+          d.syscalls = await syscallsPer(k, dir, bin, dmaArgs);
+          d.instructions = await instructionsPer(k, dir, bin, dmaArgs);
+          out.dma.push({ server: k.label, ...d });
+        }
+      }
+      if (only.has('huge') && k.name !== 'floor')
         out.huge.push({ server: k.label, ...(await once(k, dir, bin, ['huge', '1024'])) });
     }
-    const floorRtt = out.rtt[0];
-    for (const r of out.rtt) r.ratio = r.medianUs / floorRtt.medianUs;
+    for (const r of out.rtt) r.ratio = r.medianUs / out.rtt[0].medianUs;
     for (const d of out.dma) {
       const f = out.dma.find((x) => x.server === out.dma[0].server && x.depth === d.depth);
       d.ratio = d.pairsPerSec / f.pairsPerSec;
@@ -196,23 +237,33 @@ function print(r) {
     `hot paths, C client, ${r.pinned ? 'client and server pinned to CPU 0 (taskset -c 0)' : 'NOT pinned (no taskset)'}`,
   );
   const sc = (s) => (s ? `${s.perOp.toFixed(1)} (${s.top.slice(0, 5).join(', ')})` : 'n/a');
-  console.log(`\nREGION_READ 4 B of config space, one outstanding, ${r.n.rtt} after ${r.n.rttWarm} warm-up`);
-  console.log('| server | p50 µs | p99 µs | p50 x floor | syscalls per message |');
-  console.log('|---|---|---|---|---|');
-  for (const x of r.rtt) {
+  const ins = (v) => (v === undefined ? 'n/a' : Math.round(v).toLocaleString('en')); // --callgrind
+  if (r.rtt.length) {
     console.log(
-      `| ${x.server} | ${x.medianUs.toFixed(2)} | ${x.p99Us.toFixed(2)} | ${x.ratio.toFixed(2)} | ${sc(x.syscalls)} |`,
+      `\nREGION_READ 4 B of config space, one outstanding, ${r.n.rtt} after ${r.n.rttWarm} warm-up`,
     );
-  }
-  console.log(`\nDMA_MAP + DMA_UNMAP, 4 KiB of one 1 MiB memfd sent with every map, ${r.n.dma} pairs`);
-  console.log('| server | in flight | pairs/s | x floor | syscalls per pair |');
-  console.log('|---|---|---|---|---|');
-  for (const x of r.dma) {
     console.log(
-      `| ${x.server} | ${x.depth} | ${Math.round(x.pairsPerSec)} | ${x.ratio.toFixed(2)} | ${x.depth === 1 ? sc(x.syscalls) : ''} |`,
+      '| server | p50 µs | p99 µs | p50 x floor | p99 x floor | syscalls per message | instructions per message |',
     );
+    console.log('|---|---|---|---|---|---|---|');
+    const f = r.rtt[0];
+    for (const x of r.rtt) {
+      console.log(
+        `| ${x.server} | ${x.medianUs.toFixed(2)} | ${x.p99Us.toFixed(2)} | ${x.ratio.toFixed(2)} | ${(x.p99Us / f.p99Us).toFixed(2)} | ${sc(x.syscalls)} | ${ins(x.instructions)} |`,
+      );
+    }
   }
-  console.log('\nOne DMA_MAP + DMA_UNMAP of a 1 TiB sparse memfd');
+  if (r.dma.length) {
+    console.log(`\nDMA_MAP + DMA_UNMAP, 4 KiB of one 1 MiB memfd sent with every map, ${r.n.dma} pairs`);
+    console.log('| server | in flight | pairs/s | x floor | syscalls per pair | instructions per pair |');
+    console.log('|---|---|---|---|---|---|');
+    for (const x of r.dma) {
+      console.log(
+        `| ${x.server} | ${x.depth} | ${Math.round(x.pairsPerSec)} | ${x.ratio.toFixed(2)} | ${sc(x.syscalls)} | ${ins(x.instructions)} |`,
+      );
+    }
+  }
+  if (r.huge.length) console.log('\nOne DMA_MAP + DMA_UNMAP of a 1 TiB sparse memfd');
   for (const x of r.huge)
     console.log(`  ${x.server}: map ${x.mapMs.toFixed(1)} ms, unmap ${x.unmapMs.toFixed(1)} ms`);
 }

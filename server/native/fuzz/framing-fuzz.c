@@ -248,7 +248,11 @@ static void deliver(state *s) {
   if (!s->dead) vu_rx_settle(&s->rx);
 }
 
-/* One step of socket.c's conn_read: `count` reads, each followed by delivery. `squeeze` >= 0: fd limit room. */
+/*
+ * One step of socket.c's conn_read: `count` reads, each followed by delivery. `squeeze` >= 0: fd limit room.
+ * Every read here is one recvmsg (vu_rx_read_space); exact framing's read-ahead entry (vu_rx_read_space_ahead,
+ * vu_rx_received_ahead: the next header in the same recvmmsg) is not driven here but by the addon's socket tests.
+ */
 static void receive(state *s, int count, int squeeze) {
   deliver(s);
   for (int i = 0; i < count && !s->dead; i++) {

@@ -13,13 +13,16 @@ export interface NativeConnection {
   readonly queuedBytes: number;
   start(
     handlers: object,
-    onMessage: (data: Buffer, fds: number[]) => void,
+    onMessage: (size: number, fds: number[] | undefined, data: Buffer | undefined) => void,
     onClose: (err?: Error) => void,
     onDrain: (() => void) | undefined,
     maxMessageSize: number,
     exact: boolean,
+    inbox: ArrayBuffer,
+    outbox: ArrayBuffer,
   ): void;
   send(data: ArrayBufferView | ArrayBuffer, fds: number[] | undefined): boolean;
+  sendOutbox(length: number, fds: number[] | undefined): boolean;
   pause(): void;
   resume(): void;
   flush(): void;

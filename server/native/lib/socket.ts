@@ -35,7 +35,8 @@ export interface ConnectionOptions {
   /**
    * 'bulk' (default): read up to 64 KiB; the fds of a read belong to the last message starting before the end of
    * that read — correct for senders that attach fds to the sendmsg that starts the message (QEMU, libvfio-user).
-   * 'exact': never read past the current message (2 recvmsg per message); correct for any sender.
+   * 'exact': no read spans two messages (a recvmsg for a header, a recvmmsg for the body and the next header);
+   * correct for any sender.
    */
   framing?: 'bulk' | 'exact';
 }
@@ -47,11 +48,25 @@ function checkMax(n: number): number {
   return n;
 }
 
+/**
+ * Messages up to this size reach JS through the connection's inbox (copied into a pooled Buffer, no allocation of
+ * its own); bigger ones arrive as their own Buffer. Below Node's Buffer pool threshold (4 KiB).
+ */
+const INBOX_SIZE = 4000;
+/** The outbox: what sendOutbox() sends. Replies up to this size are built there instead of in a new array. */
+export const OUTBOX_SIZE = 64 * 1024;
+
 /** One connected UNIX stream socket (client or accepted). */
 export class Connection {
   readonly #n: NativeConnection;
   #flushScheduled = false;
   #prefilled = false;
+  readonly #inbox = Buffer.alloc(INBOX_SIZE);
+  /**
+   * Scratch space for one outgoing message at a time: fill `outbox[0, n)` and call sendOutbox(n) right away
+   * (sending copies it or queues a copy, so the outbox is free again when sendOutbox returns).
+   */
+  readonly outbox: Buffer = Buffer.alloc(OUTBOX_SIZE);
 
   private constructor(n: NativeConnection) {
     this.#n = n;
@@ -88,7 +103,24 @@ export class Connection {
     const framing = opts.framing ?? 'bulk';
     if (framing !== 'bulk' && framing !== 'exact') throw new TypeError(`framing must be 'bulk' or 'exact'`);
     const max = checkMax(opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE);
-    this.#n.start(h, h.onMessage, h.onClose, h.onDrain, max, framing === 'exact');
+    const inbox = this.#inbox;
+    this.#n.start(
+      h,
+      (size, fds, data) => {
+        if (data === undefined) {
+          // Buffer.allocUnsafe takes small sizes from Node's shared pool: no allocation per message.
+          data = Buffer.allocUnsafe(size);
+          inbox.copy(data, 0, 0, size);
+        }
+        h.onMessage(data, fds ?? []);
+      },
+      h.onClose,
+      h.onDrain,
+      max,
+      framing === 'exact',
+      inbox.buffer as ArrayBuffer,
+      this.outbox.buffer as ArrayBuffer,
+    );
     // Prefilled messages are delivered without waiting for the socket to become readable.
     if (this.#prefilled) this.#scheduleFlush();
   }
@@ -118,13 +150,19 @@ export class Connection {
   }
 
   /**
-   * Sends `data` with `fds` (SCM_RIGHTS, with the first byte). True when written completely now; false when
+   * Sends `data` with `fds` (SCM_RIGHTS, with the first byte). True when written completely now (or, from inside
+   * onMessage and without fds, corked: it leaves before the connection reads again); false when
    * (part of) it is queued — backpressure, onDrain follows — or when the connection is closed (data dropped).
    * The caller keeps ownership of its fds and may close them as soon as send() returns (queued fds are dups).
    * Throws for bad arguments (EBADF for an invalid fd, more than 253 fds).
    */
   send(data: Uint8Array, fds?: number[]): boolean {
     return this.#n.send(data, fds);
+  }
+
+  /** send() of `outbox[0, length)`, for messages built in the outbox (no array of their own). */
+  sendOutbox(length: number, fds?: number[]): boolean {
+    return this.#n.sendOutbox(length, fds);
   }
 
   /** SO_PEERCRED of the peer. */

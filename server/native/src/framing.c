@@ -60,6 +60,23 @@ int vu_rx_read_space(vu_rx *rx, struct iovec *iov) {
   return 0;
 }
 
+int vu_rx_read_space_ahead(vu_rx *rx, struct iovec *iov, struct iovec *ahead) {
+  ahead->iov_base = NULL;
+  ahead->iov_len = 0;
+  size_t have = rx->end - rx->start;
+  if (!rx->exact || have < VU_HDR_SIZE) return vu_rx_read_space(rx, iov);
+  uint32_t size = rd32le(rx->buf + rx->start + 4);
+  if (bad_size(size, rx->max_msg)) return EPROTO;
+  if (size <= have) return vu_rx_read_space(rx, iov); /* a complete message not taken yet: cannot happen */
+  size_t need = size - have;
+  if (!vu_rx_reserve(rx, need + VU_HDR_SIZE)) return ENOMEM;
+  iov->iov_base = rx->buf + rx->end;
+  iov->iov_len = need;
+  ahead->iov_base = rx->buf + rx->end + need;
+  ahead->iov_len = VU_HDR_SIZE;
+  return 0;
+}
+
 int vu_collect_fds(struct msghdr *msg, int *out) {
   int n = 0;
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
@@ -78,6 +95,8 @@ int vu_collect_fds(struct msghdr *msg, int *out) {
   return n;
 }
 
+static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, const char **why);
+
 /* Files the fds of the read that ended at buf[end] under the message they belong to. 0 or ENOMEM. */
 static int attach_fds(vu_rx *rx, const int *fds, int n, const char **why) {
   size_t at = rx->start;
@@ -94,7 +113,11 @@ static int attach_fds(vu_rx *rx, const int *fds, int n, const char **why) {
       pos += size;
     }
   }
-  uint64_t off = rx->base + at;
+  return file_fds(rx, rx->base + at, fds, n, why);
+}
+
+/* Files fds under the message starting at stream offset `off`. 0 or ENOMEM (the fds closed). */
+static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, const char **why) {
   if (rx->ngroups && rx->groups[rx->ngroups - 1]->off == off) {
     vu_fdgroup *g = rx->groups[rx->ngroups - 1];
     vu_fdgroup *ng = realloc(g, sizeof *g + (size_t)(g->n + n) * sizeof(int));
@@ -139,6 +162,29 @@ int vu_rx_received(vu_rx *rx, size_t n, const int *fds, int nfds, int msg_flags,
   }
   rx->end += n;
   return nfds ? attach_fds(rx, fds, nfds, why) : 0;
+}
+
+int vu_rx_received_ahead(vu_rx *rx, size_t n0, size_t want0, size_t n, const int *fds, int nfds, int msg_flags,
+                         const char **why) {
+  *why = NULL;
+  if (msg_flags & MSG_CTRUNC) {
+    vu_close_fds(fds, nfds);
+    *why = "control data truncated (MSG_CTRUNC): the kernel dropped file descriptors";
+    return EPROTO;
+  }
+  if (n == 0) {
+    vu_close_fds(fds, nfds); /* end of stream after the first entry: the next read sees it again */
+    return 0;
+  }
+  /* The entry was read to buf[end - n0 + want0]; close the gap a short first entry left. */
+  if (n0 < want0) memmove(rx->buf + rx->end, rx->buf + rx->end - n0 + want0, n);
+  size_t cur = rx->start;
+  uint32_t size = rd32le(rx->buf + cur + 4); /* checked by vu_rx_read_space_ahead */
+  bool next = n0 + n > want0;
+  rx->end += n;
+  if (!nfds) return 0;
+  size_t at = next ? cur + size : cur;
+  return file_fds(rx, rx->base + at, fds, nfds, why);
 }
 
 /* Takes the fds of the message at stream offset `off` (closing any stale group before it). */

@@ -5,7 +5,8 @@
  *
  * Framing: a 16-byte header whose little-endian u32 at offset 4 is the total size (header included); a size below
  * 16 or above `max_msg` is a protocol error (EPROTO). Which message the fds of a read belong to:
- *   exact: a read never goes past the current message, so its fds belong to the message being read;
+ *   exact: a read never spans two messages, so its fds belong to the message being read (the rest of a message
+ *          and the next header are read by one recvmmsg, two entries: vu_rx_read_space_ahead);
  *   bulk:  a read takes up to 64 KiB; its fds belong to the last message that starts before the end of the read.
  * Every received fd has one owner: the buffer (groups) until the message is taken with vu_rx_next, the caller
  * after that. Errors close the fds of the read that caused them; vu_rx_close_fds closes what is still held.
@@ -54,6 +55,24 @@ bool vu_rx_reserve(vu_rx *rx, size_t want);
 
 /* Where the next recvmsg reads to (exact: at most the rest of the current header or message). 0 or ENOMEM. */
 int vu_rx_read_space(vu_rx *rx, struct iovec *iov);
+
+/*
+ * Exact framing's read-ahead. When the header of the current message is buffered and its rest is still to come,
+ * `ahead` is set to 16 bytes of room right behind `iov` (reserved) for the next message's header, read in the same
+ * recvmmsg as a second entry; otherwise ahead->iov_len is 0. Like vu_rx_read_space otherwise. 0, EPROTO or ENOMEM.
+ * Each recvmmsg entry is a recvmsg of its own, so fds arrive with the entry whose bytes their sendmsg started in.
+ */
+int vu_rx_read_space_ahead(vu_rx *rx, struct iovec *iov, struct iovec *ahead);
+
+/*
+ * Accounts the read-ahead entry, after vu_rx_received accounted the first one (`n0` of `want0` bytes): moves its
+ * `n` bytes behind the first entry's and files its fds under the next message, or under the current one when the
+ * first entry came back short and this one stays inside the current message (a short first entry lets the second
+ * cross into the next message: its fds then go to the next message, the bulk rule). n == 0 (end of stream) is
+ * left to the next read. 0, or an errno with `*why` (the fds are closed then).
+ */
+int vu_rx_received_ahead(vu_rx *rx, size_t n0, size_t want0, size_t n, const int *fds, int nfds, int msg_flags,
+                         const char **why);
 
 /* The fds of SCM_RIGHTS messages in `msg` into out[] (at most VU_MAX_FDS; any more are closed). */
 int vu_collect_fds(struct msghdr *msg, int *out);

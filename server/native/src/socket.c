@@ -3,12 +3,14 @@
  *
  * The addon owns each fd and one uv_poll_t per fd. Receive: recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) with room for
  * SCM_MAX_FD (253) fds; MSG_CTRUNC (the kernel dropped fds) is a protocol error. Framing ("bulk" and "exact": which
- * message owns the fds of a read) is plain C in framing.c, shared with the libFuzzer harness. All messages of one
- * wakeup are delivered inside one callback scope, so nextTick/microtasks drain once per wakeup.
+ * message owns the fds of a read) is plain C in framing.c, shared with the libFuzzer harness; exact framing reads
+ * a message's rest and the next header with one recvmmsg (conn_read_burst). All messages of one wakeup are delivered
+ * inside one callback scope, so nextTick/microtasks drain once per wakeup.
  *
  * Send: sendmsg(MSG_DONTWAIT|MSG_NOSIGNAL) right away; the unsent rest is queued (fds F_DUPFD_CLOEXEC'd so the
  * caller may close its own copies, sent once with the first byte), WRITABLE is polled until the queue drains, then
- * onDrain. A message is queued whole whenever anything is queued before it, so messages never interleave.
+ * onDrain. A message is queued whole whenever anything is queued before it, so messages never interleave. Sends
+ * without fds from inside a read burst are corked and leave together (conn_read, conn_cork_flush).
  *
  * Lifetime: the C struct is freed when both the uv_close callback and the JS wrapper's finalizer have run
  * (refcount). While started and not closed, the wrapper is held strongly, so callbacks always have a receiver.
@@ -28,6 +30,7 @@
 #define MAX_FDS VU_MAX_FDS
 #define DEFAULT_MAX_MSG (16u * 1024 * 1024)
 #define READS_PER_WAKEUP 16
+#define CORK_MAX (64 * 1024) /* larger sends, and batches past this size, go out at once */
 #define ACCEPTS_PER_WAKEUP 64
 
 #define close_fds vu_close_fds
@@ -93,6 +96,14 @@ typedef struct conn {
   /* send */
   chunk *q_head, *q_tail;
   size_t q_bytes;
+  /* JS-owned buffers (kept alive by refs): small messages are copied into the inbox, sendOutbox() sends from the outbox */
+  napi_ref inbox_ref, outbox_ref;
+  uint8_t *inbox, *outbox;
+  size_t inbox_len, outbox_len;
+  /* replies of one read burst, sent with one send (see conn_cork_flush) */
+  bool corking;
+  uint8_t *cork;
+  size_t cork_len;
   /* why it closed */
   int close_err;
   const char *close_sys;
@@ -132,6 +143,9 @@ static void conn_release_mem(conn *c) {
   }
   c->q_tail = NULL;
   c->q_bytes = 0;
+  free(c->cork);
+  c->cork = NULL;
+  c->cork_len = 0;
 }
 
 static void conn_release_js(conn *c) {
@@ -141,6 +155,11 @@ static void conn_release_js(conn *c) {
   if (c->on_close) NAPI_LOG(env, napi_delete_reference(env, c->on_close));
   if (c->on_drain) NAPI_LOG(env, napi_delete_reference(env, c->on_drain));
   c->handlers = c->on_message = c->on_close = c->on_drain = NULL;
+  if (c->inbox_ref) NAPI_LOG(env, napi_delete_reference(env, c->inbox_ref));
+  if (c->outbox_ref) NAPI_LOG(env, napi_delete_reference(env, c->outbox_ref));
+  c->inbox_ref = c->outbox_ref = NULL;
+  c->inbox = c->outbox = NULL;
+  c->inbox_len = c->outbox_len = 0;
   if (c->actx_inited) NAPI_LOG(env, napi_async_destroy(env, c->actx));
   c->actx_inited = false;
   if (c->self) {
@@ -283,9 +302,19 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
       conn_fail(c, EIO, "napi_open_handle_scope", NULL);
       break;
     }
-    napi_value argv[2];
-    bool ok = napi_create_buffer_copy(env, size, msg, NULL, &argv[0]) == napi_ok &&
-              napi_create_array_with_length(env, (size_t)nfds, &argv[1]) == napi_ok;
+    /* onMessage(size, fds | undefined, data | undefined): a message that fits the inbox is copied there (JS copies
+     * it out before anything else runs), a bigger one comes as its own Buffer. */
+    napi_value argv[3];
+    bool ok = napi_create_uint32(env, size, &argv[0]) == napi_ok;
+    if (ok && size <= c->inbox_len) {
+      memcpy(c->inbox, msg, size);
+      ok = napi_get_undefined(env, &argv[2]) == napi_ok;
+    } else if (ok) {
+      ok = napi_create_buffer_copy(env, size, msg, NULL, &argv[2]) == napi_ok;
+    }
+    if (ok)
+      ok = (nfds ? napi_create_array_with_length(env, (size_t)nfds, &argv[1]) : napi_get_undefined(env, &argv[1])) ==
+           napi_ok;
     for (int i = 0; ok && i < nfds; i++) {
       napi_value v;
       ok = napi_create_int32(env, fds[i], &v) == napi_ok && napi_set_element(env, argv[1], (uint32_t)i, v) == napi_ok;
@@ -297,7 +326,7 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
       break;
     }
     /* From here the fds belong to JS. */
-    vu_call_ref(env, c->handlers, c->on_message, 2, argv);
+    vu_call_ref(env, c->handlers, c->on_message, 3, argv);
     NAPI_LOG(env, napi_close_handle_scope(env, hs));
   }
   c->delivering--;
@@ -305,47 +334,143 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
   return c->state == C_OPEN;
 }
 
-static void conn_read(conn *c, vu_cbscope *sc) {
+/* Queues bytes without fds behind whatever is queued (no JS exception: the connection fails on ENOMEM). */
+static bool queue_bytes(conn *c, const uint8_t *data, size_t len) {
+  chunk *k = malloc(sizeof *k + len);
+  if (!k) {
+    conn_fail(c, ENOMEM, "malloc", NULL);
+    return false;
+  }
+  k->next = NULL;
+  k->len = len;
+  k->off = 0;
+  k->nfds = 0;
+  k->fds = NULL;
+  memcpy(k->data, data, len);
+  if (c->q_tail)
+    c->q_tail->next = k;
+  else
+    c->q_head = k;
+  c->q_tail = k;
+  c->q_bytes += len;
+  return true;
+}
+
+/*
+ * Sends the corked replies (see conn_read) with one send; what the socket does not take is queued (onDrain
+ * follows). False once the connection failed.
+ */
+static bool conn_cork_flush(conn *c) {
+  size_t len = c->cork_len;
+  if (!len) return c->state == C_OPEN;
+  c->cork_len = 0;
+  if (c->state != C_OPEN) return false;
+  ssize_t n;
+  do n = send(c->fd, c->cork, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      conn_fail(c, errno, "sendmsg", NULL);
+      return false;
+    }
+    n = 0;
+  }
+  if ((size_t)n < len) {
+    if (!queue_bytes(c, c->cork + n, len - (size_t)n)) return false;
+    c->want_drain = true;
+    conn_update_poll(c);
+  }
+  return c->state == C_OPEN;
+}
+
+typedef union {
+  struct cmsghdr align;
+  char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+} cmsg_buf;
+
+/*
+ * Reads and delivers what the socket has, up to READS_PER_WAKEUP reads. With exact framing the rest of a message
+ * and the next message's header are read by one recvmmsg (framing.c: vu_rx_read_space_ahead), so a client that
+ * pipelines costs one read per message.
+ */
+static void conn_read_burst(conn *c, vu_cbscope *sc) {
   if (!conn_deliver(c, sc)) return;
   int budget = READS_PER_WAKEUP;
+  static _Thread_local cmsg_buf cbuf[2]; /* per loop thread; used only between a read and vu_collect_fds */
   while (budget > 0 && c->state == C_OPEN && !c->paused) {
-    struct iovec iov;
-    int e = vu_rx_read_space(&c->rx, &iov);
+    /* No next message known: the replies corked so far go out before a read that may find nothing. */
+    if (c->rx.end - c->rx.start < HDR_SIZE && !conn_cork_flush(c)) return;
+    struct iovec iov[2];
+    int e = vu_rx_read_space_ahead(&c->rx, &iov[0], &iov[1]);
     if (e) {
       conn_fail(c, e, e == ENOMEM ? "malloc" : "recvmsg", NULL);
       return;
     }
-    union {
-      struct cmsghdr align;
-      char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    } cbuf;
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
-    ssize_t n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    bool ahead = iov[1].iov_len > 0;
+    struct mmsghdr mm[2];
+    memset(mm, 0, sizeof mm);
+    for (int i = 0; i < 2; i++) {
+      mm[i].msg_hdr.msg_iov = &iov[i];
+      mm[i].msg_hdr.msg_iovlen = 1;
+      mm[i].msg_hdr.msg_control = cbuf[i].buf;
+      mm[i].msg_hdr.msg_controllen = sizeof cbuf[i].buf;
+    }
+    int got = 1;
+    ssize_t n;
+    if (ahead) {
+      got = recvmmsg(c->fd, mm, 2, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, NULL);
+      n = got < 0 ? -1 : (ssize_t)mm[0].msg_len;
+    } else {
+      n = recvmsg(c->fd, &mm[0].msg_hdr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      conn_fail(c, errno, "recvmsg", NULL);
+      conn_fail(c, errno, ahead ? "recvmmsg" : "recvmsg", NULL);
       return;
     }
     budget--;
     int fds[MAX_FDS];
-    int nfds = vu_collect_fds(&msg, fds);
+    int nfds = vu_collect_fds(&mm[0].msg_hdr, fds);
     const char *why;
-    e = vu_rx_received(&c->rx, (size_t)n, fds, nfds, msg.msg_flags, &why);
-    if (e == VU_RX_EOF) {
-      conn_fail(c, 0, NULL, NULL); /* orderly EOF: onClose() without an error */
+    size_t want0 = iov[0].iov_len;
+    e = vu_rx_received(&c->rx, (size_t)n, fds, nfds, mm[0].msg_hdr.msg_flags, &why);
+    if (e) {
+      if (got == 2) { /* the read-ahead's fds, if any, have no message to go to now */
+        nfds = vu_collect_fds(&mm[1].msg_hdr, fds);
+        close_fds(fds, nfds);
+      }
+      if (e == VU_RX_EOF)
+        conn_fail(c, 0, NULL, NULL); /* orderly EOF: onClose() without an error */
+      else
+        conn_fail(c, e, e == ENOMEM ? "malloc" : "recvmsg", why);
       return;
     }
-    if (e) {
-      conn_fail(c, e, e == ENOMEM ? "malloc" : "recvmsg", why);
-      return;
+    /* A short read means the socket was drained (or a read ended at an fd-carrying segment): level-triggered
+     * polling wakes us again if more is there, so skip the recvmsg that would only say EAGAIN. A read-ahead that
+     * found nothing is not short: the reply about to be sent may bring the client's next message at once. */
+    bool drained = (size_t)n < want0;
+    if (got == 2) {
+      size_t n1 = mm[1].msg_len;
+      nfds = vu_collect_fds(&mm[1].msg_hdr, fds);
+      e = vu_rx_received_ahead(&c->rx, (size_t)n, want0, n1, fds, nfds, mm[1].msg_hdr.msg_flags, &why);
+      if (e) {
+        conn_fail(c, e, e == ENOMEM ? "malloc" : "recvmmsg", why);
+        return;
+      }
+      drained = n1 < HDR_SIZE;
     }
     if (!conn_deliver(c, sc)) return;
-    /* A short read means the socket was drained (or a read ended at an fd-carrying segment): level-triggered
-     * polling wakes us again if more is there, so skip the recvmsg that would only say EAGAIN. */
-    if ((size_t)n < iov.iov_len) return;
+    if (drained) return;
   }
+}
+
+/* The replies JS sends while the messages of one read burst are delivered are corked and sent together. */
+static void conn_read(conn *c, vu_cbscope *sc) {
+  c->corking = true;
+  conn_read_burst(c, sc);
+  c->corking = false;
+  conn_cork_flush(c);
 }
 
 /* Sends queued chunks until EAGAIN. False if the connection failed. */
@@ -443,10 +568,28 @@ static bool ref_fn(napi_env env, napi_value v, const char *name, bool optional, 
   return true;
 }
 
-/* start(handlers, onMessage, onClose, onDrain|undefined, maxMessageSize, exact) */
+/* An ArrayBuffer argument: its memory and a strong reference that keeps it alive. */
+static bool get_box(napi_env env, napi_value v, const char *name, uint8_t **data, size_t *len, napi_ref *ref) {
+  bool is_ab;
+  NAPI_CALL_R(env, napi_is_arraybuffer(env, v, &is_ab), false);
+  if (!is_ab) {
+    vu_throw_type(env, "%s must be an ArrayBuffer", name);
+    return false;
+  }
+  void *p;
+  NAPI_CALL_R(env, napi_get_arraybuffer_info(env, v, &p, len), false);
+  *data = p;
+  NAPI_CALL_R(env, napi_create_reference(env, v, 1, ref), false);
+  return true;
+}
+
+/*
+ * start(handlers, onMessage(size, fds|undefined, data|undefined), onClose, onDrain|undefined, maxMessageSize, exact,
+ *       inbox: ArrayBuffer, outbox: ArrayBuffer)
+ */
 static napi_value conn_start(napi_env env, napi_callback_info info) {
-  napi_value argv[6], thisv;
-  if (!vu_args(env, info, 6, argv, &thisv)) return NULL;
+  napi_value argv[8], thisv;
+  if (!vu_args(env, info, 8, argv, &thisv)) return NULL;
   conn *c = conn_unwrap(env, thisv);
   if (!c) return NULL;
   if (c->state != C_NEW) {
@@ -472,6 +615,8 @@ static napi_value conn_start(napi_env env, napi_callback_info info) {
   if (!ref_fn(env, argv[1], "onMessage", false, &r_on_message)) goto fail;
   if (!ref_fn(env, argv[2], "onClose", false, &r_on_close)) goto fail;
   if (!ref_fn(env, argv[3], "onDrain", true, &r_on_drain)) goto fail;
+  if (!get_box(env, argv[6], "inbox", &c->inbox, &c->inbox_len, &c->inbox_ref)) goto fail;
+  if (!get_box(env, argv[7], "outbox", &c->outbox, &c->outbox_len, &c->outbox_ref)) goto fail;
   if (napi_create_reference(env, argv[0], 1, &r_handlers) != napi_ok) goto fail;
   napi_value name;
   if (napi_create_string_utf8(env, "VfioUserConnection", NAPI_AUTO_LENGTH, &name) != napi_ok) goto fail;
@@ -499,6 +644,11 @@ static napi_value conn_start(napi_env env, napi_callback_info info) {
   conn_update_poll(c);
   return NULL;
 fail:
+  if (c->inbox_ref) NAPI_LOG(env, napi_delete_reference(env, c->inbox_ref));
+  if (c->outbox_ref) NAPI_LOG(env, napi_delete_reference(env, c->outbox_ref));
+  c->inbox_ref = c->outbox_ref = NULL;
+  c->inbox = c->outbox = NULL;
+  c->inbox_len = c->outbox_len = 0;
   if (r_on_message) NAPI_LOG(env, napi_delete_reference(env, r_on_message));
   if (r_on_close) NAPI_LOG(env, napi_delete_reference(env, r_on_close));
   if (r_on_drain) NAPI_LOG(env, napi_delete_reference(env, r_on_drain));
@@ -596,18 +746,40 @@ static bool get_fd_array(napi_env env, napi_value arr, const char *name, bool ch
   return true;
 }
 
-/* send(data, fds|undefined) -> boolean: true when written completely now. */
+static napi_value conn_send_bytes(napi_env env, conn *c, void *data, size_t len, napi_value fds_arr);
+
+/* send(data, fds|undefined) -> boolean: true when written completely now (or corked: see conn_read). */
 static napi_value conn_send(napi_env env, napi_callback_info info) {
-  napi_value argv[2], thisv, result;
+  napi_value argv[2], thisv;
   if (!vu_args(env, info, 2, argv, &thisv)) return NULL;
   conn *c = conn_unwrap(env, thisv);
   if (!c) return NULL;
   void *data;
   size_t len;
   if (!vu_get_bytes(env, argv[0], "data", &data, &len)) return NULL;
+  return conn_send_bytes(env, c, data, len, argv[1]);
+}
+
+/* sendOutbox(length, fds|undefined) -> boolean: send() of the first `length` bytes of the outbox. */
+static napi_value conn_send_outbox(napi_env env, napi_callback_info info) {
+  napi_value argv[2], thisv;
+  if (!vu_args(env, info, 2, argv, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  if (!c) return NULL;
+  uint32_t len;
+  if (!vu_get_u32(env, argv[0], "length", &len)) return NULL;
+  if (len > c->outbox_len) {
+    vu_throw_range(env, "length exceeds the outbox");
+    return NULL;
+  }
+  return conn_send_bytes(env, c, c->outbox, len, argv[1]);
+}
+
+static napi_value conn_send_bytes(napi_env env, conn *c, void *data, size_t len, napi_value fds_arr) {
+  napi_value result;
   int fds[MAX_FDS];
   uint32_t nfds;
-  if (!get_fd_array(env, argv[1], "fds[i]", true, "sendmsg", fds, &nfds)) return NULL;
+  if (!get_fd_array(env, fds_arr, "fds[i]", true, "sendmsg", fds, &nfds)) return NULL;
   if (nfds && len == 0) {
     vu_throw_range(env, "fds need at least one byte of data to travel with");
     return NULL;
@@ -620,6 +792,28 @@ static napi_value conn_send(napi_env env, napi_callback_info info) {
   }
   if (len == 0) {
     NAPI_CALL(env, napi_get_boolean(env, c->q_head == NULL, &result));
+    return result;
+  }
+  if (c->corking && !c->q_head && nfds == 0 && len <= CORK_MAX && c->state == C_OPEN) {
+    /* Inside a read burst: joins the other replies of the burst, sent before the loop waits again. */
+    if (c->cork_len + len > CORK_MAX && !conn_cork_flush(c)) {
+      NAPI_CALL(env, napi_get_boolean(env, false, &result));
+      return result;
+    }
+    if (!c->q_head) {
+      if (!c->cork && !(c->cork = malloc(CORK_MAX))) {
+        vu_throw_errno(env, ENOMEM, "malloc");
+        return NULL;
+      }
+      memcpy(c->cork + c->cork_len, data, len);
+      c->cork_len += len;
+      NAPI_CALL(env, napi_get_boolean(env, true, &result));
+      return result;
+    }
+  }
+  /* Messages never overtake each other: corked replies go first. */
+  if (c->cork_len && !conn_cork_flush(c)) {
+    NAPI_CALL(env, napi_get_boolean(env, false, &result));
     return result;
   }
   if (!c->q_head) {
@@ -695,7 +889,12 @@ static napi_value conn_resume(napi_env env, napi_callback_info info) {
 static napi_value conn_flush(napi_env env, napi_callback_info info) {
   conn *c = conn_this(env, info);
   if (!c) return NULL;
-  if (c->state == C_OPEN && !c->paused && !c->delivering) conn_deliver(c, NULL);
+  if (c->state == C_OPEN && !c->paused && !c->delivering) {
+    c->corking = true;
+    conn_deliver(c, NULL);
+    c->corking = false;
+    conn_cork_flush(c);
+  }
   return NULL;
 }
 
@@ -765,6 +964,8 @@ static napi_value conn_prefill(napi_env env, napi_callback_info info) {
 static napi_value conn_close(napi_env env, napi_callback_info info) {
   conn *c = conn_this(env, info);
   if (!c) return NULL;
+  /* What was sent before close() leaves as it would have without the cork (an error reply before a close). */
+  conn_cork_flush(c);
   conn_begin_close(c);
   return NULL;
 }
@@ -1185,7 +1386,7 @@ bool vu_init_socket(napi_env env, napi_value exports) {
   vu_state *st = vu_state_get(env);
   if (!st) return false;
   const napi_property_descriptor conn_props[] = {
-      METHOD("start", conn_start),   METHOD("send", conn_send),       METHOD("pause", conn_pause),
+      METHOD("start", conn_start),   METHOD("send", conn_send), METHOD("sendOutbox", conn_send_outbox),       METHOD("pause", conn_pause),
       METHOD("resume", conn_resume), METHOD("flush", conn_flush),     METHOD("close", conn_close),
       METHOD("setMaxMessageSize", conn_set_max), GETTER("fd", conn_get_fd), GETTER("queuedBytes", conn_get_queued),
       METHOD("takeBuffered", conn_take_buffered), METHOD("prefill", conn_prefill),

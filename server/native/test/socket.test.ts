@@ -145,6 +145,92 @@ for (const framing of ['bulk', 'exact'] as const) {
   );
 }
 
+S('exact: two messages in one sendmsg with the fds for the first: the fds belong to the first', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const rb = collect(b, { framing: 'exact' });
+    const efds = taggedEventfds(1, 2);
+    a.send(Buffer.concat([patterned(1, 48), patterned(2, 40), patterned(3, 32)]), efds);
+    for (const fd of efds) closeFd(fd);
+    await waitFor(() => rb.msgs.length === 3, 2000, 'three messages');
+    assert.equal(
+      rb.fds[0]!.map((fd) => eventfdRead(fd)),
+      [5n, 6n],
+    );
+    assert.is(rb.fds[1]!.length, 0);
+    assert.is(rb.fds[2]!.length, 0);
+    for (let i = 0; i < 3; i++) assert.ok(checkPatterned(rb.msgs[i]!, i + 1));
+    closeAll(rb.fds);
+    await closeBoth(a, b);
+  }),
+);
+
+S('exact: 300 pipelined messages, every other one with an fd, read ahead header by header', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    collect(a); // drains what the socket buffer does not take at once
+    // Written before the reader starts, so reads also find the next message's header.
+    for (let seq = 0; seq < 300; seq++) {
+      const fds = seq % 2 ? taggedEventfds(seq, 1) : [];
+      a.send(patterned(seq, 16 + (seq % 5) * 8), fds);
+      for (const fd of fds) closeFd(fd);
+    }
+    const rb = collect(b, { framing: 'exact' });
+    await waitFor(() => rb.msgs.length === 300, 5000, '300 messages');
+    for (let seq = 0; seq < 300; seq++) {
+      assert.ok(checkPatterned(rb.msgs[seq]!, seq), `content of message ${seq}`);
+      assert.equal(
+        rb.fds[seq]!.map((fd) => eventfdRead(fd)),
+        seq % 2 ? [BigInt(seq * 4 + 1)] : [],
+        `fds of message ${seq}`,
+      );
+    }
+    closeAll(rb.fds);
+    await closeBoth(a, b);
+  }),
+);
+
+S('replies sent from onMessage keep their order and their fds; one sent before close() still leaves', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const ra = collect(a);
+    let results: boolean[] = [];
+    b.start(
+      {
+        onMessage(data, fds) {
+          for (const fd of fds) closeFd(fd);
+          const seq = data.readUInt32LE(8);
+          // Every third reply carries an eventfd: it must not travel with a corked reply before it.
+          const efds = seq % 3 === 2 ? taggedEventfds(seq, 1) : [];
+          results.push(b.send(patterned(seq, 24 + (seq % 4) * 100), efds));
+          for (const fd of efds) closeFd(fd);
+          if (seq === 99) b.close();
+        },
+        onClose() {},
+      },
+      { framing: 'exact' },
+    );
+    for (let seq = 0; seq < 100; seq++) a.send(patterned(seq, 32));
+    await waitFor(() => ra.msgs.length === 100, 5000, '100 replies');
+    assert.ok(
+      results.every((r) => r),
+      'send() inside onMessage reports the reply as sent',
+    );
+    for (let seq = 0; seq < 100; seq++) {
+      assert.ok(checkPatterned(ra.msgs[seq]!, seq), `reply ${seq}`);
+      assert.equal(
+        ra.fds[seq]!.map((fd) => eventfdRead(fd)),
+        seq % 3 === 2 ? [BigInt(seq * 4 + 1)] : [],
+        `fds of reply ${seq}`,
+      );
+    }
+    await waitFor(() => ra.closed, 2000, 'EOF after the last reply');
+    results = [];
+    closeAll(ra.fds);
+    await closeBoth(a, b);
+  }),
+);
+
 S('bulk: fds glued behind an earlier fd-less message belong to the message that starts in that read', () =>
   noLeak(async () => {
     const [a, b] = pair();

@@ -50,6 +50,7 @@ import {
   MsgFlags,
   ProtocolError,
   wantsReply,
+  writeReplyMessage,
 } from 'vfio-user-protocol';
 import type { VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace } from '../dma/address-space.js';
@@ -381,8 +382,7 @@ export class Session {
 
   private finish(m: Queued, res: HandlerResult): void {
     // Send first: a reply may carry an fd the bag holds (the twin socket's client end); sending dups it.
-    if (wantsReply(m.h) && this.isOpen)
-      this.sendRaw(encodeReplyMessage(m.h.id, m.h.command, res.payload), res.fds);
+    if (wantsReply(m.h) && this.isOpen) this.sendReply(m.h, res);
     m.fds.closeRest();
     const ob = this.cfg.observers;
     if (ob?.requestOn && m.t0) ob.request(commandName(m.h.command), 0, (performance.now() - m.t0) / 1e3);
@@ -431,6 +431,22 @@ export class Session {
   private unhold(why: 'queue' | 'send'): void {
     if (!this.holds.delete(why) || this.holds.size > 0 || !this.isOpen) return;
     safely(() => this.conn.resume());
+  }
+
+  /** A success reply, built in the connection's outbox when it fits (no array per reply). */
+  private sendReply(h: Header, res: HandlerResult): void {
+    const payload = res.payload;
+    const out = this.conn.outbox;
+    if (this.cfg.observers?.wireOn || HEADER_SIZE + (payload?.byteLength ?? 0) > out.byteLength) {
+      this.sendRaw(encodeReplyMessage(h.id, h.command, payload), res.fds);
+      return;
+    }
+    const n = writeReplyMessage(out, h.id, h.command, payload);
+    try {
+      if (!this.conn.sendOutbox(n, res.fds) && this.conn.queuedBytes > SEND_HIGH_BYTES) this.hold('send');
+    } catch (err) {
+      this.log.debug({ err }, 'send failed');
+    }
   }
 
   private sendRaw(bytes: Uint8Array, fds?: number[]): void {
