@@ -66,6 +66,14 @@ test('npm pack builds and packs all four packages', () => {
       .map((f) => f.replace(/^package\//, ''));
     files.set(p, list);
     for (const f of ['package.json', 'README.md', 'LICENSE']) assert.ok(list.includes(f), `${p} lacks ${f}`);
+    // The manifest fields a registry page shows. No `repository`: the project has no public home yet, and a
+    // made-up URL would send users to a 404 (docs/packages.md).
+    const manifest = JSON.parse(
+      must(run('tar', ['-xzOf', join(tarballs, `${p}-0.1.0.tgz`), 'package/package.json'], work), 'tar').stdout,
+    ) as Record<string, unknown>;
+    for (const f of ['description', 'keywords', 'license', 'engines'])
+      assert.ok(manifest[f] !== undefined, `${p}: no ${f}`);
+    assert.is(manifest.repository, undefined, `${p}: a repository URL`);
     // No test code and no build leftovers in what users download.
     assert.not.ok(
       list.some((f) => /(^|\/)test\//.test(f) || f.endsWith('.tsbuildinfo')),
