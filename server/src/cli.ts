@@ -22,12 +22,13 @@ import {
   loadDeviceDefinition,
   parseDeviceOptions,
 } from './devices/index.js';
+import { Channel } from './handover/channel.js';
 import { cancelHandover, handOver } from './handover/source.js';
 import { HANDOVER_FD_ENV } from './handover/successor.js';
-import { takeOver } from './handover/target.js';
+import { requestHost, takeOver } from './handover/target.js';
 import type { IommuBackend } from './iommu/backend.js';
 import { isHostDeviceBackend } from './iommu/host-device.js';
-import { createIommuBackend, resolveIommuChoice } from './iommu/select.js';
+import { adoptIommuBackend, createIommuBackend, resolveIommuChoice } from './iommu/select.js';
 import { createLogger } from './log.js';
 import { ControlServer } from './ops/control.js';
 import { collectCounters } from './ops/counters.js';
@@ -125,8 +126,9 @@ async function setUp(
   opts: CliOptions,
   def: DeviceDefinition,
   log: Logger,
+  adopted?: IommuBackend,
 ): Promise<{ iommu: IommuBackend; device: VfioUserDevice }> {
-  const iommu = await createIommu(opts, log);
+  const iommu = adopted ?? (await createIommu(opts, log));
   try {
     const env: DeviceEnvironment = { log: log.child({ device: def.name }) };
     // The server hands a passthrough device the host device its VFIO backend opened.
@@ -134,7 +136,8 @@ async function setUp(
     const device = await instantiateDevice(def, opts.device.params, env);
     return { iommu, device };
   } catch (err) {
-    await iommu.close().catch(() => {});
+    // An adopted backend (hand-over successor) still belongs to the running server: never torn down here.
+    if (!adopted) await iommu.close().catch(() => {});
     throw new DeviceCreateError(err);
   }
 }
@@ -219,11 +222,30 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   delete process.env[HANDOVER_FD_ENV];
   const notifier = new SystemdNotifier(process.env, log);
 
+  // A successor first takes the running server's host IOMMU backend (its fds, adopted without any host call),
+  // so its device is built around the same host device and entries.
+  let chan: Channel | undefined;
+  let adopted: IommuBackend | undefined;
+  if (channel !== undefined) {
+    try {
+      chan = new Channel(Number(channel));
+      const host = await requestHost(chan);
+      adopted = adoptIommuBackend(host.backend, host.fds, host.meta, log);
+    } catch (err) {
+      log.fatal({ err }, `hand-over: not taking over: ${(err as Error).message}`);
+      process.exit(1);
+    }
+  }
   let iommu: IommuBackend;
   let device: VfioUserDevice;
   try {
-    ({ iommu, device } = await setUp(opts, def, log));
+    ({ iommu, device } = await setUp(opts, def, log, adopted));
   } catch (err) {
+    if (adopted) {
+      // The host side still belongs to the running server: exit without closing anything.
+      fatal(log, 'hand-over: not taking over: cannot build the device', err);
+      process.exit(1);
+    }
     return reportSetUpError(err, opts, log);
   }
   // A successor adopts its listener from the running server; the fd given here is never opened then.
@@ -254,7 +276,7 @@ async function serve(opts: CliOptions, def: DeviceDefinition, log: Logger): Prom
   if (channel !== undefined) {
     try {
       await takeOver({
-        channelFd: Number(channel),
+        channel: chan!,
         deviceName: def.name,
         device,
         server,

@@ -218,8 +218,21 @@ export interface VfioUserDevice {
   quiesce?(): void | Promise<void>;
   /** Migration support (see DeviceMigration); absent = the server offers no migration. */
   readonly migration?: DeviceMigration;
+  /**
+   * Hand-over to a new process (docs/handover.md) of a device without a migration facet whose state lives
+   * outside this process (vfio-pci: in the host device, behind the VFIO fd that moves with the host IOMMU
+   * backend): `save` gives what the process keeps about it, `load` restores that in the successor's device, built
+   * from the same command line. A device with neither this nor `migration` is never handed over.
+   */
+  readonly handover?: DeviceHandover;
   /** Release everything (server shutdown). */
   close?(): void;
+}
+
+/** See VfioUserDevice.handover. */
+export interface DeviceHandover {
+  save(): Uint8Array;
+  load(state: Uint8Array): void;
 }
 
 /** A logger that drops everything: the default wherever no logger is given. */

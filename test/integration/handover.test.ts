@@ -351,21 +351,28 @@ test('a successor refuses a state of another format with a clear message (and to
     const got: Buffer[] = [];
     const conn = Connection.fromFd(mine);
     conn.start({ onMessage: (d) => got.push(d), onClose() {} }, { framing: 'exact' });
-    await until(() => got.length >= 1, 10_000, 'HELLO');
-    assert.is(got[0]!.readUInt32LE(8), 1, 'HELLO first');
-    const hello = JSON.parse(got[0]!.toString('utf8', 16)) as { format: number };
+    const send = (type: number, body: object) => {
+      const b = Buffer.from(JSON.stringify(body));
+      const h = Buffer.alloc(16);
+      h.writeUInt32LE(0x4f485556, 0);
+      h.writeUInt32LE(16 + b.length, 4);
+      h.writeUInt32LE(type, 8);
+      conn.send(Buffer.concat([h, b]));
+    };
+    // The successor first asks for the host IOMMU backend (none here), then builds its device and says HELLO.
+    await until(() => got.length >= 1, 10_000, 'HOST_REQUEST');
+    assert.is(got[0]!.readUInt32LE(8), 9, 'HOST_REQUEST first');
+    send(10, { backend: 'none', fds: {}, meta: {} });
+    await until(() => got.length >= 2, 10_000, 'HELLO');
+    assert.is(got[1]!.readUInt32LE(8), 1, 'then HELLO');
+    const hello = JSON.parse(got[1]!.toString('utf8', 16)) as { format: number };
     assert.is(typeof hello.format, 'number');
-    const body = Buffer.from(JSON.stringify({ format: hello.format + 1, build: '99.0.0' }));
-    const h = Buffer.alloc(16);
-    h.writeUInt32LE(0x4f485556, 0);
-    h.writeUInt32LE(16 + body.length, 4);
-    h.writeUInt32LE(2, 8);
-    conn.send(Buffer.concat([h, body]));
+    send(2, { format: hello.format + 1, build: '99.0.0' });
     const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
-    await until(() => got.length >= 2, 2000, 'REFUSE');
-    assert.is(got[1]!.readUInt32LE(8), 3, 'REFUSE');
+    await until(() => got.length >= 3, 2000, 'REFUSE');
+    assert.is(got[2]!.readUInt32LE(8), 3, 'REFUSE');
     assert.match(
-      got[1]!.toString('utf8', 16),
+      got[2]!.toString('utf8', 16),
       /incompatible hand-over state: format \d+ from build 99\.0\.0/,
     );
     assert.is(code, 1);

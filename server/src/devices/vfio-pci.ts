@@ -13,6 +13,9 @@
 // - interrupts: DEVICE_SET_IRQS is passed through (VfioUserDevice.setIrqs): the client's eventfds go straight
 //   to VFIO_DEVICE_SET_IRQS and the host device signals the VMM with no hop through this process.
 // The device fd belongs to the backend (closed by backend.close(), which the server runs before device.close()).
+// Hand-over (docs/handover.md): the device's state is the host device's, and the device fd moves to the next
+// process with the backend; all this process keeps is which IRQ indexes it passed through (their eventfds stay
+// registered in the kernel), carried by the `handover` facet. Nothing is reset or re-registered.
 
 import * as native from 'vfio-user-native';
 import {
@@ -71,6 +74,17 @@ export class VfioPciDevice implements VfioUserDevice {
   private log: DeviceLogger;
   /** IRQ indexes the client enabled through the pass-through hook (disabled again on detach). */
   private readonly passthrough = new Set<number>();
+
+  readonly handover = {
+    save: (): Uint8Array => new TextEncoder().encode(JSON.stringify({ passthrough: [...this.passthrough] })),
+    load: (state: Uint8Array): void => {
+      const s = JSON.parse(new TextDecoder().decode(state)) as { passthrough?: unknown };
+      if (!Array.isArray(s.passthrough) || !s.passthrough.every((i) => Number.isInteger(i) && i >= 0))
+        throw new Error('vfio-pci hand-over state: bad passthrough list');
+      this.passthrough.clear();
+      for (const i of s.passthrough as number[]) this.passthrough.add(i);
+    },
+  };
 
   constructor(o: VfioPciOptions) {
     this.log = o.log ?? silentLogger;

@@ -30,6 +30,10 @@ export const MsgType = {
   /** server -> successor: the hand-over is off; exit without touching anything. */
   ABORT: 7,
   FDS: 8,
+  /** successor -> server, before HELLO: this format; send the host IOMMU backend (its fds come first). */
+  HOST_REQUEST: 9,
+  /** server -> successor: the host IOMMU backend's name, fds (by role, positions in the fds) and meta. */
+  HOST: 10,
 } as const;
 
 export interface ChannelMessage {

@@ -17,6 +17,7 @@ import type pino from 'pino';
 import * as native from 'vfio-user-native';
 import { MigState } from 'vfio-user-protocol';
 import type { VfioUserDevice } from '../device.js';
+import { VfioType1Backend } from '../iommu/vfio-type1.js';
 import type { VfioUserServer } from '../server.js';
 import { migrationOf } from '../session/migration.js';
 import { Channel, type ChannelMessage, MsgType } from './channel.js';
@@ -35,7 +36,10 @@ export interface HandoverOptions {
   /** The device name of the command line (the successor checks it is building the same device). */
   deviceName: string;
   log: pino.Logger;
-  /** How long the successor may take to start and say HELLO (default 15 s; nothing is stopped meanwhile). */
+  /**
+   * How long the successor may take to start and say HELLO (default 60 s: nothing is stopped meanwhile, so a
+   * slow start, e.g. Node.js loading under emulation, costs nothing).
+   */
   startTimeoutMs?: number;
   /**
    * How long the successor may take from STATE to READY (default 4 s). The client's commands wait meanwhile, and
@@ -100,10 +104,13 @@ function hookExit(): void {
 function unsupported(server: VfioUserServer, device: VfioUserDevice): string | undefined {
   const v = server.handoverView();
   if (!v.running) return 'the server is not running';
-  if (server.mirror.backend.name !== 'none') {
-    return `hand-over with the '${server.mirror.backend.name}' host IOMMU backend is not supported yet (its host fds and live entries would have to move)`;
-  }
-  if (!device.migration) return 'the device has no migration facet: its state cannot be carried over';
+  const backend = server.mirror.backend;
+  if (backend.name !== 'none' && !backend.handoverExport)
+    return `the '${backend.name}' host IOMMU backend cannot be handed over`;
+  if (backend instanceof VfioType1Backend && server.mirror.stats.live > 0 && !backend.updateVaddrSupported)
+    return 'the VFIO type1 container cannot move its entries to another process (no VFIO_UPDATE_VADDR)';
+  if (!device.migration && !device.handover)
+    return 'the device has neither a migration nor a hand-over facet: its state could not be carried over';
   const fsm = migrationOf(device);
   if (fsm && fsm.state !== MigState.RUNNING) return 'a migration is in progress';
   return undefined;
@@ -166,7 +173,7 @@ async function run(
     });
   });
   exitWatch.catch(() => {});
-  const expect = async (type: number, ms: number, what: string): Promise<ChannelMessage> => {
+  const expect = async (type: number | number[], ms: number, what: string): Promise<ChannelMessage> => {
     let m: ChannelMessage;
     try {
       m = await Promise.race([chan.receive(ms, what), exitWatch]);
@@ -178,7 +185,8 @@ async function run(
     if (m.type === MsgType.REFUSE) {
       throw new Error(`the successor refused the state: ${String(m.body.reason)}`);
     }
-    if (m.type !== type) throw new Error(`unexpected hand-over message ${m.type} while waiting for ${what}`);
+    if (!(Array.isArray(type) ? type.includes(m.type) : m.type === type))
+      throw new Error(`unexpected hand-over message ${m.type} while waiting for ${what}`);
     return m;
   };
   /** Before GO, on any failure: the successor is killed and reaped (waited for), so none outlives its use. */
@@ -195,13 +203,28 @@ async function run(
   };
 
   log.info({ successor: child.pid }, 'hand-over: successor started');
-  // 1. HELLO (nothing stopped yet).
+  // 1. HELLO (nothing stopped yet). A successor first asks for the host IOMMU backend (HOST_REQUEST): it builds
+  // its device around the backend's fds, which it adopts without any host call.
   try {
-    const hello = await expect(MsgType.HELLO, o.startTimeoutMs ?? 15_000, 'HELLO from the successor');
-    const bad = incompatibility(hello.body.format, hello.body.build);
-    if (bad) {
-      chan.send(MsgType.ABORT, { reason: bad });
-      throw new Error(`the successor is ${bad.replace('incompatible hand-over state: ', 'incompatible: ')}`);
+    const until = Date.now() + (o.startTimeoutMs ?? 60_000);
+    const checkFormat = (m: ChannelMessage) => {
+      const bad = incompatibility(m.body.format, m.body.build);
+      if (bad) {
+        chan.send(MsgType.ABORT, { reason: bad });
+        throw new Error(
+          `the successor is ${bad.replace('incompatible hand-over state: ', 'incompatible: ')}`,
+        );
+      }
+    };
+    for (;;) {
+      const m = await expect(
+        [MsgType.HELLO, MsgType.HOST_REQUEST],
+        Math.max(1, until - Date.now()),
+        'HELLO from the successor',
+      );
+      checkFormat(m);
+      if (m.type === MsgType.HELLO) break;
+      sendHost(chan, server);
     }
     checkCancelled();
   } catch (err) {
@@ -216,8 +239,16 @@ async function run(
   const session = view.session;
   server.pauseAccepting();
   let deviceStopped = false;
+  let addressesReleased = false;
   const rollBack = async (reason: string): Promise<HandoverResult> => {
     await kill();
+    if (addressesReleased) {
+      try {
+        server.mirror.claimAddresses(server.dma);
+      } catch (err) {
+        log.error({ err }, 'hand-over: taking the host entries back failed');
+      }
+    }
     if (deviceStopped) {
       try {
         await device.migration!.setRunning?.(true);
@@ -231,12 +262,16 @@ async function run(
   };
   try {
     await session?.holdDispatch();
-    await withTimeout(
-      Promise.resolve(device.migration!.setRunning?.(false)),
-      o.quiesceTimeoutMs ?? 2000,
-      'the device did not stop',
-    );
-    deviceStopped = true;
+    // A device with a migration facet stops; one with a hand-over facet keeps its state outside the process
+    // (vfio-pci: the host device) and goes on.
+    if (device.migration) {
+      await withTimeout(
+        Promise.resolve(device.migration.setRunning?.(false)),
+        o.quiesceTimeoutMs ?? 2000,
+        'the device did not stop',
+      );
+      deviceStopped = true;
+    }
     const until = Date.now() + (o.quiesceTimeoutMs ?? 2000);
     while ((session?.dmaInflight ?? 0) > 0) {
       if (Date.now() > until) throw new Error('server->client DMA still pending');
@@ -245,6 +280,8 @@ async function run(
     if (session && !session.isOpen) throw new Error('the client disconnected during the hand-over');
     checkCancelled();
     session?.pauseInput();
+    addressesReleased = true;
+    await server.mirror.releaseAddresses();
   } catch (err) {
     return rollBack(`cannot stop: ${(err as Error).message}`);
   }
@@ -303,6 +340,20 @@ async function run(
   }
 }
 
+/** HOST: the backend's fds (borrowed: the kernel copies them) by role, and its meta. Nothing is stopped. */
+function sendHost(chan: Channel, server: VfioUserServer): void {
+  const backend = server.mirror.backend;
+  const x = backend.handoverExport?.() ?? { fds: {}, meta: {} };
+  const fds: number[] = [];
+  const roles: Record<string, number> = {};
+  for (const [role, fd] of Object.entries(x.fds)) {
+    if (fd < 0) continue;
+    roles[role] = fds.length;
+    fds.push(fd);
+  }
+  chan.send(MsgType.HOST, { backend: backend.name, fds: roles, meta: x.meta }, fds);
+}
+
 function fail(log: pino.Logger, reason: string, stalledMs?: number): HandoverResult {
   log.warn(
     { reason, ...(stalledMs !== undefined && { stalledMs: Math.round(stalledMs * 1000) / 1000 }) },
@@ -357,7 +408,11 @@ function exportState(
     format: HANDOVER_FORMAT,
     build: buildId(),
     pid: process.pid,
-    device: { name: o.deviceName, snapshot: device.migration ? device.migration.saveState() : null },
+    device: {
+      name: o.deviceName,
+      snapshot: device.migration ? device.migration.saveState() : null,
+      handover: !device.migration && device.handover ? device.handover.save() : null,
+    },
     listener: { fd: ref(listenerFd), ...(v.listener?.path && { socketPath: v.listener.path }) },
     offer: v.offer!,
     dma: {

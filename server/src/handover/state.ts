@@ -16,7 +16,7 @@ import type { ServerStats } from '../session/session.js';
  * state of another format, and a server refuses to hand over to a successor that speaks another one; in both
  * cases the running server keeps serving.
  */
-export const HANDOVER_FORMAT = 1;
+export const HANDOVER_FORMAT = 2;
 
 /** Position of an fd in the STATE message's fd list (-1: none). */
 export type FdRef = number;
@@ -45,7 +45,8 @@ export interface HandoverState {
   /** The package version of the sending build (logged; the format decides compatibility). */
   build: string;
   pid: number;
-  device: { name: string; snapshot: Uint8Array | null };
+  /** `snapshot`: the migration facet's; `handover`: the hand-over facet's (a device has one or the other). */
+  device: { name: string; snapshot: Uint8Array | null; handover: Uint8Array | null };
   listener: { fd: FdRef; socketPath?: string };
   offer: ServerOffer;
   /** Regions and host entries are packed (packRegions/packEntries): 65,535 of them must move in milliseconds. */

@@ -12,7 +12,7 @@ import type { DmaAddressSpace, DmaMapParams } from '../dma/address-space.js';
 import type { DmaRegion } from '../dma/region.js';
 import type { VfioUserServer } from '../server.js';
 import { migrationOf } from '../session/migration.js';
-import { Channel, type ChannelMessage, MsgType } from './channel.js';
+import { type Channel, type ChannelMessage, MsgType } from './channel.js';
 import {
   buildId,
   HANDOVER_FORMAT,
@@ -23,7 +23,8 @@ import {
 } from './state.js';
 
 export interface TargetOptions {
-  channelFd: number;
+  /** The channel to the running server (requestHost() may have used it already). */
+  channel: Channel;
   deviceName: string;
   device: VfioUserDevice;
   /** A server built from the same command line, not started. */
@@ -48,7 +49,7 @@ export interface TargetResult {
 /** Takes over; resolves once serving. Rejects (with the reason) when the state is refused or the takeover aborted. */
 export async function takeOver(o: TargetOptions): Promise<TargetResult> {
   const log = o.log.child({ handover: true });
-  const chan = new Channel(o.channelFd);
+  const chan = o.channel;
   let fds: number[] = [];
   try {
     chan.send(MsgType.HELLO, { format: HANDOVER_FORMAT, build: buildId(), pid: process.pid });
@@ -62,6 +63,7 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
       throw new Error(bad);
     }
     const state = m.body as unknown as HandoverState;
+    const vaddrUpdates = { n: 0 };
     const t0 = performance.now();
     try {
       await prepare(o, state, fds);
@@ -79,7 +81,7 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
       native.closeFdsQuietly(go.fds);
       throw new Error(`the running server aborted: ${String(go.body.reason ?? go.type)}`);
     }
-    await start(o, state, stateFds, go);
+    await start(o, state, stateFds, go, vaddrUpdates);
     const resumedAt = performance.timeOrigin + performance.now();
     o.beforeRunning?.();
     chan.send(MsgType.RUNNING, { resumedAt });
@@ -90,8 +92,11 @@ export async function takeOver(o: TargetOptions): Promise<TargetResult> {
         previousPid: state.pid,
         pausedMs: Math.round(pausedMs * 1000) / 1000,
         regions: state.dma.count,
+        hostBackend: o.server.mirror.backend.name,
         hostEntriesAdopted: o.server.mirror.adopted,
         hostMaps: o.server.mirror.stats.maps,
+        hostUnmaps: o.server.mirror.stats.unmaps,
+        hostVaddrUpdates: vaddrUpdates.n,
         irqVectors: state.irqs.length,
         prepareMs: Math.round(prepareMs * 1000) / 1000,
       },
@@ -115,6 +120,10 @@ async function prepare(o: TargetOptions, s: HandoverState, fds: number[]): Promi
       `the state is of host IOMMU backend '${s.iommu.backend}', this process has '${o.server.mirror.backend.name}'`,
     );
   const mig = o.device.migration;
+  if (s.device.handover) {
+    if (!o.device.handover) throw new Error('this device cannot load a hand-over state');
+    o.device.handover.load(s.device.handover);
+  }
   if (s.device.snapshot) {
     if (!mig) throw new Error('this device cannot load a state snapshot');
     // Stopped first (a device only makes progress while running), loaded, resumed on GO.
@@ -168,7 +177,16 @@ async function prepare(o: TargetOptions, s: HandoverState, fds: number[]): Promi
 }
 
 /** GO: the unprocessed input, the IRQ eventfds, the device running again, then reading. */
-async function start(o: TargetOptions, s: HandoverState, fds: number[], go: ChannelMessage): Promise<void> {
+async function start(
+  o: TargetOptions,
+  s: HandoverState,
+  fds: number[],
+  go: ChannelMessage,
+  vaddrUpdates: { n: number },
+): Promise<void> {
+  // Past the point of no return: host entries pinning through the previous process's addresses (type1) now pin
+  // through ours (MAP_DMA(VADDR): no unmap, no map), so they can be unmapped from here.
+  vaddrUpdates.n = o.server.mirror.claimAddresses(o.server.dma);
   const input = (go.body.input as { data: Uint8Array; fds: number }[]).map((p) => ({
     data: p.data,
     fds: [] as number[],
@@ -205,4 +223,36 @@ async function start(o: TargetOptions, s: HandoverState, fds: number[], go: Chan
     native.closeFdsQuietly(input.flatMap((p) => p.fds));
     if (s.device.snapshot) await mig?.setRunning?.(true);
   }
+}
+
+/** What HOST carries: the running server's host IOMMU backend, its fds by role (owned by the caller now). */
+export interface HostHandover {
+  backend: string;
+  fds: Record<string, number>;
+  meta: Record<string, unknown>;
+}
+
+/**
+ * The successor's first step, before it builds its device: asks the running server for its host IOMMU backend
+ * (HOST_REQUEST with our format, which the server checks first), to adopt it (iommu/select.ts adoptIommuBackend).
+ */
+export async function requestHost(chan: Channel, timeoutMs = 60_000): Promise<HostHandover> {
+  chan.send(MsgType.HOST_REQUEST, { format: HANDOVER_FORMAT, build: buildId(), pid: process.pid });
+  const m = await chan.receive(timeoutMs, 'HOST');
+  if (m.type !== MsgType.HOST) {
+    native.closeFdsQuietly(m.fds);
+    throw new Error(
+      m.type === MsgType.ABORT
+        ? `the running server aborted: ${String(m.body.reason)}`
+        : `expected HOST, got message ${m.type}`,
+    );
+  }
+  const roles = (m.body.fds ?? {}) as Record<string, number>;
+  const fds: Record<string, number> = {};
+  for (const [role, at] of Object.entries(roles)) {
+    const fd = m.fds[at];
+    if (fd === undefined) throw new Error(`HOST names fd ${at} for ${role}, which did not come`);
+    fds[role] = fd;
+  }
+  return { backend: String(m.body.backend), fds, meta: (m.body.meta ?? {}) as Record<string, unknown> };
 }

@@ -74,4 +74,25 @@ export interface IommuBackend {
   unmapAll(): Promise<void>;
   /** Releases the host side (after unmapAll). */
   close(): Promise<void>;
+  /**
+   * Hand-over (docs/handover.md): the backend's fds (borrowed) and the plain data that rebuilds it around them in
+   * the next process (select.ts adoptIommuBackend) with no set-up ioctl: the host entries stay as they are.
+   * Absent: the backend cannot be handed over.
+   */
+  handoverExport?(): BackendHandover;
+  /**
+   * Backends whose entries pin through a process address (type1): before a hand-over, mark every entry's address
+   * invalid (the pages stay pinned and mapped, the device keeps DMAing); `updateVaddr` then gives an entry its
+   * address in the process that owns it from now on (the successor, or this one again after a failed hand-over).
+   */
+  invalidateVaddrs?(): Promise<void>;
+  updateVaddr?(iova: bigint, size: bigint, vaddr: bigint): void;
+}
+
+/** What a hand-over carries of a host backend. */
+export interface BackendHandover {
+  /** Role -> fd, borrowed (the kernel copies them into the hand-over message). */
+  fds: Record<string, number>;
+  /** Plain data (bigints allowed): the host facts and the backend's ids and flags. */
+  meta: Record<string, unknown>;
 }

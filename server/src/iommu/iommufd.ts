@@ -30,7 +30,7 @@
 import { closeFdsQuietly, type IovaRange, iommufd, vfio } from 'vfio-user-native';
 import { DEFAULT_MAX_DMA_MAPS, Errno, ErrnoError, errnoOf, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import { type DeviceLogger, type HostDevice, silentLogger } from '../device.js';
-import type { HostFacts, HostMapping } from './backend.js';
+import type { BackendHandover, HostFacts, HostMapping } from './backend.js';
 import { type HostDeviceBackend, type HostFds, hex, IoctlPath, toFactsRanges } from './host-device.js';
 
 export interface IommufdOptions {
@@ -46,6 +46,11 @@ export interface IommufdOptions {
    */
   syncMaxSize?: bigint;
   log?: DeviceLogger;
+  /**
+   * Hand-over (docs/handover.md): `hostFds` are the previous process's iommufd and device cdev, bound and attached
+   * to this IOAS with live entries; no set-up ioctl is made (no bind, no IOAS allocation, no attach).
+   */
+  adopt?: { facts: HostFacts; devId: number; ioas: number; hwpt: number; mapFile: boolean };
 }
 
 export class IommufdBackend implements HostDeviceBackend {
@@ -94,6 +99,14 @@ export class IommufdBackend implements HostDeviceBackend {
     const given = this.o.hostFds ?? {};
     this.ifd = given.iommufd ?? -1;
     this.device = given.device ?? -1;
+    const a = this.o.adopt;
+    if (a) {
+      if (this.ifd < 0 || this.device < 0) throw new ErrnoError(Errno.EINVAL, 'adopting iommufd without fds');
+      ({ devId: this.devId, ioas: this.ioas, hwpt: this.hwpt, mapFile: this.mapFile, facts: this.facts } = a);
+      this.attached = true;
+      this.opened = true;
+      return;
+    }
     try {
       if (this.ifd < 0) this.ifd = iommufd.open();
       if (this.device < 0) {
@@ -124,8 +137,8 @@ export class IommufdBackend implements HostDeviceBackend {
   }
 
   async attach(): Promise<HostFacts> {
-    if (this.facts) return this.facts;
     this.open();
+    if (this.facts) return this.facts;
     // Ranges only exclude the device's reserved regions once it is attached.
     const { ranges, alignment } = iommufd.iovaRanges(this.ifd, this.ioas);
     const pgsize = alignment > PAGE_SIZE_BIG ? alignment : PAGE_SIZE_BIG;
@@ -228,6 +241,15 @@ export class IommufdBackend implements HostDeviceBackend {
     if (this.closed) return;
     this.closed = true;
     this.release();
+  }
+
+  /** Hand-over (docs/handover.md): the iommufd and the cdev move; the IOAS, its entries and the attach stay. */
+  handoverExport(): BackendHandover {
+    if (!this.opened || !this.facts) throw new Error('iommufd backend not attached');
+    return {
+      fds: { iommufd: this.ifd, device: this.device },
+      meta: { facts: this.facts, devId: this.devId, ioas: this.ioas, hwpt: this.hwpt, mapFile: this.mapFile },
+    };
   }
 
   /** Detach, close the device (unbinds it), destroy the IOAS (the iommufd may be shared), close the iommufd. */

@@ -301,6 +301,38 @@ export class IommuMirror implements DmaListener {
   /** Host entries taken over from a previous process (adopt()). */
   adopted = 0;
 
+  /** Whether some live host entry pins through a process address that a hand-over has to move (type1). */
+  private get pinsByAddress(): boolean {
+    return this.backend.updateVaddr !== undefined && this.stats.live > 0;
+  }
+
+  /**
+   * Hand-over, the running process (after the device stopped): entries pinning through our addresses stop
+   * doing so (type1 UNMAP_DMA(VADDR)); they stay mapped and pinned, and device DMA goes on. claimAddresses()
+   * undoes it if the hand-over fails.
+   */
+  async releaseAddresses(): Promise<void> {
+    if (this.pinsByAddress) await this.backend.invalidateVaddrs!();
+  }
+
+  /**
+   * Gives every live entry that pins through an address the address of `space`'s region in this process (type1
+   * MAP_DMA(VADDR), one per host entry = per mapping window): the successor after GO, or the running process
+   * after a failed hand-over. Neither unmaps nor maps anything. Returns the number of entries updated.
+   */
+  claimAddresses(space: DmaAddressSpace): number {
+    if (!this.pinsByAddress) return 0;
+    let n = 0;
+    for (const r of space.regions()) {
+      if (!this.entries.get(r.id)?.mirrored) continue;
+      for (const seg of r.hostSegments()) {
+        this.backend.updateVaddr!(seg.iova, seg.size, seg.vaddr);
+        n++;
+      }
+    }
+    return n;
+  }
+
   /** Unsubscribes, removes every host mapping and closes the backend. */
   async close(): Promise<void> {
     const unsub = this.unsubscribe;

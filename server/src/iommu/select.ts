@@ -18,7 +18,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { fdInfo } from 'vfio-user-native';
 import { type DeviceLogger, normaliseBdf, silentLogger } from '../device.js';
-import type { IommuBackend } from './backend.js';
+import type { HostFacts, IommuBackend } from './backend.js';
 import type { HostFds } from './host-device.js';
 import { IommufdBackend } from './iommufd.js';
 import { NoneBackend } from './none.js';
@@ -109,4 +109,47 @@ export async function createIommuBackend(
   b.open();
   log.info({ choice, backend: b.name, bdf }, 'host IOMMU backend opened');
   return b;
+}
+
+/**
+ * Hand-over (docs/handover.md): the backend of a previous process rebuilt around its fds (`fds` by role, owned by
+ * the backend from here on) and `meta` (BackendHandover), with no host set-up call: its entries stay as they are.
+ */
+export function adoptIommuBackend(
+  name: string,
+  fds: Record<string, number>,
+  meta: Record<string, unknown>,
+  log: DeviceLogger = silentLogger,
+): IommuBackend {
+  const facts = meta.facts as HostFacts;
+  if (name === 'none') return new NoneBackend();
+  if (name === 'vfio-type1') {
+    const b = new VfioType1Backend({
+      hostFds: {
+        container: fds.container!,
+        ...(fds.group! >= 0 && { group: fds.group }),
+        device: fds.device!,
+      },
+      adopt: { facts, unmapAll: meta.unmapAll === true },
+      log,
+    });
+    b.open();
+    return b;
+  }
+  if (name === 'iommufd') {
+    const b = new IommufdBackend({
+      hostFds: { iommufd: fds.iommufd!, device: fds.device! },
+      adopt: {
+        facts,
+        devId: Number(meta.devId),
+        ioas: Number(meta.ioas),
+        hwpt: Number(meta.hwpt),
+        mapFile: meta.mapFile === true,
+      },
+      log,
+    });
+    b.open();
+    return b;
+  }
+  throw new Error(`cannot adopt a host IOMMU backend '${name}'`);
 }

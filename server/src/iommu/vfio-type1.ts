@@ -29,7 +29,7 @@ import { readFileSync } from 'node:fs';
 import { closeFdsQuietly, type IommuInfo, vfio } from 'vfio-user-native';
 import { DEFAULT_MAX_DMA_MAPS, Errno, ErrnoError, errnoOf, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import { type DeviceLogger, type HostDevice, silentLogger } from '../device.js';
-import type { HostFacts, HostMapping } from './backend.js';
+import type { BackendHandover, HostFacts, HostMapping } from './backend.js';
 import { type HostDeviceBackend, type HostFds, hex, IoctlPath, toFactsRanges } from './host-device.js';
 
 const HALF = 1n << 63n;
@@ -42,6 +42,11 @@ export interface VfioType1Options {
   hostFds?: Pick<HostFds, 'container' | 'group' | 'device'>;
   /** Use VFIO_DMA_UNMAP_FLAG_ALL when the kernel offers it (default true; false = the two-halves fallback). */
   unmapAllFlag?: boolean;
+  /**
+   * Hand-over (docs/handover.md): the container, group and device in `hostFds` come from the previous process,
+   * set up and holding live entries; no set-up ioctl is made and these facts are used as they are.
+   */
+  adopt?: { facts: HostFacts; unmapAll: boolean };
   /**
    * Maps/unmaps of at most this many bytes use the synchronous ioctl (default SYNC_IOCTL_MAX_SIZE, 2 MiB; 0n sends
    * every map and unmap to the threadpool). For tests and benchmarks.
@@ -92,6 +97,14 @@ export class VfioType1Backend implements HostDeviceBackend {
     this.container = given.container ?? -1;
     this.group = given.group ?? -1;
     this.device = given.device ?? -1;
+    if (this.o.adopt) {
+      if (this.container < 0 || this.device < 0)
+        throw new ErrnoError(Errno.EINVAL, 'adopting type1 without fds');
+      this.hasUnmapAll = this.o.adopt.unmapAll;
+      this.facts = this.o.adopt.facts;
+      this.opened = true;
+      return;
+    }
     try {
       this.setUp(given);
     } catch (err) {
@@ -155,8 +168,8 @@ export class VfioType1Backend implements HostDeviceBackend {
   }
 
   async attach(): Promise<HostFacts> {
-    if (this.facts) return this.facts;
     this.open();
+    if (this.facts) return this.facts;
     const info = vfio.getInfo(this.container);
     const pgsizes = info.pgsizes > 0n ? info.pgsizes : PAGE_SIZE_BIG;
     let ranges = toFactsRanges(info.iovaRanges);
@@ -243,6 +256,37 @@ export class VfioType1Backend implements HostDeviceBackend {
     if (this.closed) return;
     this.closed = true;
     this.release();
+  }
+
+  // ---- hand-over (docs/handover.md) ----------------------------------------------------------------------------
+
+  handoverExport(): BackendHandover {
+    if (!this.opened || !this.facts) throw new Error('type1 backend not attached');
+    return {
+      fds: { container: this.container, group: this.group, device: this.device },
+      meta: { facts: this.facts, unmapAll: this.hasUnmapAll },
+    };
+  }
+
+  /** Whether the kernel can move entries to another process (VFIO_UPDATE_VADDR, extension 10). */
+  get updateVaddrSupported(): boolean {
+    return this.opened && vfio.checkExtension(this.container, vfio.EXT_UPDATE_VADDR) === 1;
+  }
+
+  /** UNMAP_DMA(VADDR) of everything: the entries stay mapped and pinned, their process address is invalid. */
+  async invalidateVaddrs(): Promise<void> {
+    const flags = vfio.DMA_UNMAP_FLAG_VADDR;
+    if (this.hasUnmapAll) {
+      vfio.unmapDmaSync(this.container, { all: true, flags });
+      return;
+    }
+    vfio.unmapDmaSync(this.container, { iova: 0n, size: HALF, flags });
+    vfio.unmapDmaSync(this.container, { iova: HALF, size: HALF, flags });
+  }
+
+  /** MAP_DMA(VADDR): the entry [iova, iova+size) pins through `vaddr` of this process from now on (its owner). */
+  updateVaddr(iova: bigint, size: bigint, vaddr: bigint): void {
+    vfio.mapDmaSync(this.container, { iova, size, vaddr, flags: vfio.DMA_MAP_FLAG_VADDR });
   }
 
   /** Device first (it holds a container user), then the group (leaving the container), then the container. */
