@@ -332,6 +332,26 @@ test('a shutdown signal during a hand-over kills the successor and stops the ser
     mem.close();
   }));
 
+test('a device with neither a migration nor a hand-over facet is refused up front and keeps serving', () =>
+  noStrays(async (dir) => {
+    // The counter example has no saveState/loadState: its state could not move to another process.
+    const counter = join(here, '..', '..', '..', 'examples', 'counter', 'counter.js');
+    const r = await startCli(BIN, dir, ['--device', `${counter},start=7`]);
+    const c = await VfioUserClient.connect(r.path);
+    await c.negotiate();
+    await c.regionWrite(BAR0, 4n, u32(5)); // COUNT += 5
+    process.kill(r.child.pid!, 'SIGUSR2');
+    await until(() => logged(r, 'hand-over refused, still serving').length === 1, 10_000, 'the refusal');
+    assert.match(
+      String(logged(r, 'hand-over refused, still serving')[0]!.reason),
+      /the device has neither a migration nor a hand-over facet/,
+    );
+    assert.is(logged(r, 'hand-over: successor started').length, 0, 'no successor was started');
+    assert.is(readU32(await c.regionRead(BAR0, 0n, 4)), 12, 'the same process serves, state intact');
+    c.close();
+    assert.is(await stop(r), 0);
+  }));
+
 test('a successor refuses a state of another format with a clear message (and touches nothing)', () =>
   noStrays(async (dir) => {
     const [mine, theirs] = socketpair();
