@@ -56,6 +56,32 @@ export function putU64(dv: DataView, off: number, v: bigint, field: string): voi
   dv.setBigUint64(off, checkU64(v, field), true);
 }
 
+/**
+ * Little-endian stores into a plain Uint8Array, for the encoders on the hot path (REGION_READ/WRITE and DMA_UNMAP
+ * replies): a DataView needs the array's ArrayBuffer, and asking a small (on-heap) array for it makes V8 give it a
+ * backing store of its own, a malloc per reply.
+ */
+export function setU32(b: Uint8Array, off: number, v: number, field: string): void {
+  checkU32(v, field);
+  b[off] = v;
+  b[off + 1] = v >>> 8;
+  b[off + 2] = v >>> 16;
+  b[off + 3] = v >>> 24;
+}
+export function setU64(b: Uint8Array, off: number, v: bigint, field: string): void {
+  checkU64(v, field);
+  // Most values (offsets, addresses below 2^53) fit a number exactly: no bigint arithmetic then.
+  if (v <= 0x1fffffffffffffn) {
+    const n = Number(v);
+    const lo = n % 0x100000000;
+    setU32(b, off, lo, field);
+    setU32(b, off + 4, (n - lo) / 0x100000000, field);
+    return;
+  }
+  setU32(b, off, Number(v & 0xffffffffn), field);
+  setU32(b, off + 4, Number(v >> 32n), field);
+}
+
 /** A zeroed buffer of `n` bytes and a DataView over it. */
 export function alloc(n: number): { bytes: Uint8Array; dv: DataView } {
   const bytes = new Uint8Array(n);

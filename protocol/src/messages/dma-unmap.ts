@@ -2,7 +2,7 @@
 // legacy GET_DIRTY_BITMAP flag a bitmap header {pgsize u64, size u64} @24 (its data follows in the reply only).
 // The reply echoes the request (QEMU also accepts a header-only reply, which decodes to `{}`).
 
-import { alloc, putU32, putU64, sliceView, u32, u64, viewOf } from '../bytes.js';
+import { alloc, putU32, putU64, setU32, setU64, sliceView, u32, u64, viewOf } from '../bytes.js';
 import type { Limits } from '../constants.js';
 import { fail } from '../errors.js';
 import { rangeOverflows } from '../ranges.js';
@@ -111,16 +111,16 @@ export function decodeDmaUnmapRequest(
 export function encodeDmaUnmapReply(v: DmaUnmapReply): Uint8Array {
   if (!('address' in v)) return new Uint8Array(0);
   const bm = v.bitmap;
-  const { bytes, dv } = alloc(DMA_UNMAP_SIZE + (bm ? DMA_UNMAP_BITMAP_SIZE + bm.data.byteLength : 0));
-  putU32(dv, 0, v.argsz, 'DmaUnmapReply.argsz');
-  putU32(dv, 4, v.flags, 'DmaUnmapReply.flags');
-  putU64(dv, 8, v.address, 'DmaUnmapReply.address');
-  putU64(dv, 16, v.size, 'DmaUnmapReply.size');
+  const bytes = new Uint8Array(DMA_UNMAP_SIZE + (bm ? DMA_UNMAP_BITMAP_SIZE + bm.data.byteLength : 0));
+  setU32(bytes, 0, v.argsz, 'DmaUnmapReply.argsz');
+  setU32(bytes, 4, v.flags, 'DmaUnmapReply.flags');
+  setU64(bytes, 8, v.address, 'DmaUnmapReply.address');
+  setU64(bytes, 16, v.size, 'DmaUnmapReply.size');
   if (bm) {
     if (BigInt(bm.data.byteLength) !== bm.size)
       throw new RangeError('DmaUnmapReply.bitmap.data length !== size');
-    putU64(dv, 24, bm.pgsize, 'DmaUnmapReply.bitmap.pgsize');
-    putU64(dv, 32, bm.size, 'DmaUnmapReply.bitmap.size');
+    setU64(bytes, 24, bm.pgsize, 'DmaUnmapReply.bitmap.pgsize');
+    setU64(bytes, 32, bm.size, 'DmaUnmapReply.bitmap.size');
     bytes.set(bm.data, 40);
   }
   return bytes;

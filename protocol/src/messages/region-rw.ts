@@ -3,7 +3,7 @@
 // The READ reply and the WRITE reply echo offset, region and count. `count` must not exceed the receiver's
 // max_data_xfer_size (RW-04). Offsets against the region's size are the server's (use rangeWithin).
 
-import { alloc, putU32, putU64, sliceView, u32, u64, viewOf } from '../bytes.js';
+import { setU32, setU64, sliceView, u32, u64, viewOf } from '../bytes.js';
 import type { Limits } from '../constants.js';
 import { fail } from '../errors.js';
 import { checkFds, checkStrayFds, checkXfer, expectAtLeast, expectLength, NO_FDS } from './common.js';
@@ -40,10 +40,10 @@ function encodeRw(
   data: Uint8Array | undefined,
   what: string,
 ): Uint8Array {
-  const { bytes, dv } = alloc(REGION_RW_SIZE + (data?.byteLength ?? 0));
-  putU64(dv, 0, offset, `${what}.offset`);
-  putU32(dv, 8, region, `${what}.region`);
-  putU32(dv, 12, count, `${what}.count`);
+  const bytes = new Uint8Array(REGION_RW_SIZE + (data?.byteLength ?? 0));
+  setU64(bytes, 0, offset, `${what}.offset`);
+  setU32(bytes, 8, region, `${what}.region`);
+  setU32(bytes, 12, count, `${what}.count`);
   if (data) bytes.set(data, REGION_RW_SIZE);
   return bytes;
 }

@@ -400,7 +400,15 @@ export class DmaAddressSpace implements DmaAccessor {
     }
     this.table.insert(region);
     this.stats.maps++;
-    this.log.trace({ region: region.toString() }, 'dma map');
+    // A getter: the region's text is only built when trace logging is on (this runs for every DMA_MAP).
+    this.log.trace(
+      {
+        get region() {
+          return region.toString();
+        },
+      },
+      'dma map',
+    );
     return region;
   }
 
