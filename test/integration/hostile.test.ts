@@ -41,6 +41,11 @@ const INTX = 0;
 /** What "answering" means here (the issue's bar): well below it even on a loaded 2-CPU machine. */
 const ANSWER_MS = 100;
 
+/** Gives INTx one eventfd (`fd`) for `action` (trigger or unmask). */
+function setIntxFd(c: VfioUserClient, action: number, fd: number): Promise<unknown> {
+  return c.setIrqs({ index: INTX, flags: SetIrqsFlags.DATA_EVENTFD | action, start: 0, count: 1, fds: [fd] });
+}
+
 let server: ServerProcess;
 let baseFds = 0;
 let baseRssKiB = 0;
@@ -144,13 +149,7 @@ test('2. a blocking eventfd at its maximum as the INTx trigger: the signal fails
   const efd = eventfd(0, { nonblock: false });
   eventfdWrite(efd, 0xfffffffffffffffen);
   await withClient(async (c) => {
-    await c.setIrqs({
-      index: INTX,
-      flags: SetIrqsFlags.DATA_EVENTFD | SetIrqsFlags.ACTION_TRIGGER,
-      start: 0,
-      count: 1,
-      fds: [efd],
-    });
+    await setIntxFd(c, SetIrqsFlags.ACTION_TRIGGER, efd);
     // IRQ_RAISE: edu signals INTx from inside the REGION_WRITE handler.
     const t0 = performance.now();
     await c.regionWrite(BAR0, BigInt(Edu.IRQ_RAISE), u32(1), { timeoutMs: 2000 });
@@ -172,13 +171,7 @@ test('2b. a pipe nobody reads as the INTx trigger (full after 8,192 signals): ne
   assert.not.ok(fdInfo(w).flags & O_NONBLOCK, 'a blocking write end');
   assert.is(writeSync(w, Buffer.alloc(65536)), 65536);
   await withClient(async (c) => {
-    await c.setIrqs({
-      index: INTX,
-      flags: SetIrqsFlags.DATA_EVENTFD | SetIrqsFlags.ACTION_TRIGGER,
-      start: 0,
-      count: 1,
-      fds: [w],
-    });
+    await setIntxFd(c, SetIrqsFlags.ACTION_TRIGGER, w);
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
       await c.regionWrite(BAR0, BigInt(Edu.IRQ_RAISE), u32(1), { timeoutMs: 2000 });
@@ -195,13 +188,7 @@ test('2b. a pipe nobody reads as the INTx trigger (full after 8,192 signals): ne
 test('3. an UNMASK fd that hangs up (pipe, write end closed): the watcher disarms, no busy loop', async () => {
   await withClient(async (c) => {
     const [r, w] = pipe();
-    await c.setIrqs({
-      index: INTX,
-      flags: SetIrqsFlags.DATA_EVENTFD | SetIrqsFlags.ACTION_UNMASK,
-      start: 0,
-      count: 1,
-      fds: [r],
-    });
+    await setIntxFd(c, SetIrqsFlags.ACTION_UNMASK, r);
     closeFd(w);
     closeFd(r);
     await sleep(50);

@@ -707,7 +707,7 @@ export class NvmeController implements PciDeviceModel {
       case AdminOpcode.GET_LOG_PAGE:
         return this.getLogPage(cmd);
       case AdminOpcode.ASYNC_EVENT:
-        if (this.aers.length >= MAX_AER) return { status: Status.AER_LIMIT | STATUS_DNR };
+        if (this.aers.length >= MAX_AER) return refused(Status.AER_LIMIT);
         // Held until an event (none is generated) or a reset.
         this.aers.push(cmd.cid);
         return PENDING;
@@ -719,7 +719,7 @@ export class NvmeController implements PciDeviceModel {
       case AdminOpcode.DOORBELL_BUFFER_CONFIG:
         return this.doorbellBufferConfig(cmd);
       default:
-        return { status: Status.INVALID_OPCODE | STATUS_DNR };
+        return refused(Status.INVALID_OPCODE);
     }
   }
 
@@ -753,61 +753,65 @@ export class NvmeController implements PciDeviceModel {
           }),
         );
       case IdentifyCns.NAMESPACE:
-        if (cmd.nsid !== 1) return Promise.resolve({ status: Status.INVALID_NS | STATUS_DNR });
+        if (cmd.nsid !== 1) return Promise.resolve(refused(Status.INVALID_NS));
         return this.toHost(
           cmd,
           identifyNamespace({ blocks: this.blocks, lbaShift: this.lbaShift, nguid: this.nguid }),
         );
       case IdentifyCns.ACTIVE_NS_LIST:
-        if (cmd.nsid >= 0xfffffffe) return Promise.resolve({ status: Status.INVALID_NS | STATUS_DNR });
+        if (cmd.nsid >= 0xfffffffe) return Promise.resolve(refused(Status.INVALID_NS));
         return this.toHost(cmd, activeNamespaceList(1, cmd.nsid));
       case IdentifyCns.NS_DESC_LIST:
-        if (cmd.nsid !== 1) return Promise.resolve({ status: Status.INVALID_NS | STATUS_DNR });
+        if (cmd.nsid !== 1) return Promise.resolve(refused(Status.INVALID_NS));
         return this.toHost(cmd, namespaceDescriptors(this.nguid, this.uuid));
       case IdentifyCns.CS_CONTROLLER:
         // The NVM command set's controller structure: all limits 0 = none beyond MDTS.
-        if (csi !== 0) return Promise.resolve({ status: Status.INVALID_FIELD | STATUS_DNR });
+        if (csi !== 0) return Promise.resolve(refused(Status.INVALID_FIELD));
         return this.toHost(cmd, new Uint8Array(4096));
       default:
-        return Promise.resolve({ status: Status.INVALID_FIELD | STATUS_DNR });
+        return Promise.resolve(refused(Status.INVALID_FIELD));
     }
   }
 
-  private createCq(cmd: Command): Result {
+  /** What CREATE_CQ and CREATE_SQ share: queue id, size and a physically contiguous queue, or their refusal. */
+  private newQueueArgs(
+    cmd: Command,
+    existing: ReadonlyMap<number, unknown>,
+  ): { qid: number; size: number } | { status: number } {
     const qid = cmd.cdw10 & 0xffff;
     const size = (cmd.cdw10 >>> 16) + 1;
     const pc = cmd.cdw11 & 1;
+    if (qid === 0 || qid > this.maxQueues || existing.has(qid)) return refused(Status.INVALID_QID);
+    if (size < 2 || size > NVME_MAX_QUEUE_ENTRIES) return refused(Status.INVALID_QSIZE);
+    if (!pc || cmd.prp1 === 0n || cmd.prp1 & 0xfffn) return refused(Status.INVALID_FIELD);
+    return { qid, size };
+  }
+
+  private createCq(cmd: Command): Result {
+    const q = this.newQueueArgs(cmd, this.cqs);
+    if ('status' in q) return q;
     const ien = (cmd.cdw11 & 2) !== 0;
     const iv = cmd.cdw11 >>> 16;
-    if (qid === 0 || qid > this.maxQueues || this.cqs.has(qid))
-      return { status: Status.INVALID_QID | STATUS_DNR };
-    if (size < 2 || size > NVME_MAX_QUEUE_ENTRIES) return { status: Status.INVALID_QSIZE | STATUS_DNR };
-    if (!pc || cmd.prp1 === 0n || cmd.prp1 & 0xfffn) return { status: Status.INVALID_FIELD | STATUS_DNR };
-    if (iv > this.maxQueues) return { status: Status.INVALID_VECTOR | STATUS_DNR };
-    this.cqs.set(qid, new CompletionQueue(qid, cmd.prp1, size, iv, ien));
+    if (iv > this.maxQueues) return refused(Status.INVALID_VECTOR);
+    this.cqs.set(q.qid, new CompletionQueue(q.qid, cmd.prp1, q.size, iv, ien));
     return { status: Status.SUCCESS };
   }
 
   private createSq(cmd: Command): Result {
-    const qid = cmd.cdw10 & 0xffff;
-    const size = (cmd.cdw10 >>> 16) + 1;
-    const pc = cmd.cdw11 & 1;
+    const q = this.newQueueArgs(cmd, this.sqs);
+    if ('status' in q) return q;
     const cqid = cmd.cdw11 >>> 16;
-    if (qid === 0 || qid > this.maxQueues || this.sqs.has(qid))
-      return { status: Status.INVALID_QID | STATUS_DNR };
-    if (size < 2 || size > NVME_MAX_QUEUE_ENTRIES) return { status: Status.INVALID_QSIZE | STATUS_DNR };
-    if (!pc || cmd.prp1 === 0n || cmd.prp1 & 0xfffn) return { status: Status.INVALID_FIELD | STATUS_DNR };
     const cq = this.cqs.get(cqid);
-    if (cqid === 0 || !cq) return { status: Status.CQ_INVALID | STATUS_DNR };
-    cq.sqs.add(qid);
-    this.sqs.set(qid, new SubmissionQueue(qid, cmd.prp1, size, cqid));
+    if (cqid === 0 || !cq) return refused(Status.CQ_INVALID);
+    cq.sqs.add(q.qid);
+    this.sqs.set(q.qid, new SubmissionQueue(q.qid, cmd.prp1, q.size, cqid));
     return { status: Status.SUCCESS };
   }
 
   private async deleteSq(cmd: Command): Promise<Result> {
     const qid = cmd.cdw10 & 0xffff;
     const sq = this.sqs.get(qid);
-    if (qid === 0 || !sq) return { status: Status.INVALID_QID | STATUS_DNR };
+    if (qid === 0 || !sq) return refused(Status.INVALID_QID);
     sq.deleted = true;
     this.sqs.delete(qid);
     this.cqs.get(sq.cqid)?.sqs.delete(qid);
@@ -819,8 +823,8 @@ export class NvmeController implements PciDeviceModel {
   private deleteCq(cmd: Command): Result {
     const qid = cmd.cdw10 & 0xffff;
     const cq = this.cqs.get(qid);
-    if (qid === 0 || !cq) return { status: Status.INVALID_QID | STATUS_DNR };
-    if (cq.sqs.size > 0) return { status: Status.INVALID_QUEUE_DELETION | STATUS_DNR };
+    if (qid === 0 || !cq) return refused(Status.INVALID_QID);
+    if (cq.sqs.size > 0) return refused(Status.INVALID_QUEUE_DELETION);
     this.cqs.delete(qid);
     this.updateIntx(false);
     return { status: Status.SUCCESS };
@@ -828,12 +832,12 @@ export class NvmeController implements PciDeviceModel {
 
   private setFeatures(cmd: Command): Result {
     const fid = cmd.cdw10 & 0xff;
-    if (cmd.cdw10 & (1 << 31)) return { status: Status.FEATURE_NOT_SAVEABLE | STATUS_DNR };
+    if (cmd.cdw10 & (1 << 31)) return refused(Status.FEATURE_NOT_SAVEABLE);
     switch (fid) {
       case FeatureId.NUM_QUEUES: {
         const nsqr = cmd.cdw11 & 0xffff;
         const ncqr = cmd.cdw11 >>> 16;
-        if (nsqr === 0xffff || ncqr === 0xffff) return { status: Status.INVALID_FIELD | STATUS_DNR };
+        if (nsqr === 0xffff || ncqr === 0xffff) return refused(Status.INVALID_FIELD);
         const max = this.maxQueues - 1;
         this.grantedQueues = (Math.min(ncqr, max) << 16) | Math.min(nsqr, max);
         return { status: Status.SUCCESS, dw0: this.grantedQueues };
@@ -850,7 +854,7 @@ export class NvmeController implements PciDeviceModel {
         this.features.set(fid, cmd.cdw11);
         return { status: Status.SUCCESS };
       default:
-        return { status: Status.INVALID_FIELD | STATUS_DNR };
+        return refused(Status.INVALID_FIELD);
     }
   }
 
@@ -875,7 +879,7 @@ export class NvmeController implements PciDeviceModel {
       case FeatureId.ASYNC_EVENT:
         return { status: Status.SUCCESS, dw0: this.features.get(fid) ?? 0 };
       default:
-        return { status: Status.INVALID_FIELD | STATUS_DNR };
+        return refused(Status.INVALID_FIELD);
     }
   }
 
@@ -904,22 +908,21 @@ export class NvmeController implements PciDeviceModel {
         page = new Uint8Array(4096);
         break;
       default:
-        return Promise.resolve({ status: Status.INVALID_LOG_PAGE | STATUS_DNR });
+        return Promise.resolve(refused(Status.INVALID_LOG_PAGE));
     }
     const len = numd * 4;
     // Every log page we have fits in 4 KiB; a larger request is refused rather than allocated (thousands of admin
     // commands could each ask for megabytes).
-    if (offset & 3n || len > MAX_LOG_BYTES)
-      return Promise.resolve({ status: Status.INVALID_FIELD | STATUS_DNR });
+    if (offset & 3n || len > MAX_LOG_BYTES) return Promise.resolve(refused(Status.INVALID_FIELD));
     const out = new Uint8Array(len);
     if (offset < BigInt(page.length)) out.set(page.subarray(Number(offset), Number(offset) + len));
     return this.toHost(cmd, out);
   }
 
   private doorbellBufferConfig(cmd: Command): Result {
-    if (!this.shadowDoorbells) return { status: Status.INVALID_OPCODE | STATUS_DNR };
+    if (!this.shadowDoorbells) return refused(Status.INVALID_OPCODE);
     if (!cmd.prp1 || !cmd.prp2 || cmd.prp1 & 0xfffn || cmd.prp2 & 0xfffn)
-      return { status: Status.INVALID_FIELD | STATUS_DNR };
+      return refused(Status.INVALID_FIELD);
     this.dbbuf = cmd.prp1;
     this.eventIdx = cmd.prp2;
     return { status: Status.SUCCESS };
@@ -929,14 +932,14 @@ export class NvmeController implements PciDeviceModel {
 
   private async io(cmd: Command): Promise<Result> {
     this.stats.ioCommands++;
-    if (cmd.psdt !== 0) return { status: Status.INVALID_FIELD | STATUS_DNR }; // no SGLs (SGLS = 0)
+    if (cmd.psdt !== 0) return refused(Status.INVALID_FIELD); // no SGLs (SGLS = 0)
     if (cmd.opcode === IoOpcode.FLUSH) {
-      if (cmd.nsid !== 1 && cmd.nsid !== 0xffffffff) return { status: Status.INVALID_NS | STATUS_DNR };
+      if (cmd.nsid !== 1 && cmd.nsid !== 0xffffffff) return refused(Status.INVALID_NS);
       this.stats.flushes++;
       await this.image.flush();
       return { status: Status.SUCCESS };
     }
-    if (cmd.nsid !== 1) return { status: Status.INVALID_NS | STATUS_DNR };
+    if (cmd.nsid !== 1) return refused(Status.INVALID_NS);
     switch (cmd.opcode) {
       case IoOpcode.READ:
       case IoOpcode.WRITE:
@@ -951,14 +954,14 @@ export class NvmeController implements PciDeviceModel {
       case IoOpcode.DSM:
         return this.datasetManagement(cmd);
       default:
-        return { status: Status.INVALID_OPCODE | STATUS_DNR };
+        return refused(Status.INVALID_OPCODE);
     }
   }
 
   private lbaRange(cmd: Command): { offset: bigint; length: bigint } | { status: number } {
     const slba = BigInt(cmd.cdw10 >>> 0) | (BigInt(cmd.cdw11 >>> 0) << 32n);
     const nlb = BigInt((cmd.cdw12 & 0xffff) + 1);
-    if (slba + nlb > this.blocks) return { status: Status.LBA_RANGE | STATUS_DNR };
+    if (slba + nlb > this.blocks) return refused(Status.LBA_RANGE);
     const shift = BigInt(this.lbaShift);
     return { offset: slba << shift, length: nlb << shift };
   }
@@ -967,7 +970,7 @@ export class NvmeController implements PciDeviceModel {
     const r = this.lbaRange(cmd);
     if ('status' in r) return r;
     const length = Number(r.length);
-    if (length > NVME_PAGE << NVME_MDTS) return { status: Status.INVALID_FIELD | STATUS_DNR };
+    if (length > NVME_PAGE << NVME_MDTS) return refused(Status.INVALID_FIELD);
     const mem = this.mem!;
     const segs = await prpSegments(mem, cmd.prp1, cmd.prp2, length);
     if (write) this.stats.writes++;
@@ -1036,7 +1039,7 @@ export class NvmeController implements PciDeviceModel {
   private async datasetManagement(cmd: Command): Promise<Result> {
     const nr = (cmd.cdw10 & 0xff) + 1;
     if (!(cmd.cdw11 & DSM_AD)) return { status: Status.SUCCESS }; // only hints: nothing to do
-    if (nr > MAX_DSM_RANGES) return { status: Status.INVALID_FIELD | STATUS_DNR };
+    if (nr > MAX_DSM_RANGES) return refused(Status.INVALID_FIELD);
     const mem = this.mem!;
     const segs = await prpSegments(mem, cmd.prp1, cmd.prp2, nr * 16);
     let list: Uint8Array;
@@ -1052,7 +1055,7 @@ export class NvmeController implements PciDeviceModel {
       const nlb = BigInt(dv.getUint32(i * 16 + 4, true));
       const slba = dv.getBigUint64(i * 16 + 8, true);
       if (nlb === 0n) continue;
-      if (slba + nlb > this.blocks) return { status: Status.LBA_RANGE | STATUS_DNR };
+      if (slba + nlb > this.blocks) return refused(Status.LBA_RANGE);
       ranges.push({ offset: slba << shift, length: nlb << shift });
     }
     this.stats.discards++;
@@ -1185,6 +1188,8 @@ export class NvmeController implements PciDeviceModel {
 }
 
 type Result = { status: number; dw0?: number } | typeof PENDING;
+/** A refusal: `status` with Do Not Retry (the same command would fail again). */
+const refused = (status: number): { status: number } => ({ status: status | STATUS_DNR });
 /** The command completes later (Async Event Request). */
 const PENDING = Symbol('pending');
 
