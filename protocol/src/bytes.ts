@@ -3,7 +3,9 @@
 // looking but wrong number on the wire. Those checks throw RangeError because they are caller bugs, not
 // protocol errors.
 
+/** The largest u32 (wire fields are checked against it on encode). */
 export const U32_MAX = 0xffffffff;
+/** The largest u64, as a bigint. */
 export const U64_MAX = (1n << 64n) - 1n;
 
 /** A DataView over exactly the bytes of `b` (which may be a view into a larger buffer, e.g. a Node Buffer). */

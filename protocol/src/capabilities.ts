@@ -5,6 +5,7 @@
 import { DEFAULT_MAX_DATA_XFER_SIZE, DEFAULT_MAX_DMA_MAPS, PAGE_SIZE } from './constants.js';
 import { Errno, fail, ProtocolError } from './errors.js';
 
+/** The VERSION capabilities JSON, decoded, with the spec's defaults for absent keys. */
 export interface Capabilities {
   /** The most fds the sender can receive in one message (spec default 1). */
   maxMsgFds: number;

@@ -254,9 +254,14 @@ export function checkCommand(command: number, sender: 'client' | 'server'): Comm
   return command;
 }
 
+/** Encode the payload of a request for `command` (the codec of that command). */
 export function encodeRequest<C extends Command>(command: C, body: RequestTypes[C]): Uint8Array {
   return (CODECS[command] as MessageCodec<RequestTypes[C], ReplyTypes[C]>).encodeRequest(body);
 }
+/**
+ * Decode and validate the payload of a request for `command`; a malformed one throws ProtocolError with the errno
+ * to answer.
+ */
 export function decodeRequest<C extends Command>(
   command: C,
   payload: Uint8Array,
@@ -269,9 +274,11 @@ export function decodeRequest<C extends Command>(
     limits,
   );
 }
+/** Encode the payload of a reply to `command`. */
 export function encodeReply<C extends Command>(command: C, body: ReplyTypes[C]): Uint8Array {
   return (CODECS[command] as MessageCodec<RequestTypes[C], ReplyTypes[C]>).encodeReply(body);
 }
+/** Decode and validate the payload of a reply to `command`; a malformed one throws ProtocolError. */
 export function decodeReply<C extends Command>(
   command: C,
   payload: Uint8Array,

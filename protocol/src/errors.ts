@@ -41,6 +41,7 @@ export const Errno = {
   ETIMEDOUT: 110,
 } as const;
 
+/** The name of an errno the protocol uses (a key of Errno). */
 export type ErrnoName = keyof typeof Errno;
 
 const errnoNames = new Map<number, ErrnoName>();

@@ -16,6 +16,7 @@ import { DEFAULT_MAX_MESSAGE_SIZE, HEADER_SIZE } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { checkHeader, decodeHeader, type Header } from './header.js';
 
+/** One whole message cut from the byte stream by the Framer: its header and payload. */
 export interface Frame {
   header: Header;
   /** The payload (size - 16 bytes), a fresh array owned by the caller. */
@@ -42,6 +43,10 @@ export class FramingError extends ProtocolError {
   }
 }
 
+/**
+ * Cuts a byte stream (SOCK_STREAM fragments) into whole messages and gives each its fds; a size below 16 or above
+ * the cap, or a bad type, is a FramingError.
+ */
 export class Framer {
   /** Largest accepted `size` (header included). May be raised after negotiation; checked per header. */
   maxMessageSize: number;

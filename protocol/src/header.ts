@@ -5,6 +5,10 @@ import { alloc, checkU16, checkU32, putU16, putU32 } from './bytes.js';
 import { HEADER_SIZE, MsgFlags } from './constants.js';
 import { Errno, fail } from './errors.js';
 
+/**
+ * The 16-byte message header: message id, command, total size, flags (type, NO_REPLY, ERROR) and error (errno in an
+ * error reply).
+ */
 export interface Header {
   id: number;
   command: number;
@@ -81,9 +85,11 @@ export function writeReplyMessage(
 export function messageType(flags: number): number {
   return flags & MsgFlags.TYPE_MASK;
 }
+/** Whether the header's type field says command (a request). */
 export function isCommand(h: Pick<Header, 'flags'>): boolean {
   return messageType(h.flags) === MsgFlags.TYPE_COMMAND;
 }
+/** Whether the header's type field says reply. */
 export function isReply(h: Pick<Header, 'flags'>): boolean {
   return messageType(h.flags) === MsgFlags.TYPE_REPLY;
 }
@@ -91,6 +97,7 @@ export function isReply(h: Pick<Header, 'flags'>): boolean {
 export function wantsReply(h: Pick<Header, 'flags'>): boolean {
   return (h.flags & MsgFlags.NO_REPLY) === 0;
 }
+/** Whether the header is a reply with the ERROR flag (its error field holds the errno). */
 export function isErrorReply(h: Pick<Header, 'flags'>): boolean {
   return isReply(h) && (h.flags & MsgFlags.ERROR) !== 0;
 }

@@ -8,6 +8,7 @@ import { PROTOCOL_VERSION } from './constants.js';
 import { fail } from './errors.js';
 import type { VersionReply, VersionRequest } from './messages/version.js';
 
+/** What a server makes of a client's VERSION: the reply to send and the client's capabilities. */
 export interface VersionNegotiation {
   /** The reply to send (JSON always present: QEMU misparses a reply without one). */
   reply: VersionReply;

@@ -26,9 +26,13 @@ import { IrqIndex, IrqInfoFlags } from './messages/irq-info.js';
 import { RegionInfoFlags } from './messages/region-info.js';
 import { SetIrqsFlags } from './messages/set-irqs.js';
 
+/** The first 8 bytes of a wire trace file. */
 export const TRACE_MAGIC = 'VFUTRACE';
+/** The trace file format version this package reads and writes. */
 export const TRACE_VERSION = 1;
+/** Size of a trace file's header in bytes. */
 export const TRACE_FILE_HEADER_SIZE = 32;
+/** Size of a trace record's header in bytes. */
 export const TRACE_RECORD_HEADER_SIZE = 16;
 /** Record kinds. */
 export const TraceKind = { MESSAGE: 1, SESSION_START: 2, SESSION_END: 3, DROPPED: 4 } as const;
@@ -37,6 +41,7 @@ export const TraceFlags = { FROM_SERVER: 0x1, TWIN: 0x2 } as const;
 /** The largest record body a reader accepts (a message is at most max_data_xfer_size + overhead: 64 MiB+). */
 export const TRACE_MAX_BODY = 80 << 20;
 
+/** One record of a trace file: kind, flags, fd count, timestamp and the message bytes. */
 export interface TraceRecord {
   kind: number;
   flags: number;
@@ -46,12 +51,14 @@ export interface TraceRecord {
   body: Uint8Array;
 }
 
+/** A trace file's header: format version and the recording's start time. */
 export interface TraceFileHeader {
   version: number;
   /** Wall-clock time of the recording's start, Unix nanoseconds. */
   startNs: bigint;
 }
 
+/** Encode a trace file header for a recording that started at `startNs` (Unix nanoseconds). */
 export function encodeTraceFileHeader(startNs: bigint): Uint8Array {
   const out = new Uint8Array(TRACE_FILE_HEADER_SIZE);
   const dv = viewOf(out);
@@ -242,6 +249,7 @@ function fieldsText(body: Record<string, unknown>, command: number, reply: boole
 /** Decoding limits generous enough for any conforming message (a trace shows what was sent, not a verdict). */
 const LAX = { maxDataXferSize: 64 << 20, maxMsgFds: 253 };
 
+/** One message decoded for a trace line: its header, command name, kind and decoded fields. */
 export interface MessageSummary {
   header: Header;
   name: string;
@@ -296,6 +304,7 @@ export function describeMessage(bytes: Uint8Array, fds = 0): MessageSummary | un
 
 // ---- pairing and lines ----------------------------------------------------------------------------------------
 
+/** One decoded message of a trace, as `vfio-user-trace` prints it. */
 export interface TraceLine {
   /** Nanoseconds since the recording started. */
   timeNs: bigint;

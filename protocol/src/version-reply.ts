@@ -33,6 +33,7 @@ export interface ServerCapabilities {
 /** Which defaults apply to keys the server omits: the spec's (max_msg_fds 1) or QEMU's (max_msg_fds 8). */
 export type OmittedDefaults = 'spec' | 'qemu';
 
+/** How strictly a client judges a VERSION reply (QEMU's limits, omitted defaults). */
 export interface VersionReplyRules {
   /** Also hold the values to QEMU_LIMITS, and warn about a reply without JSON (QEMU needs one). */
   qemuLimits?: boolean;
@@ -46,6 +47,7 @@ export interface VersionProposal {
   caps: Record<string, unknown> | undefined;
 }
 
+/** Everything a client can say about a VERSION reply: version, capabilities, problems and warnings. */
 export interface VersionReplyReport {
   /** -1 when the payload is too short to carry them. */
   major: number;
@@ -282,6 +284,7 @@ export function proposedCapabilities(json: Uint8Array | undefined): Record<strin
   }
 }
 
+/** A client's verdict on a VERSION reply it accepted: the server's capabilities (defaults applied) and warnings. */
 export interface VersionReplyCheck {
   /** The server's capabilities, defaults filled in. */
   server: ServerCapabilities;

@@ -69,7 +69,8 @@ test('npm pack builds and packs all four packages', () => {
     // The manifest fields a registry page shows. No `repository`: the project has no public home yet, and a
     // made-up URL would send users to a 404 (docs/packages.md).
     const manifest = JSON.parse(
-      must(run('tar', ['-xzOf', join(tarballs, `${p}-0.1.0.tgz`), 'package/package.json'], work), 'tar').stdout,
+      must(run('tar', ['-xzOf', join(tarballs, `${p}-0.1.0.tgz`), 'package/package.json'], work), 'tar')
+        .stdout,
     ) as Record<string, unknown>;
     for (const f of ['description', 'keywords', 'license', 'engines'])
       assert.ok(manifest[f] !== undefined, `${p}: no ${f}`);

@@ -18,9 +18,12 @@ export interface FdRule {
   allowed?: readonly number[];
 }
 
+/** The fd rule for a message that carries no fds. */
 export const NO_FDS: FdRule = Object.freeze({ min: 0, max: 0 });
+/** The fd rule for a message that may carry any number of fds (up to SCM_MAX_FD). */
 export const ANY_FDS: FdRule = Object.freeze({ min: 0, max: SCM_MAX_FD });
 
+/** Whether `fdCount` fds satisfy an fd rule. */
 export function fdCountFits(rule: FdRule, fdCount: number): boolean {
   if (fdCount < rule.min || fdCount > rule.max) return false;
   return rule.allowed === undefined || rule.allowed.includes(fdCount);

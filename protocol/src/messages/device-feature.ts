@@ -14,7 +14,9 @@ import { isPowerOfTwo, rangeOverflows, rangesOverlap } from '../ranges.js';
 import { checkFds, checkStrayFds, checkXfer, expectAtLeast, NO_FDS } from './common.js';
 import { isRequestableMigState } from './mig-state.js';
 
+/** DEVICE_FEATURE `flags`: the feature index mask (bits 0-15) and the GET, SET and PROBE operation bits. */
 export const DeviceFeatureFlags = { MASK: 0xffff, GET: 1 << 16, SET: 1 << 17, PROBE: 1 << 18 } as const;
+/** DEVICE_FEATURE feature indexes vfio-user uses: MIGRATION, MIG_DEVICE_STATE, DMA_LOGGING_START/STOP/REPORT. */
 export const Feature = {
   MIGRATION: 1,
   MIG_DEVICE_STATE: 2,
@@ -23,6 +25,7 @@ export const Feature = {
   DMA_LOGGING_REPORT: 8,
 } as const;
 
+/** Size of the DEVICE_FEATURE payload before the feature data (argsz, flags). */
 export const DEVICE_FEATURE_SIZE = 8;
 const OPS = DeviceFeatureFlags.GET | DeviceFeatureFlags.SET | DeviceFeatureFlags.PROBE;
 
@@ -35,6 +38,7 @@ export const FEATURE_OPS: Readonly<Record<number, number>> = Object.freeze({
   [Feature.DMA_LOGGING_REPORT]: DeviceFeatureFlags.GET,
 });
 
+/** The payload of a DEVICE_FEATURE request, decoded. */
 export interface DeviceFeatureRequest {
   /** The reply budget; 8 + data.length when omitted on encode. */
   argsz?: number;
@@ -43,12 +47,14 @@ export interface DeviceFeatureRequest {
   /** Raw feature data; see the typed codecs below. */
   data: Uint8Array;
 }
+/** The payload of a DEVICE_FEATURE reply, decoded. */
 export interface DeviceFeatureReply {
   argsz: number;
   flags: number;
   data: Uint8Array;
 }
 
+/** The feature index of DEVICE_FEATURE `flags` (bits 0-15). */
 export function featureIndex(flags: number): number {
   return flags & DeviceFeatureFlags.MASK;
 }
@@ -61,6 +67,7 @@ function encodeFeature(argsz: number, flags: number, data: Uint8Array, what: str
   return bytes;
 }
 
+/** Encode the payload of a DEVICE_FEATURE request (the bytes after the header). */
 export function encodeDeviceFeatureRequest(v: DeviceFeatureRequest): Uint8Array {
   return encodeFeature(
     v.argsz ?? DEVICE_FEATURE_SIZE + v.data.byteLength,
@@ -70,27 +77,32 @@ export function encodeDeviceFeatureRequest(v: DeviceFeatureRequest): Uint8Array 
   );
 }
 
+/** Encode the payload of a DEVICE_FEATURE reply (the bytes after the header). */
 export function encodeDeviceFeatureReply(v: DeviceFeatureReply): Uint8Array {
   return encodeFeature(v.argsz, v.flags, v.data, 'DeviceFeatureReply');
 }
 
 // ---- typed feature data -------------------------------------------------------------------------------------
 
+/** The MIG_DEVICE_STATE feature data: the device state (MigState) and the unused data fd. */
 export interface MigDeviceStateData {
   deviceState: number;
   /** Unused by vfio-user; 0xffffffff (-1) when omitted on encode. */
   dataFd?: number;
 }
 
+/** One IOVA range of a DMA_LOGGING_START request. */
 export interface DmaLoggingRange {
   iova: bigint;
   length: bigint;
 }
+/** The DMA_LOGGING_START/STOP feature data: the page size and the ranges to log (none = everything). */
 export interface DmaLoggingControl {
   pageSize: bigint;
   /** Empty = log everything. */
   ranges: DmaLoggingRange[];
 }
+/** The DMA_LOGGING_REPORT feature data: the IOVA range and page size asked about, and (reply) the dirty bitmap. */
 export interface DmaLoggingReport {
   iova: bigint;
   length: bigint;
@@ -99,28 +111,33 @@ export interface DmaLoggingReport {
   bitmap?: Uint8Array;
 }
 
+/** Encode the MIGRATION feature data (MigrationFlags bits). */
 export function encodeMigrationFlags(flags: bigint): Uint8Array {
   const { bytes, dv } = alloc(8);
   putU64(dv, 0, flags, 'MIGRATION flags');
   return bytes;
 }
+/** Decode the MIGRATION feature data (MigrationFlags bits); EINVAL when shorter than 8 bytes. */
 export function decodeMigrationFlags(data: Uint8Array): bigint {
   expectAtLeast(data, 8, 'MIGRATION feature data');
   return u64(viewOf(data), 0);
 }
 
+/** Encode MIG_DEVICE_STATE feature data (data fd -1 when omitted). */
 export function encodeMigDeviceState(v: MigDeviceStateData): Uint8Array {
   const { bytes, dv } = alloc(8);
   putU32(dv, 0, v.deviceState, 'MigDeviceStateData.deviceState');
   putU32(dv, 4, v.dataFd ?? 0xffffffff, 'MigDeviceStateData.dataFd');
   return bytes;
 }
+/** Decode MIG_DEVICE_STATE feature data; EINVAL when shorter than 8 bytes. */
 export function decodeMigDeviceState(data: Uint8Array): Required<MigDeviceStateData> {
   expectAtLeast(data, 8, 'MIG_DEVICE_STATE feature data');
   const dv = viewOf(data);
   return { deviceState: u32(dv, 0), dataFd: u32(dv, 4) };
 }
 
+/** Encode DMA_LOGGING_START/STOP feature data. */
 export function encodeDmaLoggingControl(v: DmaLoggingControl): Uint8Array {
   const { bytes, dv } = alloc(16 + 16 * v.ranges.length);
   putU64(dv, 0, v.pageSize, 'DmaLoggingControl.pageSize');
@@ -167,6 +184,7 @@ export function dirtyBitmapSize(length: bigint, pageSize: bigint): bigint {
   return ((pages + 63n) / 64n) * 8n;
 }
 
+/** Encode DMA_LOGGING_REPORT feature data (with the bitmap in a reply). */
 export function encodeDmaLoggingReport(v: DmaLoggingReport): Uint8Array {
   const { bytes, dv } = alloc(24 + (v.bitmap?.byteLength ?? 0));
   putU64(dv, 0, v.iova, 'DmaLoggingReport.iova');

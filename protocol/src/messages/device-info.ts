@@ -8,12 +8,15 @@ import { checkFds, checkStrayFds, expectArgszAtLeast, expectLength, NO_FDS } fro
 /** DEVICE_GET_INFO `flags` bits (VFIO_DEVICE_FLAGS_*): RESET supported, PCI device. */
 export const DeviceInfoFlags = { RESET: 0x1, PCI: 0x2 } as const;
 
+/** Size of the DEVICE_GET_INFO payload, both ways. */
 export const DEVICE_INFO_SIZE = 16;
 
+/** The payload of a DEVICE_GET_INFO request, decoded. */
 export interface DeviceGetInfoRequest {
   /** The reply budget; 16 when omitted on encode. */
   argsz?: number;
 }
+/** The payload of a DEVICE_GET_INFO reply, decoded. */
 export interface DeviceGetInfoReply {
   /** 16 when omitted on encode. */
   argsz?: number;
@@ -22,6 +25,7 @@ export interface DeviceGetInfoReply {
   numIrqs: number;
 }
 
+/** Encode the payload of a DEVICE_GET_INFO request (the bytes after the header). */
 export function encodeDeviceGetInfoRequest(v: DeviceGetInfoRequest = {}): Uint8Array {
   const { bytes, dv } = alloc(DEVICE_INFO_SIZE);
   putU32(dv, 0, v.argsz ?? DEVICE_INFO_SIZE, 'DeviceGetInfoRequest.argsz');
@@ -44,6 +48,7 @@ export function decodeDeviceGetInfoRequest(
   return { argsz };
 }
 
+/** Encode the payload of a DEVICE_GET_INFO reply (the bytes after the header). */
 export function encodeDeviceGetInfoReply(v: DeviceGetInfoReply): Uint8Array {
   const { bytes, dv } = alloc(DEVICE_INFO_SIZE);
   putU32(dv, 0, v.argsz ?? DEVICE_INFO_SIZE, 'DeviceGetInfoReply.argsz');

@@ -3,9 +3,12 @@
 import type { Limits } from '../constants.js';
 import { checkFds, checkStrayFds, EMPTY, type EmptyReply, expectEmpty, NO_FDS } from './common.js';
 
+/** A DEVICE_RESET request (it has no payload). */
 export type DeviceResetRequest = EmptyReply;
+/** A DEVICE_RESET reply (it has no payload). */
 export type DeviceResetReply = EmptyReply;
 
+/** Encode the payload of a DEVICE_RESET request (the bytes after the header). */
 export function encodeDeviceResetRequest(_v?: DeviceResetRequest): Uint8Array {
   return EMPTY;
 }
@@ -20,10 +23,12 @@ export function decodeDeviceResetRequest(
   return {};
 }
 
+/** Encode the payload of a DEVICE_RESET reply (the bytes after the header). */
 export function encodeDeviceResetReply(_v?: DeviceResetReply): Uint8Array {
   return EMPTY;
 }
 
+/** Decode and validate the payload of a DEVICE_RESET reply; a malformed one throws ProtocolError with its errno. */
 export function decodeDeviceResetReply(
   payload: Uint8Array,
   fdCount?: number,

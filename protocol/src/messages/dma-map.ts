@@ -20,9 +20,12 @@ import {
 /** DMA_MAP flag bits. libvfio-user's own bits 2 (MMAP) and 3 (FILE_IO) are not in the spec and are refused. */
 export const DmaMapFlags = { READ: 0x1, WRITE: 0x2 } as const;
 
+/** Size of the DMA_MAP request payload. */
 export const DMA_MAP_SIZE = 32;
+/** DMA_MAP carries 0 fds (memory reached through DMA_READ/DMA_WRITE) or 1 (the memory to mmap). */
 export const DMA_MAP_FD_RULE: FdRule = Object.freeze({ min: 0, max: 1 });
 
+/** The payload of a DMA_MAP request, decoded. */
 export interface DmaMapRequest {
   /** The structure size; 32 when omitted on encode. Not a reply budget here (spec). */
   argsz?: number;
@@ -33,8 +36,10 @@ export interface DmaMapRequest {
   address: bigint;
   size: bigint;
 }
+/** A DMA_MAP reply (it has no payload). */
 export type DmaMapReply = EmptyReply;
 
+/** Encode the payload of a DMA_MAP request (the bytes after the header). */
 export function encodeDmaMapRequest(v: DmaMapRequest): Uint8Array {
   const { bytes, dv } = alloc(DMA_MAP_SIZE);
   putU32(dv, 0, v.argsz ?? DMA_MAP_SIZE, 'DmaMapRequest.argsz');
@@ -72,10 +77,12 @@ export function decodeDmaMapRequest(payload: Uint8Array, fdCount?: number, limit
   return v;
 }
 
+/** Encode the payload of a DMA_MAP reply (the bytes after the header). */
 export function encodeDmaMapReply(_v?: DmaMapReply): Uint8Array {
   return EMPTY;
 }
 
+/** Decode and validate the payload of a DMA_MAP reply; a malformed one throws ProtocolError with its errno. */
 export function decodeDmaMapReply(payload: Uint8Array, fdCount?: number, limits?: Limits): DmaMapReply {
   checkFds('DMA_MAP reply', { min: 0, max: 0 }, fdCount, limits);
   return expectEmpty(payload, 'DMA_MAP reply');

@@ -11,10 +11,12 @@ import { Errno, fail } from '../errors.js';
 import { rangeOverflows } from '../ranges.js';
 import { checkFds, checkXfer, expectAtLeast, expectLength, NO_FDS } from './common.js';
 
+/** Size of the DMA_READ/DMA_WRITE payload before the data (address, count). */
 export const DMA_RW_SIZE = 16;
 /** The erratum's DMA_WRITE reply: address u64 + count u32. */
 export const DMA_WRITE_REPLY_ERRATUM_SIZE = 12;
 
+/** The payload of a DMA_READ request, decoded. */
 export interface DmaReadRequest {
   address: bigint;
   count: bigint;
@@ -29,6 +31,7 @@ export interface DmaWriteRequest {
   address: bigint;
   data: Uint8Array;
 }
+/** The payload of a DMA_WRITE reply, decoded. */
 export interface DmaWriteReply {
   address: bigint;
   count: bigint;
@@ -47,6 +50,7 @@ function checkRange(what: string, address: bigint, count: bigint): void {
     fail('BAD_RANGE', `${what} address + count wraps past 2^64`, Errno.EFAULT);
 }
 
+/** Encode the payload of a DMA_READ request (the bytes after the header). */
 export function encodeDmaReadRequest(v: DmaReadRequest): Uint8Array {
   return encodeHead(v.address, v.count, undefined, 'DmaReadRequest');
 }
@@ -62,10 +66,12 @@ export function decodeDmaReadRequest(payload: Uint8Array, fdCount?: number, limi
   return v;
 }
 
+/** Encode the payload of a DMA_READ reply (the bytes after the header). */
 export function encodeDmaReadReply(v: DmaReadReply): Uint8Array {
   return encodeHead(v.address, BigInt(v.data.byteLength), v.data, 'DmaReadReply');
 }
 
+/** Decode and validate the payload of a DMA_READ reply; a malformed one throws ProtocolError with its errno. */
 export function decodeDmaReadReply(payload: Uint8Array, fdCount?: number, limits?: Limits): DmaReadReply {
   checkFds('DMA_READ reply', NO_FDS, fdCount, limits);
   expectAtLeast(payload, DMA_RW_SIZE, 'DMA_READ reply');
@@ -76,6 +82,7 @@ export function decodeDmaReadReply(payload: Uint8Array, fdCount?: number, limits
   return { address: u64(dv, 0), data: sliceView(payload, DMA_RW_SIZE) };
 }
 
+/** Encode the payload of a DMA_WRITE request (the bytes after the header). */
 export function encodeDmaWriteRequest(v: DmaWriteRequest): Uint8Array {
   return encodeHead(v.address, BigInt(v.data.byteLength), v.data, 'DmaWriteRequest');
 }
@@ -99,6 +106,7 @@ export function decodeDmaWriteRequest(
   return { address, data: sliceView(payload, DMA_RW_SIZE) };
 }
 
+/** Encode the payload of a DMA_WRITE reply (the bytes after the header). */
 export function encodeDmaWriteReply(v: DmaWriteReply): Uint8Array {
   return encodeHead(v.address, v.count, undefined, 'DmaWriteReply');
 }

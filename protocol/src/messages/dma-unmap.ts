@@ -21,15 +21,19 @@ import {
 /** GET_DIRTY_BITMAP is legacy (dropped from the spec, never sent by QEMU); ALL unmaps everything. */
 export const DmaUnmapFlags = { GET_DIRTY_BITMAP: 0x1, ALL: 0x2 } as const;
 
+/** Size of the DMA_UNMAP payload without the bitmap header. */
 export const DMA_UNMAP_SIZE = 24;
+/** Size of DMA_UNMAP's dirty-bitmap header (page size, bitmap size). */
 export const DMA_UNMAP_BITMAP_SIZE = 16;
 
+/** The legacy dirty-bitmap header of DMA_UNMAP with GET_DIRTY_BITMAP: page size and bitmap size. */
 export interface DmaUnmapBitmap {
   pgsize: bigint;
   /** Size of the bitmap data in bytes. */
   size: bigint;
 }
 
+/** The payload of a DMA_UNMAP request, decoded. */
 export interface DmaUnmapRequest {
   /** The reply budget; 24 (or 40 + bitmap size with GET_DIRTY_BITMAP) when omitted on encode. */
   argsz?: number;
@@ -40,6 +44,7 @@ export interface DmaUnmapRequest {
   bitmap?: DmaUnmapBitmap;
 }
 
+/** The DMA_UNMAP reply that echoes the request (argsz, flags, address, size, and the bitmap header if asked). */
 export interface DmaUnmapEcho {
   argsz: number;
   flags: number;
@@ -55,6 +60,7 @@ function defaultArgsz(v: { flags: number; bitmap?: DmaUnmapBitmap }): number {
   return v.bitmap ? DMA_UNMAP_SIZE + DMA_UNMAP_BITMAP_SIZE + Number(v.bitmap.size) : DMA_UNMAP_SIZE;
 }
 
+/** Encode the payload of a DMA_UNMAP request (the bytes after the header). */
 export function encodeDmaUnmapRequest(v: DmaUnmapRequest): Uint8Array {
   const { bytes, dv } = alloc(DMA_UNMAP_SIZE + (v.bitmap ? DMA_UNMAP_BITMAP_SIZE : 0));
   putU32(dv, 0, v.argsz ?? defaultArgsz(v), 'DmaUnmapRequest.argsz');
@@ -108,6 +114,7 @@ export function decodeDmaUnmapRequest(
   return v;
 }
 
+/** Encode the payload of a DMA_UNMAP reply (the bytes after the header). */
 export function encodeDmaUnmapReply(v: DmaUnmapReply): Uint8Array {
   if (!('address' in v)) return new Uint8Array(0);
   const bm = v.bitmap;
@@ -139,6 +146,7 @@ export function dmaUnmapEcho(req: DmaUnmapRequest, bitmapData?: Uint8Array): Dma
   return echo;
 }
 
+/** Decode and validate the payload of a DMA_UNMAP reply; a malformed one throws ProtocolError with its errno. */
 export function decodeDmaUnmapReply(payload: Uint8Array, fdCount?: number, limits?: Limits): DmaUnmapReply {
   checkFds('DMA_UNMAP reply', NO_FDS, fdCount, limits);
   if (payload.byteLength === 0) return {};

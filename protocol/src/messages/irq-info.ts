@@ -10,13 +10,16 @@ export const IrqInfoFlags = { EVENTFD: 0x1, MASKABLE: 0x2, AUTOMASKED: 0x4, NORE
 /** PCI IRQ indexes (VFIO_PCI_*_IRQ_INDEX). */
 export const IrqIndex = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
 
+/** Size of the DEVICE_GET_IRQ_INFO payload, both ways. */
 export const IRQ_INFO_SIZE = 16;
 
+/** The payload of a DEVICE_GET_IRQ_INFO request, decoded. */
 export interface IrqInfoRequest {
   /** The reply budget; 16 when omitted on encode. */
   argsz?: number;
   index: number;
 }
+/** The payload of a DEVICE_GET_IRQ_INFO reply, decoded. */
 export interface IrqInfoReply {
   /** 16 when omitted on encode. */
   argsz?: number;
@@ -25,6 +28,7 @@ export interface IrqInfoReply {
   count: number;
 }
 
+/** Encode the payload of a DEVICE_GET_IRQ_INFO request (the bytes after the header). */
 export function encodeIrqInfoRequest(v: IrqInfoRequest): Uint8Array {
   const { bytes, dv } = alloc(IRQ_INFO_SIZE);
   putU32(dv, 0, v.argsz ?? IRQ_INFO_SIZE, 'IrqInfoRequest.argsz');
@@ -42,6 +46,7 @@ export function decodeIrqInfoRequest(payload: Uint8Array, fdCount?: number, limi
   return v;
 }
 
+/** Encode the payload of a DEVICE_GET_IRQ_INFO reply (the bytes after the header). */
 export function encodeIrqInfoReply(v: IrqInfoReply): Uint8Array {
   const { bytes, dv } = alloc(IRQ_INFO_SIZE);
   putU32(dv, 0, v.argsz ?? IRQ_INFO_SIZE, 'IrqInfoReply.argsz');

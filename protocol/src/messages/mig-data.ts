@@ -18,8 +18,10 @@ import {
   NO_FDS,
 } from './common.js';
 
+/** Size of the MIG_DATA_READ/MIG_DATA_WRITE payload before the data (argsz, size). */
 export const MIG_DATA_SIZE = 8;
 
+/** The payload of a MIG_DATA_READ request, decoded. */
 export interface MigDataReadRequest {
   /** The reply budget; 8 + size when omitted on encode. */
   argsz?: number;
@@ -37,6 +39,7 @@ export interface MigDataWriteRequest {
   argsz?: number;
   data: Uint8Array;
 }
+/** A MIG_DATA_WRITE reply (it has no payload). */
 export type MigDataWriteReply = EmptyReply;
 
 function encodeMig(argsz: number, size: number, data: Uint8Array | undefined, what: string): Uint8Array {
@@ -47,6 +50,7 @@ function encodeMig(argsz: number, size: number, data: Uint8Array | undefined, wh
   return bytes;
 }
 
+/** Encode the payload of a MIG_DATA_READ request (the bytes after the header). */
 export function encodeMigDataReadRequest(v: MigDataReadRequest): Uint8Array {
   return encodeMig(v.argsz ?? MIG_DATA_SIZE + v.size, v.size, undefined, 'MigDataReadRequest');
 }
@@ -67,6 +71,7 @@ export function decodeMigDataReadRequest(
   return v;
 }
 
+/** Encode the payload of a MIG_DATA_READ reply (the bytes after the header). */
 export function encodeMigDataReadReply(v: MigDataReadReply): Uint8Array {
   return encodeMig(
     v.argsz ?? MIG_DATA_SIZE + v.data.byteLength,
@@ -76,6 +81,7 @@ export function encodeMigDataReadReply(v: MigDataReadReply): Uint8Array {
   );
 }
 
+/** Decode and validate the payload of a MIG_DATA_READ reply; a malformed one throws ProtocolError with its errno. */
 export function decodeMigDataReadReply(
   payload: Uint8Array,
   fdCount?: number,
@@ -90,6 +96,7 @@ export function decodeMigDataReadReply(
   return { argsz: u32(dv, 0), data: sliceView(payload, MIG_DATA_SIZE) };
 }
 
+/** Encode the payload of a MIG_DATA_WRITE request (the bytes after the header). */
 export function encodeMigDataWriteRequest(v: MigDataWriteRequest): Uint8Array {
   return encodeMig(
     v.argsz ?? MIG_DATA_SIZE + v.data.byteLength,
@@ -121,10 +128,12 @@ export function decodeMigDataWriteRequest(
   return { argsz, data: sliceView(payload, MIG_DATA_SIZE) };
 }
 
+/** Encode the payload of a MIG_DATA_WRITE reply (the bytes after the header). */
 export function encodeMigDataWriteReply(_v?: MigDataWriteReply): Uint8Array {
   return EMPTY;
 }
 
+/** Decode and validate the payload of a MIG_DATA_WRITE reply; a malformed one throws ProtocolError with its errno. */
 export function decodeMigDataWriteReply(
   payload: Uint8Array,
   fdCount?: number,

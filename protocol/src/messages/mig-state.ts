@@ -3,6 +3,10 @@
 
 import { fail } from '../errors.js';
 
+/**
+ * Migration v2 device states (VFIO_DEVICE_STATE_*): ERROR, STOP, RUNNING, STOP_COPY, RESUMING, PRE_COPY and the P2P
+ * states.
+ */
 export const MigState = {
   ERROR: 0,
   STOP: 1,
@@ -13,6 +17,7 @@ export const MigState = {
   PRE_COPY: 6,
   PRE_COPY_P2P: 7,
 } as const;
+/** One of the MigState numbers. */
 export type MigStateValue = (typeof MigState)[keyof typeof MigState];
 
 /** The MIGRATION feature's GET data: u64 flags. STOP_COPY is mandatory; RUNNING and ERROR are implied. */

@@ -25,28 +25,34 @@ import {
  * chain.
  */
 export const RegionInfoFlags = { READ: 0x1, WRITE: 0x2, MMAP: 0x4, CAPS: 0x8 } as const;
+/** Region-info capability IDs: SPARSE_MMAP (1) and TYPE (2). */
 export const RegionCapId = { SPARSE_MMAP: 1, TYPE: 2 } as const;
 
+/** Size of the DEVICE_GET_REGION_INFO payload without capabilities. */
 export const REGION_INFO_SIZE = 32;
 const CAP_HEADER_SIZE = 8;
 const SPARSE_AREA_SIZE = 16;
 
+/** One mmap-able area of a region (SPARSE_MMAP capability), relative to the region start. */
 export interface SparseMmapArea {
   /** Offset within the region; the client mmaps the fd at info.offset + area.offset. */
   offset: bigint;
   size: bigint;
 }
 
+/** A decoded region-info capability: SPARSE_MMAP (the mmap-able areas) or TYPE (type and subtype). */
 export type RegionCap =
   | { id: 1; version: number; areas: SparseMmapArea[] }
   | { id: 2; version: number; type: number; subtype: number };
 
+/** The payload of a DEVICE_GET_REGION_INFO request, decoded. */
 export interface RegionInfoRequest {
   /** The reply budget; 32 when omitted on encode. */
   argsz?: number;
   index: number;
 }
 
+/** The payload of a DEVICE_GET_REGION_INFO reply, decoded. */
 export interface RegionInfoReply {
   argsz: number;
   flags: number;
@@ -67,6 +73,7 @@ export interface RegionInfoDescription {
   caps?: RegionCap[];
 }
 
+/** Encoded size in bytes of a region-info capability. */
 export function regionCapSize(cap: RegionCap): number {
   return cap.id === RegionCapId.SPARSE_MMAP ? 16 + SPARSE_AREA_SIZE * cap.areas.length : 16;
 }
@@ -77,6 +84,7 @@ function capsSize(caps: readonly RegionCap[]): number {
   return n;
 }
 
+/** Encode the payload of a DEVICE_GET_REGION_INFO request (the bytes after the header). */
 export function encodeRegionInfoRequest(v: RegionInfoRequest): Uint8Array {
   const { bytes, dv } = alloc(REGION_INFO_SIZE);
   putU32(dv, 0, v.argsz ?? REGION_INFO_SIZE, 'RegionInfoRequest.argsz');
@@ -156,6 +164,10 @@ export function regionInfoReplyFor(info: RegionInfoDescription, requestArgsz: nu
   return { argsz: full, flags, capOffset: 0, ...base, caps: [] };
 }
 
+/**
+ * Encode the DEVICE_GET_REGION_INFO reply a server sends for `info` to a request with budget `requestArgsz` (see
+ * regionInfoReplyFor).
+ */
 export function encodeRegionInfoReplyFor(info: RegionInfoDescription, requestArgsz: number): Uint8Array {
   return encodeRegionInfoReply(regionInfoReplyFor(info, requestArgsz));
 }

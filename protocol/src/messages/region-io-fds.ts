@@ -24,15 +24,19 @@ import {
 /** Sub-region types: 0 ioeventfd, 1 ioregionfd (libvfio-user adds 2, a shadow ioeventfd). */
 export const IoFdType = { IOEVENTFD: 0, IOREGIONFD: 1, IOEVENTFD_SHADOW: 2 } as const;
 
+/** Size of the DEVICE_GET_REGION_IO_FDS payload before the sub-region entries. */
 export const REGION_IO_FDS_SIZE = 16;
+/** Size of one DEVICE_GET_REGION_IO_FDS sub-region entry. */
 export const IO_FD_SUB_REGION_SIZE = 40;
 
+/** The payload of a DEVICE_GET_REGION_IO_FDS request, decoded. */
 export interface RegionIoFdsRequest {
   /** The reply budget; 16 when omitted on encode. */
   argsz?: number;
   index: number;
 }
 
+/** One sub-region of a DEVICE_GET_REGION_IO_FDS reply: its range, the index of its fd, type and flags. */
 export interface IoFdSubRegion {
   offset: bigint;
   /** 0 = any access size (an ioregionfd then needs posted writes). */
@@ -46,6 +50,7 @@ export interface IoFdSubRegion {
   datamatch: bigint;
 }
 
+/** The payload of a DEVICE_GET_REGION_IO_FDS reply, decoded. */
 export interface RegionIoFdsReply {
   argsz: number;
   flags: number;
@@ -56,6 +61,7 @@ export interface RegionIoFdsReply {
   subRegions: IoFdSubRegion[];
 }
 
+/** Encode the payload of a DEVICE_GET_REGION_IO_FDS request (the bytes after the header). */
 export function encodeRegionIoFdsRequest(v: RegionIoFdsRequest): Uint8Array {
   const { bytes, dv } = alloc(REGION_IO_FDS_SIZE);
   putU32(dv, 0, v.argsz ?? REGION_IO_FDS_SIZE, 'RegionIoFdsRequest.argsz');
@@ -82,6 +88,7 @@ export function decodeRegionIoFdsRequest(
   return { argsz, index: u32(dv, 8) };
 }
 
+/** Encode the payload of a DEVICE_GET_REGION_IO_FDS reply (the bytes after the header). */
 export function encodeRegionIoFdsReply(v: RegionIoFdsReply): Uint8Array {
   const { bytes, dv } = alloc(REGION_IO_FDS_SIZE + IO_FD_SUB_REGION_SIZE * v.subRegions.length);
   putU32(dv, 0, v.argsz, 'RegionIoFdsReply.argsz');
@@ -111,6 +118,10 @@ export function regionIoFdsReplyFor(
   return { argsz: full, flags: 0, index, count: subRegions.length, subRegions: fits ? subRegions : [] };
 }
 
+/**
+ * Encode the DEVICE_GET_REGION_IO_FDS reply for region `index` and its sub-regions, within the request's argsz
+ * budget.
+ */
 export function encodeRegionIoFdsReplyFor(
   index: number,
   subRegions: IoFdSubRegion[],
@@ -126,6 +137,10 @@ export function regionIoFdsReplyFdRule(v?: RegionIoFdsReply): FdRule {
   return { min: 1, max: v.subRegions.length };
 }
 
+/**
+ * Decode and validate the payload of a DEVICE_GET_REGION_IO_FDS reply; a malformed one throws ProtocolError with
+ * its errno.
+ */
 export function decodeRegionIoFdsReply(
   payload: Uint8Array,
   fdCount?: number,

@@ -8,8 +8,10 @@ import type { Limits } from '../constants.js';
 import { fail } from '../errors.js';
 import { checkFds, checkStrayFds, checkXfer, expectAtLeast, expectLength, NO_FDS } from './common.js';
 
+/** Size of the REGION_READ/REGION_WRITE payload before the data (offset, region, count). */
 export const REGION_RW_SIZE = 16;
 
+/** The payload of a REGION_READ request, decoded. */
 export interface RegionReadRequest {
   offset: bigint;
   region: number;
@@ -27,6 +29,7 @@ export interface RegionWriteRequest {
   region: number;
   data: Uint8Array;
 }
+/** The payload of a REGION_WRITE reply, decoded. */
 export interface RegionWriteReply {
   offset: bigint;
   region: number;
@@ -53,6 +56,7 @@ function head(payload: Uint8Array): { offset: bigint; region: number; count: num
   return { offset: u64(dv, 0), region: u32(dv, 8), count: u32(dv, 12) };
 }
 
+/** Encode the payload of a REGION_READ request (the bytes after the header). */
 export function encodeRegionReadRequest(v: RegionReadRequest): Uint8Array {
   return encodeRw(v.offset, v.region, v.count, undefined, 'RegionReadRequest');
 }
@@ -70,6 +74,7 @@ export function decodeRegionReadRequest(
   return v;
 }
 
+/** Encode the payload of a REGION_READ reply (the bytes after the header). */
 export function encodeRegionReadReply(v: RegionReadReply): Uint8Array {
   return encodeRw(v.offset, v.region, v.data.byteLength, v.data, 'RegionReadReply');
 }
@@ -92,6 +97,7 @@ export function decodeRegionReadReply(
   return { offset: h.offset, region: h.region, data: sliceView(payload, REGION_RW_SIZE, h.count) };
 }
 
+/** Encode the payload of a REGION_WRITE request (the bytes after the header). */
 export function encodeRegionWriteRequest(v: RegionWriteRequest): Uint8Array {
   return encodeRw(v.offset, v.region, v.data.byteLength, v.data, 'RegionWriteRequest');
 }
@@ -115,6 +121,7 @@ export function decodeRegionWriteRequest(
   return { offset: h.offset, region: h.region, data: sliceView(payload, REGION_RW_SIZE, h.count) };
 }
 
+/** Encode the payload of a REGION_WRITE reply (the bytes after the header). */
 export function encodeRegionWriteReply(v: RegionWriteReply): Uint8Array {
   return encodeRw(v.offset, v.region, v.count, undefined, 'RegionWriteReply');
 }

@@ -8,7 +8,9 @@ import type { Limits } from '../constants.js';
 import { fail } from '../errors.js';
 import { checkFds, checkStrayFds, expectAtLeast, expectLength, NO_FDS } from './common.js';
 
+/** Size of the REGION_WRITE_MULTI payload header (the entry count). */
 export const WRITE_MULTI_HEADER_SIZE = 8;
+/** Size of one REGION_WRITE_MULTI entry. */
 export const WRITE_MULTI_ENTRY_SIZE = 24;
 /** The data field is 8 bytes, so no entry writes more. */
 export const WRITE_MULTI_MAX_DATA = 8;
@@ -19,14 +21,17 @@ export interface RegionWriteMultiEntry {
   region: number;
   data: Uint8Array;
 }
+/** The payload of a REGION_WRITE_MULTI request, decoded. */
 export interface RegionWriteMultiRequest {
   writes: RegionWriteMultiEntry[];
 }
+/** The payload of a REGION_WRITE_MULTI reply, decoded. */
 export interface RegionWriteMultiReply {
   /** The number of writes completed. */
   count: number;
 }
 
+/** Encode the payload of a REGION_WRITE_MULTI request (the bytes after the header). */
 export function encodeRegionWriteMultiRequest(v: RegionWriteMultiRequest): Uint8Array {
   const { bytes, dv } = alloc(WRITE_MULTI_HEADER_SIZE + WRITE_MULTI_ENTRY_SIZE * v.writes.length);
   putU64(dv, 0, BigInt(v.writes.length), 'RegionWriteMultiRequest.wr_cnt');
@@ -72,6 +77,7 @@ export function decodeRegionWriteMultiRequest(
   return { writes };
 }
 
+/** Encode the payload of a REGION_WRITE_MULTI reply (the bytes after the header). */
 export function encodeRegionWriteMultiReply(v: RegionWriteMultiReply): Uint8Array {
   const { bytes, dv } = alloc(WRITE_MULTI_HEADER_SIZE);
   if (!Number.isSafeInteger(v.count) || v.count < 0) throw new RangeError('RegionWriteMultiReply.count');
@@ -79,6 +85,10 @@ export function encodeRegionWriteMultiReply(v: RegionWriteMultiReply): Uint8Arra
   return bytes;
 }
 
+/**
+ * Decode and validate the payload of a REGION_WRITE_MULTI reply; a malformed one throws ProtocolError with its
+ * errno.
+ */
 export function decodeRegionWriteMultiReply(
   payload: Uint8Array,
   fdCount?: number,

@@ -20,6 +20,7 @@ import {
 } from './common.js';
 import { IrqIndex } from './irq-info.js';
 
+/** DEVICE_SET_IRQS `flags` bits (VFIO_IRQ_SET_*): one DATA_* type and one ACTION_* bit. */
 export const SetIrqsFlags = {
   DATA_NONE: 0x1,
   DATA_BOOL: 0x2,
@@ -33,8 +34,10 @@ export const SET_IRQS_DATA_TYPE_MASK = 0x7;
 /** All ACTION_* bits (`VFIO_IRQ_SET_ACTION_TYPE_MASK`); a valid request sets exactly one. */
 export const SET_IRQS_ACTION_TYPE_MASK = 0x38;
 
+/** Size of the DEVICE_SET_IRQS payload before the DATA_BOOL bytes. */
 export const SET_IRQS_SIZE = 20;
 
+/** The payload of a DEVICE_SET_IRQS request, decoded. */
 export interface SetIrqsRequest {
   /** The request size including data; 20 (+ count for DATA_BOOL) when omitted on encode. */
   argsz?: number;
@@ -45,9 +48,12 @@ export interface SetIrqsRequest {
   /** DATA_BOOL only: `count` bytes, non-zero = act on that vector. */
   data?: Uint8Array;
 }
+/** A DEVICE_SET_IRQS reply (it has no payload). */
 export type SetIrqsReply = EmptyReply;
 
+/** The data type of a DEVICE_SET_IRQS request: none, bool (one byte per vector) or eventfd (one fd per vector). */
 export type SetIrqsData = 'none' | 'bool' | 'eventfd';
+/** The action of a DEVICE_SET_IRQS request: mask, unmask or trigger. */
 export type SetIrqsAction = 'mask' | 'unmask' | 'trigger';
 
 /** The single DATA type of a validated request. */
@@ -63,6 +69,7 @@ export function setIrqsAction(flags: number): SetIrqsAction {
       : 'trigger';
 }
 
+/** Encode the payload of a DEVICE_SET_IRQS request (the bytes after the header). */
 export function encodeSetIrqsRequest(v: SetIrqsRequest): Uint8Array {
   const dataLen = v.data?.byteLength ?? 0;
   const { bytes, dv } = alloc(SET_IRQS_SIZE + dataLen);
@@ -145,10 +152,14 @@ export function checkSetIrqsAgainstDevice(v: SetIrqsRequest, numIrqs: number, ve
   }
 }
 
+/** Encode the payload of a DEVICE_SET_IRQS reply (the bytes after the header). */
 export function encodeSetIrqsReply(_v?: SetIrqsReply): Uint8Array {
   return EMPTY;
 }
 
+/**
+ * Decode and validate the payload of a DEVICE_SET_IRQS reply; a malformed one throws ProtocolError with its errno.
+ */
 export function decodeSetIrqsReply(payload: Uint8Array, fdCount?: number, limits?: Limits): SetIrqsReply {
   checkFds('DEVICE_SET_IRQS reply', NO_FDS, fdCount, limits);
   return expectEmpty(payload, 'DEVICE_SET_IRQS reply');

@@ -6,12 +6,14 @@ import { parseCapabilities } from '../capabilities.js';
 import type { Limits } from '../constants.js';
 import { checkFds, expectAtLeast, type FdRule, NO_FDS } from './common.js';
 
+/** The payload of a VERSION request, decoded. */
 export interface VersionRequest {
   major: number;
   minor: number;
   /** The raw JSON blob, NUL included; absent when the payload is exactly 4 bytes. */
   capabilities?: Uint8Array;
 }
+/** The payload of a VERSION reply, decoded. */
 export type VersionReply = VersionRequest;
 
 function encodeVersion(v: VersionRequest, what: string): Uint8Array {
@@ -34,6 +36,7 @@ function decodeVersion(payload: Uint8Array, what: string): VersionRequest {
   return v;
 }
 
+/** Encode the payload of a VERSION request (the bytes after the header). */
 export function encodeVersionRequest(v: VersionRequest): Uint8Array {
   return encodeVersion(v, 'VersionRequest');
 }
@@ -44,6 +47,7 @@ export function decodeVersionRequest(payload: Uint8Array, fdCount?: number, limi
   return decodeVersion(payload, 'VERSION request');
 }
 
+/** Encode the payload of a VERSION reply (the bytes after the header). */
 export function encodeVersionReply(v: VersionReply): Uint8Array {
   return encodeVersion(v, 'VersionReply');
 }
@@ -54,6 +58,7 @@ export function versionReplyFdRule(reply?: VersionReply): FdRule {
   return parseCapabilities(reply.capabilities).caps.twinSocket?.supported ? { min: 1, max: 1 } : NO_FDS;
 }
 
+/** Decode and validate the payload of a VERSION reply; a malformed one throws ProtocolError with its errno. */
 export function decodeVersionReply(payload: Uint8Array, fdCount?: number, limits?: Limits): VersionReply {
   const v = decodeVersion(payload, 'VERSION reply');
   checkFds('VERSION reply', versionReplyFdRule(v), fdCount, limits);
