@@ -221,8 +221,8 @@ export interface VfioUserDevice {
   /**
    * Hand-over to a new process (docs/handover.md) of a device without a migration facet whose state lives
    * outside this process (vfio-pci: in the host device, behind the VFIO fd that moves with the host IOMMU
-   * backend): `save` gives what the process keeps about it, `load` restores that in the successor's device, built
-   * from the same command line. A device with neither this nor `migration` is never handed over.
+   * backend): `saveState` gives what the process keeps about it, `loadState` restores that in the successor's
+   * device, built from the same command line (the verbs of DeviceMigration). A device with neither this nor `migration` is never handed over.
    */
   readonly handover?: DeviceHandover;
   /** Release everything (server shutdown). */
@@ -231,8 +231,10 @@ export interface VfioUserDevice {
 
 /** See VfioUserDevice.handover. */
 export interface DeviceHandover {
-  save(): Uint8Array;
-  load(state: Uint8Array): void;
+  /** What this process keeps about the device, as bytes for the successor. */
+  saveState(): Uint8Array;
+  /** Restore what saveState gave, in the successor's device; throw on a state it cannot take. */
+  loadState(state: Uint8Array): void;
 }
 
 /** A logger that drops everything: the default wherever no logger is given. */

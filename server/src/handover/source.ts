@@ -411,7 +411,7 @@ function exportState(
     device: {
       name: o.deviceName,
       snapshot: device.migration ? device.migration.saveState() : null,
-      handover: !device.migration && device.handover ? device.handover.save() : null,
+      handover: !device.migration && device.handover ? device.handover.saveState() : null,
     },
     listener: { fd: ref(listenerFd), ...(v.listener?.path && { socketPath: v.listener.path }) },
     offer: v.offer!,

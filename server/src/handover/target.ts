@@ -122,7 +122,7 @@ async function prepare(o: TargetOptions, s: HandoverState, fds: number[]): Promi
   const mig = o.device.migration;
   if (s.device.handover) {
     if (!o.device.handover) throw new Error('this device cannot load a hand-over state');
-    o.device.handover.load(s.device.handover);
+    o.device.handover.loadState(s.device.handover);
   }
   if (s.device.snapshot) {
     if (!mig) throw new Error('this device cannot load a state snapshot');
