@@ -2,7 +2,10 @@
 // vfio-user edu behind QEMU's vfio-user-pci (test/vm/qemu-linux.test.ts) but generic: everything is found from
 // the BDF.
 //
-//   usage: edu-irq <BDF> <rounds>
+//   usage: edu-irq <BDF> <rounds> [slow_ms]
+//
+// With slow_ms, the second half of the INTx rounds waits slow_ms before each raise: a window in which the host
+// can hand the device over to another process while interrupts keep flowing (test/vm/qemu-linux.test.ts).
 //
 // 1. sysfs: vendor/device/class/revision/subsystem ids, `resource` (BAR0 = 1 MiB of 32-bit memory, no other BAR,
 //    no ROM), the raw `config` file (ids, interrupt pin A, an MSI capability in the list).
@@ -190,7 +193,7 @@ static long long now_us(void) {
 
 // `rounds` interrupts of IRQ index `index` (VFIO_PCI_INTX_IRQ_INDEX or _MSI_), counted by the eventfd and by
 // /proc/interrupts under `name`.
-static void irq_rounds(const char *kind, unsigned index, const char *name, int rounds) {
+static void irq_rounds(const char *kind, unsigned index, const char *name, int rounds, int slow_ms) {
   struct vfio_irq_info info = {.argsz = sizeof(info), .index = index};
   int r = ioctl(devfd, VFIO_DEVICE_GET_IRQ_INFO, &info);
   check(r == 0 && info.count >= 1 && (info.flags & VFIO_IRQ_INFO_EVENTFD), "%s: IRQ info count %u, flags 0x%x", kind,
@@ -208,6 +211,10 @@ static void irq_rounds(const char *kind, unsigned index, const char *name, int r
   long long total_us = 0;
   for (int i = 0; i < rounds; i++) {
     uint32_t bit = 1u << (i % 8);
+    if (slow_ms > 0 && i >= rounds / 2) {
+      struct timespec ts = {.tv_sec = slow_ms / 1000, .tv_nsec = (long)(slow_ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
     long long t0 = now_us();
     wr32(EDU_IRQ_RAISE, bit);
     struct pollfd p = {.fd = efd, .events = POLLIN};
@@ -239,22 +246,23 @@ static void irq_rounds(const char *kind, unsigned index, const char *name, int r
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3 || atoi(argv[2]) <= 0) {
-    fprintf(stderr, "usage: %s <BDF> <rounds>\n", argv[0]);
+  if ((argc != 3 && argc != 4) || atoi(argv[2]) <= 0) {
+    fprintf(stderr, "usage: %s <BDF> <rounds> [slow_ms]\n", argv[0]);
     return 2;
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   const char *bdf = argv[1];
   int rounds = atoi(argv[2]);
+  int slow_ms = argc == 4 ? atoi(argv[3]) : 0;
   snprintf(dev_dir, sizeof(dev_dir), "/sys/bus/pci/devices/%.64s", bdf);
   printf("edu-irq: %s, %d rounds\n", bdf, rounds);
   sysfs_checks();
   if (vfio_open(bdf) == 0) {
     char name[128];
     snprintf(name, sizeof(name), "vfio-intx(%.64s)", bdf);
-    irq_rounds("INTx", VFIO_PCI_INTX_IRQ_INDEX, name, rounds);
+    irq_rounds("INTx", VFIO_PCI_INTX_IRQ_INDEX, name, rounds, slow_ms);
     snprintf(name, sizeof(name), "vfio-msi[0](%.64s)", bdf);
-    irq_rounds("MSI", VFIO_PCI_MSI_IRQ_INDEX, name, rounds);
+    irq_rounds("MSI", VFIO_PCI_MSI_IRQ_INDEX, name, rounds, 0);
   }
   if (devfd >= 0) close(devfd);
   if (group >= 0) close(group);
