@@ -1,6 +1,6 @@
 // A Linux guest (Debian 6.12, busybox initramfs, q35 + intel-iommu under TCG) sees our edu through QEMU's
-// vfio-user-pci: sysfs ids, class and resources (BAR0 = 1 MiB) and the raw config space match the device, and
-// its INTx and MSI interrupts arrive: test/vm/guest/edu-irq.c binds it to the guest's vfio-pci, raises edu's
+// vfio-user-pci: sysfs ids, class and resources (BAR0 = 1 MiB) and the raw config space match the device, its
+// DMA through the guest's IOMMU lands, and its INTx and MSI interrupts arrive: test/vm/guest/edu-irq.c binds it to the guest's vfio-pci, raises edu's
 // interrupt (register 0x60) N times per kind, and counts each on the eventfd and in /proc/interrupts. The server
 // starts in this process, on the host, with guest RAM shared as a memfd; in the middle of the INTx rounds it is
 // handed over (docs/handover.md) to a new process, the real CLI, which serves the rest of the run: the guest
@@ -115,7 +115,12 @@ test('Linux guest: sysfs view of our edu, INTx and MSI interrupts through vfio-u
     clearInterval(watcher);
     const context = bootContext(r);
     assert.match(r.console, /bound 0000:00:05\.0 \(1234:11e8\) to vfio-pci/, `not bound${context}`);
-    assertGuestPassed(r, { program: 'edu-irq', minChecks: 20 });
+    assertGuestPassed(r, { program: 'edu-irq', minChecks: 23 });
+    assert.match(
+      r.output,
+      /^ok - edu DMA after the interrupts/m,
+      `no DMA check after the hand-over${context}`,
+    );
 
     // The hand-over happened in the middle of the INTx rounds, and the successor served the rest.
     assert.ok(handover, `no hand-over: ${srv.edu.stats.interruptsRaised} interrupts raised${context}`);
@@ -132,6 +137,9 @@ test('Linux guest: sysfs view of our edu, INTx and MSI interrupts through vfio-u
     // The server's side of it: every raise reached the device and went out as an eventfd signal, over INTx (index
     // 0) and MSI (index 1, which QEMU only sets up once the guest enabled MSI), in one process or the other.
     assert.is(before + raisedAfter, 2 * ROUNDS, 'interrupts raised by edu (both processes)');
+    // One edu DMA round trip (2 transfers) before the interrupts, in this process; one after, in the successor.
+    assert.is(srv.edu.stats.dmaTransfers, 2, 'DMA transfers before the hand-over');
+    assert.is((after.device as { dmaTransfers: number }).dmaTransfers, 2, 'DMA transfers by the successor');
     assert.ok(
       srv.server.irq.stats.signals + signalsAfter >= 2 * ROUNDS,
       `eventfd signals: ${JSON.stringify(srv.server.irq.stats)} + ${signalsAfter}`,
