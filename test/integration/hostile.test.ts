@@ -3,7 +3,8 @@
 // stopped answering (a blocking interrupt write), spun at 100% CPU (a hung-up unmask fd) or spent seconds and
 // gigabytes on a msgpack bomb. Each test ends with the server alive, a new client answered well within 100 ms,
 // and the server's fd count (and RSS, where the attack allocated) back to its baseline.
-import { ftruncateSync, writeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { ftruncateSync, readFileSync, writeSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { VfioUserClient } from 'vfio-user-client';
@@ -407,6 +408,57 @@ test('limits: past the fd budget (RLIMIT_NOFILE less headroom) a DMA_MAP of a ne
     await c.dmaMap({ address: 0x80000000n, size: 4096n, flags: 3, offset: 0n, fd: fds[0]! });
     assert.ok((await timedIdent(c)) < ANSWER_MS);
     c.close();
+    assert.ok((await answers(s)) < ANSWER_MS);
+    assert.is(await s.settledFds(base), base, 'every file fd released with the session');
+  } finally {
+    for (const fd of fds) closeFd(fd);
+    await s.stop();
+  }
+});
+
+test('limits: SCM_RIGHTS truncated by the kernel (MSG_CTRUNC at RLIMIT_NOFILE) fails that DMA_MAP with EMFILE, not the session', async () => {
+  const s = await ServerProcess.start();
+  const fds: number[] = [];
+  const soft = () => /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${s.pid}/limits`, 'utf8'))?.[1];
+  const original = soft();
+  try {
+    const base = await s.settledFds(-1, 300);
+    const c = await client(s);
+    // The fd budget is sized from the limit at start-up. Lowered under the running server (an operator's
+    // prlimit, or fds spent elsewhere), the limit is met by the kernel first: it cannot install the fd a DMA_MAP
+    // carries and truncates the control data. Room for about 16 more fds:
+    const limit = s.stats().fds + 16;
+    execFileSync('prlimit', [`--pid=${s.pid}`, `--nofile=${limit}:`]);
+    assert.is(soft(), String(limit));
+    const map = (i: number, fd: number) =>
+      c.dmaMap({ address: BigInt(i) << 20n, size: 4096n, flags: 3, offset: 0n, fd }).then(
+        () => 0,
+        (e: { errno?: number }) => e.errno ?? -1,
+      );
+    let ok = 0;
+    let errno = 0;
+    for (let i = 0; i < 64 && errno === 0; i++) {
+      const fd = memfdCreate(`hostile-ctrunc-${i}`, 4096);
+      fds.push(fd);
+      errno = await map(i, fd);
+      if (errno === 0) ok++;
+    }
+    assert.is(errno, 24, 'EMFILE for the DMA_MAP whose fd the kernel dropped');
+    assert.ok(ok > 0, `${ok} files mapped before the limit`);
+    assert.ok(s.alive, 'the server lives');
+    assert.ok((await timedIdent(c)) < ANSWER_MS, 'the session answers the next request at once');
+    // One readable line: the request, EMFILE and why.
+    const lines = s.stderr.split('\n').filter((l) => l.includes('"EMFILE"'));
+    assert.is(lines.length, 1, `one log line for the truncation: ${s.stderr.slice(-1500)}`);
+    assert.ok(/"command":"DMA_MAP"/.test(lines[0]!) && lines[0]!.includes('MSG_CTRUNC'), lines[0]);
+    // Room again (the last mapped file released): a new file maps, the session never noticed.
+    await c.dmaUnmap({ address: BigInt(ok - 1) << 20n, size: 4096n });
+    const fd = memfdCreate('hostile-ctrunc-after', 4096);
+    fds.push(fd);
+    assert.is(await map(ok - 1, fd), 0, 'a later DMA_MAP with an fd succeeds');
+    assert.is(await eduDma(c, BigInt(ok - 1) << 20n, 64, true), 0, 'and the device can DMA to it');
+    c.close();
+    execFileSync('prlimit', [`--pid=${s.pid}`, `--nofile=${original}:`]);
     assert.ok((await answers(s)) < ANSWER_MS);
     assert.is(await s.settledFds(base), base, 'every file fd released with the session');
   } finally {

@@ -13,7 +13,7 @@ export interface NativeConnection {
   readonly queuedBytes: number;
   start(
     handlers: object,
-    onMessage: (size: number, fds: number[] | undefined, data: Buffer | undefined) => void,
+    onMessage: (size: number, fds: number[] | undefined, data: Buffer | undefined, fdsTruncated?: true) => void,
     onClose: (err?: Error) => void,
     onDrain: (() => void) | undefined,
     maxMessageSize: number,
@@ -29,13 +29,14 @@ export interface NativeConnection {
   close(): void;
   setMaxMessageSize(n: number): void;
   takeBuffered(): BufferedInput;
-  prefill(data: ArrayBufferView, fds: number[] | undefined): void;
+  prefill(data: ArrayBufferView, fds: number[] | undefined, fdsTruncated: boolean): void;
 }
 
 /** Received bytes not delivered yet, and the fds of the messages among them (`at`: offset in `data`). */
 export interface BufferedInput {
   data: Buffer;
-  groups: { at: number; fds: number[] }[];
+  /** `fdsTruncated`: the kernel dropped fds of that message (MSG_CTRUNC); `fds` is then empty. */
+  groups: { at: number; fds: number[]; fdsTruncated?: true }[];
 }
 
 export interface NativeListener {

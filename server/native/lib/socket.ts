@@ -18,11 +18,13 @@ export interface ConnectionHandlers {
    * One complete message (a copy; header included) and the fds that arrived with it. The fds now belong to the
    * handler: close every one it does not keep. Called with `this` = the handlers object. All messages of one
    * wakeup arrive in one callback scope (process.nextTick and microtasks run after the last of them).
+   * `fdsTruncated`: the kernel could not give us every fd sent with this message (MSG_CTRUNC: this process is at
+   * RLIMIT_NOFILE); `fds` is then empty and the message should fail with EMFILE. The connection goes on.
    */
-  onMessage(data: Buffer, fds: number[]): void;
+  onMessage(data: Buffer, fds: number[], fdsTruncated: boolean): void;
   /**
    * Once, after the fd is closed: without an argument for an orderly EOF or close(); with an Error
-   * (errno/code/syscall) for EPROTO (bad size, MSG_CTRUNC, EOF mid-message), ECONNRESET, EPIPE...
+   * (errno/code/syscall) for EPROTO (bad size, EOF mid-message), ECONNRESET, EPIPE...
    */
   onClose(err?: Error): void;
   /** The send queue emptied after send() returned false. */
@@ -106,13 +108,13 @@ export class Connection {
     const inbox = this.#inbox;
     this.#n.start(
       h,
-      (size, fds, data) => {
+      (size, fds, data, fdsTruncated) => {
         if (data === undefined) {
           // Buffer.allocUnsafe takes small sizes from Node's shared pool: no allocation per message.
           data = Buffer.allocUnsafe(size);
           inbox.copy(data, 0, 0, size);
         }
-        h.onMessage(data, fds ?? []);
+        h.onMessage(data, fds ?? [], fdsTruncated === true);
       },
       h.onClose,
       h.onDrain,
@@ -138,10 +140,11 @@ export class Connection {
   /**
    * Before start(): appends `data` to the receive buffer, delivered before anything read from the socket;
    * `fds` belong to the message starting at data[0] and are owned by the connection on success (on a throw
-   * the caller keeps them). The receiving side of takeBuffered().
+   * the caller keeps them); `fdsTruncated` carries a group's mark across a hand-over. The receiving side of
+   * takeBuffered().
    */
-  prefill(data: Uint8Array, fds?: number[]): void {
-    this.#n.prefill(data, fds?.length ? fds : undefined);
+  prefill(data: Uint8Array, fds?: number[], fdsTruncated = false): void {
+    this.#n.prefill(data, fds?.length ? fds : undefined, fdsTruncated);
     this.#prefilled = true;
   }
 

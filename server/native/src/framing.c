@@ -95,10 +95,13 @@ int vu_collect_fds(struct msghdr *msg, int *out) {
   return n;
 }
 
-static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, const char **why);
+static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, bool truncated, const char **why);
 
-/* Files the fds of the read that ended at buf[end] under the message they belong to. 0 or ENOMEM. */
-static int attach_fds(vu_rx *rx, const int *fds, int n, const char **why) {
+/*
+ * Files the fds of the read that ended at buf[end] under the message they belong to (`truncated`: the kernel
+ * dropped some; those that came are closed and the message marked). 0 or ENOMEM.
+ */
+static int attach_fds(vu_rx *rx, const int *fds, int n, bool truncated, const char **why) {
   size_t at = rx->start;
   if (!rx->exact) {
     /* bulk: the last message that starts before the end of this read. A bad size ends the walk: the fds go with
@@ -113,17 +116,25 @@ static int attach_fds(vu_rx *rx, const int *fds, int n, const char **why) {
       pos += size;
     }
   }
-  return file_fds(rx, rx->base + at, fds, n, why);
+  return file_fds(rx, rx->base + at, fds, n, truncated, why);
 }
 
-/* Files fds under the message starting at stream offset `off`. 0 or ENOMEM (the fds closed). */
-static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, const char **why) {
+/*
+ * Files fds under the message starting at stream offset `off` (`truncated`: MSG_CTRUNC, the fds are closed and
+ * the message marked). 0 or ENOMEM (the fds closed).
+ */
+static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, bool truncated, const char **why) {
+  if (truncated) {
+    vu_close_fds(fds, n);
+    n = 0;
+  }
   if (rx->ngroups && rx->groups[rx->ngroups - 1]->off == off) {
     vu_fdgroup *g = rx->groups[rx->ngroups - 1];
     vu_fdgroup *ng = realloc(g, sizeof *g + (size_t)(g->n + n) * sizeof(int));
     if (!ng) goto oom;
     memcpy(ng->fds + ng->n, fds, (size_t)n * sizeof(int));
     ng->n += n;
+    ng->truncated |= truncated;
     rx->groups[rx->ngroups - 1] = ng;
     return 0;
   }
@@ -137,6 +148,7 @@ static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, const char *
   vu_fdgroup *g = malloc(sizeof *g + (size_t)n * sizeof(int));
   if (!g) goto oom;
   g->off = off;
+  g->truncated = truncated;
   g->n = n;
   memcpy(g->fds, fds, (size_t)n * sizeof(int));
   rx->groups[rx->ngroups++] = g;
@@ -149,11 +161,6 @@ oom:
 
 int vu_rx_received(vu_rx *rx, size_t n, const int *fds, int nfds, int msg_flags, const char **why) {
   *why = NULL;
-  if (msg_flags & MSG_CTRUNC) {
-    vu_close_fds(fds, nfds);
-    *why = "control data truncated (MSG_CTRUNC): the kernel dropped file descriptors";
-    return EPROTO;
-  }
   if (n == 0) {
     vu_close_fds(fds, nfds);
     if (rx->end == rx->start) return VU_RX_EOF;
@@ -161,17 +168,13 @@ int vu_rx_received(vu_rx *rx, size_t n, const int *fds, int nfds, int msg_flags,
     return EPROTO;
   }
   rx->end += n;
-  return nfds ? attach_fds(rx, fds, nfds, why) : 0;
+  bool truncated = msg_flags & MSG_CTRUNC;
+  return nfds || truncated ? attach_fds(rx, fds, nfds, truncated, why) : 0;
 }
 
 int vu_rx_received_ahead(vu_rx *rx, size_t n0, size_t want0, size_t n, const int *fds, int nfds, int msg_flags,
                          const char **why) {
   *why = NULL;
-  if (msg_flags & MSG_CTRUNC) {
-    vu_close_fds(fds, nfds);
-    *why = "control data truncated (MSG_CTRUNC): the kernel dropped file descriptors";
-    return EPROTO;
-  }
   if (n == 0) {
     vu_close_fds(fds, nfds); /* end of stream after the first entry: the next read sees it again */
     return 0;
@@ -182,19 +185,27 @@ int vu_rx_received_ahead(vu_rx *rx, size_t n0, size_t want0, size_t n, const int
   uint32_t size = rd32le(rx->buf + cur + 4); /* checked by vu_rx_read_space_ahead */
   bool next = n0 + n > want0;
   rx->end += n;
-  if (!nfds) return 0;
+  bool truncated = msg_flags & MSG_CTRUNC;
+  if (!nfds && !truncated) return 0;
   size_t at = next ? cur + size : cur;
-  return file_fds(rx, rx->base + at, fds, nfds, why);
+  return file_fds(rx, rx->base + at, fds, nfds, truncated, why);
 }
 
-/* Takes the fds of the message at stream offset `off` (closing any stale group before it). */
-static int take_fds(vu_rx *rx, uint64_t off, int *out) {
+/*
+ * Takes the fds of the message at stream offset `off` (closing any stale group before it); for a message marked
+ * truncated, closes them all and sets *truncated.
+ */
+static int take_fds(vu_rx *rx, uint64_t off, int *out, bool *truncated) {
   int n = 0;
+  *truncated = false;
   size_t used = 0;
   while (used < rx->ngroups && rx->groups[used]->off <= off) {
     vu_fdgroup *g = rx->groups[used++];
     if (g->off < off) {
       vu_close_fds(g->fds, g->n); /* cannot happen: groups always name a message start */
+    } else if (g->truncated) {
+      vu_close_fds(g->fds, g->n); /* fds that came before the truncation: a part of a set is no use */
+      *truncated = true;
     } else {
       for (int i = 0; i < g->n; i++) {
         if (n < VU_MAX_FDS)
@@ -212,13 +223,18 @@ static int take_fds(vu_rx *rx, uint64_t off, int *out) {
   return n;
 }
 
-int vu_rx_next(vu_rx *rx, const uint8_t **data, uint32_t *size, int *fds, int *nfds, const char **why) {
+int vu_rx_next(vu_rx *rx, const uint8_t **data, uint32_t *size, int *fds, int *nfds, bool *fds_truncated,
+               const char **why) {
   size_t have = rx->end - rx->start;
   if (have < VU_HDR_SIZE) return 0;
   uint32_t sz = rd32le(rx->buf + rx->start + 4);
   if ((*why = bad_size(sz, rx->max_msg))) return -EPROTO;
   if (have < sz) return 0;
-  *nfds = take_fds(rx, rx->base + rx->start, fds);
+  *nfds = take_fds(rx, rx->base + rx->start, fds, fds_truncated);
+  if (*fds_truncated) {
+    vu_close_fds(fds, *nfds);
+    *nfds = 0;
+  }
   *data = rx->buf + rx->start;
   *size = sz;
   rx->start += sz;
@@ -236,10 +252,10 @@ void vu_rx_settle(vu_rx *rx) {
   }
 }
 
-int vu_rx_prefill(vu_rx *rx, const uint8_t *data, size_t len, const int *fds, int nfds) {
+int vu_rx_prefill(vu_rx *rx, const uint8_t *data, size_t len, const int *fds, int nfds, bool fds_truncated) {
   if (!vu_rx_reserve(rx, len)) return ENOMEM;
   size_t at = rx->end;
-  if (nfds) {
+  if (nfds || fds_truncated) {
     if (rx->ngroups == rx->groups_cap) {
       size_t cap = rx->groups_cap ? rx->groups_cap * 2 : 8;
       vu_fdgroup **p = realloc(rx->groups, cap * sizeof *p);
@@ -250,6 +266,7 @@ int vu_rx_prefill(vu_rx *rx, const uint8_t *data, size_t len, const int *fds, in
     vu_fdgroup *g = malloc(sizeof *g + (size_t)nfds * sizeof(int));
     if (!g) return ENOMEM;
     g->off = rx->base + at;
+    g->truncated = fds_truncated;
     g->n = nfds;
     memcpy(g->fds, fds, (size_t)nfds * sizeof(int));
     rx->groups[rx->ngroups++] = g;

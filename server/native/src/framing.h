@@ -10,6 +10,10 @@
  *   bulk:  a read takes up to 64 KiB; its fds belong to the last message that starts before the end of the read.
  * Every received fd has one owner: the buffer (groups) until the message is taken with vu_rx_next, the caller
  * after that. Errors close the fds of the read that caused them; vu_rx_close_fds closes what is still held.
+ *
+ * MSG_CTRUNC (the kernel could not install every fd of a read: the process is at RLIMIT_NOFILE) fails the
+ * message, not the stream: the bytes are kept, the fds that did arrive are closed, and the message they belong to
+ * (by the rule above) is taken with no fds and `fds_truncated` set, for the session to answer EMFILE.
  */
 #ifndef VU_FRAMING_H
 #define VU_FRAMING_H
@@ -30,7 +34,8 @@
 #define VU_MAX_FDS 253 /* SCM_MAX_FD: the most one sendmsg can carry */
 
 typedef struct vu_fdgroup {
-  uint64_t off; /* stream offset of the first byte of the message these fds belong to */
+  uint64_t off;   /* stream offset of the first byte of the message these fds belong to */
+  bool truncated; /* the kernel dropped fds of this message (MSG_CTRUNC) */
   int n;
   int fds[];
 } vu_fdgroup;
@@ -68,8 +73,9 @@ int vu_rx_read_space_ahead(vu_rx *rx, struct iovec *iov, struct iovec *ahead);
  * Accounts the read-ahead entry, after vu_rx_received accounted the first one (`n0` of `want0` bytes): moves its
  * `n` bytes behind the first entry's and files its fds under the next message, or under the current one when the
  * first entry came back short and this one stays inside the current message (a short first entry lets the second
- * cross into the next message: its fds then go to the next message, the bulk rule). n == 0 (end of stream) is
- * left to the next read. 0, or an errno with `*why` (the fds are closed then).
+ * cross into the next message: its fds then go to the next message, the bulk rule; MSG_CTRUNC marks that message
+ * as vu_rx_received does). n == 0 (end of stream) is left to the next read. 0, or an errno with `*why` (the fds
+ * are closed then).
  */
 int vu_rx_received_ahead(vu_rx *rx, size_t n0, size_t want0, size_t n, const int *fds, int nfds, int msg_flags,
                          const char **why);
@@ -79,24 +85,29 @@ int vu_collect_fds(struct msghdr *msg, int *out);
 
 /*
  * Accounts a recvmsg that returned `n` bytes (written at the space vu_rx_read_space gave) with `fds` and the
- * msg_flags it reported. Returns 0, VU_RX_EOF (n == 0, nothing pending), or an errno (EPROTO: truncated control
- * data, end of stream mid-message; ENOMEM) with `*why` set. On any non-zero result the fds are
- * closed; on 0 they belong to the buffer.
+ * msg_flags it reported. Returns 0, VU_RX_EOF (n == 0, nothing pending), or an errno (EPROTO: end of stream
+ * mid-message; ENOMEM) with `*why` set. On any non-zero result the fds are closed; on 0 they belong to the buffer
+ * (with MSG_CTRUNC they are closed and their message marked, see above).
  */
 int vu_rx_received(vu_rx *rx, size_t n, const int *fds, int nfds, int msg_flags, const char **why);
 
 /*
  * The next complete message: returns 1 and consumes it (`*data` points into the buffer until the next call that
- * changes it; fds[0..*nfds) belong to the caller now, fds must have room for VU_MAX_FDS), 0 when none is complete,
- * or -EPROTO for a bad size (`*why` set; nothing consumed).
+ * changes it; fds[0..*nfds) belong to the caller now, fds must have room for VU_MAX_FDS; `*fds_truncated`: the
+ * kernel dropped some of its fds, none are given), 0 when none is complete, or -EPROTO for a bad size (`*why`
+ * set; nothing consumed).
  */
-int vu_rx_next(vu_rx *rx, const uint8_t **data, uint32_t *size, int *fds, int *nfds, const char **why);
+int vu_rx_next(vu_rx *rx, const uint8_t **data, uint32_t *size, int *fds, int *nfds, bool *fds_truncated,
+               const char **why);
 
 /* Drops the buffer once everything was taken (caller: not while a message pointer is in use). */
 void vu_rx_settle(vu_rx *rx);
 
-/* Appends bytes, with fds belonging to the message starting at data[0] (taken on success). 0 or ENOMEM. */
-int vu_rx_prefill(vu_rx *rx, const uint8_t *data, size_t len, const int *fds, int nfds);
+/*
+ * Appends bytes, with fds belonging to the message starting at data[0] (taken on success; `fds_truncated`: that
+ * message lost fds to MSG_CTRUNC before a hand-over). 0 or ENOMEM.
+ */
+int vu_rx_prefill(vu_rx *rx, const uint8_t *data, size_t len, const int *fds, int nfds, bool fds_truncated);
 
 /* Forgets every pending byte and group without closing the fds (their ownership moved elsewhere). */
 void vu_rx_forget(vu_rx *rx);

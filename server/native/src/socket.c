@@ -2,7 +2,8 @@
  * UNIX stream sockets with fd passing: Connection (framed receive, queued send), Listener, helpers.
  *
  * The addon owns each fd and one uv_poll_t per fd. Receive: recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) with room for
- * SCM_MAX_FD (253) fds; MSG_CTRUNC (the kernel dropped fds) is a protocol error. Framing ("bulk" and "exact": which
+ * SCM_MAX_FD (253) fds; MSG_CTRUNC (the kernel dropped fds: RLIMIT_NOFILE) fails that message (onMessage's fourth
+ * argument), not the connection. Framing ("bulk" and "exact": which
  * message owns the fds of a read) is plain C in framing.c, shared with the libFuzzer harness; exact framing reads
  * a message's rest and the next header with one recvmmsg (conn_read_burst). All messages of one wakeup are delivered
  * inside one callback scope, so nextTick/microtasks drain once per wakeup.
@@ -283,8 +284,9 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
     uint32_t size;
     int fds[MAX_FDS];
     int nfds;
+    bool truncated;
     const char *why;
-    int r = vu_rx_next(&c->rx, &msg, &size, fds, &nfds, &why);
+    int r = vu_rx_next(&c->rx, &msg, &size, fds, &nfds, &truncated, &why);
     if (r < 0) {
       conn_fail(c, -r, "recvmsg", why);
       break;
@@ -302,9 +304,10 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
       conn_fail(c, EIO, "napi_open_handle_scope", NULL);
       break;
     }
-    /* onMessage(size, fds | undefined, data | undefined): a message that fits the inbox is copied there (JS copies
-     * it out before anything else runs), a bigger one comes as its own Buffer. */
-    napi_value argv[3];
+    /* onMessage(size, fds | undefined, data | undefined[, true]): a message that fits the inbox is copied there (JS
+     * copies it out before anything else runs), a bigger one comes as its own Buffer; a fourth argument `true`
+     * when the kernel dropped fds of this message (MSG_CTRUNC). */
+    napi_value argv[4];
     bool ok = napi_create_uint32(env, size, &argv[0]) == napi_ok;
     if (ok && size <= c->inbox_len) {
       memcpy(c->inbox, msg, size);
@@ -315,6 +318,7 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
     if (ok)
       ok = (nfds ? napi_create_array_with_length(env, (size_t)nfds, &argv[1]) : napi_get_undefined(env, &argv[1])) ==
            napi_ok;
+    if (ok && truncated) ok = napi_get_boolean(env, true, &argv[3]) == napi_ok;
     for (int i = 0; ok && i < nfds; i++) {
       napi_value v;
       ok = napi_create_int32(env, fds[i], &v) == napi_ok && napi_set_element(env, argv[1], (uint32_t)i, v) == napi_ok;
@@ -326,7 +330,7 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
       break;
     }
     /* From here the fds belong to JS. */
-    vu_call_ref(env, c->handlers, c->on_message, 3, argv);
+    vu_call_ref(env, c->handlers, c->on_message, truncated ? 4 : 3, argv);
     NAPI_LOG(env, napi_close_handle_scope(env, hs));
   }
   c->delivering--;
@@ -900,10 +904,11 @@ static napi_value conn_flush(napi_env env, napi_callback_info info) {
 
 /*
  * Hand-over (server/src/handover): takeBuffered() returns what was read from the socket but not delivered (a
- * paused connection may hold complete messages and the start of one more) as {data, groups: [{at, fds}]}, `at`
- * being the offset in `data` of the message the fds came with; the fds now belong to JS and the buffer is empty.
- * prefill(data, fds) appends bytes (and the fds of the message starting at the first of them) to the receive
- * buffer of a connection not started yet: they are delivered before anything read from the socket.
+ * paused connection may hold complete messages and the start of one more) as {data, groups: [{at, fds,
+ * fdsTruncated?}]}, `at` being the offset in `data` of the message the fds came with; the fds now belong to JS and
+ * the buffer is empty. prefill(data, fds, fdsTruncated) appends bytes (and the fds of the message starting at the
+ * first of them) to the receive buffer of a connection not started yet: they are delivered before anything read
+ * from the socket.
  */
 static napi_value conn_take_buffered(napi_env env, napi_callback_info info) {
   conn *c = conn_this(env, info);
@@ -927,6 +932,11 @@ static napi_value conn_take_buffered(napi_env env, napi_callback_info info) {
     for (int k = 0; k < g->n; k++) NAPI_CALL(env, napi_set_element(env, arr, (uint32_t)k, vu_i32(env, g->fds[k])));
     if (!vu_set_val(env, go, "at", vu_double(env, (double)(g->off - base))) || !vu_set_val(env, go, "fds", arr))
       return NULL;
+    if (g->truncated) {
+      napi_value t;
+      NAPI_CALL(env, napi_get_boolean(env, true, &t));
+      if (!vu_set_val(env, go, "fdsTruncated", t)) return NULL;
+    }
     NAPI_CALL(env, napi_set_element(env, groups, (uint32_t)i, go));
   }
   if (!vu_set_val(env, out, "data", data) || !vu_set_val(env, out, "groups", groups)) return NULL;
@@ -936,8 +946,8 @@ static napi_value conn_take_buffered(napi_env env, napi_callback_info info) {
 }
 
 static napi_value conn_prefill(napi_env env, napi_callback_info info) {
-  napi_value argv[2], thisv;
-  if (!vu_args(env, info, 2, argv, &thisv)) return NULL;
+  napi_value argv[3], thisv;
+  if (!vu_args(env, info, 3, argv, &thisv)) return NULL;
   conn *c = conn_unwrap(env, thisv);
   if (!c) return NULL;
   if (c->state != C_NEW) {
@@ -949,12 +959,15 @@ static napi_value conn_prefill(napi_env env, napi_callback_info info) {
   if (!vu_get_bytes(env, argv[0], "data", &data, &len)) return NULL;
   int fds[MAX_FDS];
   uint32_t nfds;
-  if (!get_fd_array(env, argv[1], "fd", false, NULL, fds, &nfds)) return NULL;
-  if (nfds && len == 0) {
+  bool truncated;
+  if (!get_fd_array(env, argv[1], "fd", false, NULL, fds, &nfds) ||
+      !vu_get_bool(env, argv[2], "fdsTruncated", false, &truncated))
+    return NULL;
+  if ((nfds || truncated) && len == 0) {
     vu_throw_range(env, "fds need at least the first byte of their message");
     return NULL;
   }
-  if (vu_rx_prefill(&c->rx, data, len, fds, (int)nfds)) {
+  if (vu_rx_prefill(&c->rx, data, len, fds, (int)nfds, truncated)) {
     vu_throw_errno(env, ENOMEM, "malloc");
     return NULL;
   }

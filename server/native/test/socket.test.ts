@@ -507,6 +507,30 @@ S('a peer that disappears: send reports EPIPE through onClose', () =>
   }),
 );
 
+S(
+  'prefill carries a MSG_CTRUNC mark across a hand-over: no fds, fdsTruncated, the next message is plain',
+  async () => {
+    const [a, b] = pair();
+    const efd = eventfd(0);
+    const marks: boolean[] = [];
+    const fds: number[][] = [];
+    b.prefill(frame(1, 2), [efd], true); // the fds that came before the truncation: closed by the connection
+    b.prefill(frame(2, 3));
+    b.start({
+      onMessage(_data, f, fdsTruncated) {
+        fds.push(f);
+        marks.push(fdsTruncated);
+      },
+      onClose() {},
+    });
+    await waitFor(() => marks.length === 2, 2000, 'two prefilled messages');
+    assert.equal(marks, [true, false]);
+    assert.equal(fds, [[], []]);
+    assert.throws(() => fdFlags(efd), /EBADF/, 'the partial set was closed');
+    await closeBoth(a, b);
+  },
+);
+
 S.run();
 
 // ------------------------------------------------------------------------------------------------ Listener

@@ -312,7 +312,14 @@ async function run(
   try {
     chan.send(
       MsgType.GO,
-      { stoppedAt, input: input.map((p) => ({ data: p.data, fds: p.fds.length })) },
+      {
+        stoppedAt,
+        input: input.map((p) => ({
+          data: p.data,
+          fds: p.fds.length,
+          ...(p.fdsTruncated && { fdsTruncated: true }),
+        })),
+      },
       inputFds,
     );
   } finally {

@@ -187,9 +187,10 @@ async function start(
   // Past the point of no return: host entries pinning through the previous process's addresses (type1) now pin
   // through ours (MAP_DMA(VADDR): no unmap, no map), so they can be unmapped from here.
   vaddrUpdates.n = o.server.mirror.claimAddresses(o.server.dma);
-  const input = (go.body.input as { data: Uint8Array; fds: number }[]).map((p) => ({
+  const input = (go.body.input as { data: Uint8Array; fds: number; fdsTruncated?: boolean }[]).map((p) => ({
     data: p.data,
     fds: [] as number[],
+    ...(p.fdsTruncated && { fdsTruncated: true }),
   }));
   let at = 0;
   (go.body.input as { fds: number }[]).forEach((p, i) => {

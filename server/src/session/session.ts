@@ -120,9 +120,19 @@ export interface SessionRestore {
   writeMultiple: boolean;
   twinFd?: number;
   /** Raw received bytes, in order, each piece with the fds of the message starting at its first byte. */
-  input: { data: Uint8Array; fds: number[] }[];
+  input: InputPiece[];
   /** Runs after the device is attached and before reading starts (the device is resumed here). */
   beforeRead?(): void | Promise<void>;
+}
+
+/**
+ * Received bytes handed over: the fds of the message starting at data[0]; `fdsTruncated` when the kernel dropped
+ * some of them (MSG_CTRUNC), so that the successor fails that message with EMFILE as this process would have.
+ */
+export interface InputPiece {
+  data: Uint8Array;
+  fds: number[];
+  fdsTruncated?: boolean;
 }
 
 /** What a hand-over exports of a live session (fds borrowed: the caller dups what it sends). */
@@ -138,6 +148,8 @@ interface Queued {
   h: Header;
   payload: Uint8Array;
   fds: FdBag;
+  /** The kernel dropped fds sent with it (MSG_CTRUNC: we are at RLIMIT_NOFILE): it fails with EMFILE. */
+  fdsTruncated: boolean;
   /** Arrival time (performance.now()) when an observer wants latencies, else 0. */
   t0: number;
 }
@@ -229,7 +241,7 @@ export class Session {
     }
     this.conn.start(
       {
-        onMessage: (data, fds) => this.onMessage(data, fds),
+        onMessage: (data, fds, fdsTruncated) => this.onMessage(data, fds, fdsTruncated),
         onClose: (err) => {
           void this.close(err ? `connection error: ${err.message}` : 'client closed the connection', err);
         },
@@ -241,7 +253,7 @@ export class Session {
 
   // ---- receive ---------------------------------------------------------------------------------------------
 
-  private onMessage(data: Uint8Array, fds: number[]): void {
+  private onMessage(data: Uint8Array, fds: number[], fdsTruncated = false): void {
     if (!this.isOpen) {
       native.closeFdsQuietly(fds);
       return;
@@ -263,7 +275,8 @@ export class Session {
     if (isReply(h)) {
       // A reply to our DMA_READ/WRITE (never queued); an unsolicited one is logged and ignored (HDR-09).
       native.closeFdsQuietly(fds);
-      if (fds.length) this.log.warn({ id: h.id, fds: fds.length }, 'fds on a reply closed');
+      if (fds.length || fdsTruncated)
+        this.log.warn({ id: h.id, fds: fds.length, fdsTruncated }, 'fds on a reply closed');
       if (this.messenger)
         this.messenger.handleReply(h, payload); // it logs replies matching nothing
       else this.log.warn({ id: h.id, command: h.command }, 'unsolicited reply before VERSION ignored');
@@ -274,7 +287,13 @@ export class Session {
       void this.close(`more than ${this.maxQueued} commands queued`);
       return;
     }
-    this.queue.push({ h, payload, fds: new FdBag(fds), t0: ob?.requestOn ? performance.now() : 0 });
+    this.queue.push({
+      h,
+      payload,
+      fds: new FdBag(fds),
+      fdsTruncated,
+      t0: ob?.requestOn ? performance.now() : 0,
+    });
     this.queuedBytes += h.size;
     this.queuedFds += fds.length;
     // Backpressure: while an asynchronous handler holds the queue, stop reading once a lot is waiting (the
@@ -370,6 +389,15 @@ export class Session {
     }
     if (h.command === Command.VERSION) {
       throw new ProtocolError(Errno.EINVAL, 'NEGOTIATION', 'VERSION after negotiation');
+    }
+    if (m.fdsTruncated) {
+      // Out of fds is our condition, not the client's mistake: this request fails, the session goes on (fail()
+      // logs it once per interval with a count).
+      throw new ProtocolError(
+        Errno.EMFILE,
+        'LIMIT_EXCEEDED',
+        'the kernel dropped file descriptors sent with this message (MSG_CTRUNC): the server is at RLIMIT_NOFILE',
+      );
     }
     const command = checkCommand(h.command, 'client');
     const handler = HANDLERS[command];
@@ -593,12 +621,12 @@ export class Session {
     this.log.info('client session restored from the previous process');
     this.ready(r.client, r.writeMultiple);
     if (r.twinFd !== undefined) this.startTwin(r.twinFd);
-    for (const piece of r.input) this.conn.prefill(piece.data, piece.fds);
+    for (const piece of r.input) this.conn.prefill(piece.data, piece.fds, piece.fdsTruncated);
     await r.beforeRead?.();
     if (!this.isOpen) return;
     this.conn.start(
       {
-        onMessage: (data, fds) => this.onMessage(data, fds),
+        onMessage: (data, fds, fdsTruncated) => this.onMessage(data, fds, fdsTruncated),
         onClose: (err) => {
           void this.close(err ? `connection error: ${err.message}` : 'client closed the connection', err);
         },
@@ -654,14 +682,15 @@ export class Session {
    * what the transport read past them), each piece with its fds, which now belong to the caller. What the twin
    * socket buffered (only replies to requests that no longer exist) is dropped.
    */
-  takeInput(): { data: Uint8Array; fds: number[] }[] {
-    const out: { data: Uint8Array; fds: number[] }[] = [];
+  takeInput(): InputPiece[] {
+    const out: InputPiece[] = [];
     for (let i = this.head; i < this.queue.length; i++) {
       const m = this.queue[i]!;
       const p = m.payload;
       out.push({
         data: new Uint8Array(p.buffer, p.byteOffset - HEADER_SIZE, m.h.size),
         fds: m.fds.takeAll(),
+        ...(m.fdsTruncated && { fdsTruncated: true }),
       });
     }
     this.queue = [];
@@ -673,7 +702,11 @@ export class Session {
     rest.groups.forEach((g, i) => {
       if (g.at > pos) out.push({ data: rest.data.subarray(pos, g.at), fds: [] });
       const next = rest.groups[i + 1]?.at ?? rest.data.length;
-      out.push({ data: rest.data.subarray(g.at, next), fds: g.fds });
+      out.push({
+        data: rest.data.subarray(g.at, next),
+        fds: g.fds,
+        ...(g.fdsTruncated && { fdsTruncated: true }),
+      });
       pos = next;
     });
     if (pos < rest.data.length) out.push({ data: rest.data.subarray(pos), fds: [] });
