@@ -140,6 +140,12 @@ export interface DeviceMigration {
    */
   loadState(state: Uint8Array): void;
   /**
+   * Optional: a check of a saved state of `length` bytes as it arrives (MIG_DATA_WRITE by MIG_DATA_WRITE), which
+   * throws as soon as the bytes cannot be a state this device loads, so that a hostile stream is refused before
+   * it is buffered (docs/hardening.md). `end()` runs when the state is complete.
+   */
+  incomingCheck?(length: number): { push(chunk: Uint8Array): void; end(): void };
+  /**
    * The device starts (true) or stops (false) running: it runs in RUNNING and PRE_COPY and must be quiescent (no
    * DMA, no interrupts, no progress) in every other state. Called only when that changes (e.g. RUNNING -> STOP,
    * STOP -> RUNNING), before the engine saves. May return a promise (e.g. to let a DMA in flight finish); the

@@ -6,7 +6,7 @@ export * from './constants.js';
 export * from './interrupts.js';
 export * from './memfd.js';
 export * from './migration.js';
-export { checkMsgpack, type MsgpackBudget, MsgpackBudgetError } from './msgpack-budget.js';
+export { checkMsgpack, type MsgpackBudget, MsgpackBudgetError, MsgpackBudgetWalk } from './msgpack-budget.js';
 export * from './msi.js';
 export * from './msix.js';
 export * from './pci-device.js';

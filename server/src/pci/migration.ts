@@ -29,7 +29,7 @@ import {
   PCI_VENDOR_ID,
 } from './constants.js';
 import type { InterruptRouter } from './interrupts.js';
-import { checkMsgpack, type MsgpackBudget } from './msgpack-budget.js';
+import { checkMsgpack, type MsgpackBudget, MsgpackBudgetWalk } from './msgpack-budget.js';
 import type { MsixCapability } from './msix.js';
 
 /**
@@ -128,6 +128,11 @@ export class PciMigration implements DeviceMigration {
       intx: p.irq.intxAsserted,
       model: p.model.saveState(),
     });
+  }
+
+  /** The budget walk as the state arrives: a msgpack bomb fails the MIG_DATA_WRITE that reveals it. */
+  incomingCheck(length: number): MsgpackBudgetWalk {
+    return new MsgpackBudgetWalk(length, PCI_STATE_BUDGET);
   }
 
   loadState(state: Uint8Array): void {

@@ -86,6 +86,8 @@ export class MigrationController {
   private readonly frameHeader = new Uint8Array(FRAME_HEADER);
   private frameHeaderFill = 0;
   private frameLeft = 0;
+  /** The device's check of the current frame's state as it arrives (DeviceMigration.incomingCheck). */
+  private frameCheck: { push(chunk: Uint8Array): void; end(): void } | undefined;
   /** Why the incoming stream is already known to be bad (every later write and the load fail with EINVAL). */
   private incomingBad: string | undefined;
   readonly dirty = new DirtyLog();
@@ -178,7 +180,13 @@ export class MigrationController {
         `more than ${MAX_RESUME_BYTES} bytes of migration data`,
       );
     if (this.incomingBad) einval(this.incomingBad);
-    this.checkFrames(data);
+    try {
+      this.checkFrames(data);
+    } catch (err) {
+      // The stream is bad for good (every later write and the load fail): what it buffered goes now, not at STOP.
+      this.incoming = [];
+      throw err;
+    }
     this.incoming.push(data.slice());
     this.incomingBytes += data.length;
     this.stats.bytesWritten += data.length;
@@ -186,8 +194,9 @@ export class MigrationController {
 
   /**
    * Validates the frame headers as the bytes arrive, so a foreign or oversized stream fails at the MIG_DATA_WRITE
-   * that reveals it rather than after the client sent up to MAX_RESUME_BYTES (the bytes inside a frame are the
-   * device's, checked when it loads them).
+   * that reveals it rather than after the client sent up to MAX_RESUME_BYTES; the bytes inside a frame are the
+   * device's, checked as they arrive by its incomingCheck (the PCI state: the msgpack budget walk) and again when
+   * it loads them.
    */
   private checkFrames(data: Uint8Array): void {
     let pos = 0;
@@ -195,9 +204,11 @@ export class MigrationController {
     while (pos < data.length) {
       if (this.frameLeft > 0) {
         const n = Math.min(this.frameLeft, data.length - pos);
+        this.checked(() => this.frameCheck?.push(data.subarray(pos, pos + n)));
         this.frameLeft -= n;
         pos += n;
         streamPos += n;
+        if (this.frameLeft === 0) this.endFrame();
         continue;
       }
       const n = Math.min(FRAME_HEADER - this.frameHeaderFill, data.length - pos);
@@ -215,6 +226,27 @@ export class MigrationController {
       }
       if (this.incomingBad) einval(this.incomingBad);
       this.frameLeft = dv.getUint32(4, true);
+      this.checked(() => {
+        this.frameCheck = this.mig.incomingCheck?.(this.frameLeft);
+      });
+      if (this.frameLeft === 0) this.endFrame();
+    }
+  }
+
+  private endFrame(): void {
+    const check = this.frameCheck;
+    this.frameCheck = undefined;
+    this.checked(() => check?.end());
+  }
+
+  /** Runs the device's check; what it refuses makes the stream bad (EINVAL now and at the load). */
+  private checked(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.frameCheck = undefined;
+      this.incomingBad = `migration data refused as it arrived: ${(err as Error).message}`;
+      einval(this.incomingBad);
     }
   }
 
@@ -248,6 +280,7 @@ export class MigrationController {
     this.incomingBytes = 0;
     this.frameHeaderFill = 0;
     this.frameLeft = 0;
+    this.frameCheck = undefined;
     this.incomingBad = undefined;
   }
 }
