@@ -2,7 +2,13 @@
 import { pack } from 'msgpackr';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkMsgpack, createEdu, MsgpackBudgetError, PCI_STATE_BUDGET } from '../src/index.js';
+import {
+  checkMsgpack,
+  createEdu,
+  MsgpackBudgetError,
+  MsgpackBudgetWalk,
+  PCI_STATE_BUDGET,
+} from '../src/index.js';
 
 const B = { maxBytes: 1 << 20, maxElements: 1000, maxDepth: 8, maxMs: 100 };
 const refused = (b: Uint8Array, re: RegExp, budget = B) =>
@@ -67,6 +73,36 @@ test('the element budget counts every value, nested ones included', () => {
   checkMsgpack(ok, B); // 1 array + 999 values = 1000
   refused(pack(Array.from({ length: 1000 }, () => 1)), /budget|more than/);
   refused(pack(Array.from({ length: 20 }, () => Array.from({ length: 60 }, () => 0))), /budget|more than/);
+});
+
+test('in pieces (as migration data arrives): the same verdicts, and a bomb header refused by the first push', () => {
+  const edu = createEdu();
+  const state = edu.migration!.save();
+  for (const step of [1, 2, 3, 5, 64, 4096]) {
+    const w = new MsgpackBudgetWalk(state.length, PCI_STATE_BUDGET);
+    for (let i = 0; i < state.length; i += step) w.push(state.subarray(i, i + step));
+    w.end();
+  }
+  // 128 Mi empty arrays announced in a 128 MiB stream: refused at the header, before the elements arrive.
+  const w = new MsgpackBudgetWalk(5 + (128 << 20), PCI_STATE_BUDGET);
+  assert.throws(
+    () => w.push(Uint8Array.of(0xdd, 0x08, 0, 0, 0, 0x90)),
+    (e: unknown) => e instanceof MsgpackBudgetError && /element budget/.test((e as Error).message),
+  );
+  // A header split between pushes, a string split across three, then the end.
+  const v = pack({ key: 'x'.repeat(300), n: 2 ** 40 });
+  const pieces = new MsgpackBudgetWalk(v.length, B);
+  pieces.push(v.subarray(0, 2));
+  pieces.push(v.subarray(2, 100));
+  pieces.push(v.subarray(100, 200));
+  pieces.push(v.subarray(200));
+  pieces.end();
+  // Truncated: end() refuses; more than announced: push() refuses.
+  const short = new MsgpackBudgetWalk(v.length, B);
+  short.push(v.subarray(0, v.length - 1));
+  assert.throws(() => short.end(), (e: unknown) => e instanceof MsgpackBudgetError);
+  const long = new MsgpackBudgetWalk(v.length, B);
+  assert.throws(() => long.push(Uint8Array.from([...v, 0x01])), /after the value|more bytes/);
 });
 
 test.run();

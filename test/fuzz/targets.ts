@@ -17,7 +17,13 @@ import {
   MsgFlags,
   ProtocolError,
 } from 'vfio-user-protocol';
-import { checkMsgpack, createDevice, MsgpackBudgetError, PCI_STATE_BUDGET } from 'vfio-user-server';
+import {
+  checkMsgpack,
+  createDevice,
+  MsgpackBudgetError,
+  MsgpackBudgetWalk,
+  PCI_STATE_BUDGET,
+} from 'vfio-user-server';
 import type { FuzzTarget } from './engine.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -153,12 +159,26 @@ export function msgpackBudget(): FuzzTarget {
       ];
     },
     run(input) {
+      // The same walk fed in pieces (as MIG_DATA_WRITEs arrive) must reach the same verdict as in one piece.
+      const step = input.length ? (input[input.length - 1]! % 7) + 1 : 1;
+      let piecewise = true;
+      try {
+        const w = new MsgpackBudgetWalk(input.length, budget);
+        for (let i = 0; i < input.length; i += step) w.push(input.subarray(i, i + step));
+        w.end();
+      } catch (err) {
+        if (!(err instanceof MsgpackBudgetError)) throw err;
+        piecewise = false;
+      }
       try {
         checkMsgpack(input, budget);
       } catch (err) {
-        if (err instanceof MsgpackBudgetError) return;
-        throw err;
+        if (!(err instanceof MsgpackBudgetError)) throw err;
+        if (piecewise)
+          throw new Error(`accepted in pieces of ${step}, refused whole: ${(err as Error).message}`);
+        return;
       }
+      if (!piecewise) throw new Error(`refused in pieces of ${step}, accepted whole`);
       unpack(input); // accepted by the walk: msgpackr must manage it
     },
   };
