@@ -77,7 +77,7 @@ test('the element budget counts every value, nested ones included', () => {
 
 test('in pieces (as migration data arrives): the same verdicts, and a bomb header refused by the first push', () => {
   const edu = createEdu();
-  const state = edu.migration!.save();
+  const state = edu.migration!.saveState();
   for (const step of [1, 2, 3, 5, 64, 4096]) {
     const w = new MsgpackBudgetWalk(state.length, PCI_STATE_BUDGET);
     for (let i = 0; i < state.length; i += step) w.push(state.subarray(i, i + step));
