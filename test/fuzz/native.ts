@@ -4,7 +4,7 @@
 // clang and its libFuzzer runtime are host packages of the set-up (test/setup/install-qemu.sh).
 //
 // Seeds are the protocol's wire vectors, each sent as one or two writes with as many fds as the message carries,
-// in both framing modes. Saved crash inputs (test/fuzz/regressions/native-framing/) run first.
+// in both framing modes (exact also with its recvmmsg read-ahead of the next header). Saved crash inputs (test/fuzz/regressions/native-framing/) run first.
 import { spawn, spawnSync } from 'node:child_process';
 import {
   existsSync,
@@ -72,6 +72,8 @@ function sendOp(bytes: Uint8Array, fds: number): number[] {
   return [(fds ? 1 : 0) | ((n >> 8) << 3), n & 0xff, ...(fds ? [fds] : []), ...bytes];
 }
 const RECEIVE = 3 | (3 << 3); // four reads
+/** The same, exact framing reading the next header with each message's rest (recvmmsg), as the addon does. */
+const RECEIVE_AHEAD = RECEIVE | 0x80;
 
 /** Harness inputs from the wire vectors: each message whole, then split after its header, in both modes. */
 export function nativeSeeds(vectors: Vector[]): Uint8Array[] {
@@ -87,11 +89,11 @@ export function nativeSeeds(vectors: Vector[]): Uint8Array[] {
         if (m.bytes.length > 16) {
           split.push(
             ...sendOp(m.bytes.subarray(0, 16), m.fds),
-            RECEIVE,
+            exact ? RECEIVE_AHEAD : RECEIVE,
             ...sendOp(m.bytes.subarray(16), 0),
-            RECEIVE,
+            exact ? RECEIVE_AHEAD : RECEIVE,
           );
-        } else split.push(...sendOp(m.bytes, m.fds), RECEIVE);
+        } else split.push(...sendOp(m.bytes, m.fds), exact ? RECEIVE_AHEAD : RECEIVE);
       }
       out.push(Uint8Array.from(whole), Uint8Array.from(split));
     }

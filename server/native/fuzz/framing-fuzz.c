@@ -6,7 +6,8 @@
  *
  * The input is a configuration byte and then operations (see run_ops): send bytes (with up to 253 fds), send a
  * header plus filler of a chosen size, receive (one step of socket.c's read loop: vu_rx_read_space, recvmsg,
- * vu_collect_fds, vu_rx_received, then vu_rx_next until nothing is complete), receive under a lowered fd limit,
+ * vu_collect_fds, vu_rx_received, then vu_rx_next until nothing is complete; or, for exact framing, the recvmmsg
+ * that also reads the next header: vu_rx_read_space_ahead, vu_rx_received_ahead), receive under a lowered fd limit,
  * hand the buffer over to a new receiver (takeBuffered/prefill), shut the sender down, change the size limit.
  *
  * A model of the sent stream checks, after every step:
@@ -258,24 +259,49 @@ static void deliver(state *s) {
   if (!s->dead) vu_rx_settle(&s->rx);
 }
 
+/* Files a read [a, b) and the fds it brought with the model (a truncated read's fds are closed by the framing). */
+static void record_read(state *s, uint64_t a, uint64_t b, const int *fds, int nfds, bool ctrunc) {
+  rread *rd = &s->reads[s->nreads++];
+  rd->a = a;
+  rd->b = b;
+  rd->nfds = ctrunc ? 0 : nfds;
+  rd->ctrunc = ctrunc;
+  rd->taken = false;
+  rd->fds = NULL;
+  if (rd->nfds) {
+    rd->fds = malloc(sizeof(int) * (size_t)nfds);
+    CHECK(rd->fds, "oom");
+    memcpy(rd->fds, fds, sizeof(int) * (size_t)nfds);
+  }
+}
+
+typedef union {
+  struct cmsghdr align;
+  char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS)];
+} cmsg_buf;
+
 /*
- * One step of socket.c's conn_read: `count` reads, each followed by delivery. `squeeze` >= 0: fd limit room.
- * Every read here is one recvmsg (vu_rx_read_space); exact framing's read-ahead entry (vu_rx_read_space_ahead,
- * vu_rx_received_ahead: the next header in the same recvmmsg) is not driven here but by the addon's socket tests.
+ * One step of socket.c's conn_read_burst: `count` reads, each followed by delivery. `squeeze` >= 0: fd limit room.
+ * With `ahead` (exact framing), a read of a message's rest also reads the next header in the same recvmmsg
+ * (vu_rx_read_space_ahead, vu_rx_received_ahead), as the addon does; otherwise one recvmsg (vu_rx_read_space).
  */
-static void receive(state *s, int count, int squeeze) {
+static void receive(state *s, int count, int squeeze, bool ahead) {
   deliver(s);
   for (int i = 0; i < count && !s->dead; i++) {
-    if (s->nreads == MAX_READS) return;
-    struct iovec iov;
-    int e = vu_rx_read_space(&s->rx, &iov);
+    if (s->nreads + 2 > MAX_READS) return;
+    struct iovec iov[2] = {{0}};
+    int e = ahead && s->rx.exact ? vu_rx_read_space_ahead(&s->rx, &iov[0], &iov[1]) : vu_rx_read_space(&s->rx, &iov[0]);
     CHECK(e == 0, "vu_rx_read_space: %d", e);
-    union {
-      struct cmsghdr align;
-      char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS)];
-    } cbuf;
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
+    bool two = iov[1].iov_len > 0;
+    static cmsg_buf cbuf[2];
+    struct mmsghdr mm[2];
+    memset(mm, 0, sizeof mm);
+    for (int k = 0; k < 2; k++) {
+      mm[k].msg_hdr.msg_iov = &iov[k];
+      mm[k].msg_hdr.msg_iovlen = 1;
+      mm[k].msg_hdr.msg_control = cbuf[k].buf;
+      mm[k].msg_hdr.msg_controllen = sizeof cbuf[k].buf;
+    }
     struct rlimit saved;
     if (squeeze >= 0) {
       int probe = dup(0);
@@ -285,7 +311,14 @@ static void receive(state *s, int count, int squeeze) {
       struct rlimit low = {.rlim_cur = (rlim_t)probe + (rlim_t)squeeze, .rlim_max = saved.rlim_max};
       setrlimit(RLIMIT_NOFILE, &low);
     }
-    ssize_t n = recvmsg(s->sock[0], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    int got = 1;
+    ssize_t n;
+    if (two) {
+      got = recvmmsg(s->sock[0], mm, 2, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, NULL);
+      n = got < 0 ? -1 : (ssize_t)mm[0].msg_len;
+    } else {
+      n = recvmsg(s->sock[0], &mm[0].msg_hdr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    }
     int rerr = errno;
     if (squeeze >= 0) setrlimit(RLIMIT_NOFILE, &saved);
     if (n < 0) {
@@ -293,45 +326,63 @@ static void receive(state *s, int count, int squeeze) {
       return;
     }
     int fds[VU_MAX_FDS];
-    int nfds = vu_collect_fds(&msg, fds);
+    int nfds = vu_collect_fds(&mm[0].msg_hdr, fds);
     for (int k = 0; k < nfds; k++) see(s, fds[k]);
-    bool ctrunc = msg.msg_flags & MSG_CTRUNC;
+    bool ctrunc = mm[0].msg_hdr.msg_flags & MSG_CTRUNC;
     uint64_t a = s->received, b = s->received + (uint64_t)n;
+    size_t want0 = iov[0].iov_len;
     CHECK(b <= s->sent_len, "received more than was sent");
-    CHECK(n == 0 || memcmp(iov.iov_base, s->sent + a, (size_t)n) == 0, "recvmsg bytes differ (harness bug)");
+    CHECK(n == 0 || memcmp(iov[0].iov_base, s->sent + a, (size_t)n) == 0, "recvmsg bytes differ (harness bug)");
     if (s->rx.exact && n > 0) {
       CHECK(owner(s, a + 1) == owner(s, b), "exact framing read [%llu, %llu) across a message boundary",
             (unsigned long long)a, (unsigned long long)b);
-      CHECK((size_t)n <= iov.iov_len, "read past the space given");
+      CHECK((size_t)n <= want0, "read past the space given");
     }
     const char *why = NULL;
     uint64_t pending = s->received - s->taken;
-    e = vu_rx_received(&s->rx, (size_t)n, fds, nfds, msg.msg_flags, &why);
+    e = vu_rx_received(&s->rx, (size_t)n, fds, nfds, mm[0].msg_hdr.msg_flags, &why);
     if (n == 0) {
       if (pending == 0) {
         CHECK(e == VU_RX_EOF, "end of stream between messages: got %d, want EOF", e);
       } else {
         CHECK(e == EPROTO && why, "end of stream mid-message not refused (%d)", e);
       }
+      if (got == 2) { /* as the addon: the read-ahead's fds have no message to go to */
+        int n1 = vu_collect_fds(&mm[1].msg_hdr, fds);
+        for (int k = 0; k < n1; k++) see(s, fds[k]);
+        vu_close_fds(fds, n1);
+      }
       s->dead = true;
       return;
     }
     s->received = b;
     CHECK(e == 0, "vu_rx_received: %d (%s)", e, why ? why : "");
-    rread *rd = &s->reads[s->nreads++];
-    rd->a = a;
-    rd->b = b;
-    rd->nfds = ctrunc ? 0 : nfds; /* the framing closes the fds of a truncated read at once */
-    rd->ctrunc = ctrunc;
-    rd->taken = false;
-    rd->fds = NULL;
-    if (rd->nfds) {
-      rd->fds = malloc(sizeof(int) * (size_t)nfds);
-      CHECK(rd->fds, "oom");
-      memcpy(rd->fds, fds, sizeof(int) * (size_t)nfds);
+    record_read(s, a, b, fds, nfds, ctrunc);
+    bool drained = (size_t)n < want0;
+    if (got == 2) {
+      size_t n1 = mm[1].msg_len;
+      nfds = vu_collect_fds(&mm[1].msg_hdr, fds);
+      for (int k = 0; k < nfds; k++) see(s, fds[k]);
+      ctrunc = mm[1].msg_hdr.msg_flags & MSG_CTRUNC;
+      uint64_t b1 = b + n1;
+      CHECK(b1 <= s->sent_len, "read-ahead received more than was sent");
+      e = vu_rx_received_ahead(&s->rx, (size_t)n, want0, n1, fds, nfds, mm[1].msg_hdr.msg_flags, &why);
+      CHECK(e == 0, "vu_rx_received_ahead: %d (%s)", e, why ? why : "");
+      if (n1 > 0) {
+        /* both entries end up contiguous in the buffer */
+        CHECK(memcmp(s->rx.buf + s->rx.end - (size_t)(b1 - a), s->sent + a, (size_t)(b1 - a)) == 0,
+              "read-ahead bytes misplaced in the buffer");
+        /* a full first entry: the read-ahead is the next header alone */
+        if ((size_t)n == want0)
+          CHECK(owner(s, b + 1) == owner(s, b1) && owner(s, b + 1) == b, "read-ahead [%llu, %llu) is not a header",
+                (unsigned long long)b, (unsigned long long)b1);
+        s->received = b1;
+        record_read(s, b, b1, fds, nfds, ctrunc);
+      }
+      drained = n1 < VU_HDR_SIZE;
     }
     deliver(s);
-    if ((size_t)n < iov.iov_len) return;
+    if (drained) return;
   }
 }
 
@@ -397,11 +448,11 @@ static void run_ops(state *s) {
       free(buf);
       break;
     }
-    case 3: /* receive */
-      receive(s, (op >> 3) + 1, -1);
+    case 3: /* receive (bit 7: with exact framing's read-ahead) */
+      receive(s, ((op >> 3) & 15) + 1, -1, op & 0x80);
       break;
     case 4: /* receive with room for only a few more fds: the kernel truncates SCM_RIGHTS (MSG_CTRUNC) */
-      receive(s, 1, (op >> 3) % 8);
+      receive(s, 1, (op >> 3) & 7, op & 0x80);
       break;
     case 5:
       handover(s);
@@ -441,7 +492,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* drain what is left, as the poll loop would */
   for (int i = 0; i < 256 && !s->dead; i++) {
     uint64_t before = s->received;
-    receive(s, 16, -1);
+    receive(s, 16, -1, i & 1);
     if (s->received == before) break;
   }
   /* the connection closes: what the buffer still holds is closed by it */
