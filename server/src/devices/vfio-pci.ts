@@ -76,7 +76,8 @@ export class VfioPciDevice implements VfioUserDevice {
   private readonly passthrough = new Set<number>();
 
   readonly handover = {
-    saveState: (): Uint8Array => new TextEncoder().encode(JSON.stringify({ passthrough: [...this.passthrough] })),
+    saveState: (): Uint8Array =>
+      new TextEncoder().encode(JSON.stringify({ passthrough: [...this.passthrough] })),
     loadState: (state: Uint8Array): void => {
       const s = JSON.parse(new TextDecoder().decode(state)) as { passthrough?: unknown };
       if (!Array.isArray(s.passthrough) || !s.passthrough.every((i) => Number.isInteger(i) && i >= 0))
