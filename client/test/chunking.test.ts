@@ -2,10 +2,10 @@
 // max_msg_fds (as QEMU does), region I/O is split by max_data_xfer_size, posted writes carry NO_REPLY.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeFd, eventfd } from 'vfio-user-native';
+import { closeFd, eventfd, openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import { SetIrqsFlags } from 'vfio-user-protocol';
 import { VfioUserError } from '../src/index.js';
-import { dv, fdCount, fdCountSettles, le, negotiated, type PeerMsg, sleep } from './fake-peer.js';
+import { dv, le, negotiated, type PeerMsg, sleep } from './fake-peer.js';
 
 const SET_IRQS = 8;
 const REGION_READ = 9;
@@ -220,7 +220,7 @@ test('REGION_WRITE_MULTI: refused unless offered; layout; NO_REPLY by default', 
 
 test('no fds leak across all of the above', async () => {
   await sleep(10);
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { client, peer } = await negotiated({ max_msg_fds: 2 });
   const p = client.enableEventfds(2, 0, 5);
   for (let i = 0; i < 3; i++) peer.reply(await peer.expect(SET_IRQS));
@@ -228,7 +228,7 @@ test('no fds leak across all of the above', async () => {
   assert.is(client.ownedResources.irqEventfds, 5);
   client.close();
   peer.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test.run();

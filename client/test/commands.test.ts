@@ -2,10 +2,10 @@
 // DEVICE_FEATURE, MIG_DATA_READ/WRITE, GET_REGION_IO_FDS (argsz two-phase, fds to the caller).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeFd, eventfd } from 'vfio-user-native';
+import { closeFd, eventfd, openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import { DeviceFeatureFlags } from 'vfio-user-protocol';
 import { ProtocolViolationError } from '../src/index.js';
-import { concat, dv, fdCount, fdCountSettles, le, negotiated } from './fake-peer.js';
+import { concat, dv, le, negotiated } from './fake-peer.js';
 
 test('DEVICE_RESET is header-only both ways; a reply with a payload is oversize (strict)', async () => {
   const { client, peer } = await negotiated();
@@ -65,7 +65,7 @@ test('MIG_DATA_READ / MIG_DATA_WRITE layouts; a short read is the end of the dat
 });
 
 test('GET_REGION_IO_FDS: ask with 16, then with the announced argsz; the fds belong to the caller', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { client, peer } = await negotiated();
   const p = client.getRegionIoFds(0);
   const m1 = await peer.expect(6);
@@ -90,7 +90,7 @@ test('GET_REGION_IO_FDS: ask with 16, then with the announced argsz; the fds bel
   for (const fd of r.fds) closeFd(fd);
   client.close();
   peer.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test.run();

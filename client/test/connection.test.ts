@@ -1,9 +1,11 @@
 // Request/reply matching, server requests interleaved with replies, timeouts, strictness and close handling,
 // against a scripted peer on a real socketpair.
+
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import { ConnectionClosedError, VfioUserError } from '../src/index.js';
-import { fdCount, fdCountSettles, le, msg, negotiated } from './fake-peer.js';
+import { le, msg, negotiated } from './fake-peer.js';
 
 const GET_INFO = 4;
 const REGION_READ = 9;
@@ -175,7 +177,7 @@ test('client close rejects pending requests and the peer sees EOF', async () => 
 });
 
 test('unknown server requests get ENOSYS; NO_REPLY ones get nothing; fds on them are closed', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { client, peer } = await negotiated();
   peer.send(msg(5, 3, 0, le([4, 24], [4, 0], [8, 0n], [8, 0n])));
   const r = await peer.next();
@@ -186,7 +188,7 @@ test('unknown server requests get ENOSYS; NO_REPLY ones get nothing; fds on them
   assert.ok(await peer.quiet(50));
   client.close();
   peer.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test('raw sends and observers see every message both ways', async () => {

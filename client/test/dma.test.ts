@@ -2,10 +2,10 @@
 // with QEMU's answers.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { eventfd, pread } from 'vfio-user-native';
+import { eventfd, openFdsBackTo, openFdsSettled, pread } from 'vfio-user-native';
 import { DmaUnmapFlags } from 'vfio-user-protocol';
 import { GuestMemory } from '../src/index.js';
-import { concat, dv, fdCount, fdCountSettles, le, msg, negotiated, sleep } from './fake-peer.js';
+import { concat, dv, le, msg, negotiated, sleep } from './fake-peer.js';
 
 const DMA_MAP = 2;
 const DMA_UNMAP = 3;
@@ -53,7 +53,7 @@ test('DMA_MAP layout, with and without fd; the fd is a live copy of the memfd', 
 test('dmaMap with transferFd closes the caller fd after sending; a failed map keeps no window', async () => {
   const { client, peer } = await negotiated();
   const mem = GuestMemory.create(4096);
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const fd = eventfd();
   const p = client.dmaMap({ address: 0n, size: 4096n, fd, transferFd: true });
   const m = await peer.expect(DMA_MAP);
@@ -63,7 +63,7 @@ test('dmaMap with transferFd closes the caller fd after sending; a failed map ke
     (e) => assert.is((e as { errno: number }).errno, 17),
   );
   peer.closeReceivedFds();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
   assert.is(client.dmaWindows.size, 0);
   client.close();
   peer.close();
@@ -146,7 +146,7 @@ test('server DMA_READ/WRITE served from guest memory, across adjacent windows; Q
   r = await serverDma(peer, 46, DMA_READ, le([8, 0x10000n], [8, 8193n]));
   assert.equal([r.flags, r.error], [0x21, 7]);
   // fds attached: EINVAL (and closed).
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const e = eventfd();
   r = await serverDma(peer, 47, DMA_READ, le([8, 0x10000n], [8, 1n]), [e]);
   assert.equal([r.flags, r.error], [0x21, 22]);
@@ -160,7 +160,7 @@ test('server DMA_READ/WRITE served from guest memory, across adjacent windows; Q
   assert.ok(await peer.quiet(30));
   assert.is(mem.read(0x2000, 1)[0], 0x77);
   await import('vfio-user-native').then((n) => n.closeFd(e));
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
   assert.is(client.dmaStats.writes, 2);
   assert.is(client.dmaStats.reads, 2);
   assert.is(client.dmaStats.errors, 7);

@@ -1,7 +1,7 @@
 // A tiny scripted vfio-user server for the client's unit tests: the other end of a real socketpair (native
 // Connection, real SCM_RIGHTS), speaking raw protocol bytes built here by hand, so the tests check the client's
 // bytes independently of any codec.
-import { Connection, closeFd, openFds, socketpair } from 'vfio-user-native';
+import { Connection, closeFd, socketpair } from 'vfio-user-native';
 import { type ClientOptions, VfioUserClient } from '../src/index.js';
 
 export interface PeerMsg {
@@ -60,32 +60,6 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
     o += p.length;
   }
   return out;
-}
-
-/**
- * Open fds of this process, once closes in flight have landed (the native layer closes a socket fd from its
- * uv_close callback, a loop turn after close()).
- */
-export async function fdCount(): Promise<number> {
-  let last = -1;
-  for (let i = 0; i < 20; i++) {
-    await sleep(5);
-    const n = openFds();
-    if (n === last) return n;
-    last = n;
-  }
-  return last;
-}
-
-/** Wait (up to timeoutMs) for the open-fd count to come back to `expected`; returns the count reached. */
-export async function fdCountSettles(expected: number, timeoutMs = 2000): Promise<number> {
-  const t0 = Date.now();
-  let n = openFds();
-  while (n !== expected && Date.now() - t0 < timeoutMs) {
-    await sleep(5);
-    n = openFds();
-  }
-  return n;
 }
 
 /** Resolves after `ms`. */

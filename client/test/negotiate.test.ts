@@ -2,9 +2,9 @@
 // limits on request), including twin-socket with a real second socket.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Connection, closeFd, socketpair } from 'vfio-user-native';
+import { Connection, closeFd, openFdsBackTo, openFdsSettled, socketpair } from 'vfio-user-native';
 import { NegotiationError, QEMU_VERSION_JSON, type VfioUserClient } from '../src/index.js';
-import { concat, dv, FakePeer, fdCount, fdCountSettles, le, msg, sleep } from './fake-peer.js';
+import { concat, dv, FakePeer, le, msg, sleep } from './fake-peer.js';
 
 const enc = new TextEncoder();
 
@@ -145,7 +145,7 @@ test('unasked limits and unknown keys are warnings, not errors', async () => {
 });
 
 test('twin socket: the reply fd becomes the channel for server requests', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { client, peer } = FakePeer.pair();
   const p = client.negotiate({ twinSocket: true });
   const m = await peer.expect(1);
@@ -175,7 +175,7 @@ test('twin socket: the reply fd becomes the channel for server requests', async 
   client.close();
   twin.close();
   peer.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test('twin socket accepted with a bad fd_index: the client closes the connection', async () => {

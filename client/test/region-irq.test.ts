@@ -2,9 +2,9 @@
 // ownership through all of it.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeFd, eventfdWrite, memfdCreate, pwrite } from 'vfio-user-native';
+import { closeFd, eventfdWrite, memfdCreate, openFdsBackTo, openFdsSettled, pwrite } from 'vfio-user-native';
 import { ProtocolViolationError } from '../src/index.js';
-import { concat, dv, fdCount, fdCountSettles, le, negotiated } from './fake-peer.js';
+import { concat, dv, le, negotiated } from './fake-peer.js';
 
 const REGION_INFO = 5;
 const IRQ_INFO = 7;
@@ -24,7 +24,7 @@ function regionInfoWithCaps(index: number, size: bigint, offset: bigint, areas: 
 }
 
 test('GET_REGION_INFO: argsz 32 first, then the full argsz; caps, fd and mmap', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { client, peer } = await negotiated();
   const memfd = memfdCreate('bar', 0x4000);
   pwrite(memfd, Buffer.from([0x11, 0x22, 0x33, 0x44]), 0x1000n + 0x1000n);
@@ -66,7 +66,7 @@ test('GET_REGION_INFO: argsz 32 first, then the full argsz; caps, fd and mmap', 
   client.close();
   peer.close();
   assert.equal(client.ownedResources, { regionFds: 0, mappings: 0, irqEventfds: 0 });
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test('GET_REGION_INFO: a reply that fits needs one round trip; CAPS with cap_offset 0 is refused (QEMU)', async () => {
@@ -98,7 +98,7 @@ test('GET_IRQ_INFO layout', async () => {
 });
 
 test('enableEventfds: the client watches the eventfds it sent and counts signals', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { client, peer } = await negotiated({ max_msg_fds: 2 });
   const p = client.enableEventfds(2, 0, [true, true, -1, true]);
   const ms = [await peer.expect(SET_IRQS), await peer.expect(SET_IRQS), await peer.expect(SET_IRQS)];
@@ -132,11 +132,11 @@ test('enableEventfds: the client watches the eventfds it sent and counts signals
   assert.is(client.irqs.openCount, 0);
   client.close();
   peer.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test('a failed SET_IRQS closes the eventfds it created', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { client, peer } = await negotiated();
   const p = client.enableEventfds(1, 0, 2);
   peer.replyError(await peer.expect(SET_IRQS), 22);
@@ -148,7 +148,7 @@ test('a failed SET_IRQS closes the eventfds it created', async () => {
   peer.closeReceivedFds();
   client.close();
   peer.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test.run();

@@ -1,22 +1,14 @@
 // DMA through the real server: the map/unmap rules, 65,535 live maps of one memfd, and the device reaching guest
 // memory by each path (server mmap of the fd, pread/pwrite on it, DMA_READ/WRITE messages to the client), each
 // checked for the bytes in the client's own memory.
+
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient, type VfioUserError } from 'vfio-user-client';
+import { openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import { DmaUnmapFlags } from 'vfio-user-protocol';
 import { until } from '../lib/wait.js';
-import {
-  fdCount,
-  fdCountSettles,
-  readU32,
-  Scratch,
-  ScratchDevice,
-  startServer,
-  type TestServer,
-  u32,
-  u64,
-} from './helpers.js';
+import { readU32, Scratch, ScratchDevice, startServer, type TestServer, u32, u64 } from './helpers.js';
 
 const errnoOf = (e: unknown) => (e as VfioUserError).errno;
 
@@ -84,7 +76,7 @@ test('DMA_MAP/UNMAP rules: overlap EEXIST, alignment EINVAL, covering and empty 
 });
 
 test('65,535 live 4 KiB maps of one memfd, then one more (ENOSPC), then unmap-all; no fd left behind', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const { s, c } = await session();
   const n = 65535;
   const mem = GuestMemory.create(n * 4096);
@@ -108,7 +100,7 @@ test('65,535 live 4 KiB maps of one memfd, then one more (ENOSPC), then unmap-al
     'one more than max_dma_maps',
   );
   // The server keeps far fewer fds than maps: one file, mapped once.
-  const during = await fdCount();
+  const during = await openFdsSettled();
   assert.ok(during - before < 64, `fds while mapped: ${during - before} above baseline`);
   // The device can DMA into the last page (by mmap of the one file).
   mem.write((n - 1) * 4096, Uint8Array.of(0x5a, 0xa5));
@@ -126,7 +118,7 @@ test('65,535 live 4 KiB maps of one memfd, then one more (ENOSPC), then unmap-al
   c.close();
   await s.close();
   mem.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 for (const mapViews of [true, false]) {

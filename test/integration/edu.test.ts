@@ -1,14 +1,16 @@
 // The real edu model (createDevice('edu')) driven by the client: registers, factorial with its interrupt, DMA
 // through an fd map and through an fd-less map (DMA_READ/WRITE messages), state kept across a reconnect, and
 // the answers to what the server does not support.
+
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient, type VfioUserError } from 'vfio-user-client';
+import { openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import { DeviceFeatureFlags } from 'vfio-user-protocol';
 import { createDevice } from 'vfio-user-server';
 import { Edu } from '../lib/edu-regs.js';
 import { until } from '../lib/wait.js';
-import { fdCount, fdCountSettles, readU32, startServer, u32, u64 } from './helpers.js';
+import { readU32, startServer, u32, u64 } from './helpers.js';
 
 const BAR0 = 0;
 const CONFIG = 7;
@@ -41,7 +43,7 @@ async function eduDma(
 }
 
 test('edu over vfio-user: identity, liveness, factorial interrupt on INTx, DMA both ways, reconnect', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const dev = createDevice('edu');
   const s = await startServer(dev);
   const c = await VfioUserClient.connect(s.path, { maxDataXferSize: 1024 });
@@ -98,7 +100,7 @@ test('edu over vfio-user: identity, liveness, factorial interrupt on INTx, DMA b
   assert.ok((await rd(d, Edu.DMA_ERROR)) >>> 16 >= 1, 'the failed transfer is counted');
   d.close();
   await s.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test('what the server refuses: an unknown feature, migration data while RUNNING, write-multiple', async () => {

@@ -4,16 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  closeFd,
-  MAP_SHARED,
-  memfdCreate,
-  mmap,
-  munmap,
-  openFds,
-  PROT_READ,
-  PROT_WRITE,
-} from 'vfio-user-native';
+import { closeFd, MAP_SHARED, memfdCreate, mmap, munmap, PROT_READ, PROT_WRITE } from 'vfio-user-native';
 import { DeviceInfoFlags, RegionInfoFlags } from 'vfio-user-protocol';
 import {
   type DeviceContext,
@@ -25,33 +16,6 @@ import {
   type VfioUserDevice,
   VfioUserServer,
 } from 'vfio-user-server';
-import { sleep } from '../lib/wait.js';
-
-/** Open fds of this process (client and server both live here) once closes in flight have landed. */
-export async function fdCount(): Promise<number> {
-  let last = -1;
-  for (let i = 0; i < 40; i++) {
-    await sleep(5);
-    const n = openFds();
-    if (n === last) return n;
-    last = n;
-  }
-  return last;
-}
-
-/**
- * Wait (up to timeoutMs) for the open-fd count to come back to `expected`, and return the count reached: closes
- * happen a loop turn or more after close() (uv_close callbacks, the server's session teardown).
- */
-export async function fdCountSettles(expected: number, timeoutMs = 2000): Promise<number> {
-  const t0 = Date.now();
-  let n = openFds();
-  while (n !== expected && Date.now() - t0 < timeoutMs) {
-    await sleep(5);
-    n = openFds();
-  }
-  return n;
-}
 
 export interface TestServer {
   server: VfioUserServer;

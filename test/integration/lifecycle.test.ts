@@ -1,27 +1,20 @@
 // Disconnects and reconnects: a client that dies mid-message, a new client that finds the device state kept but
 // the old DMA maps and IRQ eventfds gone, and no fd left behind in the (in-process) server after all of it.
+
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient } from 'vfio-user-client';
+import { openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import { Command, encodeMessage, MsgFlags } from 'vfio-user-protocol';
 import { sleep, until } from '../lib/wait.js';
-import {
-  fdCount,
-  fdCountSettles,
-  readU32,
-  Scratch,
-  ScratchDevice,
-  startServer,
-  u32,
-  u64,
-} from './helpers.js';
+import { readU32, Scratch, ScratchDevice, startServer, u32, u64 } from './helpers.js';
 
 const MSIX = 2;
 
 test('disconnect mid-message, reconnect: device state kept, maps and IRQ fds dropped, no fd leaks', async () => {
   const dev = new ScratchDevice();
   const s = await startServer(dev);
-  const baseline = await fdCount();
+  const baseline = await openFdsSettled();
 
   // First client: a scratch value, an fd map, eventfds, a region fd and a mapping.
   const a = await VfioUserClient.connect(s.path);
@@ -33,7 +26,7 @@ test('disconnect mid-message, reconnect: device state kept, maps and IRQ fds dro
   const bar2 = await a.getRegionInfo(2);
   a.mmapRegion(bar2, bar2.sparseAreas![0]);
   assert.is(s.server.dma.stats.maps, 1);
-  const withA = await fdCount();
+  const withA = await openFdsSettled();
   assert.ok(withA > baseline);
 
   // Die in the middle of a REGION_WRITE: a header announcing 16 + 16 + 8 bytes, and only 20 of them.
@@ -48,7 +41,7 @@ test('disconnect mid-message, reconnect: device state kept, maps and IRQ fds dro
   await until(() => !s.server.clients.active, 2000, 'the server to notice the disconnect');
   assert.is(dev.detaches, 1);
   assert.is(
-    await fdCountSettles(baseline),
+    await openFdsBackTo(baseline),
     baseline,
     'the server closed the DMA fd, the eventfds and everything else',
   );
@@ -78,14 +71,14 @@ test('disconnect mid-message, reconnect: device state kept, maps and IRQ fds dro
   b.close();
   mem2.close();
   await until(() => !s.server.clients.active);
-  assert.is(await fdCountSettles(baseline), baseline);
+  assert.is(await openFdsBackTo(baseline), baseline);
   await s.close();
 });
 
 test('a client that disconnects while the server awaits its DMA reply: cleanup, next client served', async () => {
   const dev = new ScratchDevice();
   const s = await startServer(dev);
-  const baseline = await fdCount();
+  const baseline = await openFdsSettled();
   const a = await VfioUserClient.connect(s.path);
   await a.negotiate();
   let asked = 0;
@@ -113,7 +106,7 @@ test('a client that disconnects while the server awaits its DMA reply: cleanup, 
   assert.is((await b.getDeviceInfo()).numRegions, 9);
   b.close();
   await until(() => !s.server.clients.active);
-  assert.is(await fdCountSettles(baseline), baseline);
+  assert.is(await openFdsBackTo(baseline), baseline);
   await s.close();
 });
 

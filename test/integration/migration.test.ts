@@ -3,9 +3,11 @@
 // logging seeing the device's DMA writes), PRE_COPY reads, a change while still running, STOP_COPY reads until a
 // short one, STOP. Destination: RESUMING writes, STOP, RUNNING; every edu register, the DMA buffer (read back
 // by DMA into the destination's guest memory) and config space equal the source's.
+
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient } from 'vfio-user-client';
+import { openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import {
   DeviceFeatureFlags,
   encodeDmaLoggingControl,
@@ -17,7 +19,7 @@ import {
 import { createDevice } from 'vfio-user-server';
 import { Edu } from '../lib/edu-regs.js';
 import { sleep } from '../lib/wait.js';
-import { fdCount, fdCountSettles, readU32, startServer, u32, u64 } from './helpers.js';
+import { readU32, startServer, u32, u64 } from './helpers.js';
 
 const { GET, SET } = DeviceFeatureFlags;
 const BAR0 = 0;
@@ -76,7 +78,7 @@ async function registers(c: VfioUserClient): Promise<Record<string, bigint>> {
 }
 
 test('migration between two edu servers: PRE_COPY, STOP_COPY until short, RESUMING; the device state is equal', async () => {
-  const before = await fdCount();
+  const before = await openFdsSettled();
   const srcServer = await startServer(createDevice('edu'));
   const dstServer = await startServer(createDevice('edu'));
   const src = await VfioUserClient.connect(srcServer.path, { maxDataXferSize: CHUNK });
@@ -162,7 +164,7 @@ test('migration between two edu servers: PRE_COPY, STOP_COPY until short, RESUMI
   dstMem.close();
   await srcServer.close();
   await dstServer.close();
-  assert.is(await fdCountSettles(before), before);
+  assert.is(await openFdsBackTo(before), before);
 });
 
 test.run();

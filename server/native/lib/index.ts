@@ -129,6 +129,8 @@ export {
   O_RDWR,
   O_WRONLY,
   openFds,
+  openFdsBackTo,
+  openFdsSettled,
   openPath,
   PROT_READ,
   PROT_WRITE,

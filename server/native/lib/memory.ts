@@ -195,6 +195,34 @@ export function openFds(): number {
   return addon.openFds();
 }
 
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * openFds() once closes in flight have landed (a socket fd is closed from its uv_close callback, a loop turn after
+ * close()): the first count that repeats 5 ms later, or the last one after 200 ms.
+ */
+export async function openFdsSettled(): Promise<number> {
+  let last = -1;
+  for (let i = 0; i < 40; i++) {
+    await pause(5);
+    const n = openFds();
+    if (n === last) return n;
+    last = n;
+  }
+  return last;
+}
+
+/** Polls openFds() every 5 ms until it is back to `expected` or `timeoutMs` passed; returns the count reached. */
+export async function openFdsBackTo(expected: number, timeoutMs = 2000): Promise<number> {
+  const t0 = Date.now();
+  let n = openFds();
+  while (n !== expected && Date.now() - t0 < timeoutMs) {
+    await pause(5);
+    n = openFds();
+  }
+  return n;
+}
+
 export const O_RDONLY: number = addon.O_RDONLY;
 export const O_WRONLY: number = addon.O_WRONLY;
 export const O_RDWR: number = addon.O_RDWR;
