@@ -100,7 +100,10 @@ test('in pieces (as migration data arrives): the same verdicts, and a bomb heade
   // Truncated: end() refuses; more than announced: push() refuses.
   const short = new MsgpackBudgetWalk(v.length, B);
   short.push(v.subarray(0, v.length - 1));
-  assert.throws(() => short.end(), (e: unknown) => e instanceof MsgpackBudgetError);
+  assert.throws(
+    () => short.end(),
+    (e: unknown) => e instanceof MsgpackBudgetError,
+  );
   const long = new MsgpackBudgetWalk(v.length, B);
   assert.throws(() => long.push(Uint8Array.from([...v, 0x01])), /after the value|more bytes/);
 });

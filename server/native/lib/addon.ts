@@ -13,7 +13,12 @@ export interface NativeConnection {
   readonly queuedBytes: number;
   start(
     handlers: object,
-    onMessage: (size: number, fds: number[] | undefined, data: Buffer | undefined, fdsTruncated?: true) => void,
+    onMessage: (
+      size: number,
+      fds: number[] | undefined,
+      data: Buffer | undefined,
+      fdsTruncated?: true,
+    ) => void,
     onClose: (err?: Error) => void,
     onDrain: (() => void) | undefined,
     maxMessageSize: number,
