@@ -25,7 +25,12 @@ import {
 /** The part of the native `Connection` the client uses (so tests can wrap or instrument it). */
 export interface MessageTransport {
   start(
-    handlers: { onMessage(data: Buffer, fds: number[]): void; onClose(err?: Error): void; onDrain?(): void },
+    handlers: {
+      /** `fdsTruncated`: the kernel dropped fds sent with this message (MSG_CTRUNC: we are at RLIMIT_NOFILE). */
+      onMessage(data: Buffer, fds: number[], fdsTruncated?: boolean): void;
+      onClose(err?: Error): void;
+      onDrain?(): void;
+    },
     opts: { maxMessageSize: number },
   ): void;
   send(data: Uint8Array, fds?: number[]): boolean;
@@ -45,6 +50,8 @@ export interface InboundMessage {
   payload: Uint8Array;
   /** fds that arrived with the message (owned by whoever claims them; closed by the connection otherwise). */
   fds: number[];
+  /** The kernel dropped fds sent with it (MSG_CTRUNC: this process is at RLIMIT_NOFILE); `fds` is then empty. */
+  fdsTruncated?: true;
 }
 
 /** A message as the client sent it: channel, header, payload and fds. */
@@ -210,7 +217,7 @@ export class ClientConnection {
     this.channels.set(name, t);
     t.start(
       {
-        onMessage: (data, fds) => this.onMessage(name, data, fds),
+        onMessage: (data, fds, fdsTruncated) => this.onMessage(name, data, fds, fdsTruncated === true),
         onClose: (err) =>
           this.close(
             new ConnectionClosedError(
@@ -394,7 +401,7 @@ export class ClientConnection {
     }
   }
 
-  private onMessage(channel: ChannelName, data: Buffer, fds: number[]): void {
+  private onMessage(channel: ChannelName, data: Buffer, fds: number[], fdsTruncated = false): void {
     if (this.closedReason) {
       closeFdsQuietly(fds);
       return;
@@ -406,7 +413,13 @@ export class ClientConnection {
     }
     const header = parseHeader(data);
     const payload = new Uint8Array(data.buffer, data.byteOffset + HEADER_SIZE, data.length - HEADER_SIZE);
-    const msg: InboundMessage = { channel, header, payload, fds };
+    const msg: InboundMessage = {
+      channel,
+      header,
+      payload,
+      fds,
+      ...(fdsTruncated && { fdsTruncated: true }),
+    };
     try {
       this.opts.onInbound?.(msg);
     } catch {
@@ -466,6 +479,18 @@ export class ClientConnection {
         closeFdsQuietly(fds);
         return;
       }
+    }
+    if (msg.fdsTruncated) {
+      // Out of fds on our side, not the server's fault: this request fails, the connection goes on.
+      this.settle(p);
+      p.reject(
+        new VfioUserError(
+          Errno.EMFILE,
+          p.command,
+          `${commandName(p.command)} reply: the kernel dropped its file descriptors (MSG_CTRUNC): this process is at RLIMIT_NOFILE`,
+        ),
+      );
+      return;
     }
     if (p.maxReplySize !== undefined && header.size > p.maxReplySize) {
       if (

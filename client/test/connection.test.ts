@@ -1,9 +1,10 @@
 // Request/reply matching, server requests interleaved with replies, timeouts, strictness and close handling,
 // against a scripted peer on a real socketpair.
-
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openFdsBackTo, openFdsSettled } from 'vfio-user-native';
+import { closeFd, dupFd, eventfd, openFdsBackTo, openFdsSettled } from 'vfio-user-native';
 import { ConnectionClosedError, VfioUserError } from '../src/index.js';
 import { le, msg, negotiated } from './fake-peer.js';
 
@@ -241,5 +242,38 @@ async function assertRejects(p: Promise<unknown>, type: new (...a: never[]) => E
   }
   assert.unreachable('expected a rejection');
 }
+
+test('a reply whose fds the kernel dropped (MSG_CTRUNC at RLIMIT_NOFILE) fails that request with EMFILE; the connection goes on', async () => {
+  const { client, peer } = await negotiated();
+  const before = await openFdsSettled();
+  const p = client.getDeviceInfo().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  const m = await peer.expect(GET_INFO);
+  const sent = Array.from({ length: 20 }, () => eventfd());
+  // Our own soft limit, lowered to leave room for a few fds: the kernel installs what fits and truncates the rest.
+  const soft = /Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'))![1]!;
+  const probe = dupFd(0);
+  closeFd(probe);
+  execFileSync('prlimit', [`--pid=${process.pid}`, `--nofile=${probe + 8}:`], { stdio: 'ignore' });
+  let err: unknown;
+  try {
+    peer.reply(m, infoReply(), sent);
+    err = await p;
+  } finally {
+    execFileSync('prlimit', [`--pid=${process.pid}`, `--nofile=${soft}:`], { stdio: 'ignore' });
+  }
+  for (const fd of sent) closeFd(fd);
+  assert.ok(err instanceof VfioUserError, String(err));
+  assert.is((err as VfioUserError).errno, 24, 'EMFILE');
+  assert.match((err as Error).message, /MSG_CTRUNC/);
+  const q = client.getDeviceInfo();
+  peer.reply(await peer.expect(GET_INFO), infoReply(11));
+  assert.is((await q).numRegions, 11, 'the next request is answered');
+  assert.is(await openFdsBackTo(before), before, 'the fds that did arrive were closed');
+  client.close();
+  peer.close();
+});
 
 test.run();

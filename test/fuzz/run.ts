@@ -55,7 +55,7 @@ if (!args.length || args.includes(NATIVE_TARGET)) {
     artifactDir: join(here, 'findings', NATIVE_TARGET),
   });
   console.log(
-    `${NATIVE_TARGET}: ${r.runs} execs in ${r.seconds} s, corpus ${r.corpus}, cov ${r.cov}/${r.edges} edges of framing.c, ft ${r.ft}, findings ${r.artifacts.length} (seed ${seed})`,
+    `${NATIVE_TARGET}: ${r.runs} execs in ${r.seconds} s, corpus ${r.corpus}, cov ${r.cov}/${r.edges} edges of framing.c, ft ${r.ft}, findings ${r.artifacts.length}, slow units ${r.slowUnits} (seed ${seed})`,
   );
   for (const a of r.artifacts) {
     found++;
