@@ -5,6 +5,7 @@
 // IOMMU state checked through the kernel (DMA_AVAIL, IOAS areas).
 //
 //   node test/dist/vm/guest/mirror-guest.js <type1|iommufd|bench> [BDF] [--log=debug] [--pairs=N] [--stages=a,b]
+//     [--handover=off]
 //   (mode and BDF default to $MODE and $BDF)
 //
 // Prints `ok - ...` / `FAIL - ...` / `skip - ...` per check and ends with `N passed, N failed, N skipped`; exits 1
@@ -995,48 +996,52 @@ async function cliScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   await edu.roundtrip(IOVA_A, IOVA_B, 0x1000);
   check(equal(ram.read(0x8000, 0x1000), src), 'CLI: edu DMA through the server process lands in the memfd');
 
-  // Hand-over (docs/handover.md): SIGUSR2 moves the device, the container/group/device fds (or the iommufd, its
-  // IOAS and the device cdev) and the live host entries to a new process, with no host unmap or map: DMA_AVAIL
-  // does not move, the successor logs 0 maps and 0 unmaps, type1 entries change owner with MAP_DMA(VADDR).
-  const availBefore = type1 ? vfio.getInfo(container).dmaAvail : undefined;
-  const oldPid = child.pid!;
-  const th = performance.now();
-  process.kill(oldPid, 'SIGUSR2');
-  const rec = await loggedAfter(records, 'hand-over complete: serving', 90_000);
-  const serverPid = rec.pid as number;
-  onCleanup(() => {
-    try {
-      process.kill(serverPid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  });
-  const oldCode = await exited;
-  check(
-    oldCode === 0 &&
-      serverPid !== oldPid &&
-      rec.hostBackend === (type1 ? 'vfio-type1' : 'iommufd') &&
-      rec.hostEntriesAdopted === 2 &&
-      rec.hostMaps === 0 &&
-      rec.hostUnmaps === 0 &&
-      rec.hostVaddrUpdates === (type1 ? 2 : 0),
-    `CLI hand-over: pid ${oldPid} (exit ${oldCode}) -> ${serverPid} in ${((performance.now() - th) / 1000).toFixed(1)} s, paused ${String(rec.pausedMs)} ms; ${String(rec.hostBackend)}: ${String(rec.hostEntriesAdopted)} host entries adopted, ${String(rec.hostMaps)} maps, ${String(rec.hostUnmaps)} unmaps, ${String(rec.hostVaddrUpdates)} vaddr updates`,
-  );
-  console.log(`# hand-over pause with the ${kind} backend: ${String(rec.pausedMs)} ms`);
-  if (type1) {
-    const after = vfio.getInfo(container).dmaAvail;
+  // Hand-over (docs/handover.md; off with --handover=off, which the second type1 boot passes to save a Node.js
+  // start under TCG): SIGUSR2 moves the device, the container/group/device fds (or the iommufd, its IOAS and the
+  // device cdev) and the live host entries to a new process, with no host unmap or map: DMA_AVAIL does not move,
+  // the successor logs 0 maps and 0 unmaps, type1 entries change owner with MAP_DMA(VADDR).
+  let serverPid = child.pid!;
+  if (opts.get('handover') !== 'off') {
+    const availBefore = type1 ? vfio.getInfo(container).dmaAvail : undefined;
+    const oldPid = child.pid!;
+    const th = performance.now();
+    process.kill(oldPid, 'SIGUSR2');
+    const rec = await loggedAfter(records, 'hand-over complete: serving', 90_000);
+    serverPid = rec.pid as number;
+    onCleanup(() => {
+      try {
+        process.kill(serverPid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    });
+    const oldCode = await exited;
     check(
-      after === availBefore,
-      `CLI hand-over: DMA_AVAIL ${after} = ${availBefore}: no host entry was removed or added`,
+      oldCode === 0 &&
+        serverPid !== oldPid &&
+        rec.hostBackend === (type1 ? 'vfio-type1' : 'iommufd') &&
+        rec.hostEntriesAdopted === 2 &&
+        rec.hostMaps === 0 &&
+        rec.hostUnmaps === 0 &&
+        rec.hostVaddrUpdates === (type1 ? 2 : 0),
+      `CLI hand-over: pid ${oldPid} (exit ${oldCode}) -> ${serverPid} in ${((performance.now() - th) / 1000).toFixed(1)} s, paused ${String(rec.pausedMs)} ms; ${String(rec.hostBackend)}: ${String(rec.hostEntriesAdopted)} host entries adopted, ${String(rec.hostMaps)} maps, ${String(rec.hostUnmaps)} unmaps, ${String(rec.hostVaddrUpdates)} vaddr updates`,
+    );
+    console.log(`# hand-over pause with the ${kind} backend: ${String(rec.pausedMs)} ms`);
+    if (type1) {
+      const after = vfio.getInfo(container).dmaAvail;
+      check(
+        after === availBefore,
+        `CLI hand-over: DMA_AVAIL ${after} = ${availBefore}: no host entry was removed or added`,
+      );
+    }
+    const src2 = pattern(0x1000, 0x77);
+    ram.write(0, src2);
+    await edu.roundtrip(IOVA_A, IOVA_B, 0x1000);
+    check(
+      equal(ram.read(0x8000, 0x1000), src2),
+      'CLI hand-over: edu DMA through the adopted host entries lands in the memfd',
     );
   }
-  const src2 = pattern(0x1000, 0x77);
-  ram.write(0, src2);
-  await edu.roundtrip(IOVA_A, IOVA_B, 0x1000);
-  check(
-    equal(ram.read(0x8000, 0x1000), src2),
-    'CLI hand-over: edu DMA through the adopted host entries lands in the memfd',
-  );
   // The unmap below is the successor's, of an entry the first process mapped (type1: only its owner may).
   await client.dmaUnmap({ address: IOVA_B, size: 0x2000n });
   ram.fill(0x5a, 0x8000, 0x2000);
