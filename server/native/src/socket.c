@@ -799,7 +799,9 @@ static napi_value conn_send_bytes(napi_env env, conn *c, void *data, size_t len,
     return result;
   }
   if (c->corking && !c->q_head && nfds == 0 && len <= CORK_MAX && c->state == C_OPEN) {
-    /* Inside a read burst: joins the other replies of the burst, sent before the loop waits again. */
+    /* Inside a read burst: while the next message is already here (a client that pipelines), the reply waits to
+     * leave with the replies to come; otherwise it leaves now, with any waiting before it, in one send (a client
+     * that waits for each reply gets it at once, before the server reads again). */
     if (c->cork_len + len > CORK_MAX && !conn_cork_flush(c)) {
       NAPI_CALL(env, napi_get_boolean(env, false, &result));
       return result;
@@ -811,7 +813,9 @@ static napi_value conn_send_bytes(napi_env env, conn *c, void *data, size_t len,
       }
       memcpy(c->cork + c->cork_len, data, len);
       c->cork_len += len;
-      NAPI_CALL(env, napi_get_boolean(env, true, &result));
+      bool sent = true;
+      if (c->rx.end - c->rx.start < HDR_SIZE) sent = conn_cork_flush(c) && !c->q_head;
+      NAPI_CALL(env, napi_get_boolean(env, sent, &result));
       return result;
     }
   }

@@ -22,11 +22,31 @@ export function wantsDmaEvents(device: VfioUserDevice): boolean {
   return Boolean(device.dmaMapped || device.dmaUnmapped || device.quiesce);
 }
 
+const isPromise = (v: unknown): v is Promise<void> =>
+  typeof (v as Promise<void> | undefined)?.then === 'function';
+
+/** dmaUnmapped for regions[i..], in order; a promise only once a hook returns one. */
+function unmappedFrom(
+  device: VfioUserDevice,
+  regions: readonly DmaRegion[],
+  i: number,
+): void | Promise<void> {
+  for (; i < regions.length; i++) {
+    const r = device.dmaUnmapped?.(regionInfoOf(regions[i]!));
+    if (isPromise(r)) {
+      const next = i + 1;
+      return r.then(() => unmappedFrom(device, regions, next));
+    }
+  }
+}
+
 export function deviceDmaListener(device: VfioUserDevice, log: DeviceLogger): DmaListener {
-  const removed = async (regions: readonly DmaRegion[]) => {
+  // Quiesce, then dmaUnmapped per region, each awaited when it returns a promise. Synchronous when the device's
+  // hooks are (edu's are): the DMA_UNMAP reply then leaves from the read callback, with no promise hop (#14).
+  const removed = (regions: readonly DmaRegion[]): void | Promise<void> => {
     if (regions.length === 0) return;
-    await device.quiesce?.();
-    for (const r of regions) await device.dmaUnmapped?.(regionInfoOf(r));
+    const q = device.quiesce?.();
+    return isPromise(q) ? q.then(() => unmappedFrom(device, regions, 0)) : unmappedFrom(device, regions, 0);
   };
   return {
     regionAdded(r) {
