@@ -72,7 +72,7 @@ async function startServer(kind, sock, tool = {}) {
   [cmd, argv] = pinned(cmd, argv);
   const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((resolve) => child.on('exit', resolve));
-  const ticks = tool.callgrind ? 4800 : 600; // valgrind starts Node.js slowly
+  const ticks = tool.callgrind ? 24000 : 600; // valgrind starts Node.js slowly (minutes on a loaded machine)
   for (let i = 0; i < ticks && !existsSync(sock); i++) await sleep(25);
   if (!existsSync(sock)) throw new Error(`${kind.name}: no socket after ${ticks / 40} s`);
   return { child, exited, traced: !!tool.strace };
