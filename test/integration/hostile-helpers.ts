@@ -145,17 +145,17 @@ export async function client(s: ServerProcess): Promise<VfioUserClient> {
 
 /**
  * The server still serves: a new client (after `c`, if given, has left) negotiates and reads edu's ident.
- * Returns the ident read's round trip in ms.
+ * Returns the fastest of three ident reads' round trips in ms.
  */
 export async function answers(s: ServerProcess): Promise<number> {
   if (!s.alive) throw new Error(`server died: ${JSON.stringify(s.exit)}\n${s.stderr.slice(-2000)}`);
   const c = await client(s);
   try {
-    const t0 = performance.now();
-    const b = await c.regionRead(0, BigInt(Edu.IDENT), 4, { timeoutMs: 2000 });
-    const ms = performance.now() - t0;
-    if (Buffer.from(b).readUInt32LE(0) !== Edu.IDENT_VALUE) throw new Error('edu ident mismatch');
-    return ms;
+    // The fastest of three reads, the first within a second: a server whose loop is blocked or spinning is slow
+    // on all three, while the machine's load (two CPUs shared by several test runs) can delay any single one.
+    const first = await timedIdent(c);
+    if (first > 1000) throw new Error(`the first request took ${first.toFixed(0)} ms`);
+    return Math.min(first, await timedIdent(c), await timedIdent(c));
   } finally {
     c.close();
   }
