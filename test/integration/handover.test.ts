@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert';
 import { GuestMemory, VfioUserClient } from 'vfio-user-client';
 import { Connection, closeFd, socketpair } from 'vfio-user-native';
 import { Edu } from '../lib/edu-regs.js';
-import { killStrays } from '../lib/procs.js';
+import { killStrays, pidAlive } from '../lib/procs.js';
 import { sleep, until } from '../lib/wait.js';
 import { readU32, u32, u64 } from './helpers.js';
 
@@ -122,15 +122,6 @@ async function stop(r: Running): Promise<number | null> {
   const done = new Promise<number | null>((res) => r.child.once('exit', (code) => res(code)));
   r.child.kill('SIGTERM');
   return done;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

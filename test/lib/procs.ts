@@ -4,6 +4,16 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { sleep } from './wait.js';
 
+/** Whether a process with this pid exists (signal 0; a zombie still counts until it is reaped). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Live (not zombie) processes other than this one whose command line contains `text`. */
 export function processesMentioning(text: string): number[] {
   const out: number[] = [];

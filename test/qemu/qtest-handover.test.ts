@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { killStrays } from '../lib/procs.js';
+import { killStrays, pidAlive } from '../lib/procs.js';
 import { makeTempDir, qemuUnavailableReason, spawnQemu } from '../lib/qemu.js';
 import { QtestListener } from '../lib/qtest.js';
 import { poll } from '../lib/wait.js';
@@ -15,15 +15,6 @@ import { Edu, ServerProcess, Stages } from './harness.js';
 
 const unavailable = qemuUnavailableReason();
 const HANDOVERS = 20;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () => {
   assert.is(unavailable, null, `QEMU is required: ${unavailable} (run make qemu)`);
@@ -99,7 +90,7 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
       assert.ok((rec.regions as number) > 0, 'the guest RAM maps came along');
       assert.is(rec.hostMaps, 0, 'no host remap');
       paused.push(rec.pausedMs as number);
-      assert.ok(await poll(() => !alive(pid), 5000), 'the old process exits');
+      assert.ok(await poll(() => !pidAlive(pid), 5000), 'the old process exits');
       pid = rec.pid as number;
     }
     const r0 = rounds;
@@ -123,7 +114,7 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
     assert.is(exit.code, 0, exit.stderr);
     qt.close();
     process.kill(pid, 'SIGTERM');
-    assert.ok(await poll(() => !alive(pid), 5000), 'the last server stops');
+    assert.ok(await poll(() => !pidAlive(pid), 5000), 'the last server stops');
     st.mark('shutdown');
     st.print();
   } catch (err) {
@@ -132,7 +123,7 @@ test(`${HANDOVERS} hand-overs under QEMU while MMIO and edu DMA run`, async () =
     listener.close();
     qemu?.kill('SIGKILL');
     await qemu?.exited;
-    if (alive(pid)) process.kill(pid, 'SIGKILL');
+    if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
     srv.child.kill('SIGKILL');
   }
   // No server process survives: not the last one, nor a successor of a hand-over in flight (every one has the

@@ -20,7 +20,7 @@ import {
   guestUnavailableReason,
   projectRoot,
 } from '../lib/guest.js';
-import { killStrays } from '../lib/procs.js';
+import { killStrays, pidAlive } from '../lib/procs.js';
 import { makeTempDir } from '../lib/qemu.js';
 import { poll } from '../lib/wait.js';
 import { guestDeviceOptions, renderCommand, TEST_DOC_DIR, testDocMismatch } from '../qemu/cmdline.js';
@@ -56,15 +56,6 @@ function control(path: string, command: string): Promise<Record<string, unknown>
     s.on('error', reject);
     s.write(`${command}\n`);
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 test('Linux guest: sysfs view of our edu, INTx and MSI interrupts through vfio-user-pci', async () => {
@@ -171,7 +162,7 @@ test('Linux guest: sysfs view of our edu, INTx and MSI interrupts through vfio-u
     if (ho?.ok) {
       // The first server was handed over: closing it would take nothing away (abandoned); stop the successor.
       process.kill(ho.pid, 'SIGTERM');
-      await poll(() => !alive(ho.pid), 10_000);
+      await poll(() => !pidAlive(ho.pid), 10_000);
     } else await srv.close();
     const stray = await killStrays(tmp.dir, 5000);
     tmp.cleanup();

@@ -38,6 +38,7 @@ import {
 } from 'vfio-user-native';
 import { IrqIndex } from 'vfio-user-protocol';
 import { DmaAddressSpace, type IommuBackend, IommuMirror, VfioUserServer } from 'vfio-user-server';
+import { pidAlive } from '../../lib/procs.js';
 import { poll, sleep } from '../../lib/wait.js';
 
 // The server's modules that its package index does not export (yet): loaded from its dist by path.
@@ -1079,8 +1080,8 @@ async function cliScenario(kind: 'type1' | 'iommufd'): Promise<void> {
   c2.close();
   process.kill(serverPid, 'SIGTERM');
   const stopped = await loggedAfter(records, 'stopped', 30_000).catch(() => undefined);
-  for (let i = 0; i < 500 && alive(serverPid); i++) await sleep(20);
-  const code = stopped && !alive(serverPid) ? 0 : null;
+  for (let i = 0; i < 500 && pidAlive(serverPid); i++) await sleep(20);
+  const code = stopped && !pidAlive(serverPid) ? 0 : null;
   const counters = (stopped?.iommu ?? {}) as {
     live?: number;
     pagesPinned?: number;
@@ -1104,15 +1105,6 @@ async function loggedAfter(
     if (r) return r;
     if (performance.now() - t0 > ms) throw new Error(`no server logged '${msg}' within ${ms} ms`);
     await sleep(20);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
