@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runNode } from '../lib/procs.js';
 import { poll } from '../lib/wait.js';
 
 /** The repository root (this file runs from test/dist/conformance/). */
@@ -58,20 +59,10 @@ export async function runCli(args: string[], env: Record<string, string> = {}): 
   const dir = tempDir();
   const json = join(dir, 'report.json');
   try {
-    const p = spawn(process.execPath, [cli, ...args, '--json', json], {
+    const { code, stdout, stderr } = await runNode([cli, ...args, '--json', json], {
       cwd: root,
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    p.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const code = await new Promise<number | null>((r) => p.on('close', (c) => r(c)));
     if (!existsSync(json)) throw new Error(`no report (exit ${code}): ${stderr || stdout.slice(-2000)}`);
     const report = JSON.parse(readFileSync(json, 'utf8')) as CliResult['report'];
     return { code, stdout, stderr, report, byId: new Map(report.cases.map((c) => [c.id, c])) };

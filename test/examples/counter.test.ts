@@ -1,36 +1,14 @@
 // examples/counter: the device module runs under the real CLI (--device ./counter.js), the example client
 // script drives it (three writes, three MSIs, the counter read back), and the conformance suite holds the
 // device to the spec like any other server.
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { failures, root, runCli, startServer, stopServer, tempDir } from '../conformance/helpers.js';
+import { runNode } from '../lib/procs.js';
 
 const example = join(root, 'examples', 'counter');
 const server = join(root, 'server', 'bin', 'vfio-user-server.js');
-
-function runNode(
-  args: string[],
-  cwd: string,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    p.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const kill = setTimeout(() => p.kill('SIGKILL'), 20_000);
-    p.on('close', (code) => {
-      clearTimeout(kill);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 test('the example client drives the example device: three writes, three MSIs', async () => {
   const sock = join(tempDir(), 'counter.sock');
@@ -41,7 +19,7 @@ test('the example client drives the example device: three writes, three MSIs', a
     example,
   );
   try {
-    const r = await runNode(['client.js', sock], example);
+    const r = await runNode(['client.js', sock], { cwd: example, timeoutMs: 20_000 });
     assert.is(r.code, 0, r.stderr + r.stdout);
     assert.is(r.stdout, 'device: 9 regions, 5 IRQ types\ncount: 10 -> 16, interrupts: 3\n');
   } finally {

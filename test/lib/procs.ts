@@ -1,6 +1,7 @@
 // Finding processes a test left behind. A test's servers (and every hand-over successor, which runs the same
 // command line) carry the test's temp dir on their command line, so scanning /proc for it finds them all, also
 // those that are no child of the test (a successor's parent is the server that started it).
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { sleep } from './wait.js';
 
@@ -50,4 +51,42 @@ export async function killStrays(text: string, graceMs = 5000): Promise<number[]
     }
   }
   return stray;
+}
+
+/** What a finished child printed, and how it ended (`code` null when a signal ended it). */
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `node args…` to completion with stdout and stderr collected. `timeoutMs` bounds it: the child is then
+ * killed with SIGKILL and the result carries what it printed so far.
+ */
+export function runNode(
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, args, {
+      cwd: opts.cwd,
+      env: opts.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    p.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const kill =
+      opts.timeoutMs === undefined ? undefined : setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs);
+    p.on('close', (code) => {
+      clearTimeout(kill);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }

@@ -338,25 +338,37 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
   return c->state == C_OPEN;
 }
 
-/* Queues bytes without fds behind whatever is queued (no JS exception: the connection fails on ENOMEM). */
-static bool queue_bytes(conn *c, const uint8_t *data, size_t len) {
+/* A chunk holding a copy of `data` and no fds yet, or NULL when malloc fails. */
+static chunk *chunk_new(const uint8_t *data, size_t len) {
   chunk *k = malloc(sizeof *k + len);
-  if (!k) {
-    conn_fail(c, ENOMEM, "malloc", NULL);
-    return false;
-  }
+  if (!k) return NULL;
   k->next = NULL;
   k->len = len;
   k->off = 0;
   k->nfds = 0;
   k->fds = NULL;
   memcpy(k->data, data, len);
+  return k;
+}
+
+/* Appends a chunk to the connection's send queue. */
+static void queue_append(conn *c, chunk *k) {
   if (c->q_tail)
     c->q_tail->next = k;
   else
     c->q_head = k;
   c->q_tail = k;
-  c->q_bytes += len;
+  c->q_bytes += k->len;
+}
+
+/* Queues bytes without fds behind whatever is queued (no JS exception: the connection fails on ENOMEM). */
+static bool queue_bytes(conn *c, const uint8_t *data, size_t len) {
+  chunk *k = chunk_new(data, len);
+  if (!k) {
+    conn_fail(c, ENOMEM, "malloc", NULL);
+    return false;
+  }
+  queue_append(c, k);
   return true;
 }
 
@@ -676,17 +688,11 @@ static napi_value conn_set_max(napi_env env, napi_callback_info info) {
 }
 
 static bool queue_chunk(napi_env env, conn *c, const uint8_t *data, size_t len, const int *fds, int nfds) {
-  chunk *k = malloc(sizeof *k + len);
+  chunk *k = chunk_new(data, len);
   if (!k) {
     vu_throw_errno(env, ENOMEM, "malloc");
     return false;
   }
-  k->next = NULL;
-  k->len = len;
-  k->off = 0;
-  k->nfds = 0;
-  k->fds = NULL;
-  memcpy(k->data, data, len);
   if (nfds) {
     k->fds = malloc(sizeof(int) * (size_t)nfds);
     if (!k->fds) {
@@ -708,12 +714,7 @@ static bool queue_chunk(napi_env env, conn *c, const uint8_t *data, size_t len, 
     }
     k->nfds = nfds;
   }
-  if (c->q_tail)
-    c->q_tail->next = k;
-  else
-    c->q_head = k;
-  c->q_tail = k;
-  c->q_bytes += len;
+  queue_append(c, k);
   return true;
 }
 
