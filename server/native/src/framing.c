@@ -119,6 +119,25 @@ static int attach_fds(vu_rx *rx, const int *fds, int n, bool truncated, const ch
   return file_fds(rx, rx->base + at, fds, n, truncated, why);
 }
 
+/* Appends a new fd group for the message at stream offset `off`: 0, or ENOMEM with the fds left to the caller. */
+static int push_group(vu_rx *rx, uint64_t off, const int *fds, int n, bool truncated) {
+  if (rx->ngroups == rx->groups_cap) {
+    size_t cap = rx->groups_cap ? rx->groups_cap * 2 : 8;
+    vu_fdgroup **p = realloc(rx->groups, cap * sizeof *p);
+    if (!p) return ENOMEM;
+    rx->groups = p;
+    rx->groups_cap = cap;
+  }
+  vu_fdgroup *g = malloc(sizeof *g + (size_t)n * sizeof(int));
+  if (!g) return ENOMEM;
+  g->off = off;
+  g->truncated = truncated;
+  g->n = n;
+  memcpy(g->fds, fds, (size_t)n * sizeof(int));
+  rx->groups[rx->ngroups++] = g;
+  return 0;
+}
+
 /*
  * Files fds under the message starting at stream offset `off` (`truncated`: MSG_CTRUNC, the fds are closed and
  * the message marked). 0 or ENOMEM (the fds closed).
@@ -138,21 +157,7 @@ static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, bool truncat
     rx->groups[rx->ngroups - 1] = ng;
     return 0;
   }
-  if (rx->ngroups == rx->groups_cap) {
-    size_t cap = rx->groups_cap ? rx->groups_cap * 2 : 8;
-    vu_fdgroup **p = realloc(rx->groups, cap * sizeof *p);
-    if (!p) goto oom;
-    rx->groups = p;
-    rx->groups_cap = cap;
-  }
-  vu_fdgroup *g = malloc(sizeof *g + (size_t)n * sizeof(int));
-  if (!g) goto oom;
-  g->off = off;
-  g->truncated = truncated;
-  g->n = n;
-  memcpy(g->fds, fds, (size_t)n * sizeof(int));
-  rx->groups[rx->ngroups++] = g;
-  return 0;
+  if (push_group(rx, off, fds, n, truncated) == 0) return 0;
 oom:
   vu_close_fds(fds, n);
   *why = NULL;
@@ -255,22 +260,7 @@ void vu_rx_settle(vu_rx *rx) {
 int vu_rx_prefill(vu_rx *rx, const uint8_t *data, size_t len, const int *fds, int nfds, bool fds_truncated) {
   if (!vu_rx_reserve(rx, len)) return ENOMEM;
   size_t at = rx->end;
-  if (nfds || fds_truncated) {
-    if (rx->ngroups == rx->groups_cap) {
-      size_t cap = rx->groups_cap ? rx->groups_cap * 2 : 8;
-      vu_fdgroup **p = realloc(rx->groups, cap * sizeof *p);
-      if (!p) return ENOMEM;
-      rx->groups = p;
-      rx->groups_cap = cap;
-    }
-    vu_fdgroup *g = malloc(sizeof *g + (size_t)nfds * sizeof(int));
-    if (!g) return ENOMEM;
-    g->off = rx->base + at;
-    g->truncated = fds_truncated;
-    g->n = nfds;
-    memcpy(g->fds, fds, (size_t)nfds * sizeof(int));
-    rx->groups[rx->ngroups++] = g;
-  }
+  if ((nfds || fds_truncated) && push_group(rx, rx->base + at, fds, nfds, fds_truncated)) return ENOMEM;
   if (len) memcpy(rx->buf + at, data, len);
   rx->end += len;
   return 0;
