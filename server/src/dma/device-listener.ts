@@ -3,6 +3,7 @@
 // (latest subscriber first) the device lets go of a region before the host IOMMU unmaps it.
 import * as native from 'vfio-user-native';
 import type { DeviceLogger, DmaRegionInfo, VfioUserDevice } from '../device.js';
+import { isPromise } from '../promise.js';
 import type { DmaListener } from './address-space.js';
 import type { DmaRegion } from './region.js';
 
@@ -21,9 +22,6 @@ export function regionInfoOf(r: DmaRegion): DmaRegionInfo {
 export function wantsDmaEvents(device: VfioUserDevice): boolean {
   return Boolean(device.dmaMapped || device.dmaUnmapped || device.quiesce);
 }
-
-const isPromise = (v: unknown): v is Promise<void> =>
-  typeof (v as Promise<void> | undefined)?.then === 'function';
 
 /** dmaUnmapped for regions[i..], in order; a promise only once a hook returns one. */
 function unmappedFrom(

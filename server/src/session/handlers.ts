@@ -52,6 +52,7 @@ import {
 import { DeviceError, type DeviceLogger, type VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
+import { isPromise } from '../promise.js';
 import type { FdBag } from './fds.js';
 import { migrationFeature, migrationOf, migrationRead } from './migration.js';
 
@@ -216,7 +217,6 @@ function checkAccess(
 
 // A device may answer a region access asynchronously (it must do I/O first): the handler then returns a promise,
 // and the session holds every later message back until it settles, so replies keep the arrival order.
-const isPromise = <T>(v: T | Promise<T>): v is Promise<T> => typeof (v as Promise<T>)?.then === 'function';
 
 const regionRead: Handler = (ctx, payload, fds) => {
   const req = decodeRegionReadRequest(payload, fds.count, ctx.limits);
