@@ -31,6 +31,21 @@ export function u64(dv: DataView, off: number): bigint {
   return dv.getBigUint64(off, true);
 }
 
+/**
+ * Little-endian loads from a plain Uint8Array, for the decoders on the hot path (DMA_MAP/DMA_UNMAP): no DataView
+ * is created per message (see setU32 below for why a DataView over a small array is not free). The caller has
+ * checked the length.
+ */
+export function getU32(b: Uint8Array, off: number): number {
+  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x1000000;
+}
+/** The u64 at `off` as a bigint; made from one number when it fits in 53 bits (no bigint arithmetic then). */
+export function getU64(b: Uint8Array, off: number): bigint {
+  const lo = getU32(b, off);
+  const hi = getU32(b, off + 4);
+  return hi < 0x200000 ? BigInt(hi * 0x100000000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
+}
+
 function badField(field: string, what: string, v: unknown): never {
   throw new RangeError(`${field} must be ${what} (got ${String(v)})`);
 }

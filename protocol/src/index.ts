@@ -184,6 +184,7 @@ export {
   decodeDmaUnmapReply,
   decodeDmaUnmapRequest,
   dmaUnmapEcho,
+  encodeDmaUnmapEchoOf,
   encodeDmaUnmapReply,
   encodeDmaUnmapRequest,
 } from './messages/dma-unmap.js';
@@ -341,6 +342,7 @@ export {
   rangesOverlap,
   rangeWithin,
   saturatingAdd64,
+  U64_END,
   u32RangeWithin,
 } from './ranges.js';
 // Wire tracing: the recorded-stream file format and the one-line-per-message dissector.

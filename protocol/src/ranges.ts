@@ -3,9 +3,12 @@
 
 import { U32_MAX, U64_MAX } from './bytes.js';
 
+/** 2^64: the end of the 64-bit address space (a range may end exactly there). */
+export const U64_END = U64_MAX + 1n;
+
 /** True when [start, start+size) does not fit below 2^64. A range ending exactly at 2^64 is allowed. */
 export function rangeOverflows(start: bigint, size: bigint): boolean {
-  return start + size > U64_MAX + 1n;
+  return start + size > U64_END;
 }
 
 /** start + size, saturated at 2^64 - 1 (libvfio-user's `satadd_u64`). */

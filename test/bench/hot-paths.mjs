@@ -105,9 +105,16 @@ async function stopServer(kind, s) {
   }
 }
 
-function client(bin, sock, argv) {
+async function client(bin, sock, argv) {
   const [c, a] = pinned(bin, [sock, ...argv]);
-  return JSON.parse(execFileSync(c, a, { encoding: 'utf8' }).trim());
+  // The socket file exists from bind(); under valgrind listen() may come much later: retry a refused connect.
+  for (let tries = 0; ; tries++) {
+    const r = spawnSync(c, a, { encoding: 'utf8' });
+    if (r.status === 0) return JSON.parse(r.stdout.trim());
+    if (!/Connection refused/.test(r.stderr) || tries >= 600)
+      throw new Error(`${bin} ${argv.join(' ')}: exit ${r.status}: ${r.stderr.trim()}`);
+    await sleep(100);
+  }
 }
 
 /** One server lifetime: run the client with `argv`, return its JSON. */
@@ -115,7 +122,7 @@ async function once(kind, dir, bin, argv, tool) {
   const sock = join(dir, `${kind.name}-${Math.random().toString(36).slice(2)}.sock`);
   const s = await startServer(kind, sock, tool);
   try {
-    return client(bin, sock, argv);
+    return await client(bin, sock, argv);
   } finally {
     await stopServer(kind, s);
     rmSync(sock, { force: true });

@@ -32,7 +32,7 @@ import {
   errnoName,
   errnoOf,
   PAGE_SIZE_BIG,
-  U64_MAX,
+  U64_END,
 } from 'vfio-user-protocol';
 import { type DeviceLogger, type DmaAccessor, silentLogger } from '../device.js';
 import { DmaAccess, type DmaSegment } from './access.js';
@@ -117,6 +117,15 @@ export interface DmaStats {
 }
 
 export type { DmaSegment } from './access.js';
+
+/** pino's numeric value of 'trace'. */
+const TRACE_LEVEL = 10;
+
+/** The two directions of regionAdded/regionRemoved for addAllOrRollBack (module-level: no closure per call). */
+const listenerAdded = (l: DmaListener, r: DmaRegion) => l.regionAdded(r);
+const listenerRemoved = (l: DmaListener, r: DmaRegion) => l.regionRemoved(r);
+const regionAddedTo = (r: DmaRegion, l: DmaListener) => l.regionAdded(r);
+const regionRemovedFrom = (r: DmaRegion, l: DmaListener) => l.regionRemoved(r);
 
 /** A subscriber (or replayed region) that refused, with its error. */
 interface Refusal<T> {
@@ -260,8 +269,9 @@ export class DmaAddressSpace implements DmaAccessor {
       if (opts.replay ?? true) {
         const refused = await this.addAllOrRollBack(
           this.table.toArray(),
-          (r) => listener.regionAdded(r),
-          (r) => listener.regionRemoved(r),
+          listener,
+          regionAddedTo,
+          regionRemovedFrom,
           'rollback of a replayed region failed',
         );
         if (refused) {
@@ -298,19 +308,26 @@ export class DmaAddressSpace implements DmaAccessor {
    * mutation is in progress and every subscriber accepted it synchronously; a promise otherwise.
    */
   mapNow(p: DmaMapParams): DmaRegion | Promise<DmaRegion> {
-    return this.mutate(() => {
-      let r: DmaRegion | Promise<DmaRegion>;
-      try {
-        r = this.doMap(p);
-      } catch (err) {
-        throw this.mapFailed(err);
-      }
-      return r instanceof Promise
-        ? r.catch((err: unknown) => {
-            throw this.mapFailed(err);
-          })
-        : r;
-    });
+    // mutate() inlined for the common case (nothing in progress): no closure per DMA_MAP.
+    if (this.busy === 0) {
+      const r = this.mapRun(p);
+      return r instanceof Promise ? this.track(r) : r;
+    }
+    return this.mutate(() => this.mapRun(p));
+  }
+
+  private mapRun(p: DmaMapParams): DmaRegion | Promise<DmaRegion> {
+    let r: DmaRegion | Promise<DmaRegion>;
+    try {
+      r = this.doMap(p);
+    } catch (err) {
+      throw this.mapFailed(err);
+    }
+    return r instanceof Promise
+      ? r.catch((err: unknown) => {
+          throw this.mapFailed(err);
+        })
+      : r;
   }
 
   private mapFailed(err: unknown): DmaMapError {
@@ -328,14 +345,14 @@ export class DmaAddressSpace implements DmaAccessor {
     if ((prot & (DmaMapFlags.READ | DmaMapFlags.WRITE)) === 0)
       throw new DmaMapError(Errno.EINVAL, 'neither READ nor WRITE');
     if (size <= 0n) throw new DmaMapError(Errno.EINVAL, 'size 0');
-    if (iova < 0n || iova + size > U64_MAX + 1n)
+    if (iova < 0n || iova + size > U64_END)
       throw new DmaMapError(Errno.EINVAL, 'address + size wraps past 2^64');
     if (iova % page !== 0n || size % page !== 0n) {
       throw new DmaMapError(Errno.EINVAL, `address/size not aligned to the page size 0x${page.toString(16)}`);
     }
     if (p.fd !== undefined) {
       const off = p.fileOffset ?? 0n;
-      if (off < 0n || off + size > U64_MAX + 1n)
+      if (off < 0n || off + size > U64_END)
         throw new DmaMapError(Errno.EINVAL, 'offset + size wraps past 2^64');
       if (off % page !== 0n)
         throw new DmaMapError(Errno.EINVAL, 'address - offset not aligned to the page size');
@@ -354,8 +371,9 @@ export class DmaAddressSpace implements DmaAccessor {
     const region = this.createRegion(p);
     const refused = this.addAllOrRollBack(
       this.listeners,
-      (l) => l.regionAdded(region),
-      (l) => l.regionRemoved(region),
+      region,
+      listenerAdded,
+      listenerRemoved,
       'rollback of a refused region failed',
     );
     return refused instanceof Promise
@@ -400,15 +418,10 @@ export class DmaAddressSpace implements DmaAccessor {
     }
     this.table.insert(region);
     this.stats.maps++;
-    // A getter: the region's text is only built when trace logging is on (this runs for every DMA_MAP).
-    this.log.trace(
-      {
-        get region() {
-          return region.toString();
-        },
-      },
-      'dma map',
-    );
+    // This runs for every DMA_MAP: the line (and the region's text) only when trace logging is on. pino's level
+    // can change at run time; `levelVal` is a plain property read (a logger without it always gets the line).
+    if (!((this.log as { levelVal?: number }).levelVal! > TRACE_LEVEL))
+      this.log.trace({ region: region.toString() }, 'dma map');
     return region;
   }
 
@@ -430,25 +443,32 @@ export class DmaAddressSpace implements DmaAccessor {
    * other mutation is in progress and every subscriber removed synchronously; a promise otherwise.
    */
   unmapNow(iova: bigint, size: bigint): DmaRegion[] | Promise<DmaRegion[]> {
-    return this.mutate(() => {
-      if (size <= 0n) throw new DmaMapError(Errno.EINVAL, 'unmap of size 0');
-      const end = iova + size;
-      if (iova < 0n || end > U64_MAX + 1n) throw new DmaMapError(Errno.EINVAL, 'unmap range wraps past 2^64');
-      if (iova % this.pageSize !== 0n || size % this.pageSize !== 0n) {
-        throw new DmaMapError(Errno.EINVAL, 'unmap range not aligned to the page size');
+    // mutate() inlined for the common case (nothing in progress): no closure per DMA_UNMAP.
+    if (this.busy === 0) {
+      const r = this.unmapRun(iova, size);
+      return r instanceof Promise ? this.track(r) : r;
+    }
+    return this.mutate(() => this.unmapRun(iova, size));
+  }
+
+  private unmapRun(iova: bigint, size: bigint): DmaRegion[] | Promise<DmaRegion[]> {
+    if (size <= 0n) throw new DmaMapError(Errno.EINVAL, 'unmap of size 0');
+    const end = iova + size;
+    if (iova < 0n || end > U64_END) throw new DmaMapError(Errno.EINVAL, 'unmap range wraps past 2^64');
+    if (iova % this.pageSize !== 0n || size % this.pageSize !== 0n) {
+      throw new DmaMapError(Errno.EINVAL, 'unmap range not aligned to the page size');
+    }
+    const hit = this.table.overlapping(iova, end);
+    for (const r of hit) {
+      if (r.iova < iova || r.end > end) {
+        throw new DmaMapError(
+          Errno.EINVAL,
+          `unmap [0x${iova.toString(16)}, +0x${size.toString(16)}) cuts ${r}`,
+        );
       }
-      const hit = this.table.overlapping(iova, end);
-      for (const r of hit) {
-        if (r.iova < iova || r.end > end) {
-          throw new DmaMapError(
-            Errno.EINVAL,
-            `unmap [0x${iova.toString(16)}, +0x${size.toString(16)}) cuts ${r}`,
-          );
-        }
-      }
-      for (const r of hit) this.detach(r);
-      return this.removeEach(hit, 0, undefined);
-    });
+    }
+    for (const r of hit) this.detach(r);
+    return this.removeEach(hit, 0, undefined);
   }
 
   /** Tells the subscribers about hit[from..] one by one, releasing each region's memory after; sync when they are. */
@@ -546,54 +566,58 @@ export class DmaAddressSpace implements DmaAccessor {
    * refused is returned with its error. Undefined when every item was added. Serves both directions of
    * regionAdded: one region offered to every listener (DMA_MAP) and every region replayed to one (subscribe).
    */
-  private addAllOrRollBack<T>(
+  private addAllOrRollBack<T, A>(
     items: readonly T[],
-    add: (item: T) => void | Promise<void>,
-    remove: (item: T) => void | Promise<void>,
+    arg: A,
+    add: (item: T, arg: A) => void | Promise<void>,
+    remove: (item: T, arg: A) => void | Promise<void>,
     undoFailed: string,
   ): Refusal<T> | undefined | Promise<Refusal<T> | undefined> {
     // Synchronous while the items answer synchronously (the hot path); the rest, and any rollback, async.
+    // `add`/`remove` take `arg` (rather than closing over it) so that a DMA_MAP allocates no closure here.
     for (let i = 0; i < items.length; i++) {
       let res: void | Promise<void>;
       try {
-        res = add(items[i]!);
+        res = add(items[i]!, arg);
       } catch (err) {
-        return this.rollBack(items, i, err, remove, undoFailed);
+        return this.rollBack(items, arg, i, err, remove, undoFailed);
       }
-      if (res instanceof Promise) return this.addRest(items, i, res, add, remove, undoFailed);
+      if (res instanceof Promise) return this.addRest(items, arg, i, res, add, remove, undoFailed);
     }
     return undefined;
   }
 
-  private async addRest<T>(
+  private async addRest<T, A>(
     items: readonly T[],
+    arg: A,
     at: number,
     pending: Promise<void>,
-    add: (item: T) => void | Promise<void>,
-    remove: (item: T) => void | Promise<void>,
+    add: (item: T, arg: A) => void | Promise<void>,
+    remove: (item: T, arg: A) => void | Promise<void>,
     undoFailed: string,
   ): Promise<Refusal<T> | undefined> {
     for (let i = at; i < items.length; i++) {
       try {
-        await (i === at ? pending : add(items[i]!));
+        await (i === at ? pending : add(items[i]!, arg));
       } catch (err) {
-        return this.rollBack(items, i, err, remove, undoFailed);
+        return this.rollBack(items, arg, i, err, remove, undoFailed);
       }
     }
     return undefined;
   }
 
   /** Undoes items[0..at) newest first and reports items[at]'s refusal. */
-  private async rollBack<T>(
+  private async rollBack<T, A>(
     items: readonly T[],
+    arg: A,
     at: number,
     err: unknown,
-    remove: (item: T) => void | Promise<void>,
+    remove: (item: T, arg: A) => void | Promise<void>,
     undoFailed: string,
   ): Promise<Refusal<T>> {
     for (let d = at - 1; d >= 0; d--) {
       try {
-        await remove(items[d]!);
+        await remove(items[d]!, arg);
       } catch (e) {
         this.log.warn({ err: e }, undoFailed);
       }

@@ -73,6 +73,8 @@ export class FileMapping {
   /** When it became idle (performance.now()), for the cache's age bound. */
   idleSince = 0;
   readonly bytes: Uint8Array;
+  /** File offset after the last mapped byte. */
+  readonly end: bigint;
   private address: bigint | undefined;
   constructor(
     readonly file: BackingFile,
@@ -85,6 +87,7 @@ export class FileMapping {
     readonly writable: boolean,
   ) {
     this.bytes = new Uint8Array(buffer);
+    this.end = start + BigInt(this.bytes.byteLength);
   }
   get length(): number {
     return this.bytes.byteLength;
@@ -95,7 +98,7 @@ export class FileMapping {
     return this.address + (fileOffset - this.start);
   }
   covers(from: bigint, to: bigint): boolean {
-    return from >= this.start && to <= this.start + BigInt(this.length);
+    return from >= this.start && to <= this.end;
   }
 }
 
@@ -120,7 +123,11 @@ export interface FileUse {
   readonly size: bigint;
   /** Whether device models may write (shared view) or only read (private view). */
   readonly writable: boolean;
-  /** The pieces mapped so far, by window index. */
+  /**
+   * The pieces mapped so far: the one in the region's first window in `firstPiece`, the others by window index
+   * in `touched` (most regions lie inside one window: no Map for them).
+   */
+  firstPiece: FilePiece | undefined;
   touched: Map<number, FilePiece> | undefined;
 }
 
@@ -140,6 +147,11 @@ export class BackingFile {
     public size: bigint,
     public seals: number,
   ) {}
+
+  /** `size` as a number (for comparing with fdInspect's without a bigint). */
+  get sizeNumber(): number {
+    return Number(this.size);
+  }
 
   /**
    * Whether the client can still shrink the file under our mappings (no F_SEAL_SHRINK): every access to its
@@ -183,6 +195,8 @@ export class FileTable {
   private readonly mapViews: boolean;
   private readonly onWarn: (msg: string, err: unknown) => void;
   private readonly idleMax: { count: number; bytes: number; ms: number };
+  /** The file of the latest acquire(), while it is in `files` (the next DMA_MAP is most likely of it again). */
+  private last: BackingFile | undefined;
   /** Idle mappings, oldest first (Map iteration order is insertion order). */
   private readonly idle = new Set<FileMapping>();
   private idleBytes = 0;
@@ -246,7 +260,12 @@ export class FileTable {
       if (f.exact) {
         dev = f.dev;
         ino = f.ino;
-        fileSize = BigInt(f.size);
+        // The same file at the same size as last time (QEMU's RAM memfd, page after page): reuse its bigint.
+        const last = this.last;
+        fileSize =
+          last !== undefined && last.ino === ino && last.dev === dev && last.sizeNumber === f.size
+            ? last.size
+            : BigInt(f.size);
       } else {
         const info = native.fdInfo(fd); // beyond 2^53: the exact bigints
         dev = info.dev;
@@ -276,12 +295,13 @@ export class FileTable {
       throw new DmaMapError(Errno.EPERM, `fd ${fd} is write-sealed but WRITE was requested`);
     }
 
-    const key = `${dev}:${ino}`;
-    let file = this.files.get(key);
+    // The file of the previous DMA_MAP first (QEMU sends the same RAM memfd with every page): no key to build.
+    let file = this.last;
+    if (file === undefined || file.ino !== ino || file.dev !== dev) file = this.files.get(`${dev}:${ino}`);
     if (file && file.refs > 0 && writable && !file.writable) {
       // The kept fd is read-only but this one could write: we would need a writable mapping through an fd
       // we are about to close. Refuse rather than juggle fds (QEMU always sends O_RDWR memfds).
-      throw new DmaMapError(Errno.EACCES, `file ${key} was first mapped through a read-only fd`);
+      throw new DmaMapError(Errno.EACCES, `file ${file.key} was first mapped through a read-only fd`);
     }
     if ((!file || file.refs === 0) && this.liveFiles >= this.maxFiles) {
       // This DMA_MAP would keep one more fd open (a new file, or an idle one whose fd went with its last region).
@@ -291,8 +311,8 @@ export class FileTable {
       );
     }
     if (!file) {
-      file = new BackingFile(key, fd, dev, ino, fdWritable, fileSize, seals);
-      this.files.set(key, file);
+      file = new BackingFile(`${dev}:${ino}`, fd, dev, ino, fdWritable, fileSize, seals);
+      this.files.set(file.key, file);
     } else {
       file.size = fileSize; // the latest truth: new mappings never reach past the current EOF
       file.seals = seals;
@@ -305,6 +325,7 @@ export class FileTable {
       }
     }
     if (file.refs++ === 0) this.liveFiles++;
+    this.last = file;
     return file;
   }
 
@@ -352,12 +373,15 @@ export class FileTable {
 
   /** The piece of `use` in window `w`, mapping the window on first touch. Throws the mmap error. */
   pieceAt(use: FileUse, w: number): FilePiece {
+    const first = use.firstPiece;
+    if (first !== undefined && first.view.window === w) return first;
     const have = use.touched?.get(w);
     if (have) return have;
     const wStart = BigInt(w) * this.ws;
+    const wEnd = wStart + this.ws;
     const end = use.fileOffset + use.size;
     const from = use.fileOffset > wStart ? use.fileOffset : wStart;
-    const to = end < wStart + this.ws ? end : wStart + this.ws;
+    const to = end < wEnd ? end : wEnd;
     const file = use.file;
     const shared = this.mappingFor(file, w, 'shared', from, to, use.writable);
     this.take(shared);
@@ -378,8 +402,12 @@ export class FileTable {
       view,
       shared,
     };
-    use.touched ??= new Map();
-    use.touched.set(w, piece);
+    if (from === use.fileOffset) {
+      use.firstPiece = piece;
+    } else {
+      use.touched ??= new Map();
+      use.touched.set(w, piece);
+    }
     return piece;
   }
 
@@ -494,17 +522,26 @@ export class FileTable {
   }
 
   private forgetIfUnused(file: BackingFile): void {
-    if (file.refs === 0 && file.windows.size === 0 && this.files.get(file.key) === file)
+    if (file.refs === 0 && file.windows.size === 0 && this.files.get(file.key) === file) {
       this.files.delete(file.key);
+      if (this.last === file) this.last = undefined;
+    }
   }
 
   private dropPieces(use: FileUse): void {
-    if (!use.touched) return;
-    for (const p of use.touched.values()) {
-      this.unref(p.view);
-      if (p.shared !== p.view) this.unref(p.shared);
+    const first = use.firstPiece;
+    if (first !== undefined) {
+      use.firstPiece = undefined;
+      this.dropPiece(first);
     }
+    if (!use.touched) return;
+    for (const p of use.touched.values()) this.dropPiece(p);
     use.touched = undefined;
+  }
+
+  private dropPiece(p: FilePiece): void {
+    this.unref(p.view);
+    if (p.shared !== p.view) this.unref(p.shared);
   }
 
   /**

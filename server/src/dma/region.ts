@@ -27,7 +27,9 @@ export interface HostSegment {
 export class DmaRegion implements Interval {
   /** Whether unmap has begun: no new access may start. */
   removed = false;
-  /** The file's pieces mapped so far, by window index (files.ts; windows are mapped lazily). */
+  /** The file's pieces mapped so far (files.ts FileUse; windows are mapped lazily): the first window's, */
+  firstPiece: FilePiece | undefined;
+  /** and the others by window index. */
   touched: Map<number, FilePiece> | undefined;
   /** In-flight message accesses (failed on removal, see DmaAddressSpace.unmap); created on first use. */
   inflight: Set<(err: Error) => void> | undefined;

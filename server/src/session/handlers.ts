@@ -28,10 +28,9 @@ import {
   decodeRegionWriteMultiRequest,
   decodeRegionWriteRequest,
   decodeSetIrqsRequest,
-  dmaUnmapEcho,
   Errno,
   encodeDeviceGetInfoReply,
-  encodeDmaUnmapReply,
+  encodeDmaUnmapEchoOf,
   encodeIrqInfoReply,
   encodeRegionInfoReply,
   encodeRegionIoFdsReplyFor,
@@ -123,13 +122,17 @@ const dmaUnmap: Handler = (ctx, payload, fds) => {
     // Legacy dirty bitmap: only meaningful while dirty logging runs, which it never does here (UNM-15).
     einval('DMA_UNMAP GET_DIRTY_BITMAP without dirty logging');
   }
-  const done = (): HandlerResult => {
-    ctx.counters.dmaUnmaps++;
-    return { payload: encodeDmaUnmapReply(dmaUnmapEcho(req)) };
-  };
+  // The reply echoes the request (no bitmap here): its bytes, copied now (the received buffer is not ours once
+  // this returns), rather than decoded and re-encoded.
+  const reply: HandlerResult = { payload: encodeDmaUnmapEchoOf(payload) };
   const r = req.flags & DmaUnmapFlags.ALL ? ctx.dma.unmapAll() : ctx.dma.unmapNow(req.address, req.size);
-  return r instanceof Promise ? r.then(done) : done();
+  return r instanceof Promise ? r.then(() => unmapDone(ctx, reply)) : unmapDone(ctx, reply);
 };
+
+function unmapDone(ctx: HandlerContext, reply: HandlerResult): HandlerResult {
+  ctx.counters.dmaUnmaps++;
+  return reply;
+}
 
 // ---- device info ----------------------------------------------------------------------------------------------
 
