@@ -135,7 +135,13 @@ export interface NativeAddon {
     fsType: number;
     rdev: bigint;
   };
-  fdInspect(fd: number, out: Float64Array): number;
+  fdInspect(
+    fd: number,
+    out: Float64Array,
+    sealedDev?: number,
+    sealedIno?: number,
+    sealedSeals?: number,
+  ): number;
   S_IFREG: number;
   pread(fd: number, buf: ArrayBufferView, offset: bigint): number;
   pwrite(fd: number, buf: ArrayBufferView, offset: bigint): number;

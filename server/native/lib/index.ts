@@ -33,7 +33,8 @@
  *   memfdCreate(name, size?, {allowSealing = true, cloexec = true}) -> fd
  *   addSeals(fd, seals); getSeals(fd); F_SEAL_SEAL/SHRINK/GROW/WRITE
  *   fdInfo(fd) -> {type, dev, ino, size, mode, flags, blksize, fsType, rdev}
- *   fdInspect(fd) -> {format, exact, dev, ino, size, flags, seals}: the DMA_MAP checks in one call, no allocation
+ *   fdInspect(fd, sealed?) -> {format, exact, dev, ino, size, flags, seals}: the DMA_MAP checks in one call, no
+ *     allocation (F_GET_SEALS skipped for an fd of a file the caller holds, sealed with F_SEAL_SEAL)
  *   pread(fd, buf, offset: bigint); pwrite(fd, buf, offset: bigint); closeFd; closeFdsQuietly(fds); dupFd; openFds(); openPath; fdFlags
  *
  * ── eventfd (eventfd.ts) ───────────────────────────────────────────────────────────────────────────────────────
@@ -137,6 +138,7 @@ export {
   pread,
   pwrite,
   S_IFREG,
+  type SealedFile,
 } from './memory.js';
 export {
   type BufferedInput,

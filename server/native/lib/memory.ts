@@ -137,14 +137,27 @@ export interface FdFacts {
 const inspectOut = new Float64Array(5);
 const inspectFacts: FdFacts = { format: 0, exact: true, dev: 0, ino: 0, size: 0, flags: 0, seals: 0 };
 
+/** A file the caller holds whose seals include F_SEAL_SEAL (fdInspect's hint); dev and ino below 2^53. */
+export interface SealedFile {
+  readonly dev: number;
+  readonly ino: number;
+  readonly seals: number;
+}
+
 /**
  * fstat + fcntl(F_GETFL) + fcntl(F_GET_SEALS), each once, in one call: what a DMA_MAP needs to know about its fd.
- * Returns a shared object overwritten by the next call (copy what you keep). Throws like fstat (EBADF...).
+ * With `sealed` (a file the caller holds a mapping or fd of, sealed with F_SEAL_SEAL), an fd of that same file
+ * (same st_dev and st_ino) skips F_GET_SEALS and reports `sealed.seals`: seals belong to the inode and F_SEAL_SEAL
+ * freezes them. Returns a shared object overwritten by the next call (copy what you keep). Throws like fstat
+ * (EBADF...).
  */
-export function fdInspect(fd: number): Readonly<FdFacts> {
+export function fdInspect(fd: number, sealed?: SealedFile): Readonly<FdFacts> {
   const out = inspectOut;
   const f = inspectFacts;
-  f.format = addon.fdInspect(fd, out);
+  f.format =
+    sealed === undefined
+      ? addon.fdInspect(fd, out)
+      : addon.fdInspect(fd, out, sealed.dev, sealed.ino, sealed.seals);
   f.dev = out[0]!;
   f.ino = out[1]!;
   f.size = out[2]!;

@@ -102,15 +102,21 @@ static napi_value js_fd_info(napi_env env, napi_callback_info info) {
 }
 
 /*
- * fdInspect(fd, out: Float64Array(5)) -> st_mode & S_IFMT. What a DMA_MAP needs to know about its fd, in one call
- * and without allocating: out = [dev, ino, size, F_GETFL flags, seals] (seals 0 for files that have none). Each
- * syscall runs once (fstat, fcntl(F_GETFL), fcntl(F_GET_SEALS) for regular files). dev/ino/size above 2^53 are
- * not exact as doubles: the caller checks and falls back to fdInfo(). Throws only when fstat fails.
+ * fdInspect(fd, out: Float64Array(5), sealedDev?, sealedIno?, sealedSeals?) -> st_mode & S_IFMT. What a DMA_MAP
+ * needs to know about its fd, in one call and without allocating: out = [dev, ino, size, F_GETFL flags, seals]
+ * (seals 0 for files that have none). Each syscall runs once (fstat, fcntl(F_GETFL), fcntl(F_GET_SEALS) for
+ * regular files). dev/ino/size above 2^53 are not exact as doubles: the caller checks and falls back to fdInfo().
+ * Throws only when fstat fails.
+ *
+ * The optional hint names a file the caller holds whose seals include F_SEAL_SEAL: seals belong to the inode and
+ * F_SEAL_SEAL forbids any change, so when fstat shows that same (st_dev, st_ino) (both exact as doubles) the
+ * F_GET_SEALS call is skipped and `sealedSeals` reported. The caller must hold a reference to that file (a
+ * mapping or an fd), so that its inode number cannot have been reused by another file.
  */
 static napi_value js_fd_inspect(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
+  napi_value argv[5];
   int fd;
-  if (!vu_args(env, info, 2, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (!vu_args(env, info, 5, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   napi_typedarray_type t;
   size_t n;
   void *data;
@@ -121,14 +127,28 @@ static napi_value js_fd_inspect(napi_env env, napi_callback_info info) {
     vu_throw_type(env, "out must be a Float64Array of at least 5 elements");
     return NULL;
   }
+  bool hinted = !vu_is_nullish(env, argv[2]);
+  double hint[3] = {0, 0, 0};
+  for (int i = 0; hinted && i < 3; i++) {
+    if (napi_get_value_double(env, argv[2 + i], &hint[i]) != napi_ok) {
+      vu_throw_type(env, "sealedDev, sealedIno and sealedSeals must be numbers");
+      return NULL;
+    }
+  }
   double *out = data;
   struct stat st;
   if (!vu_ok(env, fstat(fd, &st), "fstat")) return NULL;
   int fl = fcntl(fd, F_GETFL);
   int seals = 0;
   if (S_ISREG(st.st_mode)) {
-    seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0) seals = 0; /* EINVAL: not a memfd/shmem file, no seals */
+    const uint64_t exact = 1ull << 53;
+    if (hinted && (uint64_t)st.st_dev <= exact && (uint64_t)st.st_ino <= exact && (double)st.st_dev == hint[0] &&
+        (double)st.st_ino == hint[1] && ((int)hint[2] & F_SEAL_SEAL)) {
+      seals = (int)hint[2];
+    } else {
+      seals = fcntl(fd, F_GET_SEALS);
+      if (seals < 0) seals = 0; /* EINVAL: not a memfd/shmem file, no seals */
+    }
   }
   out[0] = (double)st.st_dev;
   out[1] = (double)st.st_ino;

@@ -16,6 +16,7 @@ import {
   FD_CLOEXEC,
   fdFlags,
   fdInfo,
+  fdInspect,
   getSeals,
   MAP_PRIVATE,
   MAP_SHARED,
@@ -33,6 +34,7 @@ import {
   PROT_WRITE,
   pread,
   pwrite,
+  S_IFREG,
   socketpair,
 } from '../lib/index.js';
 import { noLeak, thrown, ticks } from './helpers.js';
@@ -171,6 +173,42 @@ M('a mapping dropped without munmap is unmapped by the finalizer', async () => {
   assert.is(mappingCount(), base);
   closeFd(fd);
 });
+
+M(
+  'fdInspect: the DMA_MAP facts in one call; a frozen-seals hint skips F_GET_SEALS for that same file only',
+  () =>
+    noLeak(() => {
+      const a = memfdCreate('ram', 65536);
+      addSeals(a, F_SEAL_SHRINK | F_SEAL_SEAL);
+      const f = fdInspect(a);
+      assert.equal(
+        [f.format, f.exact, f.size, f.flags & 3, f.seals],
+        [S_IFREG, true, 65536, O_RDWR, F_SEAL_SHRINK | F_SEAL_SEAL],
+      );
+      const info = fdInfo(a);
+      assert.equal([BigInt(f.dev), BigInt(f.ino)], [info.dev, info.ino]);
+      const sealed = { dev: f.dev, ino: f.ino, seals: F_SEAL_SHRINK | F_SEAL_SEAL };
+      // Another fd of the same inode: the hint's seals are reported as they are (frozen by F_SEAL_SEAL). A hint
+      // with different bits shows that they come from the hint, not from fcntl.
+      const dup = dupFd(a);
+      const ro = openPath(`/proc/self/fd/${a}`, O_RDONLY);
+      assert.is(fdInspect(dup, sealed).seals, sealed.seals);
+      assert.is(
+        fdInspect(ro, { ...sealed, seals: F_SEAL_SEAL | F_SEAL_WRITE }).seals,
+        F_SEAL_SEAL | F_SEAL_WRITE,
+      );
+      assert.is(
+        fdInspect(ro, sealed).flags & 3,
+        O_RDONLY,
+        'F_GETFL still runs: the access mode is per open file',
+      );
+      // A hint without F_SEAL_SEAL is not trusted; another file ignores the hint.
+      assert.is(fdInspect(dup, { ...sealed, seals: F_SEAL_SHRINK }).seals, F_SEAL_SHRINK | F_SEAL_SEAL);
+      const b = memfdCreate('other', 4096);
+      assert.is(fdInspect(b, { ...sealed, seals: F_SEAL_SEAL | F_SEAL_WRITE }).seals, 0);
+      for (const fd of [a, dup, ro, b]) closeFd(fd);
+    }),
+);
 
 M('memfd seals: SHRINK blocks ftruncate; WRITE needs no writable shared mapping; SEAL freezes', () =>
   noLeak(() => {

@@ -44,7 +44,8 @@
 // memory-backend-memfd seals grow/shrink by default) cannot shrink: their views may be touched directly, which is
 // the only case in which a mapping may be handed out as a plain view (zero-copy device access).
 //
-// Each fd is inspected once per DMA_MAP (fstat, F_GETFL, F_GET_SEALS in one addon call, native.fdInspect).
+// Each fd is inspected once per DMA_MAP (fstat, F_GETFL, F_GET_SEALS in one addon call, native.fdInspect);
+// F_GET_SEALS is skipped for an fd of the previous DMA_MAP's file when its seals are frozen (F_SEAL_SEAL).
 
 import * as native from 'vfio-user-native';
 import { Errno, errnoOf } from 'vfio-user-protocol';
@@ -60,11 +61,15 @@ export const EAGER_WINDOWS = 4;
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
+const F_SEAL_SEAL = 0x1;
 const F_SEAL_SHRINK = 0x2;
 const F_SEAL_WRITE = 0x8;
 const F_SEAL_FUTURE_WRITE = 0x10;
 
 export type MappingKind = 'shared' | 'private';
+
+/** A BackingFile whose dev/ino are numbers, as native.fdInspect's hint. */
+type SealedHint = BackingFile & native.SealedFile;
 
 /** One mmap of (part of) a window. */
 export class FileMapping {
@@ -255,13 +260,24 @@ export class FileTable {
     let flags: number;
     let seals: number;
     try {
-      const f = native.fdInspect(fd);
+      // The previous DMA_MAP's file, if its seals are frozen (F_SEAL_SEAL: QEMU's memfds, and any memfd made
+      // without MFD_ALLOW_SEALING): an fd of that same file needs no F_GET_SEALS (native fdInspect). We hold
+      // a mapping or the fd of every file in `files`, so its (st_dev, st_ino) names no other file meanwhile.
+      const last = this.last;
+      const f = native.fdInspect(
+        fd,
+        last !== undefined &&
+          (last.seals & F_SEAL_SEAL) !== 0 &&
+          typeof last.dev === 'number' &&
+          typeof last.ino === 'number'
+          ? (last as SealedHint)
+          : undefined,
+      );
       isFile = f.format === native.S_IFREG;
       if (f.exact) {
         dev = f.dev;
         ino = f.ino;
         // The same file at the same size as last time (QEMU's RAM memfd, page after page): reuse its bigint.
-        const last = this.last;
         fileSize =
           last !== undefined && last.ino === ino && last.dev === dev && last.sizeNumber === f.size
             ? last.size

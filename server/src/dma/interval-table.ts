@@ -145,10 +145,8 @@ export class IntervalTable<T extends Interval> {
     if (b < 0) b = 0;
     const block = blocks[b]!;
     const i = IntervalTable.entryAtOrBefore(block, e.iova) + 1;
-    // Shift by hand: splice() allocates an array for the (no) removed entries on every call.
-    block.push(e);
-    for (let j = block.length - 1; j > i; j--) block[j] = block[j - 1]!;
-    block[i] = e;
+    if (i === block.length) block.push(e);
+    else block.splice(i, 0, e);
     if (block.length > 2 * B) blocks.splice(b + 1, 0, block.splice(B));
   }
 
@@ -159,9 +157,10 @@ export class IntervalTable<T extends Interval> {
     const block = this.blocks[b]!;
     const i = IntervalTable.entryAtOrBefore(block, e.iova);
     if (i < 0 || block[i] !== e) return false;
-    // Shift by hand: splice() allocates an array for the removed entry (a vIOMMU unmap per page).
-    for (let j = i + 1; j < block.length; j++) block[j - 1] = block[j]!;
-    block.pop();
+    // splice() moves the tail in one go (a loop of single stores pays a write barrier each, twice the cost
+    // measured with 64 live entries).
+    if (i === block.length - 1) block.pop();
+    else block.splice(i, 1);
     this.count--;
     if (block.length === 0) {
       this.blocks.splice(b, 1);
