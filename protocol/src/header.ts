@@ -49,6 +49,24 @@ export function decodeHeader(bytes: Uint8Array, offset = 0): Header {
   };
 }
 
+/** The id of the message starting at `msg[0]` (no checks: the caller knows 16 bytes are there). */
+export function messageIdOf(msg: Uint8Array): number {
+  return msg[0]! | (msg[1]! << 8);
+}
+
+/**
+ * The command of the message starting at `msg[0]` when its header is a plain command wanting a reply (flags 0:
+ * a command, not NO_REPLY; error 0) and its size field equals `size`; -1 otherwise. A server answering small
+ * requests straight from its receive buffer checks this before reading the payload in place; every other
+ * header takes the full way (decodeHeader, checkHeader).
+ */
+export function plainCommandOf(msg: Uint8Array, size: number): number {
+  if (size < HEADER_SIZE || msg.byteLength < size) return -1;
+  if ((msg[4]! | (msg[5]! << 8) | (msg[6]! << 16) | (msg[7]! << 24)) >>> 0 !== size) return -1;
+  if ((msg[8]! | msg[9]! | msg[10]! | msg[11]! | msg[12]! | msg[13]! | msg[14]! | msg[15]!) !== 0) return -1;
+  return msg[2]! | (msg[3]! << 8);
+}
+
 function put32(b: Uint8Array, o: number, v: number): void {
   b[o] = v;
   b[o + 1] = v >>> 8;

@@ -80,7 +80,9 @@ export {
   isCommand,
   isErrorReply,
   isReply,
+  messageIdOf,
   messageType,
+  plainCommandOf,
   replyErrno,
   wantsReply,
   writeReplyMessage,
@@ -277,6 +279,10 @@ export {
   type RegionReadRequest,
   type RegionWriteReply,
   type RegionWriteRequest,
+  regionRwCountOf,
+  regionRwOffsetOf,
+  regionRwRegionOf,
+  writeRegionRwReply,
 } from './messages/region-rw.js';
 // REGION_WRITE_MULTI.
 export {

@@ -12,6 +12,10 @@ import {
   encodeErrorReply,
   encodeHeader,
   encodeMessage,
+  encodeRegionReadReply,
+  encodeRegionReadRequest,
+  encodeRegionWriteReply,
+  encodeRegionWriteRequest,
   encodeReplyMessage,
   errnoName,
   fromHex,
@@ -21,10 +25,16 @@ import {
   isKnownCommand,
   isReply,
   MsgFlags,
+  messageIdOf,
   ProtocolError,
+  plainCommandOf,
+  regionRwCountOf,
+  regionRwOffsetOf,
+  regionRwRegionOf,
   replyErrno,
   toHex,
   wantsReply,
+  writeRegionRwReply,
 } from '../src/index.js';
 import { throwsErrno } from './helpers.js';
 
@@ -124,6 +134,66 @@ test('ProtocolError carries errno, code and detail', () => {
   assert.is(e.code, 'LIMIT_EXCEEDED');
   assert.is(e.detail, 'too many maps');
   assert.is(e.message, 'too many maps (ENOSPC)');
+});
+
+test('in place: plainCommandOf accepts only a plain command whose size field matches', () => {
+  const m = encodeMessage({ id: 0x1234, command: Command.REGION_READ }, new Uint8Array(16));
+  assert.is(plainCommandOf(m, 32), Command.REGION_READ);
+  assert.is(messageIdOf(m), 0x1234);
+  assert.is(plainCommandOf(m, 31), -1, 'size field differs');
+  assert.is(plainCommandOf(m.subarray(0, 20), 32), -1, 'fewer bytes than the size');
+  assert.is(plainCommandOf(m, 8), -1, 'below a header');
+  for (const [at, v] of [
+    [8, MsgFlags.NO_REPLY],
+    [8, MsgFlags.TYPE_REPLY],
+    [11, 0x80],
+    [12, 1],
+    [15, 1],
+  ] as const) {
+    const x = m.slice();
+    x[at] = v;
+    assert.is(plainCommandOf(x, 32), -1, `byte ${at} = ${v}`);
+  }
+});
+
+test('in place: REGION_READ/WRITE fields read where they lie; replies equal the full encoders', () => {
+  for (const offset of [0n, 0x1234n, 0xffff_ffffn, 0x1_0000_0000n, (1n << 53n) - 1n]) {
+    const req = encodeMessage(
+      { id: 7, command: Command.REGION_READ },
+      encodeRegionReadRequest({ offset, region: 7, count: 4 }),
+    );
+    assert.is(regionRwOffsetOf(req), Number(offset));
+    assert.is(regionRwRegionOf(req), 7);
+    assert.is(regionRwCountOf(req), 4);
+    const data = Uint8Array.of(1, 2, 3, 4);
+    const out = new Uint8Array(64).fill(0xee);
+    const n = writeRegionRwReply(out, req, data);
+    assert.equal(
+      out.subarray(0, n),
+      encodeReplyMessage(7, Command.REGION_READ, encodeRegionReadReply({ offset, region: 7, data })),
+    );
+    const wreq = encodeMessage(
+      { id: 9, command: Command.REGION_WRITE },
+      encodeRegionWriteRequest({ offset, region: 2, data }),
+    );
+    const w = writeRegionRwReply(out, wreq);
+    assert.equal(
+      out.subarray(0, w),
+      encodeReplyMessage(9, Command.REGION_WRITE, encodeRegionWriteReply({ offset, region: 2, count: 4 })),
+    );
+  }
+  for (const offset of [1n << 53n, (1n << 64n) - 1n]) {
+    const req = encodeMessage(
+      { id: 7, command: Command.REGION_READ },
+      encodeRegionReadRequest({ offset, region: 0, count: 4 }),
+    );
+    assert.is(regionRwOffsetOf(req), -1, `${offset} does not fit a number`);
+  }
+  const req = encodeMessage(
+    { id: 1, command: Command.REGION_READ },
+    encodeRegionReadRequest({ offset: 0n, region: 0, count: 8 }),
+  );
+  assert.throws(() => writeRegionRwReply(new Uint8Array(39), req, new Uint8Array(8)), RangeError);
 });
 
 test.run();

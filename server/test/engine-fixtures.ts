@@ -87,7 +87,7 @@ export class TestDevice implements VfioUserDevice {
     throw new DeviceError(EINVAL, `region ${index} absent`);
   }
 
-  regionRead(index: number, offset: bigint, count: number): Uint8Array {
+  regionRead(index: number, offset: bigint, count: number): Uint8Array | Promise<Uint8Array> {
     const o = Number(offset);
     if (index === 4) return new Uint8Array(count);
     if (index === 1) {
@@ -98,7 +98,7 @@ export class TestDevice implements VfioUserDevice {
     return this.store(index).slice(o, o + count);
   }
 
-  regionWrite(index: number, offset: bigint, data: Uint8Array): void {
+  regionWrite(index: number, offset: bigint, data: Uint8Array): void | Promise<void> {
     const o = Number(offset);
     if (index === 4) return;
     if (index === 1) {

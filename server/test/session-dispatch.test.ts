@@ -4,6 +4,7 @@
 // disconnects (mid-message, garbage) with the device state kept.
 
 import { constants } from 'node:os';
+import pino from 'pino';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as native from 'vfio-user-native';
@@ -30,6 +31,7 @@ import {
   MsgFlags,
   SetIrqsFlags,
 } from 'vfio-user-protocol';
+import { DeviceError } from '../src/device.js';
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import type { IommuBackend } from '../src/iommu/backend.js';
 import { IommuMirror } from '../src/iommu/mirror.js';
@@ -107,6 +109,105 @@ test('64 posted writes then a read: exactly one reply, and it sees the last writ
   await sleep(10);
   assert.is(rig.client.inbox.length - before, 1);
   await rig.teardown();
+});
+
+/** TestDevice with a failing, an asynchronous and a wrong-length spot in BAR0 (for the in-place tests). */
+class TrickyDevice extends TestDevice {
+  override regionRead(index: number, offset: bigint, count: number): Uint8Array | Promise<Uint8Array> {
+    if (index === 0 && offset === 0x800n) throw new DeviceError(E.EIO, 'read fails here');
+    if (index === 0 && offset === 0x900n)
+      return new Promise((r) => setTimeout(() => r(this.bar0.slice(0x900, 0x900 + count)), 20));
+    if (index === 0 && offset === 0xa00n) return new Uint8Array(count + 1);
+    return super.regionRead(index, offset, count);
+  }
+
+  override regionWrite(index: number, offset: bigint, data: Uint8Array): void | Promise<void> {
+    if (index === 0 && offset === 0x900n)
+      return new Promise((r) =>
+        setTimeout(() => {
+          this.bar0.set(data, 0x900);
+          r();
+        }, 20),
+      );
+    super.regionWrite(index, offset, data);
+  }
+}
+
+test('REGION_READ/WRITE answered in place: the same replies, bytes and order as the full way', async () => {
+  // The same pipelined requests, once with the fast path (silent log) and once without (trace logging turns it
+  // off): plain accesses, a write then a read of it, errors the fast path declines (out of range, absent region,
+  // count 0, offset >= 2^53, NO_REPLY, larger than the outbox) and ones the device raises (a throw, a wrong
+  // length), and asynchronous device answers that later requests must queue behind.
+  const run = async (level: 'silent' | 'trace') => {
+    const rig = await ready({
+      device: new TrickyDevice(),
+      log: pino({ level }, pino.destination('/dev/null')),
+    });
+    const c = rig.client;
+    const pattern = (n: number, seed: number) =>
+      Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
+    const sent = [
+      c.send(Command.REGION_READ, read(7, 0n, 4)),
+      c.send(Command.REGION_WRITE, write(0, 0x10n, pattern(8, 1))),
+      c.send(Command.REGION_READ, read(0, 0x10n, 8)),
+      c.send(Command.REGION_READ, read(0, 0xffen, 4)), // out of range
+      c.send(Command.REGION_READ, read(3, 0n, 4)), // absent region
+      c.send(Command.REGION_READ, read(0, 0x800n, 4)), // the device throws EIO
+      c.send(Command.REGION_READ, read(0, 0xa00n, 4)), // the device answers 5 bytes
+      c.send(Command.REGION_READ, read(7, 0n, 0)), // count 0
+      c.send(Command.REGION_READ, read(0, 1n << 60n, 4)), // offset >= 2^53
+      c.send(Command.REGION_WRITE, write(0, 0x20n, pattern(4, 3)), { flags: NO_REPLY }),
+      c.send(Command.REGION_READ, read(0, 0x20n, 4)),
+      c.send(Command.REGION_READ, read(4, 0n, 3000)),
+      c.send(Command.REGION_READ, read(4, 0n, 65536)), // larger than the outbox
+      c.send(Command.REGION_WRITE, write(0, 0xff0n, pattern(16, 4))),
+      c.send(Command.REGION_READ, read(0, 0xff0n, 16)),
+      c.send(Command.REGION_WRITE, write(0, 0x900n, pattern(4, 2))), // asynchronous
+      c.send(Command.REGION_READ, read(0, 0x900n, 4)), // asynchronous, queued behind the write
+      c.send(Command.REGION_READ, read(0, 0x10n, 4)), // queued behind both
+    ];
+    await until(() => c.inbox.length >= 1 + sent.length - 1, 5000, 'replies');
+    await sleep(30);
+    const replies = c.inbox.slice(1).map((m) => ({
+      id: m.h.id,
+      command: m.h.command,
+      flags: m.h.flags,
+      error: m.h.error,
+      payload: [...m.payload],
+    }));
+    const inPlace = rig.session.inPlace;
+    await rig.teardown();
+    return { replies, inPlace, sent };
+  };
+  const fast = await run('silent');
+  const full = await run('trace');
+  assert.is(full.inPlace, 0, 'trace logging turns the fast path off');
+  assert.ok(fast.inPlace >= 8, `answered in place: ${fast.inPlace}`);
+  assert.is(fast.replies.length, fast.sent.length - 1, 'one reply per request but the NO_REPLY one');
+  assert.equal(fast.replies, full.replies);
+  // and the replies are the right ones, in request order
+  assert.equal(
+    fast.replies.map((r) => r.id),
+    fast.sent.filter((_, i) => i !== 9),
+  );
+  assert.equal(
+    fast.replies.map((r) => r.error),
+    [0, 0, 0, E.EINVAL, E.EINVAL, E.EIO, E.EINVAL, 0, E.EINVAL, 0, 0, 0, 0, 0, 0, 0, 0],
+  );
+  assert.equal(
+    fast.replies[2]!.payload.slice(16),
+    [...Array(8).keys()].map((i) => (i * 7 + 1) & 0xff),
+  );
+  assert.equal(
+    fast.replies[9]!.payload.slice(16),
+    [3, 10, 17, 24],
+    'a read sees the NO_REPLY write before it',
+  );
+  assert.equal(
+    fast.replies[13]!.payload.slice(16),
+    [...Array(16).keys()].map((i) => (i * 7 + 4) & 0xff),
+  );
+  assert.equal(fast.replies[15]!.payload.slice(16), [2, 9, 16, 23], 'the read behind an async write sees it');
 });
 
 test('256 pipelined commands: 256 replies in request order; repeated ids echoed in order', async () => {

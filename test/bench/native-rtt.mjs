@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Round-trip latency of the vfio-user-native socket path against the C-to-C kernel floor.
 // A C client (one outstanding 24-byte request, 16-byte reply) talks to: a blocking C echo server (the floor),
-// and the addon server (node native-rtt-server.mjs) with bulk and exact framing. Everything is pinned to CPU 0
+// and the addon server (node native-rtt-server.mjs) with bulk and exact framing, and answering in place
+// (onInboxMessage returns the reply's length: the floor of the session's fast path). Everything is pinned to CPU 0
 // with taskset (when available), so cross-CPU wake-ups do not dominate. Prints median/p99 µs, the ratio to the
 // floor, and the server's CPU time per round trip (from /proc/<pid>/stat).
 //
@@ -84,12 +85,12 @@ export async function run({ iterations = 100000, warmup = 10000 } = {}) {
     const sock = join(dir, 'rtt.sock');
     const results = [];
     results.push(await measure('C client -> C server (floor)', server, [sock], client, sock, opts));
-    for (const framing of ['bulk', 'exact']) {
+    for (const mode of ['bulk', 'exact', 'inplace']) {
       results.push(
         await measure(
-          `C client -> addon server (${framing})`,
+          `C client -> addon server (${mode})`,
           process.execPath,
-          [addonServer, sock, framing],
+          [addonServer, sock, mode],
           client,
           sock,
           opts,

@@ -4,7 +4,7 @@
 // max_data_xfer_size (RW-04). Offsets against the region's size are the server's (use rangeWithin).
 
 import { setU32, setU64, sliceView, u32, u64, viewOf } from '../bytes.js';
-import type { Limits } from '../constants.js';
+import { HEADER_SIZE, type Limits, MsgFlags } from '../constants.js';
 import { fail } from '../errors.js';
 import { checkFds, checkStrayFds, checkXfer, expectAtLeast, expectLength, NO_FDS } from './common.js';
 
@@ -135,4 +135,58 @@ export function decodeRegionWriteReply(
   checkFds('REGION_WRITE reply', NO_FDS, fdCount, limits);
   expectLength(payload, REGION_RW_SIZE, 'REGION_WRITE reply');
   return head(payload);
+}
+
+// ---- In place, for a server's fast path ------------------------------------------------------------------------
+// A server may answer small requests straight from its receive buffer: the fields are read where they lie and the
+// reply is written into its send buffer, with no objects and no bigint. `msg` is the whole message (header
+// included), whose header passed plainCommandOf. Anything unusual (an offset of 2^53 or more) takes the full way.
+
+/** Where the payload's fields lie in a whole REGION_READ/REGION_WRITE message. */
+const AT_OFFSET = HEADER_SIZE;
+const AT_REGION = HEADER_SIZE + 8;
+const AT_COUNT = HEADER_SIZE + 12;
+
+function le32(b: Uint8Array, o: number): number {
+  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+}
+
+/** The request's offset as a number, or -1 when it is 2^53 or more. */
+export function regionRwOffsetOf(msg: Uint8Array): number {
+  const hi = le32(msg, AT_OFFSET + 4);
+  return hi >= 0x200000 ? -1 : hi * 0x100000000 + le32(msg, AT_OFFSET);
+}
+
+/** The request's region index. */
+export function regionRwRegionOf(msg: Uint8Array): number {
+  return le32(msg, AT_REGION);
+}
+
+/** The request's count (a REGION_WRITE's data follows at HEADER_SIZE + REGION_RW_SIZE). */
+export function regionRwCountOf(msg: Uint8Array): number {
+  return le32(msg, AT_COUNT);
+}
+
+/**
+ * The reply to the REGION_READ or REGION_WRITE request `msg` written into `target` (which must hold 32 bytes plus
+ * the data): the reply header, the request's offset, region and count echoed, then `data` (a read's bytes;
+ * nothing for a write). Returns the reply's length. `data` must have the request's count of bytes.
+ */
+export function writeRegionRwReply(target: Uint8Array, msg: Uint8Array, data?: Uint8Array): number {
+  const size = HEADER_SIZE + REGION_RW_SIZE + (data?.byteLength ?? 0);
+  if (size > target.byteLength) throw new RangeError('reply does not fit in target');
+  // id and command as in the request, then size, flags (a reply), error 0
+  target[0] = msg[0]!;
+  target[1] = msg[1]!;
+  target[2] = msg[2]!;
+  target[3] = msg[3]!;
+  target[4] = size;
+  target[5] = size >>> 8;
+  target[6] = size >>> 16;
+  target[7] = size >>> 24;
+  target[8] = MsgFlags.TYPE_REPLY;
+  for (let i = 9; i < 16; i++) target[i] = 0;
+  for (let i = AT_OFFSET; i < AT_COUNT + 4; i++) target[i] = msg[i]!;
+  if (data) target.set(data, HEADER_SIZE + REGION_RW_SIZE);
+  return size;
 }

@@ -18,7 +18,7 @@ export interface NativeConnection {
       fds: number[] | undefined,
       data: Buffer | undefined,
       fdsTruncated?: true,
-    ) => void,
+    ) => number,
     onClose: (err?: Error) => void,
     onDrain: (() => void) | undefined,
     maxMessageSize: number,

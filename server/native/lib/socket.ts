@@ -29,6 +29,15 @@ export interface ConnectionHandlers {
   onClose(err?: Error): void;
   /** The send queue emptied after send() returned false. */
   onDrain?(): void;
+  /**
+   * Optional fast path, tried first for each message that fits the inbox (4,000 bytes) and arrived whole: the
+   * message is `inbox[0, size)`, valid only during this call (the next message overwrites it: keep nothing that
+   * views it). Return -1 to decline, and the message comes to onMessage as usual (as a copy, with the same fds);
+   * otherwise the message is handled and the fds belong to the handler: return 0, or a length n > 0 to send
+   * `outbox[0, n)` without fds, exactly as sendOutbox(n) would (the reply leaves without a second call into the
+   * addon). This saves a copy and two crossings of the JS/C boundary per message.
+   */
+  onInboxMessage?(inbox: Buffer, size: number, fds: number[] | undefined): number;
 }
 
 export interface ConnectionOptions {
@@ -106,15 +115,21 @@ export class Connection {
     if (framing !== 'bulk' && framing !== 'exact') throw new TypeError(`framing must be 'bulk' or 'exact'`);
     const max = checkMax(opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE);
     const inbox = this.#inbox;
+    const fast = h.onInboxMessage;
     this.#n.start(
       h,
       (size, fds, data, fdsTruncated) => {
         if (data === undefined) {
+          if (fast !== undefined && fdsTruncated !== true) {
+            const n = fast.call(h, inbox, size, fds);
+            if (n >= 0) return n;
+          }
           // Buffer.allocUnsafe takes small sizes from Node's shared pool: no allocation per message.
           data = Buffer.allocUnsafe(size);
           inbox.copy(data, 0, 0, size);
         }
         h.onMessage(data, fds ?? [], fdsTruncated === true);
+        return 0;
       },
       h.onClose,
       h.onDrain,

@@ -151,6 +151,11 @@ void vu_cbscope_close(vu_cbscope *s);
 /* Calls fn(recv, ...argv); an exception thrown by JS goes to napi_fatal_exception. False if it threw. */
 bool vu_call(napi_env env, napi_value recv, napi_value fn, size_t argc, const napi_value *argv);
 bool vu_call_ref(napi_env env, napi_ref recv, napi_ref fn, size_t argc, const napi_value *argv);
+/* vu_call / vu_call_ref with the function's return value in *result (valid only when true is returned). */
+bool vu_call_result(napi_env env, napi_value recv, napi_value fn, size_t argc, const napi_value *argv,
+                    napi_value *result);
+bool vu_call_ref_result(napi_env env, napi_ref recv, napi_ref fn, size_t argc, const napi_value *argv,
+                        napi_value *result);
 napi_value vu_ref_value(napi_env env, napi_ref ref);
 
 /* ---- syscall helpers ---- */

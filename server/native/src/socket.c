@@ -113,6 +113,8 @@ typedef struct conn {
 
 static void conn_update_poll(conn *c);
 static void conn_on_poll(uv_poll_t *h, int status, int events);
+static int conn_send_core(conn *c, const void *data, size_t len, const int *fds, uint32_t nfds, int *err,
+                          const char **sys);
 
 static void conn_maybe_free(conn *c) {
   if (--c->refs == 0) free(c);
@@ -329,9 +331,23 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
       conn_fail(c, ENOMEM, "napi_create_buffer_copy", "cannot hand the message to JS");
       break;
     }
-    /* From here the fds belong to JS. */
-    vu_call_ref(env, c->handlers, c->on_message, truncated ? 4 : 3, argv);
+    /* From here the fds belong to JS. onMessage may answer by returning a length n > 0: outbox[0, n) is then sent
+     * as by sendOutbox(n) (a reply without a second call across the JS boundary). */
+    napi_value ret;
+    uint32_t reply_len = 0;
+    if (vu_call_ref_result(env, c->handlers, c->on_message, truncated ? 4 : 3, argv, &ret) &&
+        napi_get_value_uint32(env, ret, &reply_len) != napi_ok)
+      reply_len = 0; /* undefined: nothing to send */
     NAPI_LOG(env, napi_close_handle_scope(env, hs));
+    if (reply_len) {
+      int err = 0;
+      const char *sys = NULL;
+      if (reply_len > c->outbox_len) {
+        conn_fail(c, ERANGE, "onMessage", "the returned reply length exceeds the outbox");
+        break;
+      }
+      if (conn_send_core(c, c->outbox, reply_len, NULL, 0, &err, &sys) < 0) conn_fail(c, err, sys, NULL);
+    }
   }
   c->delivering--;
   if (c->state == C_OPEN && !c->delivering) vu_rx_settle(&c->rx);
@@ -687,18 +703,16 @@ static napi_value conn_set_max(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static bool queue_chunk(napi_env env, conn *c, const uint8_t *data, size_t len, const int *fds, int nfds) {
+/* Queues a chunk with dups of `fds` behind whatever is queued: 0, or an errno with *sys naming the call. */
+static int queue_chunk(conn *c, const uint8_t *data, size_t len, const int *fds, int nfds, const char **sys) {
   chunk *k = chunk_new(data, len);
-  if (!k) {
-    vu_throw_errno(env, ENOMEM, "malloc");
-    return false;
-  }
+  *sys = "malloc";
+  if (!k) return ENOMEM;
   if (nfds) {
     k->fds = malloc(sizeof(int) * (size_t)nfds);
     if (!k->fds) {
       free(k);
-      vu_throw_errno(env, ENOMEM, "malloc");
-      return false;
+      return ENOMEM;
     }
     for (int i = 0; i < nfds; i++) {
       int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
@@ -707,15 +721,15 @@ static bool queue_chunk(napi_env env, conn *c, const uint8_t *data, size_t len, 
         close_fds(k->fds, i);
         free(k->fds);
         free(k);
-        vu_throw_errno(env, e, "fcntl(F_DUPFD_CLOEXEC)");
-        return false;
+        *sys = "fcntl(F_DUPFD_CLOEXEC)";
+        return e;
       }
       k->fds[i] = d;
     }
     k->nfds = nfds;
   }
   queue_append(c, k);
-  return true;
+  return 0;
 }
 
 /*
@@ -780,57 +794,42 @@ static napi_value conn_send_outbox(napi_env env, napi_callback_info info) {
   return conn_send_bytes(env, c, c->outbox, len, argv[1]);
 }
 
-static napi_value conn_send_bytes(napi_env env, conn *c, void *data, size_t len, napi_value fds_arr) {
-  napi_value result;
-  int fds[MAX_FDS];
-  uint32_t nfds;
-  if (!get_fd_array(env, fds_arr, "fds[i]", true, "sendmsg", fds, &nfds)) return NULL;
-  if (nfds && len == 0) {
-    vu_throw_range(env, "fds need at least one byte of data to travel with");
-    return NULL;
-  }
-  bool done = false;
-  if (c->state != C_NEW && c->state != C_OPEN) {
-    /* Closed: the data is dropped (onClose has fired or will); the caller keeps its fds. */
-    NAPI_CALL(env, napi_get_boolean(env, false, &result));
-    return result;
-  }
-  if (len == 0) {
-    NAPI_CALL(env, napi_get_boolean(env, c->q_head == NULL, &result));
-    return result;
-  }
+/*
+ * The rules of send() without Node-API: 1 when written completely now (or corked), 0 when (part of) it is queued
+ * (onDrain follows) or the connection is closed (data dropped), -1 with *err and *sys for what the caller throws
+ * (nothing was sent). Shared by send()/sendOutbox() and the reply onMessage returns (conn_deliver).
+ */
+static int conn_send_core(conn *c, const void *data, size_t len, const int *fds, uint32_t nfds, int *err,
+                          const char **sys) {
+  /* Closed: the data is dropped (onClose has fired or will); the caller keeps its fds. */
+  if (c->state != C_NEW && c->state != C_OPEN) return 0;
+  if (len == 0) return c->q_head == NULL;
   if (c->corking && !c->q_head && nfds == 0 && len <= CORK_MAX && c->state == C_OPEN) {
     /* Inside a read burst: while the next message is already here (a client that pipelines), the reply waits to
      * leave with the replies to come; otherwise it leaves now, with any waiting before it, in one send (a client
      * that waits for each reply gets it at once, before the server reads again). */
-    if (c->cork_len + len > CORK_MAX && !conn_cork_flush(c)) {
-      NAPI_CALL(env, napi_get_boolean(env, false, &result));
-      return result;
-    }
+    if (c->cork_len + len > CORK_MAX && !conn_cork_flush(c)) return 0;
     if (!c->q_head) {
       if (!c->cork && !(c->cork = malloc(CORK_MAX))) {
-        vu_throw_errno(env, ENOMEM, "malloc");
-        return NULL;
+        *err = ENOMEM;
+        *sys = "malloc";
+        return -1;
       }
       memcpy(c->cork + c->cork_len, data, len);
       c->cork_len += len;
-      bool sent = true;
-      if (c->rx.end - c->rx.start < HDR_SIZE) sent = conn_cork_flush(c) && !c->q_head;
-      NAPI_CALL(env, napi_get_boolean(env, sent, &result));
-      return result;
+      if (c->rx.end - c->rx.start < HDR_SIZE) return conn_cork_flush(c) && !c->q_head;
+      return 1;
     }
   }
   /* Messages never overtake each other: corked replies go first. */
-  if (c->cork_len && !conn_cork_flush(c)) {
-    NAPI_CALL(env, napi_get_boolean(env, false, &result));
-    return result;
-  }
+  if (c->cork_len && !conn_cork_flush(c)) return 0;
+  bool done = false;
   if (!c->q_head) {
     union {
       struct cmsghdr align;
       char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
     } cbuf;
-    struct iovec iov = {.iov_base = data, .iov_len = len};
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
     if (nfds) {
       memset(cbuf.buf, 0, sizeof cbuf.buf);
@@ -848,33 +847,52 @@ static napi_value conn_send_bytes(napi_env env, conn *c, void *data, size_t len,
     if (n < 0) {
       int e = errno;
       if (e == EAGAIN || e == EWOULDBLOCK) {
-        if (!queue_chunk(env, c, data, len, fds, (int)nfds)) return NULL;
+        if ((*err = queue_chunk(c, data, len, fds, (int)nfds, sys))) return -1;
       } else if (e == EBADF || e == EINVAL || e == ETOOMANYREFS || e == ENOMEM || e == ENOBUFS) {
         /* Nothing was sent, the stream is intact: the caller's arguments or a transient limit. */
-        vu_throw_errno(env, e, "sendmsg");
-        return NULL;
+        *err = e;
+        *sys = "sendmsg";
+        return -1;
       } else {
         conn_fail(c, e, "sendmsg", NULL);
-        NAPI_CALL(env, napi_get_boolean(env, false, &result));
-        return result;
+        return 0;
       }
     } else if ((size_t)n == len) {
       done = true;
     } else {
       /* Partial: the fds went with the first byte; queue the rest without them. */
-      if (!queue_chunk(env, c, (uint8_t *)data + n, len - (size_t)n, NULL, 0)) {
+      if ((*err = queue_chunk(c, (const uint8_t *)data + n, len - (size_t)n, NULL, 0, sys))) {
         conn_fail(c, ENOMEM, "malloc", NULL); /* the stream is now broken mid-message */
-        return NULL;
+        return -1;
       }
     }
-  } else {
-    if (!queue_chunk(env, c, data, len, fds, (int)nfds)) return NULL;
+  } else if ((*err = queue_chunk(c, data, len, fds, (int)nfds, sys))) {
+    return -1;
   }
   if (!done) {
     c->want_drain = true;
     conn_update_poll(c);
   }
-  NAPI_CALL(env, napi_get_boolean(env, done, &result));
+  return done;
+}
+
+static napi_value conn_send_bytes(napi_env env, conn *c, void *data, size_t len, napi_value fds_arr) {
+  napi_value result;
+  int fds[MAX_FDS];
+  uint32_t nfds;
+  if (!get_fd_array(env, fds_arr, "fds[i]", true, "sendmsg", fds, &nfds)) return NULL;
+  if (nfds && len == 0) {
+    vu_throw_range(env, "fds need at least one byte of data to travel with");
+    return NULL;
+  }
+  int err = 0;
+  const char *sys = NULL;
+  int r = conn_send_core(c, data, len, fds, nfds, &err, &sys);
+  if (r < 0) {
+    vu_throw_errno(env, err, sys);
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_boolean(env, r == 1, &result));
   return result;
 }
 

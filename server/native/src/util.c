@@ -428,7 +428,12 @@ static void route_exception(napi_env env) {
 
 bool vu_call(napi_env env, napi_value recv, napi_value fn, size_t argc, const napi_value *argv) {
   napi_value result;
-  napi_status st = napi_call_function(env, recv, fn, argc, argv, &result);
+  return vu_call_result(env, recv, fn, argc, argv, &result);
+}
+
+bool vu_call_result(napi_env env, napi_value recv, napi_value fn, size_t argc, const napi_value *argv,
+                    napi_value *result) {
+  napi_status st = napi_call_function(env, recv, fn, argc, argv, result);
   if (st == napi_ok) return true;
   if (st == napi_pending_exception)
     route_exception(env);
@@ -438,13 +443,19 @@ bool vu_call(napi_env env, napi_value recv, napi_value fn, size_t argc, const na
 }
 
 bool vu_call_ref(napi_env env, napi_ref recv, napi_ref fn, size_t argc, const napi_value *argv) {
+  napi_value result;
+  return vu_call_ref_result(env, recv, fn, argc, argv, &result);
+}
+
+bool vu_call_ref_result(napi_env env, napi_ref recv, napi_ref fn, size_t argc, const napi_value *argv,
+                        napi_value *result) {
   napi_value f = vu_ref_value(env, fn);
   if (!f) return false;
   napi_value r = vu_ref_value(env, recv);
   if (!r) {
     if (napi_get_global(env, &r) != napi_ok) return false;
   }
-  return vu_call(env, r, f, argc, argv);
+  return vu_call_result(env, r, f, argc, argv, result);
 }
 
 /* ---- syscall helpers ---- */

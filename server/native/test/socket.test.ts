@@ -231,6 +231,99 @@ S('replies sent from onMessage keep their order and their fds; one sent before c
   }),
 );
 
+for (const framing of ['bulk', 'exact'] as const) {
+  S(
+    `${framing}: onInboxMessage answers by returning a length; declined messages reach onMessage with their fds`,
+    () =>
+      noLeak(async () => {
+        const [a, b] = pair();
+        const ra = collect(a);
+        const slow: { seq: number; fds: number[]; bytes: Buffer }[] = [];
+        const kept: number[] = [];
+        b.start(
+          {
+            onInboxMessage(inbox, size, fds) {
+              const seq = inbox.readUInt32LE(8);
+              if (seq % 4 === 1) return -1; // declined: onMessage gets a copy, with the same fds
+              if (fds) kept.push(...fds); // handled: the fds are ours
+              if (seq % 4 === 2) return 0; // handled, no reply
+              // The reply is built in the outbox from the inbox bytes, then sent by the addon.
+              const n = 16 + (size - 16) * 2;
+              b.outbox.set(inbox.subarray(0, size), 0);
+              b.outbox.set(inbox.subarray(16, size), size);
+              b.outbox.writeUInt32LE(n, 4);
+              return n;
+            },
+            onMessage(data, fds) {
+              slow.push({ seq: data.readUInt32LE(8), fds, bytes: data });
+            },
+            onClose() {},
+          },
+          { framing },
+        );
+        for (let seq = 0; seq < 40; seq++) {
+          const m = patterned(seq, 24 + seq * 10);
+          const efds = seq % 5 === 0 ? taggedEventfds(seq, 1) : [];
+          a.send(m, efds);
+          closeAll([efds]);
+        }
+        // a message bigger than the inbox (4,000 bytes) never takes the fast path
+        a.send(patterned(41, 5000));
+        await waitFor(() => slow.length === 11, 5000, 'declined messages');
+        await waitFor(() => ra.msgs.length === 20, 5000, 'replies');
+        assert.equal(
+          slow.map((x) => x.seq),
+          [1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41],
+        );
+        for (const x of slow) {
+          assert.ok(checkPatterned(x.bytes, x.seq), `copy of message ${x.seq}`);
+          assert.equal(
+            x.fds.map((fd) => eventfdRead(fd)),
+            x.seq % 5 === 0 ? [BigInt(x.seq * 4 + 1)] : [],
+            `fds of declined message ${x.seq}`,
+          );
+        }
+        const replied = [...Array(40).keys()].filter((seq) => seq % 4 === 0 || seq % 4 === 3);
+        replied.forEach((seq, i) => {
+          const r = ra.msgs[i]!;
+          const size = 24 + seq * 10;
+          assert.is(r.length, 16 + (size - 16) * 2, `reply ${seq} length`);
+          assert.is(r.readUInt32LE(8), seq, `reply ${i} is to message ${seq}: order kept`);
+          assert.ok(r.subarray(size).equals(r.subarray(16, size)), `reply ${seq} body`);
+        });
+        assert.equal(
+          kept.map((fd) => eventfdRead(fd)),
+          [0, 5, 10, 15, 20, 25, 30, 35].filter((seq) => seq % 4 !== 1).map((seq) => BigInt(seq * 4 + 1)),
+          'fds of handled messages',
+        );
+        closeAll([kept]);
+        closeAll(slow.map((x) => x.fds));
+        closeAll(ra.fds);
+        await closeBoth(a, b);
+      }),
+  );
+}
+
+S('onInboxMessage returning more than the outbox holds fails the connection with ERANGE', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    let err: (Error & { code?: string }) | undefined;
+    let closed = false;
+    b.start({
+      onInboxMessage: () => b.outbox.length + 1,
+      onMessage() {},
+      onClose(e) {
+        closed = true;
+        err = e;
+      },
+    });
+    a.send(frame(1, 2));
+    await waitFor(() => closed, 2000, 'onClose');
+    assert.is(err?.code, 'ERANGE');
+    await closeBoth(a, b);
+  }),
+);
+
 S('bulk: fds glued behind an earlier fd-less message belong to the message that starts in that read', () =>
   noLeak(async () => {
     const [a, b] = pair();

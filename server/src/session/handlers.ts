@@ -39,21 +39,27 @@ import {
   encodeRegionWriteReply,
   Feature,
   featureIndex,
+  HEADER_SIZE,
   isRegionInfoTruncated,
   type Limits,
   ProtocolError,
+  REGION_RW_SIZE,
   type RegionCap,
   RegionCapId,
   RegionInfoFlags,
   rangeWithin,
   regionInfoReplyFor,
+  regionRwCountOf,
+  regionRwOffsetOf,
+  regionRwRegionOf,
+  writeRegionRwReply,
 } from 'vfio-user-protocol';
 import { DeviceError, type DeviceLogger, type VfioUserDevice } from '../device.js';
 import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
 import { isPromise } from '../promise.js';
 import type { FdBag } from './fds.js';
-import { migrationFeature, migrationOf, migrationRead } from './migration.js';
+import { gateCommand, migrationFeature, migrationOf, migrationRead } from './migration.js';
 
 export interface HandlerContext {
   device: VfioUserDevice;
@@ -221,33 +227,95 @@ function checkAccess(
 // A device may answer a region access asynchronously (it must do I/O first): the handler then returns a promise,
 // and the session holds every later message back until it settles, so replies keep the arrival order.
 
+/** QEMU turns a short read into all-ones and a long one into E2BIG: never send either. */
+function checkReadLength(data: Uint8Array, count: number): void {
+  if (data.length !== count)
+    throw new DeviceError(Errno.EINVAL, `device returned ${data.length} bytes for a ${count}-byte read`);
+}
+
+function regionReadResult(offset: bigint, region: number, count: number, data: Uint8Array): HandlerResult {
+  checkReadLength(data, count);
+  return { payload: encodeRegionReadReply({ offset, region, data }) };
+}
+
+function regionWriteResult(offset: bigint, region: number, count: number): HandlerResult {
+  return { payload: encodeRegionWriteReply({ offset, region, count }) };
+}
+
 const regionRead: Handler = (ctx, payload, fds) => {
   const req = decodeRegionReadRequest(payload, fds.count, ctx.limits);
   checkAccess(ctx, req.region, req.offset, req.count, false);
-  const reply = (data: Uint8Array) => {
-    if (data.length !== req.count) {
-      // QEMU turns a short read into all-ones and a long one into E2BIG: never send either.
-      throw new DeviceError(
-        Errno.EINVAL,
-        `device returned ${data.length} bytes for a ${req.count}-byte read`,
-      );
-    }
-    return { payload: encodeRegionReadReply({ offset: req.offset, region: req.region, data }) };
-  };
-  if (req.count === 0) return reply(new Uint8Array(0));
+  if (req.count === 0) return regionReadResult(req.offset, req.region, 0, new Uint8Array(0));
   const data = ctx.device.regionRead(req.region, req.offset, req.count);
-  return isPromise(data) ? data.then(reply) : reply(data);
+  return isPromise(data)
+    ? data.then((d) => regionReadResult(req.offset, req.region, req.count, d))
+    : regionReadResult(req.offset, req.region, req.count, data);
 };
 
 const regionWrite: Handler = (ctx, payload, fds) => {
   const req = decodeRegionWriteRequest(payload, fds.count, ctx.limits);
-  checkAccess(ctx, req.region, req.offset, req.data.length, true);
-  const reply = () => ({
-    payload: encodeRegionWriteReply({ offset: req.offset, region: req.region, count: req.data.length }),
-  });
-  const done = req.data.length > 0 ? ctx.device.regionWrite(req.region, req.offset, req.data) : undefined;
-  return isPromise(done) ? done.then(reply) : reply();
+  const count = req.data.length;
+  checkAccess(ctx, req.region, req.offset, count, true);
+  const done = count > 0 ? ctx.device.regionWrite(req.region, req.offset, req.data) : undefined;
+  return isPromise(done)
+    ? done.then(() => regionWriteResult(req.offset, req.region, count))
+    : regionWriteResult(req.offset, req.region, count);
 };
+
+// ---- the inbox fast path ----------------------------------------------------------------------------------------
+
+/** What a fast path returns when the message is not its plain case: the full way then handles it. */
+export const DECLINED = -1;
+
+/**
+ * REGION_READ and REGION_WRITE answered in place (session.ts: onInboxMessage): the request is read where it lies
+ * in the connection's inbox (`msg`, the whole message, its header checked by plainCommandOf; valid only during
+ * this call) and the reply written into the outbox `out`, with no request or reply objects and no bigint but the
+ * one the device API takes. Returns DECLINED before any side effect unless this is the plain case (in range,
+ * permitted, small enough for the outbox; the full handler then gives the precise error), else the reply's
+ * length, or a promise of the reply when the device answers asynchronously. A device failure is thrown.
+ * The checks are those of the full handlers above.
+ */
+export function regionAccessInPlace(
+  ctx: HandlerContext,
+  command: number,
+  msg: Uint8Array,
+  size: number,
+  out: Uint8Array,
+): number | Promise<HandlerResult> {
+  const write = command === Command.REGION_WRITE;
+  const count = regionRwCountOf(msg);
+  const head = HEADER_SIZE + REGION_RW_SIZE;
+  if (size !== head + (write ? count : 0) || count === 0 || count > ctx.limits.maxDataXferSize)
+    return DECLINED;
+  if (!write && head + count > out.byteLength) return DECLINED;
+  const offset = regionRwOffsetOf(msg);
+  const region = regionRwRegionOf(msg);
+  const device = ctx.device;
+  if (offset < 0 || region >= device.numRegions) return DECLINED;
+  const desc = device.regionInfo(region);
+  const end = Number(desc.size);
+  if (!(end <= Number.MAX_SAFE_INTEGER && offset + count <= end)) return DECLINED;
+  if ((desc.flags & (write ? RegionInfoFlags.WRITE : RegionInfoFlags.READ)) === 0) return DECLINED;
+  if (device.migration) {
+    try {
+      gateCommand(device, command);
+    } catch {
+      return DECLINED;
+    }
+  }
+  const at = BigInt(offset);
+  if (write) {
+    // The device may keep what it is given (an asynchronous write does): a copy, not a view of the inbox.
+    const done = device.regionWrite(region, at, msg.slice(head, size));
+    if (isPromise(done)) return done.then(() => regionWriteResult(at, region, count));
+    return writeRegionRwReply(out, msg);
+  }
+  const data = device.regionRead(region, at, count);
+  if (isPromise(data)) return data.then((d) => regionReadResult(at, region, count, d));
+  checkReadLength(data, count);
+  return writeRegionRwReply(out, msg, data);
+}
 
 const regionWriteMulti: Handler = async (ctx, payload, fds) => {
   // Only valid when negotiated. We never offer write_multiple (no known server does, and QEMU only coalesces

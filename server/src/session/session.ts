@@ -49,6 +49,7 @@ import {
   MESSAGE_OVERHEAD,
   MsgFlags,
   ProtocolError,
+  plainCommandOf,
   wantsReply,
   writeReplyMessage,
 } from 'vfio-user-protocol';
@@ -57,7 +58,13 @@ import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
 import { RateLimitedLog } from '../log-limit.js';
 import { FdBag } from './fds.js';
-import { HANDLERS, type HandlerContext, type HandlerResult } from './handlers.js';
+import {
+  DECLINED,
+  HANDLERS,
+  type HandlerContext,
+  type HandlerResult,
+  regionAccessInPlace,
+} from './handlers.js';
 import { DmaMessenger } from './messenger.js';
 import { gateCommand, migrationOf } from './migration.js';
 import { negotiate, type ServerOffer } from './negotiate.js';
@@ -203,6 +210,8 @@ export class Session {
   private readonly holds = new Set<'queue' | 'send'>();
   /** How often reading was paused for backpressure (tests, stats). */
   pauses = 0;
+  /** Commands answered in place, by the fast path (onInboxMessage) (tests, bench). */
+  inPlace = 0;
   /** Hand-over: commands keep queueing but are not dispatched (replies to our DMA requests still are). */
   private dispatchHeld = false;
   private resolveClosed!: () => void;
@@ -239,9 +248,16 @@ export class Session {
       }, deadline);
       this.versionTimer.unref();
     }
+    this.startReading();
+  }
+
+  // ---- receive ---------------------------------------------------------------------------------------------
+
+  private startReading(): void {
     this.conn.start(
       {
         onMessage: (data, fds, fdsTruncated) => this.onMessage(data, fds, fdsTruncated),
+        onInboxMessage: (inbox, size, fds) => this.onInboxMessage(inbox, size, fds),
         onClose: (err) => {
           void this.close(err ? `connection error: ${err.message}` : 'client closed the connection', err);
         },
@@ -251,7 +267,64 @@ export class Session {
     );
   }
 
-  // ---- receive ---------------------------------------------------------------------------------------------
+  /**
+   * The fast path (docs/architecture.md, "The hot path"): a REGION_READ or REGION_WRITE without fds, arriving
+   * while nothing is queued or running, is answered from the connection's inbox into its outbox, and the reply
+   * length returned goes out from the addon's read callback: no copy of the request, no header, queue entry,
+   * request or reply object. Everything else, and every unusual case of these two (observers on, trace
+   * logging, a migration gate, out of range...), is DECLINED to onMessage, which handles it the full way.
+   */
+  private onInboxMessage(inbox: Buffer, size: number, fds: number[] | undefined): number {
+    if (
+      fds !== undefined ||
+      this.state !== 'ready' ||
+      this.running !== null ||
+      this.dispatchHeld ||
+      this.head !== this.queue.length
+    )
+      return DECLINED;
+    const ob = this.cfg.observers;
+    if ((ob !== undefined && (ob.wireOn || ob.requestOn)) || this.log.levelVal <= TRACE_LEVEL)
+      return DECLINED;
+    const command = plainCommandOf(inbox, size);
+    if (command !== Command.REGION_READ && command !== Command.REGION_WRITE) return DECLINED;
+    let r: number | Promise<HandlerResult>;
+    try {
+      r = regionAccessInPlace(this.ctx!, command, inbox, size, this.conn.outbox);
+      if (r === DECLINED) return DECLINED;
+    } catch (err) {
+      this.count('messages', commandName(command));
+      this.fail(this.queuedCopy(inbox, size), err);
+      return 0;
+    }
+    this.count('messages', commandName(command));
+    this.inPlace++;
+    if (typeof r === 'number') return r;
+    // The device answers later: later messages queue behind it, as in pump().
+    const m = this.queuedCopy(inbox, size);
+    this.running = r
+      .then(
+        (res) => this.finish(m, res),
+        (err) => this.fail(m, err),
+      )
+      .then(() => {
+        this.running = null;
+        this.pump();
+      });
+    return 0;
+  }
+
+  /** A queue entry for a message handled in place that needs one after all (an error, an asynchronous device). */
+  private queuedCopy(inbox: Buffer, size: number): Queued {
+    const data = inbox.slice(0, size);
+    return {
+      h: decodeHeader(data),
+      payload: data.subarray(HEADER_SIZE),
+      fds: new FdBag([]),
+      fdsTruncated: false,
+      t0: 0,
+    };
+  }
 
   private onMessage(data: Uint8Array, fds: number[], fdsTruncated = false): void {
     if (!this.isOpen) {
@@ -624,16 +697,7 @@ export class Session {
     for (const piece of r.input) this.conn.prefill(piece.data, piece.fds, piece.fdsTruncated);
     await r.beforeRead?.();
     if (!this.isOpen) return;
-    this.conn.start(
-      {
-        onMessage: (data, fds, fdsTruncated) => this.onMessage(data, fds, fdsTruncated),
-        onClose: (err) => {
-          void this.close(err ? `connection error: ${err.message}` : 'client closed the connection', err);
-        },
-        onDrain: () => this.unhold('send'),
-      },
-      { maxMessageSize: this.maxMessageSize, framing: this.cfg.framing ?? 'exact' },
-    );
+    this.startReading();
   }
 
   /**
