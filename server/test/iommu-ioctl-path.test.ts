@@ -1,6 +1,7 @@
 // The synchronous fast path of the VFIO backends: which map/unmap ioctls run on the event loop (at most
-// SYNC_IOCTL_MAX_SIZE) and which on the threadpool, and that a failing sync ioctl still rejects the backend's
-// promise (the mirror and the address space only ever see promises). Against real kernels: test/vm/mirror.test.ts.
+// SYNC_IOCTL_MAX_SIZE) and which on the threadpool, and that a failing sync ioctl still comes back as a rejected
+// promise, never as an exception (a successful sync one returns undefined: the mirror then needs no promise hop).
+// Against real kernels: test/vm/mirror.test.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { IoctlPath, SYNC_IOCTL_MAX_SIZE } from '../src/iommu/host-device.js';
@@ -38,8 +39,9 @@ test('backends take the threshold from their constructor (default 2 MiB)', () =>
   assert.throws(() => new IommufdBackend({ syncMaxSize: -1n }), RangeError);
 });
 
-/** What a promise rejected with (fails when it resolves). */
-async function rejection(p: Promise<unknown>): Promise<Error> {
+/** What a promise rejected with (fails when it resolves, or when there is no promise: a synchronous success). */
+async function rejection(p: Promise<unknown> | undefined): Promise<Error> {
+  if (p === undefined) throw new Error('expected a rejection, got a synchronous success');
   try {
     await p;
   } catch (e) {

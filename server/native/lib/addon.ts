@@ -196,6 +196,10 @@ export interface NativeAddon {
   vfioUnmapDma(...a: UnmapDmaArgs): Promise<bigint>;
   vfioMapDmaSync(...a: MapDmaArgs): undefined;
   vfioUnmapDmaSync(...a: UnmapDmaArgs): bigint;
+  /** The lean synchronous forms: u64 operands in the ioctlArgs() block (src/job.c). */
+  vfioMapDmaArgs(fd: number, flags: number): undefined;
+  vfioUnmapDmaArgs(fd: number, flags: number): boolean;
+  ioctlArgs(): ArrayBuffer;
   vfioDeviceGetInfo(fd: number): { flags: number; numRegions: number; numIrqs: number; capOffset: number };
   vfioDeviceGetRegionInfo(
     fd: number,
@@ -235,6 +239,9 @@ export interface NativeAddon {
   iommufdIoasMapSync(...a: IoasMapArgs): bigint;
   iommufdIoasMapFileSync(...a: IoasMapFileArgs): bigint;
   iommufdIoasUnmapSync(...a: IoasUnmapArgs): bigint;
+  iommufdIoasMapArgs(fd: number, ioasId: number, flags: number): undefined;
+  iommufdIoasMapFileArgs(fd: number, ioasId: number, flags: number, fileFd: number): undefined;
+  iommufdIoasUnmapArgs(fd: number, ioasId: number): boolean;
   iommufdOption(
     fd: number,
     optionId: number,

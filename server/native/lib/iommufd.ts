@@ -3,7 +3,7 @@
 // Unmapping a range with nothing mapped is ENOENT here (type1: success, 0 bytes); normalising is the caller's.
 import { addon } from './addon.js';
 import { O_RDWR } from './memory.js';
-import { type IovaRange, settle } from './vfio.js';
+import { ARG_ADDR, ARG_IOVA, ARG_SIZE, type IovaRange, ioctlArgs, isU64, settle } from './vfio.js';
 
 export interface IoasMapArgs {
   ioasId: number;
@@ -40,6 +40,14 @@ export const U64_MAX = (1n << 64n) - 1n;
 /** The map flags when none are given: FIXED_IOVA | READABLE | WRITEABLE. */
 function mapFlags(flags: number | undefined): number {
   return flags ?? iommufd.IOAS_MAP_FIXED_IOVA | iommufd.IOAS_MAP_READABLE | iommufd.IOAS_MAP_WRITEABLE;
+}
+
+/**
+ * The IOVA a lean map used: with FIXED_IOVA the kernel keeps the caller's (returned as it is, nothing allocated),
+ * otherwise it wrote its choice into the block.
+ */
+function mappedIova(flags: number, iova: bigint): bigint {
+  return flags & iommufd.IOAS_MAP_FIXED_IOVA ? iova : ioctlArgs[ARG_IOVA]!;
 }
 
 /** The addon arguments (after the iommufd) shared by ioasMap and ioasMapSync. */
@@ -99,6 +107,16 @@ export const iommufd = {
    * errors as ioasMap, thrown instead of rejected. Returns the IOVA.
    */
   ioasMapSync(fd: number, args: IoasMapArgs): bigint {
+    const { iova, length, userVa } = args;
+    if (args.buffer === undefined && isU64(userVa) && isU64(iova) && isU64(length)) {
+      // The lean call (no bigint arguments, see src/job.c).
+      ioctlArgs[ARG_IOVA] = iova;
+      ioctlArgs[ARG_SIZE] = length;
+      ioctlArgs[ARG_ADDR] = userVa;
+      const flags = mapFlags(args.flags);
+      addon.iommufdIoasMapArgs(fd, args.ioasId, flags);
+      return mappedIova(flags, iova);
+    }
     return addon.iommufdIoasMapSync(fd, ...ioasMapArgs(args, 'ioasMapSync'));
   },
   /** IOMMU_IOAS_MAP_FILE (6.13+; ENOTTY before) on the threadpool; resolves with the IOVA. No mmap needed. */
@@ -107,6 +125,15 @@ export const iommufd = {
   },
   /** IOMMU_IOAS_MAP_FILE on the calling thread (small lengths only, see ioasMapSync); returns the IOVA. */
   ioasMapFileSync(fd: number, args: IoasMapFileArgs): bigint {
+    const { iova, length, start } = args;
+    if (isU64(start) && isU64(iova) && isU64(length)) {
+      ioctlArgs[ARG_IOVA] = iova;
+      ioctlArgs[ARG_SIZE] = length;
+      ioctlArgs[ARG_ADDR] = start;
+      const flags = mapFlags(args.flags);
+      addon.iommufdIoasMapFileArgs(fd, args.ioasId, flags, args.fd);
+      return mappedIova(flags, iova);
+    }
     return addon.iommufdIoasMapFileSync(fd, ...ioasMapFileArgs(args));
   },
   /**
@@ -118,6 +145,13 @@ export const iommufd = {
   },
   /** IOMMU_IOAS_UNMAP on the calling thread (small ranges only, see ioasMapSync); returns the bytes unmapped. */
   ioasUnmapSync(fd: number, args: IoasUnmapArgs): bigint {
+    const { iova, length } = args;
+    if (isU64(iova) && isU64(length)) {
+      ioctlArgs[ARG_IOVA] = iova;
+      ioctlArgs[ARG_SIZE] = length;
+      // The common answer (all of it) returns the caller's own bigint: nothing allocated.
+      return addon.iommufdIoasUnmapArgs(fd, args.ioasId) ? length : ioctlArgs[ARG_SIZE]!;
+    }
     return addon.iommufdIoasUnmapSync(fd, args.ioasId, args.iova, args.length);
   },
   /** IOMMU_OPTION GET (objectId 0 = global, or an IOAS id for HUGE_PAGES). */

@@ -106,6 +106,25 @@ export function settle<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The addon's argument block for the lean synchronous map/unmap calls (src/job.c): slot IOVA, SIZE, and ADDR (a
+ * process address, or a file offset). A wrapper fills it and calls the addon at once, on the JS thread, so calls
+ * never interleave. Storing a bigint here converts it without allocating.
+ */
+export const ioctlArgs = new BigUint64Array(addon.ioctlArgs());
+export const ARG_IOVA = 0;
+export const ARG_SIZE = 1;
+export const ARG_ADDR = 2;
+const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * Whether `v` fits a block slot as it is: a bigint in [0, 2^64) (a slot would wrap anything else silently). Other
+ * values take the general addon call, which accepts safe-integer numbers and throws the usual RangeError.
+ */
+export function isU64(v: unknown): v is bigint {
+  return typeof v === 'bigint' && v >= 0n && v <= U64_MAX;
+}
+
 /** The addon arguments (after the container fd) shared by mapDma and mapDmaSync. */
 function mapDmaArgs(
   args: DmaMapArgs,
@@ -221,6 +240,15 @@ export const vfio = {
    * errors as mapDma, thrown instead of rejected.
    */
   mapDmaSync(containerFd: number, args: DmaMapArgs): void {
+    const { iova, size, vaddr } = args;
+    if (args.buffer === undefined && isU64(vaddr) && isU64(iova) && isU64(size)) {
+      // The lean call (no bigint arguments): what a vIOMMU guest's page-by-page maps take.
+      ioctlArgs[ARG_IOVA] = iova;
+      ioctlArgs[ARG_SIZE] = size;
+      ioctlArgs[ARG_ADDR] = vaddr;
+      addon.vfioMapDmaArgs(containerFd, args.flags ?? vfio.DMA_MAP_FLAG_READ | vfio.DMA_MAP_FLAG_WRITE);
+      return;
+    }
     addon.vfioMapDmaSync(containerFd, ...mapDmaArgs(args, 'mapDmaSync'));
   },
   /**
@@ -232,6 +260,13 @@ export const vfio = {
   },
   /** VFIO_IOMMU_UNMAP_DMA on the calling thread (small ranges only, see mapDmaSync); returns the bytes unmapped. */
   unmapDmaSync(containerFd: number, args: DmaUnmapArgs): bigint {
+    const { iova, size } = args;
+    if (args.all !== true && isU64(iova) && isU64(size)) {
+      ioctlArgs[ARG_IOVA] = iova;
+      ioctlArgs[ARG_SIZE] = size;
+      // The common answer (all of it) returns the caller's own bigint: nothing allocated.
+      return addon.vfioUnmapDmaArgs(containerFd, args.flags ?? 0) ? size : ioctlArgs[ARG_SIZE]!;
+    }
     return addon.vfioUnmapDmaSync(containerFd, ...unmapDmaArgs(args));
   },
 

@@ -72,6 +72,8 @@ typedef struct vu_state {
   bool dying; /* set by the cleanup hook: no more calls into JS, finalizers only free memory */
   vu_link handles;
   napi_ref ctor_connection, ctor_listener, ctor_watcher;
+  napi_ref ioctl_args_ref; /* the argument block of the lean map/unmap calls (job.c), or NULL until asked for */
+  uint64_t *ioctl_args;
 } vu_state;
 
 vu_state *vu_state_get(napi_env env);
@@ -251,6 +253,13 @@ napi_value vu_job_submit(napi_env env, vu_job *job);
 napi_value vu_job_submit_arg(napi_env env, vu_job *job, const void *arg, size_t len, enum vu_job_result result,
                              size_t result_off);
 void vu_job_free(napi_env env, vu_job *job);
+/*
+ * The argument block of the lean synchronous map/unmap calls (job.c): VU_ARG_* u64 slots the JS side fills before
+ * the call (and reads results from after it). NULL, with an exception pending, until ioctlArgs() created it.
+ */
+enum { VU_ARG_IOVA, VU_ARG_SIZE, VU_ARG_ADDR, VU_ARG_COUNT };
+uint64_t *vu_ioctl_args(napi_env env);
+napi_value vu_ioctl_args_buffer(napi_env env, napi_callback_info info);
 /*
  * Defines the two entry points of a job ioctl from `name##_common(env, info, bool sync)`: `name` (async, a Promise)
  * and `name##_sync`.

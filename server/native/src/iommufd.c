@@ -207,6 +207,68 @@ static napi_value ioas_unmap_common(napi_env env, napi_callback_info info, bool 
 
 VU_JOB_ENTRY_POINTS(ioas_unmap)
 
+/*
+ * The lean synchronous forms (job.c): the u64 operands come from the argument block, [IOVA] holds the IOVA the
+ * kernel used after a map.
+ * ioasMapArgs(iommufd, ioasId, flags) -> undefined: IOAS_MAP of [IOVA], [SIZE] = length, [ADDR] = user_va.
+ * ioasMapFileArgs(iommufd, ioasId, flags, fileFd) -> undefined: IOAS_MAP_FILE of [IOVA], [SIZE], [ADDR] = start.
+ * ioasUnmapArgs(iommufd, ioasId) -> boolean: IOAS_UNMAP of [IOVA], [SIZE]; [SIZE] = the bytes unmapped after it,
+ * true when that is the whole length asked for.
+ */
+static napi_value ioas_map_args(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  uint32_t ioas, flags;
+  if (!vu_args_fd(env, info, 3, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+      !vu_get_u32(env, argv[2], "flags", &flags))
+    return NULL;
+  uint64_t *a = vu_ioctl_args(env);
+  if (!a) return NULL;
+  struct vu_iommu_ioas_map m = {.size = sizeof m,
+                                .flags = flags,
+                                .ioas_id = ioas,
+                                .user_va = a[VU_ARG_ADDR],
+                                .length = a[VU_ARG_SIZE],
+                                .iova = a[VU_ARG_IOVA]};
+  if (vu_ok(env, vu_ioctl(fd, VU_IOMMU_IOAS_MAP, &m), "IOMMU_IOAS_MAP")) a[VU_ARG_IOVA] = m.iova;
+  return NULL;
+}
+
+static napi_value ioas_map_file_args(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int fd, mfd;
+  uint32_t ioas, flags;
+  if (!vu_args_fd(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
+      !vu_get_u32(env, argv[2], "flags", &flags) || !vu_get_fd(env, argv[3], "fileFd", &mfd))
+    return NULL;
+  uint64_t *a = vu_ioctl_args(env);
+  if (!a) return NULL;
+  struct vu_iommu_ioas_map_file m = {.size = sizeof m,
+                                     .flags = flags,
+                                     .ioas_id = ioas,
+                                     .fd = mfd,
+                                     .start = a[VU_ARG_ADDR],
+                                     .length = a[VU_ARG_SIZE],
+                                     .iova = a[VU_ARG_IOVA]};
+  if (vu_ok(env, vu_ioctl(fd, VU_IOMMU_IOAS_MAP_FILE, &m), "IOMMU_IOAS_MAP_FILE")) a[VU_ARG_IOVA] = m.iova;
+  return NULL;
+}
+
+static napi_value ioas_unmap_args(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint32_t ioas;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
+  uint64_t *a = vu_ioctl_args(env);
+  if (!a) return NULL;
+  struct vu_iommu_ioas_unmap u = {.size = sizeof u, .ioas_id = ioas, .iova = a[VU_ARG_IOVA], .length = a[VU_ARG_SIZE]};
+  if (!vu_ok(env, vu_ioctl(fd, VU_IOMMU_IOAS_UNMAP, &u), "IOMMU_IOAS_UNMAP")) return NULL;
+  bool whole = u.length == a[VU_ARG_SIZE];
+  a[VU_ARG_SIZE] = u.length;
+  napi_value r;
+  return napi_get_boolean(env, whole, &r) == napi_ok ? r : NULL;
+}
+
 /* option(iommufd, optionId, op, objectId, val64) -> bigint val64 after the call */
 static napi_value option(napi_env env, napi_callback_info info) {
   napi_value argv[5];
@@ -237,5 +299,8 @@ bool vu_init_iommufd(napi_env env, napi_value exports) {
          vu_export_fn(env, exports, "iommufdIoasMapSync", ioas_map_sync) &&
          vu_export_fn(env, exports, "iommufdIoasMapFileSync", ioas_map_file_sync) &&
          vu_export_fn(env, exports, "iommufdIoasUnmapSync", ioas_unmap_sync) &&
+         vu_export_fn(env, exports, "iommufdIoasMapArgs", ioas_map_args) &&
+         vu_export_fn(env, exports, "iommufdIoasMapFileArgs", ioas_map_file_args) &&
+         vu_export_fn(env, exports, "iommufdIoasUnmapArgs", ioas_unmap_args) &&
          vu_export_fn(env, exports, "iommufdOption", option);
 }

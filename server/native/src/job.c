@@ -11,6 +11,13 @@
  * small maps the ioctl takes microseconds while a threadpool hop costs far more. Same argument handling, same
  * Error; the caller's fd and buffer are used directly since nothing can close or collect them during the call.
  * Which variant to use for which size is policy (TS).
+ *
+ * The synchronous variants also have a lean form (the `*Args` entry points in vfio.c and iommufd.c) for the page-
+ * sized maps a vIOMMU guest sends one by one: the u64 operands (iova, size, address or file offset) are not napi
+ * arguments but slots of a per-environment argument block, an ArrayBuffer the JS wrapper keeps as a BigUint64Array
+ * and fills before each call (storing a bigint there converts it without allocating; reading it as a napi bigint
+ * costs a type check and a word copy per operand). The remaining arguments are small numbers. Results come back in
+ * the block and as a boolean, so a successful call allocates nothing; the Error is built only on failure.
  */
 #include "common.h"
 
@@ -18,6 +25,42 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* ioctlArgs() -> ArrayBuffer of VU_ARG_COUNT u64 slots: this environment's argument block (the same each call). */
+napi_value vu_ioctl_args_buffer(napi_env env, napi_callback_info info) {
+  (void)info;
+  vu_state *st = vu_state_get(env);
+  napi_value ab;
+  if (!st) {
+    vu_throw_napi(env, napi_generic_failure, "napi_get_instance_data");
+    return NULL;
+  }
+  if (st->ioctl_args_ref) {
+    if (napi_get_reference_value(env, st->ioctl_args_ref, &ab) != napi_ok || !ab) {
+      vu_throw_napi(env, napi_generic_failure, "napi_get_reference_value");
+      return NULL;
+    }
+    return ab;
+  }
+  void *data;
+  if (napi_create_arraybuffer(env, VU_ARG_COUNT * sizeof(uint64_t), &data, &ab) != napi_ok ||
+      napi_create_reference(env, ab, 1, &st->ioctl_args_ref) != napi_ok) {
+    vu_throw_napi(env, napi_generic_failure, "napi_create_arraybuffer");
+    return NULL;
+  }
+  /* A V8 ArrayBuffer's backing store never moves; the strong reference keeps it for the env's lifetime. */
+  st->ioctl_args = data;
+  return ab;
+}
+
+uint64_t *vu_ioctl_args(napi_env env) {
+  vu_state *st = vu_state_get(env);
+  if (!st || !st->ioctl_args) {
+    vu_throw_type(env, "the ioctl argument block was not created (ioctlArgs())");
+    return NULL;
+  }
+  return st->ioctl_args;
+}
 
 vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name) {
   vu_job *j = calloc(1, sizeof *j);

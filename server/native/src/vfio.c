@@ -271,6 +271,45 @@ static napi_value unmap_dma_common(napi_env env, napi_callback_info info, bool s
 
 VU_JOB_ENTRY_POINTS(unmap_dma)
 
+/*
+ * The lean synchronous forms (job.c): the u64 operands come from the argument block.
+ * mapDmaArgs(containerFd, flags) -> undefined: MAP_DMA of [IOVA] = iova, [SIZE] = size, [ADDR] = vaddr.
+ * unmapDmaArgs(containerFd, flags) -> boolean: UNMAP_DMA of [IOVA], [SIZE]; [SIZE] = the bytes unmapped after it,
+ * true when that is the whole size asked for.
+ */
+static napi_value map_dma_args(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint32_t flags;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags)) return NULL;
+  const uint64_t *a = vu_ioctl_args(env);
+  if (!a) return NULL;
+  struct vfio_iommu_type1_dma_map m = {
+      .argsz = sizeof m, .flags = flags, .vaddr = a[VU_ARG_ADDR], .iova = a[VU_ARG_IOVA], .size = a[VU_ARG_SIZE]};
+  vu_ok(env, vu_ioctl(fd, VFIO_IOMMU_MAP_DMA, &m), "VFIO_IOMMU_MAP_DMA");
+  return NULL;
+}
+
+static napi_value unmap_dma_args(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint32_t flags;
+  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags)) return NULL;
+  if (flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) {
+    vu_throw_errno_msg(env, EINVAL, "VFIO_IOMMU_UNMAP_DMA", "GET_DIRTY_BITMAP is not supported by this wrapper");
+    return NULL;
+  }
+  uint64_t *a = vu_ioctl_args(env);
+  if (!a) return NULL;
+  struct vfio_iommu_type1_dma_unmap u = {
+      .argsz = sizeof u, .flags = flags, .iova = a[VU_ARG_IOVA], .size = a[VU_ARG_SIZE]};
+  if (!vu_ok(env, vu_ioctl(fd, VFIO_IOMMU_UNMAP_DMA, &u), "VFIO_IOMMU_UNMAP_DMA")) return NULL;
+  bool whole = u.size == a[VU_ARG_SIZE];
+  a[VU_ARG_SIZE] = u.size;
+  napi_value r;
+  return napi_get_boolean(env, whole, &r) == napi_ok ? r : NULL;
+}
+
 /* deviceGetInfo(deviceFd) -> { flags, numRegions, numIrqs, capOffset } */
 static napi_value device_get_info(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -523,6 +562,9 @@ bool vu_init_vfio(napi_env env, napi_value exports) {
       {"vfioUnmapDma", unmap_dma},
       {"vfioMapDmaSync", map_dma_sync},
       {"vfioUnmapDmaSync", unmap_dma_sync},
+      {"vfioMapDmaArgs", map_dma_args},
+      {"vfioUnmapDmaArgs", unmap_dma_args},
+      {"ioctlArgs", vu_ioctl_args_buffer},
       {"vfioDeviceGetInfo", device_get_info},
       {"vfioDeviceGetRegionInfo", device_get_region_info},
       {"vfioDeviceGetIrqInfo", device_get_irq_info},

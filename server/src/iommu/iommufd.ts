@@ -185,51 +185,71 @@ export class IommufdBackend implements HostDeviceBackend {
     }
   }
 
-  async map(m: HostMapping): Promise<void> {
+  /**
+   * One host entry. Synchronous when small: returns undefined on success and a rejected promise on failure (never
+   * throws), so the mirror completes the DMA_MAP without a promise hop and the success path allocates no promise,
+   * no error and no argument object beyond the addon's block (native/lib/iommufd.ts).
+   */
+  map(m: HostMapping): Promise<void> | undefined {
+    const { iova, size } = m;
     const flags =
       iommufd.IOAS_MAP_FIXED_IOVA |
       (m.read ? iommufd.IOAS_MAP_READABLE : 0) |
       (m.write ? iommufd.IOAS_MAP_WRITEABLE : 0);
+    const sync = this.ioctlPath.sync(size);
     if (this.mapFile && m.fd !== undefined) {
-      const args = {
-        ioasId: this.ioas,
-        fd: m.fd,
-        start: m.fileOffset ?? 0n,
-        length: m.size,
-        iova: m.iova,
-        flags,
-      };
-      try {
-        if (this.ioctlPath.sync(m.size)) iommufd.ioasMapFileSync(this.ifd, args);
-        else await iommufd.ioasMapFile(this.ifd, args);
-      } catch (err) {
-        const errno = errnoOf(err, 0);
-        if (errno === Errno.ENOTTY || errno === Errno.EOPNOTSUPP) {
-          // The kernel does not know IOAS_MAP_FILE after all: map by address from now on (mapsBy follows).
-          this.mapFile = false;
-          this.log.warn({ err }, 'IOMMU_IOAS_MAP_FILE is unknown to this kernel: using IOAS_MAP');
-        }
-        throw err;
+      const args = { ioasId: this.ioas, fd: m.fd, start: m.fileOffset ?? 0n, length: size, iova, flags };
+      if (!sync) {
+        return iommufd.ioasMapFile(this.ifd, args).then(noValue, (err: unknown) => {
+          throw this.mapFileFailed(err);
+        });
       }
-      return;
+      try {
+        iommufd.ioasMapFileSync(this.ifd, args);
+      } catch (err) {
+        return Promise.reject(this.mapFileFailed(err));
+      }
+      return undefined;
     }
-    if (m.vaddr === undefined)
-      throw new ErrnoError(Errno.EINVAL, `IOAS_MAP of ${hex(m.iova)} without a process address`);
-    const args = { ioasId: this.ioas, iova: m.iova, length: m.size, userVa: m.vaddr, flags };
-    if (this.ioctlPath.sync(m.size)) iommufd.ioasMapSync(this.ifd, args);
-    else await iommufd.ioasMap(this.ifd, args);
+    const userVa = m.vaddr;
+    if (userVa === undefined)
+      return Promise.reject(
+        new ErrnoError(Errno.EINVAL, `IOAS_MAP of ${hex(iova)} without a process address`),
+      );
+    const args = { ioasId: this.ioas, iova, length: size, userVa, flags };
+    if (!sync) return iommufd.ioasMap(this.ifd, args).then(noValue);
+    try {
+      iommufd.ioasMapSync(this.ifd, args);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return undefined;
   }
 
-  /** IOAS_UNMAP of [iova, iova+length): synchronous when small. Resolves with the bytes unmapped. */
-  private async unmapRange(iova: bigint, length: bigint): Promise<bigint> {
-    const args = { ioasId: this.ioas, iova, length };
-    if (this.ioctlPath.sync(length)) return iommufd.ioasUnmapSync(this.ifd, args);
-    return await iommufd.ioasUnmap(this.ifd, args);
+  /** A failed IOAS_MAP_FILE's error, to pass on; if the kernel does not know the ioctl, map by address from now on. */
+  private mapFileFailed(err: unknown): unknown {
+    const errno = errnoOf(err, 0);
+    if (errno === Errno.ENOTTY || errno === Errno.EOPNOTSUPP) {
+      // The kernel does not know IOAS_MAP_FILE after all: map by address from now on (mapsBy follows).
+      this.mapFile = false;
+      this.log.warn({ err }, 'IOMMU_IOAS_MAP_FILE is unknown to this kernel: using IOAS_MAP');
+    }
+    return err;
   }
 
-  /** Rejects with ENOENT when nothing was mapped there (the mirror takes that as done). */
-  async unmap(iova: bigint, size: bigint): Promise<void> {
-    await this.unmapRange(iova, size);
+  /**
+   * IOAS_UNMAP of [iova, iova+size): synchronous when small, like map() (undefined, or a rejected promise). Rejects
+   * with ENOENT when nothing was mapped there (the mirror takes that as done).
+   */
+  unmap(iova: bigint, size: bigint): Promise<void> | undefined {
+    const args = { ioasId: this.ioas, iova, length: size };
+    if (!this.ioctlPath.sync(size)) return iommufd.ioasUnmap(this.ifd, args).then(noValue);
+    try {
+      iommufd.ioasUnmapSync(this.ifd, args);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return undefined;
   }
 
   async unmapAll(): Promise<void> {
@@ -277,3 +297,6 @@ export class IommufdBackend implements HostDeviceBackend {
     this.opened = false;
   }
 }
+
+/** Drops an ioctl's resolved value (the IOVA or byte count): map and unmap resolve with nothing. */
+function noValue(): void {}

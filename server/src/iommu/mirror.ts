@@ -22,7 +22,7 @@ import { DmaMapFlags, Errno, errnoName, errnoOf, PAGE_SIZE_BIG } from 'vfio-user
 import { type DeviceLogger, silentLogger } from '../device.js';
 import type { DmaAddressSpace, DmaListener } from '../dma/address-space.js';
 import { DmaMapError } from '../dma/errors.js';
-import type { DmaRegion } from '../dma/region.js';
+import type { DmaRegion, HostSegment } from '../dma/region.js';
 import type { HostFacts, IommuBackend } from './backend.js';
 
 /** Counters of an IommuMirror: regions and pages mirrored, unmirrored regions, failures. */
@@ -178,8 +178,21 @@ export class IommuMirror implements DmaListener {
     return this.mapByAddress(r, read, write);
   }
 
-  private async mapByAddress(r: DmaRegion, read: boolean, write: boolean): Promise<void> {
+  private mapByAddress(r: DmaRegion, read: boolean, write: boolean): void | Promise<void> {
     const segments = r.hostSegments();
+    // One segment (every region inside one mapping window, e.g. a vIOMMU guest's 4 KiB pages): the backend's own
+    // answer, synchronous when it is, with nothing to roll back.
+    const only = segments.length === 1 ? segments[0]! : undefined;
+    if (only) return this.backend.map({ iova: only.iova, size: only.size, read, write, vaddr: only.vaddr });
+    return this.mapSegments(r, segments, read, write);
+  }
+
+  private async mapSegments(
+    r: DmaRegion,
+    segments: readonly HostSegment[],
+    read: boolean,
+    write: boolean,
+  ): Promise<void> {
     if (segments.length === 0) throw new DmaMapError(Errno.EINVAL, `${r} has no process address to map`);
     let done = 0;
     try {

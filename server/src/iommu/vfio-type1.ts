@@ -215,23 +215,43 @@ export class VfioType1Backend implements HostDeviceBackend {
     }
   }
 
-  async map(m: HostMapping): Promise<void> {
-    if (m.vaddr === undefined)
-      throw new ErrnoError(Errno.EINVAL, `type1 map of ${hex(m.iova)} without a process address`);
+  /**
+   * MAP_DMA of one segment. Synchronous when small: returns undefined on success and a rejected promise on failure
+   * (never throws), so the mirror completes the DMA_MAP without a promise hop and the success path allocates no
+   * promise, no error and no argument object beyond the addon's block (native/lib/vfio.ts).
+   */
+  map(m: HostMapping): Promise<void> | undefined {
+    const { iova, size, vaddr } = m;
+    if (vaddr === undefined)
+      return Promise.reject(
+        new ErrnoError(Errno.EINVAL, `type1 map of ${hex(iova)} without a process address`),
+      );
     const flags = (m.read ? vfio.DMA_MAP_FLAG_READ : 0) | (m.write ? vfio.DMA_MAP_FLAG_WRITE : 0);
-    const args = { iova: m.iova, size: m.size, vaddr: m.vaddr, flags };
-    if (this.ioctlPath.sync(m.size)) vfio.mapDmaSync(this.container, args);
-    else await vfio.mapDma(this.container, args);
+    if (!this.ioctlPath.sync(size)) return vfio.mapDma(this.container, { iova, size, vaddr, flags });
+    try {
+      vfio.mapDmaSync(this.container, { iova, size, vaddr, flags });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return undefined;
   }
 
-  /** VFIO_IOMMU_UNMAP_DMA of [iova, iova+size): synchronous when small. Resolves with the bytes unmapped. */
-  private async unmapRange(iova: bigint, size: bigint): Promise<bigint> {
-    if (this.ioctlPath.sync(size)) return vfio.unmapDmaSync(this.container, { iova, size });
-    return await vfio.unmapDma(this.container, { iova, size });
+  /** UNMAP_DMA of [iova, iova+size): synchronous when small, like map() (undefined, or a rejected promise). */
+  unmap(iova: bigint, size: bigint): Promise<void> | undefined {
+    if (!this.ioctlPath.sync(size)) {
+      return vfio.unmapDma(this.container, { iova, size }).then((n) => this.unmapped(iova, size, n));
+    }
+    let n: bigint;
+    try {
+      n = vfio.unmapDmaSync(this.container, { iova, size });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (n !== size) this.unmapped(iova, size, n);
+    return undefined;
   }
 
-  async unmap(iova: bigint, size: bigint): Promise<void> {
-    const n = await this.unmapRange(iova, size);
+  private unmapped(iova: bigint, size: bigint, n: bigint): void {
     if (n !== size) {
       // 0: nothing was mapped there (type1's normal answer to an empty range); anything else is unexpected.
       this.log.debug(
