@@ -504,64 +504,81 @@ test('device commands: GET_INFO, IRQ_INFO, REGION_INFO (caps, argsz, fd), region
   await rig.teardown();
 });
 
-test('DMA_MAP/UNMAP over the wire: fd maps, echo replies, covering and empty unmaps, FLAG_ALL, errnos', async () => {
-  const rig = await ready();
-  const memfd = native.memfdCreate('guest', 0x100000);
-  const fds0 = native.openFds();
-  let r = await rig.client.request(Command.DMA_MAP, dmaMap(0x100000n, 0x10000n, 3, 0x10000n), {
-    give: [native.dupFd(memfd)],
-  });
-  assert.ok(isOk(r));
-  assert.is(r.h.size, 16);
-  // Each map carries a fresh dup, as QEMU does; the server keeps one fd per file.
-  for (let i = 0n; i < 4n; i++) {
-    r = await rig.client.request(Command.DMA_MAP, dmaMap(0x200000n + i * 0x1000n, 0x1000n, 1, i * 0x1000n), {
+// With a silent log DMA_MAP/DMA_UNMAP run in place (from the connection's inbox, session.ts); trace logging turns
+// that off: both ways must behave the same.
+for (const level of ['silent', 'trace'] as const) {
+  test(`DMA_MAP/UNMAP over the wire: fd maps, echo replies, covering and empty unmaps, FLAG_ALL, errnos (${level} log)`, async () => {
+    const rig = await ready({ log: pino({ level }, pino.destination('/dev/null')) });
+    const memfd = native.memfdCreate('guest', 0x100000);
+    const fds0 = native.openFds();
+    let r = await rig.client.request(Command.DMA_MAP, dmaMap(0x100000n, 0x10000n, 3, 0x10000n), {
       give: [native.dupFd(memfd)],
     });
     assert.ok(isOk(r));
-  }
-  assert.is(native.openFds(), fds0 + 1);
-  // The device sees guest memory through the mapping.
-  native.pwrite(memfd, u32le(0xfeedf00d), 0x10040n);
-  assert.equal(await rig.dma.read(0x100040n, 4), u32le(0xfeedf00d));
-  r = await rig.client.request(Command.DMA_MAP, dmaMap(0x100000n, 0x10000n, 3, 0x10000n), {
-    give: [native.dupFd(memfd)],
+    assert.is(r.h.size, 16);
+    // Each map carries a fresh dup, as QEMU does; the server keeps one fd per file.
+    for (let i = 0n; i < 4n; i++) {
+      r = await rig.client.request(
+        Command.DMA_MAP,
+        dmaMap(0x200000n + i * 0x1000n, 0x1000n, 1, i * 0x1000n),
+        {
+          give: [native.dupFd(memfd)],
+        },
+      );
+      assert.ok(isOk(r));
+    }
+    assert.is(native.openFds(), fds0 + 1);
+    // The device sees guest memory through the mapping.
+    native.pwrite(memfd, u32le(0xfeedf00d), 0x10040n);
+    assert.equal(await rig.dma.read(0x100040n, 4), u32le(0xfeedf00d));
+    r = await rig.client.request(Command.DMA_MAP, dmaMap(0x100000n, 0x10000n, 3, 0x10000n), {
+      give: [native.dupFd(memfd)],
+    });
+    assert.ok(isError(r, E.EEXIST), 'identical re-map');
+    r = await rig.client.request(Command.DMA_MAP, dmaMap(0x300000n, 0x1000n, 3, 0x800n), {
+      give: [native.dupFd(memfd)],
+    });
+    assert.ok(isError(r, E.EINVAL), 'misaligned offset');
+    r = await rig.client.request(Command.DMA_MAP, dmaMap(0x300000n, 0x1000n, 0));
+    assert.ok(isError(r, E.EINVAL), 'no prot');
+    r = await rig.client.request(Command.DMA_MAP, dmaMap(0x300000n, 0x1000n, 3), {
+      give: [native.eventfd()],
+    });
+    assert.ok(isError(r, E.ENODEV), 'eventfd');
+    // A bisecting unmap, a covering one, an empty one.
+    r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x100000n, 0x1000n));
+    assert.ok(isError(r, E.EINVAL));
+    r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x200000n, 0x200000n));
+    assert.ok(isOk(r));
+    assert.equal(decodeDmaUnmapReply(r.payload), {
+      argsz: 24,
+      flags: 0,
+      address: 0x200000n,
+      size: 0x200000n,
+    });
+    r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x40000000n, 0x1000n));
+    assert.ok(isOk(r), 'nothing there');
+    r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x1000n, 0x1000n, 2));
+    assert.ok(isError(r, E.EINVAL), 'ALL with an address');
+    r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0n, 0n, 2));
+    assert.ok(isOk(r), 'FLAG_ALL');
+    assert.is(rig.dma.size, 0);
+    await sleep(5);
+    assert.is(native.openFds(), fds0, 'every DMA fd closed');
+    // NO_REPLY maps apply silently.
+    const n = rig.client.inbox.length;
+    rig.client.send(Command.DMA_MAP, dmaMap(0x1000n, 0x1000n), { flags: NO_REPLY });
+    r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x1000n, 0x1000n));
+    assert.ok(isOk(r));
+    assert.is(rig.client.inbox.length, n + 1);
+    assert.is(rig.stats.dmaMaps, 6);
+    assert.is(rig.stats.dmaUnmaps, 4);
+    if (level === 'silent') assert.ok(rig.session.inPlace >= 15, `in place: ${rig.session.inPlace}`);
+    else assert.is(rig.session.inPlace, 0);
+    await rig.teardown();
+    native.closeFd(memfd);
   });
-  assert.ok(isError(r, E.EEXIST), 'identical re-map');
-  r = await rig.client.request(Command.DMA_MAP, dmaMap(0x300000n, 0x1000n, 3, 0x800n), {
-    give: [native.dupFd(memfd)],
-  });
-  assert.ok(isError(r, E.EINVAL), 'misaligned offset');
-  r = await rig.client.request(Command.DMA_MAP, dmaMap(0x300000n, 0x1000n, 0));
-  assert.ok(isError(r, E.EINVAL), 'no prot');
-  r = await rig.client.request(Command.DMA_MAP, dmaMap(0x300000n, 0x1000n, 3), { give: [native.eventfd()] });
-  assert.ok(isError(r, E.ENODEV), 'eventfd');
-  // A bisecting unmap, a covering one, an empty one.
-  r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x100000n, 0x1000n));
-  assert.ok(isError(r, E.EINVAL));
-  r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x200000n, 0x200000n));
-  assert.ok(isOk(r));
-  assert.equal(decodeDmaUnmapReply(r.payload), { argsz: 24, flags: 0, address: 0x200000n, size: 0x200000n });
-  r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x40000000n, 0x1000n));
-  assert.ok(isOk(r), 'nothing there');
-  r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x1000n, 0x1000n, 2));
-  assert.ok(isError(r, E.EINVAL), 'ALL with an address');
-  r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0n, 0n, 2));
-  assert.ok(isOk(r), 'FLAG_ALL');
-  assert.is(rig.dma.size, 0);
-  await sleep(5);
-  assert.is(native.openFds(), fds0, 'every DMA fd closed');
-  // NO_REPLY maps apply silently.
-  const n = rig.client.inbox.length;
-  rig.client.send(Command.DMA_MAP, dmaMap(0x1000n, 0x1000n), { flags: NO_REPLY });
-  r = await rig.client.request(Command.DMA_UNMAP, dmaUnmap(0x1000n, 0x1000n));
-  assert.ok(isOk(r));
-  assert.is(rig.client.inbox.length, n + 1);
-  assert.is(rig.stats.dmaMaps, 6);
-  assert.is(rig.stats.dmaUnmaps, 4);
-  await rig.teardown();
-  native.closeFd(memfd);
-});
+}
 
 test('two messages in one write, the first carrying an fd: the fd belongs to the first (exact framing)', async () => {
   const rig = await ready();

@@ -2,6 +2,7 @@
 // The hot paths of the server against their in-run floors (`make bench`, issue: region round trip, DMA map/unmap,
 // huge maps). One C client (vfio-user-bench-client.c, QEMU-like: blocking, one process) talks to
 //   - the C echo server (native-rtt-server.c: reads each message exactly, answers a 16-byte header): the floor;
+//   - the addon's echo answering in place (native-rtt-server.mjs inplace): the event-loop floor of this design;
 //   - our server, the real CLI (`vfio-user-server --device edu --iommu none`);
 //   - optionally other vfio-user servers, VFIO_USER_BENCH_OTHER="name=command args...;name2=..." (started as
 //     `command args... <socket>`): another checkout of this project (before/after), or a reference
@@ -188,6 +189,14 @@ export async function run() {
       throw new Error('build first: npx tsc -b');
     const kinds = [
       { name: 'floor', label: 'C echo server (floor)', cmd: (s) => [echo, [s]], exitsAtEof: true },
+      // What any server on this design pays before doing any work: the addon, the event loop and one JS callback
+      // that answers each message in place (native-rtt-server.mjs inplace), no protocol at all.
+      {
+        name: 'loop',
+        label: 'addon echo in place (event-loop floor)',
+        cmd: (s) => [process.execPath, [join(here, 'native-rtt-server.mjs'), s, 'inplace']],
+        exitsAtEof: true,
+      },
       {
         name: 'ours',
         label: 'vfio-user-server (edu)',

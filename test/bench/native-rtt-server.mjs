@@ -3,8 +3,9 @@
 // Usage: node native-rtt-server.mjs <path> [bulk|exact|inplace]
 //   bulk, exact: onMessage gets a copy and send()s a new reply Buffer (the full way, with that framing);
 //   inplace:     exact framing, onInboxMessage builds the reply in the outbox and returns its length (what the
-//                session's fast path does, with no protocol work at all: the floor of that design).
-import { Listener } from '../../server/native/dist/lib/index.js';
+//                session's fast path does, with no protocol work at all: the floor of that design); fds that
+//                come with a message are closed. test/bench/hot-paths.mjs runs it as its event-loop floor.
+import { closeFd, Listener } from '../../server/native/dist/lib/index.js';
 
 const [path, mode = 'bulk'] = process.argv.slice(2);
 const lis = Listener.listen(path);
@@ -13,7 +14,8 @@ lis.start((conn) => {
   const out = conn.outbox;
   const inplace =
     mode === 'inplace'
-      ? (inbox) => {
+      ? (inbox, _size, fds) => {
+          if (fds) for (const fd of fds) closeFd(fd); // a DMA_MAP's fd (hot-paths bench): ours, closed
           out.set(inbox.subarray(0, 4), 0);
           out.writeUInt32LE(16, 4);
           out.writeUInt32LE(1, 8);

@@ -102,6 +102,8 @@ function checkRegionIndex(ctx: HandlerContext, index: number): void {
 
 // DMA_MAP and DMA_UNMAP answer synchronously when the address space and its subscribers do (no mutation in
 // progress, a synchronous IOMMU backend): the reply then leaves from the socket's read callback, no promise hop.
+// The session may run them in place, on a view of the connection's inbox (session.ts: handleInPlace): they must
+// keep nothing of `payload` past their synchronous part (decode first, copy what a reply needs).
 const dmaMap: Handler = (ctx, payload, fds) => {
   const req = decodeDmaMapRequest(payload, fds.count, ctx.limits);
   const fd = fds.count > 0 ? fds.take(0) : undefined;

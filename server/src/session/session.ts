@@ -48,6 +48,7 @@ import {
   isReply,
   MESSAGE_OVERHEAD,
   MsgFlags,
+  messageIdOf,
   ProtocolError,
   plainCommandOf,
   wantsReply,
@@ -182,6 +183,8 @@ function replyErrnoOf(err: unknown): number | undefined {
   const n = (err as { errno?: unknown } | null)?.errno;
   return typeof n === 'number' && n > 0 ? n : undefined;
 }
+/** The fds of a message that came without any. */
+const NO_FDS: readonly number[] = [];
 /** pino's numeric value of 'trace'. */
 const TRACE_LEVEL = 10;
 
@@ -268,15 +271,15 @@ export class Session {
   }
 
   /**
-   * The fast path (docs/architecture.md, "The hot path"): a REGION_READ or REGION_WRITE without fds, arriving
-   * while nothing is queued or running, is answered from the connection's inbox into its outbox, and the reply
-   * length returned goes out from the addon's read callback: no copy of the request, no header, queue entry,
-   * request or reply object. Everything else, and every unusual case of these two (observers on, trace
-   * logging, a migration gate, out of range...), is DECLINED to onMessage, which handles it the full way.
+   * The fast path (docs/architecture.md, "The hot path"): a plain command (one wanting a reply) arriving while
+   * nothing is queued or running, with no observer (wire recorder, request metrics, trace logging) watching, is
+   * run from the connection's inbox and its reply, built in the outbox, is returned to the addon to send. Two
+   * kinds: REGION_READ/REGION_WRITE are read in place (regionAccessInPlace: no request or reply objects; every
+   * unusual case is DECLINED to onMessage, the full way), and DMA_MAP/DMA_UNMAP run their usual handler on a view
+   * of the inbox (they keep nothing of the payload past their synchronous part). Everything else is DECLINED.
    */
   private onInboxMessage(inbox: Buffer, size: number, fds: number[] | undefined): number {
     if (
-      fds !== undefined ||
       this.state !== 'ready' ||
       this.running !== null ||
       this.dispatchHeld ||
@@ -287,7 +290,16 @@ export class Session {
     if ((ob !== undefined && (ob.wireOn || ob.requestOn)) || this.log.levelVal <= TRACE_LEVEL)
       return DECLINED;
     const command = plainCommandOf(inbox, size);
-    if (command !== Command.REGION_READ && command !== Command.REGION_WRITE) return DECLINED;
+    if (command === Command.REGION_READ || command === Command.REGION_WRITE) {
+      if (fds !== undefined) return DECLINED;
+      return this.regionInPlace(command, inbox, size);
+    }
+    if (command === Command.DMA_MAP || command === Command.DMA_UNMAP)
+      return this.handleInPlace(command, inbox, size, fds);
+    return DECLINED;
+  }
+
+  private regionInPlace(command: number, inbox: Buffer, size: number): number {
     let r: number | Promise<HandlerResult>;
     try {
       r = regionAccessInPlace(this.ctx!, command, inbox, size, this.conn.outbox);
@@ -301,7 +313,47 @@ export class Session {
     this.inPlace++;
     if (typeof r === 'number') return r;
     // The device answers later: later messages queue behind it, as in pump().
-    const m = this.queuedCopy(inbox, size);
+    this.runAsync(this.queuedCopy(inbox, size), r);
+    return 0;
+  }
+
+  /**
+   * A command whose handler keeps nothing of its payload past its synchronous part, run on a view of the inbox
+   * with the checks of process()/dispatch(); a synchronous reply without fds is returned for the addon to send.
+   */
+  private handleInPlace(command: number, inbox: Buffer, size: number, fds: number[] | undefined): number {
+    const m: Queued = {
+      h: { id: messageIdOf(inbox), command, size, flags: 0, error: 0 },
+      payload: inbox.subarray(HEADER_SIZE, size),
+      fds: new FdBag(fds ?? NO_FDS),
+      fdsTruncated: false,
+      t0: 0,
+    };
+    this.count('messages', commandName(command));
+    this.inPlace++;
+    let r: HandlerResult | Promise<HandlerResult>;
+    try {
+      gateCommand(this.cfg.device, command);
+      r = HANDLERS[command as Command.DMA_MAP]!(this.ctx!, m.payload, m.fds);
+    } catch (err) {
+      this.fail(m, err);
+      return 0;
+    }
+    if (r instanceof Promise) {
+      this.runAsync(m, r);
+      return 0;
+    }
+    const out = this.conn.outbox;
+    if (r.fds !== undefined || HEADER_SIZE + (r.payload?.byteLength ?? 0) > out.byteLength) {
+      this.finish(m, r);
+      return 0;
+    }
+    m.fds.closeRest();
+    return writeReplyMessage(out, m.h.id, command, r.payload);
+  }
+
+  /** A command answered by a promise: later messages queue behind it until it settles, as in pump(). */
+  private runAsync(m: Queued, r: Promise<HandlerResult>): void {
     this.running = r
       .then(
         (res) => this.finish(m, res),
@@ -311,7 +363,6 @@ export class Session {
         this.running = null;
         this.pump();
       });
-    return 0;
   }
 
   /** A queue entry for a message handled in place that needs one after all (an error, an asynchronous device). */
