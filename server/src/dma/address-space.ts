@@ -345,8 +345,8 @@ export class DmaAddressSpace implements DmaAccessor {
     if ((prot & (DmaMapFlags.READ | DmaMapFlags.WRITE)) === 0)
       throw new DmaMapError(Errno.EINVAL, 'neither READ nor WRITE');
     if (size <= 0n) throw new DmaMapError(Errno.EINVAL, 'size 0');
-    if (iova < 0n || iova + size > U64_END)
-      throw new DmaMapError(Errno.EINVAL, 'address + size wraps past 2^64');
+    const end = iova + size;
+    if (iova < 0n || end > U64_END) throw new DmaMapError(Errno.EINVAL, 'address + size wraps past 2^64');
     if (iova % page !== 0n || size % page !== 0n) {
       throw new DmaMapError(Errno.EINVAL, `address/size not aligned to the page size 0x${page.toString(16)}`);
     }
@@ -357,7 +357,7 @@ export class DmaAddressSpace implements DmaAccessor {
       if (off % page !== 0n)
         throw new DmaMapError(Errno.EINVAL, 'address - offset not aligned to the page size');
     }
-    if (this.table.overlaps(iova, iova + size)) {
+    if (this.table.overlaps(iova, end)) {
       throw new DmaMapError(
         Errno.EEXIST,
         `[0x${iova.toString(16)}, +0x${size.toString(16)}) overlaps a mapping`,

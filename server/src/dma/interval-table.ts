@@ -83,10 +83,17 @@ export class IntervalTable<T extends Interval> {
     return e && e.iova === iova ? e : undefined;
   }
 
-  /** Position (block, index) of the first entry whose end lies above `addr`, or null if there is none. */
-  private firstEndingAfter(addr: bigint): [number, number] | null {
+  /** firstEndingAfter()'s result: block and index (fields, not a pair array: it runs for every map and unmap). */
+  private atBlock = 0;
+  private atIndex = 0;
+
+  /**
+   * Finds the first entry whose end lies above `addr`: false if there is none, else true with its position in
+   * (atBlock, atIndex).
+   */
+  private firstEndingAfter(addr: bigint): boolean {
     const blocks = this.blocks;
-    if (blocks.length === 0) return null;
+    if (blocks.length === 0) return false;
     let b = this.blockAtOrBefore(addr);
     let i: number;
     if (b < 0) {
@@ -100,25 +107,26 @@ export class IntervalTable<T extends Interval> {
       if (i >= block.length) {
         b++;
         i = 0;
-        if (b >= blocks.length) return null;
+        if (b >= blocks.length) return false;
       }
     }
-    return [b, i];
+    this.atBlock = b;
+    this.atIndex = i;
+    return true;
   }
 
   /** Whether any entry intersects [start, end). */
   overlaps(start: bigint, end: bigint): boolean {
-    const pos = this.firstEndingAfter(start);
-    if (!pos) return false;
-    return this.blocks[pos[0]]![pos[1]]!.iova < end;
+    if (!this.firstEndingAfter(start)) return false;
+    return this.blocks[this.atBlock]![this.atIndex]!.iova < end;
   }
 
   /** Every entry intersecting [start, end), in IOVA order. */
   overlapping(start: bigint, end: bigint): T[] {
     const out: T[] = [];
-    const pos = this.firstEndingAfter(start);
-    if (!pos) return out;
-    let [b, i] = pos;
+    if (!this.firstEndingAfter(start)) return out;
+    let b = this.atBlock;
+    let i = this.atIndex;
     const blocks = this.blocks;
     while (b < blocks.length) {
       const block = blocks[b]!;

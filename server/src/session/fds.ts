@@ -7,7 +7,9 @@ export class FdBag {
   private readonly fds: (number | undefined)[];
 
   constructor(fds: readonly number[]) {
-    this.fds = [...fds];
+    // A copy (the caller's array stays the caller's); slice() rather than a spread, which goes through the
+    // iterator protocol for every message.
+    this.fds = fds.slice();
   }
 
   get count(): number {

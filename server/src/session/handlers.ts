@@ -130,16 +130,20 @@ const dmaUnmap: Handler = (ctx, payload, fds) => {
     // Legacy dirty bitmap: only meaningful while dirty logging runs, which it never does here (UNM-15).
     einval('DMA_UNMAP GET_DIRTY_BITMAP without dirty logging');
   }
-  // The reply echoes the request (no bitmap here): its bytes, copied now (the received buffer is not ours once
-  // this returns), rather than decoded and re-encoded.
-  const reply: HandlerResult = { payload: encodeDmaUnmapEchoOf(payload) };
+  // The reply echoes the request (no bitmap here: exactly its 24 bytes), rather than decoding and re-encoding it.
+  // Answered synchronously, the request's own bytes go out (the session copies a reply into its send buffer
+  // before this message's buffer is released); answered later, a copy made now.
   const r = req.flags & DmaUnmapFlags.ALL ? ctx.dma.unmapAll() : ctx.dma.unmapNow(req.address, req.size);
-  return r instanceof Promise ? r.then(() => unmapDone(ctx, reply)) : unmapDone(ctx, reply);
+  if (r instanceof Promise) {
+    const echo = encodeDmaUnmapEchoOf(payload);
+    return r.then(() => unmapDone(ctx, echo));
+  }
+  return unmapDone(ctx, payload);
 };
 
-function unmapDone(ctx: HandlerContext, reply: HandlerResult): HandlerResult {
+function unmapDone(ctx: HandlerContext, echo: Uint8Array): HandlerResult {
   ctx.counters.dmaUnmaps++;
-  return reply;
+  return { payload: echo };
 }
 
 // ---- device info ----------------------------------------------------------------------------------------------
