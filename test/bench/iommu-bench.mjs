@@ -75,7 +75,7 @@ for (const backend of [...new Set(rows.map((x) => x.backend))]) {
     // in rounds give the fastest round (load only slows a round down) and the median's ratio as well.
     const ratio = (a, b) => `${(a / b).toFixed(3)}x raw-c`;
     const med =
-      raw?.medianPairsPerSec && x.medianPairsPerSec
+      raw?.medianPairsPerSec && x.medianPairsPerSec && x.rounds > 1
         ? `; median of ${x.rounds}: ${x.medianPairsPerSec} pairs/s${x === raw ? '' : `, ${ratio(x.medianPairsPerSec, raw.medianPairsPerSec)}`}`
         : '';
     const rel = !raw ? '' : ` (${x === raw ? 'baseline' : ratio(x.pairsPerSec, raw.pairsPerSec)}${med})`;
