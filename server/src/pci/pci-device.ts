@@ -113,6 +113,9 @@ import { PcieCapability, type PcieSpec } from './pcie.js';
 import { PmCapability } from './pm.js';
 import type { SharedMemory, SharedMemoryFactory } from './shared-memory.js';
 
+/** 2^53 - 1 as a bigint: offsets and sizes up to it are exact as numbers. */
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** The capabilities a PciDevice offers: power management, MSI, MSI-X, PCI Express (with FLR). */
 export interface PciCapsSpec {
   /** Power Management capability (D0/D3hot). */
@@ -327,6 +330,8 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
   private readonly extra: readonly (DeviceRegionSpec & { bytes: bigint })[];
   private readonly rom: Uint8Array | undefined;
   private readonly romSize: bigint;
+  /** config.size as the bigint regionInfo and the bounds checks use (one, not one per access). */
+  private readonly configSize: bigint;
   private readonly irq: InterruptRouter;
   private readonly defaultLog: DeviceLogger;
   private ctx: DeviceContext | undefined;
@@ -343,6 +348,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
     const pcieSpec = spec.caps?.pcie === true ? {} : spec.caps?.pcie || undefined;
     const cfg = new ConfigSpace(pcieSpec ? PCIE_CONFIG_SIZE : PCI_CONFIG_SIZE);
     this.config = cfg;
+    this.configSize = BigInt(cfg.size);
     writeType0Header(cfg, spec, this.intxPin);
     this.irq = new InterruptRouter(
       cfg,
@@ -463,7 +469,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       case PciRegion.ROM:
         return this.rom ? { size: this.romSize, flags: RegionInfoFlags.READ } : { size: 0n, flags: 0 };
       case PciRegion.CONFIG:
-        return { size: BigInt(this.config.size), flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
+        return { size: this.configSize, flags: RegionInfoFlags.READ | RegionInfoFlags.WRITE };
       case PciRegion.VGA:
         return { size: 0n, flags: 0 };
       default: {
@@ -507,7 +513,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
     if (index >= 0 && index <= PciRegion.BAR5)
       return this.guard(() => this.barRegion(index).read(offset, count));
     if (index === PciRegion.CONFIG) {
-      const off = this.checkBounds(index, offset, count, BigInt(this.config.size));
+      const off = this.checkBounds(index, offset, count, this.configSize);
       return this.config.read(off, count);
     }
     const r = this.extra[index - FIRST_DEVICE_REGION];
@@ -532,7 +538,7 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
       return;
     }
     if (index === PciRegion.CONFIG) {
-      const off = this.checkBounds(index, offset, data.length, BigInt(this.config.size));
+      const off = this.checkBounds(index, offset, data.length, this.configSize);
       const { readOnlyBytes } = this.config.write(off, data);
       if (readOnlyBytes.length) {
         this.log.debug(
@@ -631,6 +637,12 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
   }
 
   private checkBounds(index: number, offset: bigint, count: number, size: bigint): number {
+    // Region accesses are register-sized: the check in numbers when they are exact (no bigint arithmetic, which
+    // allocates), in bigints otherwise.
+    if (offset >= 0n && offset <= SAFE && size <= SAFE && count >= 0) {
+      const o = Number(offset);
+      if (o + count <= Number(size)) return o;
+    }
     if (offset < 0n || count < 0 || offset + BigInt(count) > size) {
       throw new DeviceError(
         Errno.EINVAL,

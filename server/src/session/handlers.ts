@@ -42,6 +42,7 @@ import {
   HEADER_SIZE,
   isRegionInfoTruncated,
   type Limits,
+  MigState,
   ProtocolError,
   REGION_RW_SIZE,
   type RegionCap,
@@ -59,7 +60,7 @@ import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
 import { isPromise } from '../promise.js';
 import type { FdBag } from './fds.js';
-import { gateCommand, migrationFeature, migrationOf, migrationRead } from './migration.js';
+import { type MigrationController, migrationFeature, migrationOf, migrationRead } from './migration.js';
 
 export interface HandlerContext {
   device: VfioUserDevice;
@@ -74,6 +75,8 @@ export interface HandlerContext {
   writeMultiple: boolean;
   /** Successful DMA_MAP / DMA_UNMAP commands (the server's stats). */
   counters: { dmaMaps: number; dmaUnmaps: number };
+  /** The device's migration state machine (migrationOf(device), looked up once), when it migrates. */
+  migration: MigrationController | undefined;
 }
 
 export interface HandlerResult {
@@ -303,22 +306,21 @@ export function regionAccessInPlace(
   const end = Number(desc.size);
   if (!(end <= Number.MAX_SAFE_INTEGER && offset + count <= end)) return DECLINED;
   if ((desc.flags & (write ? RegionInfoFlags.WRITE : RegionInfoFlags.READ)) === 0) return DECLINED;
-  if (device.migration) {
-    try {
-      gateCommand(device, command);
-    } catch {
-      return DECLINED;
-    }
-  }
+  // A stopped device accepts few commands (gateCommand): the full way says which.
+  const mig = ctx.migration;
+  if (mig !== undefined && mig.state !== MigState.RUNNING && mig.state !== MigState.PRE_COPY) return DECLINED;
   const at = BigInt(offset);
+  // The common answers are tested first (undefined, a Uint8Array): isPromise() sees every kind of value in the
+  // server, and its property load is slow once it has.
   if (write) {
     // The device may keep what it is given (an asynchronous write does): a copy, not a view of the inbox.
     const done = device.regionWrite(region, at, msg.slice(head, size));
-    if (isPromise(done)) return done.then(() => regionWriteResult(at, region, count));
+    if (done !== undefined && isPromise(done)) return done.then(() => regionWriteResult(at, region, count));
     return writeRegionRwReply(out, msg);
   }
   const data = device.regionRead(region, at, count);
-  if (isPromise(data)) return data.then((d) => regionReadResult(at, region, count, d));
+  if (!(data instanceof Uint8Array) && isPromise(data))
+    return data.then((d) => regionReadResult(at, region, count, d));
   checkReadLength(data, count);
   return writeRegionRwReply(out, msg, data);
 }
