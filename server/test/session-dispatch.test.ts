@@ -141,7 +141,7 @@ test('REGION_READ/WRITE answered in place: the same replies, bytes and order as 
   const run = async (level: 'silent' | 'trace') => {
     const rig = await ready({
       device: new TrickyDevice(),
-      log: pino({ level }, pino.destination('/dev/null')),
+      log: pino({ level }, pino.destination({ dest: '/dev/null', sync: true })),
     });
     const c = rig.client;
     const pattern = (n: number, seed: number) =>
@@ -508,7 +508,8 @@ test('device commands: GET_INFO, IRQ_INFO, REGION_INFO (caps, argsz, fd), region
 // that off: both ways must behave the same.
 for (const level of ['silent', 'trace'] as const) {
   test(`DMA_MAP/UNMAP over the wire: fd maps, echo replies, covering and empty unmaps, FLAG_ALL, errnos (${level} log)`, async () => {
-    const rig = await ready({ log: pino({ level }, pino.destination('/dev/null')) });
+    // A destination opened synchronously: the fd counts below must not see it appear late.
+    const rig = await ready({ log: pino({ level }, pino.destination({ dest: '/dev/null', sync: true })) });
     const memfd = native.memfdCreate('guest', 0x100000);
     const fds0 = native.openFds();
     let r = await rig.client.request(Command.DMA_MAP, dmaMap(0x100000n, 0x10000n, 3, 0x10000n), {
