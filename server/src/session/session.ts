@@ -172,6 +172,12 @@ const QUEUE_HIGH_FDS = 1024;
 const QUEUE_LOW_FDS = 256;
 /** Unsent reply bytes above which reading pauses until the send queue drains. */
 const SEND_HIGH_BYTES = 16 << 20;
+/**
+ * How many replies the fast path returns to the addon between two looks at the send queue: the addon queues what
+ * the socket does not take without telling JS, so a client that does not read its replies is noticed at most this
+ * many outboxes (64 KiB each) past SEND_HIGH_BYTES.
+ */
+const SEND_CHECK_EVERY = 8;
 
 /**
  * The one mapping from a failure to the errno of its error reply: an ErrnoError (ProtocolError, DeviceError,
@@ -215,6 +221,8 @@ export class Session {
   pauses = 0;
   /** Commands answered in place, by the fast path (onInboxMessage) (tests, bench). */
   inPlace = 0;
+  /** Replies returned to the addon since the send queue was last looked at (inPlaceReply). */
+  private sinceSendCheck = 0;
   /** Hand-over: commands keep queueing but are not dispatched (replies to our DMA requests still are). */
   private dispatchHeld = false;
   private resolveClosed!: () => void;
@@ -310,7 +318,7 @@ export class Session {
       return 0;
     }
     this.countInPlace(command);
-    if (typeof r === 'number') return r;
+    if (typeof r === 'number') return this.inPlaceReply(r);
     // The device answers later: later messages queue behind it, as in pump().
     this.runAsync(this.queuedCopy(inbox, size), r);
     return 0;
@@ -347,7 +355,20 @@ export class Session {
       return 0;
     }
     m.fds.closeRest();
-    return writeReplyMessage(out, m.h.id, command, r.payload);
+    return this.inPlaceReply(writeReplyMessage(out, m.h.id, command, r.payload));
+  }
+
+  /**
+   * A reply of `n` bytes in the outbox, for the addon to send. The addon queues what the socket does not take
+   * without a word to JS: every SEND_CHECK_EVERY replies the send queue is looked at, and a client that does not
+   * read its replies stops being read, as sendReply() does it (onDrain resumes).
+   */
+  private inPlaceReply(n: number): number {
+    if (++this.sinceSendCheck >= SEND_CHECK_EVERY) {
+      this.sinceSendCheck = 0;
+      if (this.conn.queuedBytes > SEND_HIGH_BYTES) this.hold('send');
+    }
+    return n;
   }
 
   /** A command answered by a promise: later messages queue behind it until it settles, as in pump(). */
