@@ -319,7 +319,7 @@ export class Session {
     }
     this.countInPlace(command);
     if (typeof r === 'number') return this.inPlaceReply(r);
-    // The device answers later: later messages queue behind it, as in pump().
+    // The device answers later: later messages queue behind it.
     this.runAsync(this.queuedCopy(inbox, size), r);
     return 0;
   }
@@ -371,7 +371,7 @@ export class Session {
     return n;
   }
 
-  /** A command answered by a promise: later messages queue behind it until it settles, as in pump(). */
+  /** A command answered by a promise: later messages queue behind it until it settles (pump() and the fast path). */
   private runAsync(m: Queued, r: Promise<HandlerResult>): void {
     this.running = r
       .then(
@@ -390,7 +390,7 @@ export class Session {
     return {
       h: decodeHeader(data),
       payload: data.subarray(HEADER_SIZE),
-      fds: new FdBag([]),
+      fds: new FdBag(NO_FDS),
       fdsTruncated: false,
       t0: 0,
     };
@@ -484,10 +484,7 @@ export class Session {
       }
       const r = this.process(m);
       if (r) {
-        this.running = r.then(() => {
-          this.running = null;
-          this.pump();
-        });
+        this.runAsync(m, r);
         return;
       }
     }
@@ -497,8 +494,8 @@ export class Session {
     }
   }
 
-  /** Runs one command; returns a promise only when the handler is asynchronous. */
-  private process(m: Queued): Promise<void> | undefined {
+  /** Runs one command; returns the handler's promise (for runAsync) only when it is asynchronous. */
+  private process(m: Queued): Promise<HandlerResult> | undefined {
     const { h } = m;
     const name = commandName(h.command);
     this.count('messages', name);
@@ -512,12 +509,7 @@ export class Session {
       this.fail(m, err);
       return undefined;
     }
-    if (r instanceof Promise) {
-      return r.then(
-        (res) => this.finish(m, res),
-        (err) => this.fail(m, err),
-      );
-    }
+    if (r instanceof Promise) return r;
     this.finish(m, r);
     return undefined;
   }
