@@ -328,9 +328,11 @@ const ALLOWED_IN_STOP: ReadonlySet<number> = new Set([
 ]);
 const ALLOWED_IN_STOP_COPY: ReadonlySet<number> = new Set([Command.DEVICE_FEATURE, Command.MIG_DATA_READ]);
 
-/** Throws EINVAL when `command` is not accepted in the device's migration state (see the file comment). */
-export function gateCommand(device: VfioUserDevice, command: number): void {
-  const c = device.migration ? migrationOf(device) : undefined;
+/**
+ * Throws EINVAL when `command` is not accepted in the migration state of `c` (the session's migrationOf(device),
+ * looked up once; see the file comment).
+ */
+export function gateCommand(c: MigrationController | undefined, command: number): void {
   if (!c) return;
   const allowed =
     c.state === MigState.STOP

@@ -339,7 +339,7 @@ export class Session {
     this.countInPlace(command);
     let r: HandlerResult | Promise<HandlerResult>;
     try {
-      gateCommand(this.cfg.device, command);
+      gateCommand(this.ctx!.migration, command);
       r = HANDLERS[command as Command.DMA_MAP]!(this.ctx!, m.payload, m.fds);
     } catch (err) {
       this.fail(m, err);
@@ -539,7 +539,7 @@ export class Session {
     if (!handler)
       throw new ProtocolError(Errno.EINVAL, 'UNKNOWN_COMMAND', `no handler for ${commandName(command)}`);
     // A stopped device accepts only a few commands (session/migration.ts, MIG-11/12).
-    gateCommand(this.cfg.device, command);
+    gateCommand(this.ctx!.migration, command);
     return handler(this.ctx!, payload, fds);
   }
 
