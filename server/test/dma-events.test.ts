@@ -378,4 +378,49 @@ test('none backend: protocol-default facts, accepts everything, counts no pinned
   await s.close();
 });
 
+test('none backend: the counters and host entries without per-region records, as with a recording backend', async () => {
+  // The `none` mirror keeps no record per region (mirror.ts `lean`); what it reports must be what a backend that
+  // maps nothing reports with records: the same counters and the same entries for a hand-over.
+  const s = new DmaAddressSpace();
+  await s.map({ iova: 0x10000n, size: 0x1000n, prot: RW }); // before the mirror: heard of by replay
+  const none = new IommuMirror(new NoneBackend());
+  await none.start(s);
+  const plain: IommuBackend = {
+    name: 'plain',
+    mapsBy: 'nothing',
+    pins: false,
+    attach: () => new NoneBackend().attach(),
+    map() {},
+    unmap() {},
+    async unmapAll() {},
+    async close() {},
+  };
+  const recorded = new IommuMirror(plain);
+  await recorded.start(s);
+  const same = (what: string) => {
+    assert.equal(none.stats, { ...recorded.stats, backend: 'none' }, what);
+    assert.equal(none.exportEntries(), recorded.exportEntries(), `${what}: entries`);
+  };
+  same('after replay');
+  for (let i = 0n; i < 5n; i++) await s.map({ iova: 0x20000n + i * 0x1000n, size: 0x1000n, prot: RW });
+  same('after maps');
+  await s.unmap(0x20000n, 0x2000n); // covering unmap of two
+  await s.unmap(0x30000n, 0x1000n); // empty unmap
+  await rejects(s.unmap(0x10000n, 0x800n), E.EINVAL, 'bisecting unmap');
+  await rejects(s.map({ iova: 0x10800n, size: 0x1000n, prot: RW }), E.EINVAL, 'misaligned map');
+  same('after unmaps');
+  assert.is(none.stats.live, 4);
+  assert.is(none.stats.unmaps, 2);
+  await s.unmapAll();
+  same('after unmap-all');
+  assert.is(none.stats.live, 0);
+  assert.equal(none.exportEntries(), []);
+  await s.map({ iova: 0x40000n, size: 0x1000n, prot: RW });
+  await none.close();
+  await recorded.close();
+  assert.is(none.stats.live, 0, 'close forgets the entries');
+  assert.equal(none.exportEntries(), []);
+  await s.close();
+});
+
 test.run();

@@ -18,12 +18,13 @@
 // Ordering and completion come from the address space: it serialises mutations and replies only after the
 // mirror's promise settled.
 
-import { DmaMapFlags, Errno, errnoName, errnoOf, PAGE_SIZE_BIG } from 'vfio-user-protocol';
+import { DmaMapFlags, Errno, errnoName, errnoOf, PAGE_SIZE_BIG, U64_MAX } from 'vfio-user-protocol';
 import { type DeviceLogger, silentLogger } from '../device.js';
 import type { DmaAddressSpace, DmaListener } from '../dma/address-space.js';
 import { DmaMapError } from '../dma/errors.js';
 import type { DmaRegion, HostSegment } from '../dma/region.js';
 import type { HostFacts, IommuBackend } from './backend.js';
+import { NoneBackend } from './none.js';
 
 /** Counters of an IommuMirror: regions and pages mirrored, unmirrored regions, failures. */
 export interface MirrorStats {
@@ -55,6 +56,18 @@ interface HostEntry {
  */
 export class IommuMirror implements DmaListener {
   private readonly entries = new Map<number, HostEntry>();
+  /**
+   * The `none` backend subscribed with replay (start()): it maps nothing, pins nothing and its IOVA range is the
+   * whole space, so its host entry of a region would be the region itself and the live entries are exactly the
+   * space's regions. No per-region record is kept then (a Map insert and delete, and an object, per DMA_MAP +
+   * DMA_UNMAP pair under a vIOMMU: issue #14); the counters move as they would with one. An adopted mirror
+   * (hand-over) keeps records, since its entries come from another process.
+   */
+  private lean = false;
+  /** The space subscribed to (for the lean mode's entries). */
+  private space: DmaAddressSpace | undefined;
+  /** The host's usable IOVA ranges are the whole 64-bit space (no range check per map). */
+  private wholeSpace = false;
   /** Ranges whose host unmap failed; retried by the next unmap-all. */
   private stale = 0;
   private facts: HostFacts | undefined;
@@ -84,12 +97,19 @@ export class IommuMirror implements DmaListener {
     if (facts.pgsizes <= 0n) throw new Error(`IOMMU backend ${this.backend.name} reported no page size`);
     this.facts = facts;
     this.minPage = facts.pgsizes & -facts.pgsizes;
+    this.wholeSpace =
+      facts.iovaRanges.length === 1 &&
+      facts.iovaRanges[0]!.start === 0n &&
+      facts.iovaRanges[0]!.last === U64_MAX;
     return facts;
   }
 
   /** Subscribes to `space` (replaying its live regions). Attach first. */
   async start(space: DmaAddressSpace): Promise<void> {
     await this.attach();
+    // Lean only when every region of the space is heard of: subscribed with replay, before any other state.
+    this.lean = this.backend instanceof NoneBackend && this.entries.size === 0 && this.adopted === 0;
+    this.space = space;
     this.unsubscribe = await space.subscribe(this);
   }
 
@@ -105,6 +125,14 @@ export class IommuMirror implements DmaListener {
   // regionAdded/regionRemoved answer synchronously when the backend does (the `none` backend): the address space
   // then completes DMA_MAP/DMA_UNMAP without a promise hop.
   regionAdded(r: DmaRegion): void | Promise<void> {
+    if (this.lean) {
+      // What the general path below does for the `none` backend (no fd/address needed, whole IOVA space, a
+      // synchronous map of nothing, 0 pages pinned), without the record.
+      this.checkAligned(r);
+      this.stats.maps++;
+      this.stats.live++;
+      return;
+    }
     const by = this.backend.mapsBy;
     if ((by === 'file' && r.fd === undefined) || (by === 'address' && r.hostSegments().length === 0)) {
       this.entries.set(r.id, { iova: r.iova, size: r.size, mirrored: false, pages: 0 });
@@ -112,12 +140,8 @@ export class IommuMirror implements DmaListener {
       this.log.debug({ region: r.toString() }, 'region not mirrored (no fd/address)');
       return;
     }
-    if (r.iova % this.minPage !== 0n || r.size % this.minPage !== 0n || r.fileOffset % this.minPage !== 0n) {
-      this.fail(Errno.EINVAL);
-      throw new DmaMapError(Errno.EINVAL, `${r} not aligned to the host page 0x${this.minPage.toString(16)}`);
-    }
-    const last = r.end - 1n;
-    if (this.facts && !this.facts.iovaRanges.some((x) => r.iova >= x.start && last <= x.last)) {
+    this.checkAligned(r);
+    if (this.facts && !this.wholeSpace && !this.inIovaRanges(r)) {
       this.fail(Errno.EINVAL);
       throw new DmaMapError(Errno.EINVAL, `${r} is outside the host's usable IOVA ranges`);
     }
@@ -136,6 +160,19 @@ export class IommuMirror implements DmaListener {
       );
     }
     this.mapped(r);
+  }
+
+  private checkAligned(r: DmaRegion): void {
+    if (r.iova % this.minPage !== 0n || r.size % this.minPage !== 0n || r.fileOffset % this.minPage !== 0n) {
+      this.fail(Errno.EINVAL);
+      throw new DmaMapError(Errno.EINVAL, `${r} not aligned to the host page 0x${this.minPage.toString(16)}`);
+    }
+  }
+
+  private inIovaRanges(r: DmaRegion): boolean {
+    const last = r.end - 1n;
+    for (const x of this.facts!.iovaRanges) if (r.iova >= x.start && last <= x.last) return true;
+    return false;
   }
 
   private mapFailed(r: DmaRegion, err: unknown): DmaMapError {
@@ -215,6 +252,11 @@ export class IommuMirror implements DmaListener {
   }
 
   regionRemoved(r: DmaRegion): void | Promise<void> {
+    if (this.lean) {
+      this.stats.live--;
+      this.stats.unmaps++;
+      return;
+    }
     const e = this.entries.get(r.id);
     if (!e) return;
     this.entries.delete(r.id);
@@ -254,15 +296,19 @@ export class IommuMirror implements DmaListener {
 
   async allRemoved(regions: readonly DmaRegion[]): Promise<void> {
     let mirrored = 0;
-    for (const r of regions) {
-      const e = this.entries.get(r.id);
-      if (!e) continue;
-      this.entries.delete(r.id);
-      if (e.mirrored) {
-        mirrored++;
-        this.stats.pagesPinned -= e.pages;
-      } else {
-        this.stats.unmirrored--;
+    if (this.lean) {
+      mirrored = regions.length; // every region is a live entry of 0 pages (see `lean`)
+    } else {
+      for (const r of regions) {
+        const e = this.entries.get(r.id);
+        if (!e) continue;
+        this.entries.delete(r.id);
+        if (e.mirrored) {
+          mirrored++;
+          this.stats.pagesPinned -= e.pages;
+        } else {
+          this.stats.unmirrored--;
+        }
       }
     }
     this.stats.live -= mirrored;
@@ -284,6 +330,11 @@ export class IommuMirror implements DmaListener {
 
   /** The live host entries, by IOVA (the host mappings themselves stay: they move with the backend's fds). */
   exportEntries(): { iova: bigint; size: bigint; mirrored: boolean }[] {
+    if (this.lean) {
+      return this.stats.live > 0
+        ? (this.space?.regions() ?? []).map((r) => ({ iova: r.iova, size: r.size, mirrored: true }))
+        : [];
+    }
     return [...this.entries.values()].map((e) => ({ iova: e.iova, size: e.size, mirrored: e.mirrored }));
   }
 
@@ -351,13 +402,14 @@ export class IommuMirror implements DmaListener {
     const unsub = this.unsubscribe;
     this.unsubscribe = undefined;
     if (unsub) await unsub();
-    if (this.entries.size > 0 || this.stale > 0) {
+    if (this.entries.size > 0 || this.stale > 0 || (this.lean && this.stats.live > 0)) {
       try {
         await this.backend.unmapAll();
       } catch (err) {
         this.log.error({ err }, 'host unmap-all at close failed');
       }
       this.entries.clear();
+      this.lean = false;
       this.stats.live = 0;
       this.stats.pagesPinned = 0;
       this.stats.unmirrored = 0;
