@@ -46,6 +46,36 @@ export function getU64(b: Uint8Array, off: number): bigint {
   return hi < 0x200000 ? BigInt(hi * 0x100000000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 
+/**
+ * The last value a u64 field decoded to, for fields that nearly always repeat (getU64Memo): the bigint made for
+ * it is reused while the bytes are the same (bigints are immutable values, so sharing one is safe).
+ */
+export interface U64Memo {
+  lo: number;
+  hi: number;
+  value: bigint;
+}
+
+/** A U64Memo holding nothing yet. */
+export function newU64Memo(): U64Memo {
+  return { lo: -1, hi: -1, value: 0n };
+}
+
+/**
+ * getU64() for a field that usually repeats (the size of QEMU's page-sized DMA_MAPs and DMA_UNMAPs): BigInt() of
+ * a number is a runtime call in V8, comparing two numbers is not.
+ */
+export function getU64Memo(b: Uint8Array, off: number, memo: U64Memo): bigint {
+  const lo = getU32(b, off);
+  const hi = getU32(b, off + 4);
+  if (lo === memo.lo && hi === memo.hi) return memo.value;
+  const v = hi < 0x200000 ? BigInt(hi * 0x100000000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
+  memo.lo = lo;
+  memo.hi = hi;
+  memo.value = v;
+  return v;
+}
+
 function badField(field: string, what: string, v: unknown): never {
   throw new RangeError(`${field} must be ${what} (got ${String(v)})`);
 }

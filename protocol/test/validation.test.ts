@@ -160,6 +160,18 @@ const dmaUnmap = (argsz: number, flags: number, address: bigint, size: bigint) =
     [size, 8],
   ]);
 
+unm('sizes decode exactly whatever the previous message had (the remembered size bigint)', () => {
+  // getU64Memo reuses the bigint of the last size decoded while the bytes are equal.
+  const sizes = [0x1000n, 0x1000n, 0x2000n, (1n << 32n) + 0x1000n, 0x1000n, 1n << 62n, 0x1000n];
+  for (const size of sizes) {
+    assert.is(decodeDmaMapRequest(dmaMap(32, 3, 0n, 0x10000n, size)).size, size);
+    assert.is(decodeDmaUnmapRequest(dmaUnmap(24, 0, 0x10000n, size)).size, size);
+  }
+  assert.is(decodeDmaMapRequest(dmaMap(32, 3, 0n, 0x10000n, 0x1000n)).size, 0x1000n);
+  assert.is(decodeDmaUnmapRequest(dmaUnmap(24, 0, 0x10000n, 0x100000000n)).size, 0x100000000n);
+  assert.is(decodeDmaMapRequest(dmaMap(32, 3, 0n, 0x10000n, 0x1000n)).size, 0x1000n);
+});
+
 unm('UNM-02: a 16-byte payload is EINVAL', () => {
   throwsErrno(
     () => decodeDmaUnmapRequest(dmaUnmap(24, 0, 0n, 0x1000n).subarray(0, 16)),

@@ -19,6 +19,35 @@ test('empty table answers nothing', () => {
   assert.is(t.remove(iv(0n, 1n)), false);
 });
 
+test('emptied and refilled (one map+unmap pair at a time): the kept empty block is never looked into', () => {
+  const t = new IntervalTable<E>();
+  for (let round = 0; round < 3; round++) {
+    const a = iv(0x5000n, 0x1000n, round);
+    t.insert(a);
+    assert.is(t.find(0x5000n), a);
+    assert.is(t.remove(a), true);
+    assert.is(t.size, 0);
+    assert.is(t.find(0x5000n), undefined);
+    assert.is(t.overlaps(0n, 1n << 64n), false);
+    assert.equal(t.overlapping(0n, 1n << 64n), []);
+    assert.equal(t.toArray(), []);
+    assert.is(t.remove(a), false, 'removed twice');
+  }
+  // Refilled in both directions after emptying.
+  const b = iv(0x9000n, 0x1000n, 1);
+  const c = iv(0x1000n, 0x1000n, 2);
+  t.insert(b);
+  t.insert(c);
+  assert.equal(
+    t.toArray().map((x) => x.tag),
+    [2, 1],
+  );
+  assert.equal(
+    [...t].map((x) => x.tag),
+    [2, 1],
+  );
+});
+
 test('find: start inclusive, end exclusive, gaps empty', () => {
   const t = new IntervalTable<E>();
   const a = iv(0x1000n, 0x1000n, 1);

@@ -2,7 +2,7 @@
 // 0 or 1 fd (the memory to mmap at `offset`); no fd means the server reaches it with DMA_READ/WRITE.
 // The reply has no payload.
 
-import { alloc, getU32, getU64, putU32, putU64 } from '../bytes.js';
+import { alloc, getU32, getU64, getU64Memo, newU64Memo, putU32, putU64 } from '../bytes.js';
 import type { Limits } from '../constants.js';
 import { fail } from '../errors.js';
 import { rangeOverflows } from '../ranges.js';
@@ -19,6 +19,12 @@ import {
 
 /** DMA_MAP flag bits. libvfio-user's own bits 2 (MMAP) and 3 (FILE_IO) are not in the spec and are refused. */
 export const DmaMapFlags = { READ: 0x1, WRITE: 0x2 } as const;
+
+/**
+ * The last size a DMA_MAP or DMA_UNMAP request decoded to (QEMU's vIOMMU path sends 4 KiB in nearly all of them):
+ * its bigint is reused, see getU64Memo.
+ */
+export const dmaSizeMemo = newU64Memo();
 
 /** Size of the DMA_MAP request payload. */
 export const DMA_MAP_SIZE = 32;
@@ -65,7 +71,7 @@ export function decodeDmaMapRequest(payload: Uint8Array, fdCount?: number, limit
     flags: getU32(payload, 4),
     offset: getU64(payload, 8),
     address: getU64(payload, 16),
-    size: getU64(payload, 24),
+    size: getU64Memo(payload, 24, dmaSizeMemo),
   };
   expectArgszAtLeast(v.argsz!, DMA_MAP_SIZE, 'DMA_MAP');
   checkFlags(v.flags, DmaMapFlags.READ | DmaMapFlags.WRITE, 'DMA_MAP');

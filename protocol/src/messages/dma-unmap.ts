@@ -6,6 +6,7 @@ import {
   alloc,
   getU32,
   getU64,
+  getU64Memo,
   putU32,
   putU64,
   setU32,
@@ -29,6 +30,7 @@ import {
   maxXfer,
   NO_FDS,
 } from './common.js';
+import { dmaSizeMemo } from './dma-map.js';
 
 /** GET_DIRTY_BITMAP is legacy (dropped from the spec, never sent by QEMU); ALL unmaps everything. */
 export const DmaUnmapFlags = { GET_DIRTY_BITMAP: 0x1, ALL: 0x2 } as const;
@@ -105,7 +107,7 @@ export function decodeDmaUnmapRequest(
     argsz: getU32(payload, 0),
     flags: getU32(payload, 4),
     address: getU64(payload, 8),
-    size: getU64(payload, 16),
+    size: getU64Memo(payload, 16, dmaSizeMemo),
   };
   checkFlags(v.flags, DmaUnmapFlags.GET_DIRTY_BITMAP | DmaUnmapFlags.ALL, 'DMA_UNMAP');
   if (v.flags === (DmaUnmapFlags.GET_DIRTY_BITMAP | DmaUnmapFlags.ALL)) {

@@ -61,6 +61,8 @@ import { DmaMapError } from './errors.js';
 export const DEFAULT_WINDOW_SIZE = 1 << 30;
 /** Regions spanning at most this many windows are mapped at DMA_MAP time; larger ones lazily. */
 export const EAGER_WINDOWS = 4;
+/** windowStart() keeps the start offsets of this many windows (64 GiB of a file at the default size). */
+const WINDOW_STARTS_KEPT = 64;
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
@@ -154,12 +156,15 @@ export class BackingFile {
     public writable: boolean,
     public size: bigint,
     public seals: number,
-  ) {}
-
-  /** `size` as a number (for comparing with fdInspect's without a bigint). */
-  get sizeNumber(): number {
-    return Number(this.size);
+  ) {
+    this.sizeNumber = Number(size);
   }
+
+  /**
+   * `size` as a number (for comparing with fdInspect's without a bigint), kept with it: a Number() of a bigint is
+   * a runtime call, and this is read on every DMA_MAP.
+   */
+  sizeNumber: number;
 
   /**
    * Whether the client can still shrink the file under our mappings (no F_SEAL_SHRINK): every access to its
@@ -200,6 +205,8 @@ export class FileTable {
   private readonly files = new Map<string, BackingFile>();
   readonly windowSize: number;
   private readonly ws: bigint;
+  /** windowStart()'s kept values. */
+  private readonly starts: bigint[] = [];
   private readonly mapViews: boolean;
   private readonly onWarn: (msg: string, err: unknown) => void;
   private readonly idleMax: { count: number; bytes: number; ms: number };
@@ -333,7 +340,11 @@ export class FileTable {
       file = new BackingFile(`${dev}:${ino}`, fd, dev, ino, fdWritable, fileSize, seals);
       this.files.set(file.key, file);
     } else {
-      file.size = fileSize; // the latest truth: new mappings never reach past the current EOF
+      if (file.size !== fileSize) {
+        // The latest truth: new mappings never reach past the current EOF.
+        file.size = fileSize;
+        file.sizeNumber = Number(fileSize);
+      }
       file.seals = seals;
       if (file.refs === 0) {
         // Idle (only cached mappings left): this fd becomes the file's fd.
@@ -396,7 +407,7 @@ export class FileTable {
     if (first !== undefined && first.view.window === w) return first;
     const have = use.touched?.get(w);
     if (have) return have;
-    const wStart = BigInt(w) * this.ws;
+    const wStart = this.windowStart(w);
     const wEnd = wStart + this.ws;
     const end = use.fileOffset + use.size;
     const from = use.fileOffset > wStart ? use.fileOffset : wStart;
@@ -439,6 +450,20 @@ export class FileTable {
     return out;
   }
 
+  /**
+   * File offset of window `w`'s first byte. The first windows' are kept: BigInt() of a number is a runtime call,
+   * and every DMA_MAP of a small region asks for one.
+   */
+  private windowStart(w: number): bigint {
+    if (w >= WINDOW_STARTS_KEPT) return BigInt(w) * this.ws;
+    let v = this.starts[w];
+    if (v === undefined) {
+      v = BigInt(w) * this.ws;
+      this.starts[w] = v;
+    }
+    return v;
+  }
+
   /** Window index of a file offset. */
   windowOf(fileOffset: bigint): number {
     return Number(fileOffset / this.ws);
@@ -461,7 +486,7 @@ export class FileTable {
     const cur = slot[kind];
     if (cur?.covers(from, to) && (cur.writable || !needWrite)) return cur;
     if (file.fd < 0) throw new DmaMapError(Errno.EBADF, `file ${file.key} has no fd to map`);
-    const wStart = BigInt(w) * this.ws;
+    const wStart = this.windowStart(w);
     const avail = file.size - wStart;
     const length = Number(avail < this.ws ? avail : this.ws);
     // A write-sealed memfd refuses shared writable mappings even through an O_RDWR fd.

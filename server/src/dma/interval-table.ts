@@ -25,6 +25,11 @@ const B = 256;
  * sized for 65,535+ live DMA maps.
  */
 export class IntervalTable<T extends Interval> {
+  /**
+   * The blocks, none empty, except that the last block left is kept when it empties (a table that goes from one
+   * entry to none and back, e.g. one DMA_MAP + DMA_UNMAP pair at a time, allocates no block per insert). Every
+   * search checks `count` first, so an empty block is never looked into.
+   */
   private blocks: T[][] = [];
   private count = 0;
 
@@ -69,6 +74,7 @@ export class IntervalTable<T extends Interval> {
 
   /** The entry containing `addr`, if any. */
   find(addr: bigint): T | undefined {
+    if (this.count === 0) return undefined;
     const b = this.blockAtOrBefore(addr);
     if (b < 0) return undefined;
     const block = this.blocks[b]!;
@@ -92,8 +98,8 @@ export class IntervalTable<T extends Interval> {
    * (atBlock, atIndex).
    */
   private firstEndingAfter(addr: bigint): boolean {
+    if (this.count === 0) return false;
     const blocks = this.blocks;
-    if (blocks.length === 0) return false;
     let b = this.blockAtOrBefore(addr);
     let i: number;
     if (b < 0) {
@@ -144,9 +150,10 @@ export class IntervalTable<T extends Interval> {
   /** Inserts `e`; the caller guarantees it overlaps nothing. */
   insert(e: T): void {
     const blocks = this.blocks;
-    this.count++;
-    if (blocks.length === 0) {
-      blocks.push([e]);
+    if (this.count++ === 0) {
+      // At most the one empty block kept by remove().
+      if (blocks.length === 0) blocks.push([e]);
+      else blocks[0]!.push(e);
       return;
     }
     let b = this.blockAtOrBefore(e.iova);
@@ -160,6 +167,7 @@ export class IntervalTable<T extends Interval> {
 
   /** Removes `e` (by identity); returns whether it was present. */
   remove(e: T): boolean {
+    if (this.count === 0) return false;
     const b = this.blockAtOrBefore(e.iova);
     if (b < 0) return false;
     const block = this.blocks[b]!;
@@ -171,7 +179,7 @@ export class IntervalTable<T extends Interval> {
     else block.splice(i, 1);
     this.count--;
     if (block.length === 0) {
-      this.blocks.splice(b, 1);
+      if (this.blocks.length > 1) this.blocks.splice(b, 1);
     } else if (block.length < B / 4 && b + 1 < this.blocks.length) {
       // Merge small neighbours so the block list stays short after mass removals.
       const next = this.blocks[b + 1]!;

@@ -6,10 +6,15 @@ import * as native from 'vfio-user-native';
 export class FdBag {
   private readonly fds: (number | undefined)[];
 
-  constructor(fds: readonly number[]) {
+  constructor(fds: readonly number[], copy = true) {
     // A copy (the caller's array stays the caller's); slice() rather than a spread, which goes through the
     // iterator protocol for every message.
-    this.fds = fds.slice();
+    this.fds = copy ? fds.slice() : (fds as number[]);
+  }
+
+  /** A bag that takes `fds` itself, not a copy: for an array nobody else holds (the addon's, per message). */
+  static taking(fds: number[]): FdBag {
+    return new FdBag(fds, false);
   }
 
   get count(): number {

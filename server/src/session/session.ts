@@ -162,6 +162,26 @@ interface Queued {
   t0: number;
 }
 
+/** inboxPayload() keeps views for messages up to this size (a DMA_UNMAP with its bitmap header is 56 bytes). */
+const PAYLOAD_VIEWS_KEPT = 64;
+
+/** The queue entry of a command handled in place (session.handleInPlace) that needs one after all. */
+function inPlaceQueued(
+  inbox: Uint8Array,
+  command: number,
+  size: number,
+  payload: Uint8Array,
+  fds: FdBag,
+): Queued {
+  return {
+    h: { id: messageIdOf(inbox), command, size, flags: 0, error: 0 },
+    payload,
+    fds,
+    fdsTruncated: false,
+    t0: 0,
+  };
+}
+
 /** Backpressure thresholds: pause reading above HIGH queued commands/bytes, resume below LOW. */
 const QUEUE_HIGH = 4096;
 const QUEUE_LOW = 1024;
@@ -223,6 +243,9 @@ export class Session {
   inPlace = 0;
   /** Replies returned to the addon since the send queue was last looked at (inPlaceReply). */
   private sinceSendCheck = 0;
+  /** inboxPayload()'s views, by message size, and the inbox they view. */
+  private payloadViews: (Uint8Array | undefined)[] = [];
+  private viewsOf: Buffer | undefined;
   /** Hand-over: commands keep queueing but are not dispatched (replies to our DMA requests still are). */
   private dispatchHeld = false;
   private resolveClosed!: () => void;
@@ -329,33 +352,50 @@ export class Session {
    * with the checks of process()/dispatch(); a synchronous reply without fds is returned for the addon to send.
    */
   private handleInPlace(command: number, inbox: Buffer, size: number, fds: number[] | undefined): number {
-    const m: Queued = {
-      h: { id: messageIdOf(inbox), command, size, flags: 0, error: 0 },
-      payload: inbox.subarray(HEADER_SIZE, size),
-      fds: new FdBag(fds ?? NO_FDS),
-      fdsTruncated: false,
-      t0: 0,
-    };
+    // The addon made `fds` for this message, and a message handled here is not offered to onMessage: the array is
+    // ours to keep (no copy). The queue entry is made only when one is needed (an error, an asynchronous answer).
+    const bag = fds === undefined ? new FdBag(NO_FDS) : FdBag.taking(fds);
+    const payload = this.inboxPayload(inbox, size);
     this.countInPlace(command);
     let r: HandlerResult | Promise<HandlerResult>;
     try {
       gateCommand(this.ctx!.migration, command);
-      r = HANDLERS[command as Command.DMA_MAP]!(this.ctx!, m.payload, m.fds);
+      r = HANDLERS[command as Command.DMA_MAP]!(this.ctx!, payload, bag);
     } catch (err) {
-      this.fail(m, err);
+      this.fail(inPlaceQueued(inbox, command, size, payload, bag), err);
       return 0;
     }
     if (r instanceof Promise) {
-      this.runAsync(m, r);
+      this.runAsync(inPlaceQueued(inbox, command, size, payload, bag), r);
       return 0;
     }
     const out = this.conn.outbox;
     if (r.fds !== undefined || HEADER_SIZE + (r.payload?.byteLength ?? 0) > out.byteLength) {
-      this.finish(m, r);
+      this.finish(inPlaceQueued(inbox, command, size, payload, bag), r);
       return 0;
     }
-    m.fds.closeRest();
-    return this.inPlaceReply(writeReplyMessage(out, m.h.id, command, r.payload));
+    bag.closeRest();
+    return this.inPlaceReply(writeReplyMessage(out, messageIdOf(inbox), command, r.payload));
+  }
+
+  /**
+   * The payload of the inbox's message of `size` bytes, as a view of the inbox. Views of small sizes (DMA_MAP's
+   * and DMA_UNMAP's) are made once per inbox: Buffer#subarray constructs a Buffer per message. Like a subarray,
+   * the view aliases the inbox and is valid only during the inbox call.
+   */
+  private inboxPayload(inbox: Buffer, size: number): Uint8Array {
+    if (size > PAYLOAD_VIEWS_KEPT)
+      return new Uint8Array(inbox.buffer, inbox.byteOffset + HEADER_SIZE, size - HEADER_SIZE);
+    if (this.viewsOf !== inbox) {
+      this.viewsOf = inbox;
+      this.payloadViews = [];
+    }
+    let v = this.payloadViews[size];
+    if (v === undefined) {
+      v = new Uint8Array(inbox.buffer, inbox.byteOffset + HEADER_SIZE, size - HEADER_SIZE);
+      this.payloadViews[size] = v;
+    }
+    return v;
   }
 
   /**
