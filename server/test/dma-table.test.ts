@@ -48,6 +48,30 @@ test('emptied and refilled (one map+unmap pair at a time): the kept empty block 
   );
 });
 
+test('first in, first out (pipelined map+unmap pairs): the copied block keeps order and lookups', () => {
+  const t = new IntervalTable<E>();
+  const live: E[] = [];
+  let next = 0n;
+  for (let step = 0; step < 2000; step++) {
+    // 64 in flight, like the bench; every 7th step a map below the others (an IOVA that wrapped round).
+    while (live.length < 64) {
+      const e =
+        step % 7 === 0 && live.length === 63 ? iv(next % 0x40n, 1n, Number(next)) : iv(0x1000n + next, 1n);
+      next++;
+      if (t.overlaps(e.iova, e.end)) continue;
+      t.insert(e);
+      live.push(e);
+      live.sort((x, y) => (x.iova < y.iova ? -1 : 1));
+    }
+    const gone = step % 5 === 0 ? live.splice(live.length >> 1, 1)[0]! : live.shift()!;
+    assert.ok(t.remove(gone));
+    assert.is(t.size, live.length);
+    assert.is(t.find(gone.iova), undefined);
+  }
+  assert.equal(t.toArray(), live);
+  for (const e of live) assert.is(t.find(e.iova), e);
+});
+
 test('find: start inclusive, end exclusive, gaps empty', () => {
   const t = new IntervalTable<E>();
   const a = iv(0x1000n, 0x1000n, 1);

@@ -52,15 +52,17 @@ export function checkStrayFds(what: string, fdCount: number | undefined, limits?
   checkFds(what, ANY_FDS, fdCount, limits);
 }
 
+// `length` rather than `byteLength` (the same for a Uint8Array): V8 (Node 20) inlines the first and calls a
+// getter for the second, about 175 instructions per call on every decoded message (callgrind).
 export function expectLength(payload: Uint8Array, n: number, what: string): void {
-  if (payload.byteLength !== n) {
-    fail('BAD_PAYLOAD_SIZE', `${what} payload is ${payload.byteLength} bytes, expected ${n}`);
+  if (payload.length !== n) {
+    fail('BAD_PAYLOAD_SIZE', `${what} payload is ${payload.length} bytes, expected ${n}`);
   }
 }
 
 export function expectAtLeast(payload: Uint8Array, n: number, what: string): void {
-  if (payload.byteLength < n) {
-    fail('BAD_PAYLOAD_SIZE', `${what} payload is ${payload.byteLength} bytes, expected at least ${n}`);
+  if (payload.length < n) {
+    fail('BAD_PAYLOAD_SIZE', `${what} payload is ${payload.length} bytes, expected at least ${n}`);
   }
 }
 

@@ -97,10 +97,10 @@ export class FileMapping {
     readonly writable: boolean,
   ) {
     this.bytes = new Uint8Array(buffer);
-    this.end = start + BigInt(this.bytes.byteLength);
+    this.end = start + BigInt(this.bytes.length);
   }
   get length(): number {
-    return this.bytes.byteLength;
+    return this.bytes.length; // not byteLength: a getter call in V8 (Node 20), and this runs per DMA_UNMAP
   }
   /** Process virtual address of file offset `start` (for the host IOMMU). */
   addressOf(fileOffset: bigint): bigint {

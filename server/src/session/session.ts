@@ -370,7 +370,8 @@ export class Session {
       return 0;
     }
     const out = this.conn.outbox;
-    if (r.fds !== undefined || HEADER_SIZE + (r.payload?.byteLength ?? 0) > out.byteLength) {
+    // `length`, not `byteLength` (protocol header.ts: V8 calls a getter for byteLength).
+    if (r.fds !== undefined || HEADER_SIZE + (r.payload?.length ?? 0) > out.length) {
       this.finish(inPlaceQueued(inbox, command, size, payload, bag), r);
       return 0;
     }
