@@ -383,6 +383,11 @@ export interface BootOptions extends Omit<InitramfsOptions, 'kernel'> {
   objects?: string[];
   /** Any other QEMU arguments. */
   qemuArgs?: string[];
+  /**
+   * Deterministic guest time (`-icount shift=0,sleep=off`, single-threaded TCG): every guest instruction takes
+   * 1 ns of guest time whatever the host's load, so timings in the guest compare instruction counts (benches).
+   */
+  icount?: boolean;
   /** The vIOMMU `-device` value, or false for none. Default 'intel-iommu,intremap=on,caching-mode=on'. */
   iommu?: string | false;
   /** Guest RAM in MiB: default 1024, 2048 with hostRoot. */
@@ -442,7 +447,10 @@ export async function bootGuest(opts: BootOptions): Promise<BootResult> {
     cmdline.push(...(opts.append ?? []));
     const mem = opts.memoryMiB ?? (opts.hostRoot ? 2048 : 1024);
     const args = [
-      ...['-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', String(mem), '-smp', String(opts.smp ?? 2)],
+      ...['-accel', opts.icount ? 'tcg,thread=single' : 'tcg,thread=multi', '-cpu', 'max'],
+      ...['-m', String(mem), '-smp', String(opts.smp ?? 2)],
+      // Guest time counts instructions (1 ns each), not host time: figures then do not depend on host load.
+      ...(opts.icount ? ['-icount', 'shift=0,sleep=off'] : []),
       ...['-machine', 'q35,kernel-irqchip=split', '-nodefaults', '-no-reboot'],
       ...['-display', 'none', '-serial', 'stdio', '-monitor', 'none'],
     ];

@@ -11,8 +11,19 @@
 // Prints `ok - ...` / `FAIL - ...` / `skip - ...` per check and ends with `N passed, N failed, N skipped`; exits 1
 // when anything failed. `bench` prints `BENCH {json}` lines instead (test/bench/iommu-bench.mjs).
 
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -1129,36 +1140,59 @@ async function iommufdPreopenedScenario(): Promise<void> {
 // ------------------------------------------------------------------------------------------------------------
 // bench: map+unmap pairs per second through the server (and straight on the backend), per backend
 
-/** Pairs run before the backend rows are timed, and rounds timed (see run() in bench()); as raw-c's rounds. */
+/** Pairs run before the backend rows are timed (the JIT tiers up slowly under TCG; see bench()). */
 const BACKEND_WARM_UP = 3000;
-const BACKEND_ROUNDS = 5;
+/** Rounds of the interleaved rows (raw-c, backend, addon-floor), and of the other rows. */
+const BACKEND_ROUNDS = 21;
+const OTHER_ROUNDS = 3;
+
+/**
+ * The lean addon calls, for the addon-floor row: the calls the backends' wrappers end in, operands in the addon's
+ * argument block (server/native/lib/vfio.ts). Also a tree from before the block took every operand (the bench runs
+ * against an older tree for before/after figures in one boot): its lean calls take fd, ids and flags as arguments.
+ */
+type NativeVfioMod = typeof import('../../../server/native/lib/vfio.js');
+type AddonMod = typeof import('../../../server/native/lib/addon.js');
+const nativeDist = new URL('../../../../server/native/dist/lib/', import.meta.url);
+const nv = (await import(new URL('vfio.js', nativeDist).href)) as NativeVfioMod;
+const { addon: rawAddon } = (await import(new URL('addon.js', nativeDist).href)) as AddonMod;
+const oldLean = rawAddon as unknown as Record<string, (...a: number[]) => unknown>;
+const { ioctlArgs, ARG_ADDR, ARG_IOVA, ARG_SIZE } = nv;
+const blockInts: Int32Array | undefined = nv.ioctlInts;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+function benchRow(kind: string, label: string, pairs: number, secs: number[], extra: object = {}): void {
+  const s = Math.min(...secs);
+  console.log(
+    `BENCH ${JSON.stringify({ backend: kind, path: label, pairs, seconds: +s.toFixed(4), pairsPerSec: Math.round(pairs / s), rounds: secs.length, medianPairsPerSec: Math.round(pairs / median(secs)), ...extra })}`,
+  );
+}
 
 async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
   const mem = GuestMemory.create(0x100000, 'bench');
   // Warm-up before timing: under TCG the JIT tiers up slowly (a few hundred pairs still run unoptimised code, at a
   // third of the steady rate), while the C loop has nothing to warm; the server is a long-running process.
   // A pair that finished synchronously (undefined) is not awaited: no promise hop the C loop does not have.
-  // `rounds` rounds of `pairs`, reported like the C loop (iommu-bench.c): the fastest round, and the median.
-  const run = async (label: string, fn: (i: number) => void | Promise<void>, warm = 200, rounds = 1) => {
-    for (let i = 0; i < warm; i++) {
+  const round = async (fn: (i: number) => void | Promise<void>, from: number, n: number): Promise<number> => {
+    const t = performance.now();
+    for (let i = from; i < from + n; i++) {
       const r = fn(i);
       if (r) await r;
     }
+    return (performance.now() - t) / 1000;
+  };
+  // `rounds` rounds of `pairs` after `warm` pairs, reported like the C loop: the fastest round, and the median.
+  const run = async (
+    label: string,
+    fn: (i: number) => void | Promise<void>,
+    warm: number,
+    rounds: number,
+  ) => {
+    await round(fn, 0, warm);
     const secs: number[] = [];
-    for (let k = 0; k < rounds; k++) {
-      const t = performance.now();
-      for (let i = 0; i < pairs; i++) {
-        const r = fn(i);
-        if (r) await r;
-      }
-      secs.push((performance.now() - t) / 1000);
-    }
-    secs.sort((a, b) => a - b);
-    const s = secs[0]!;
-    const median = Math.round(pairs / secs[rounds >> 1]!);
-    console.log(
-      `BENCH ${JSON.stringify({ backend: kind, path: label, pairs, seconds: +s.toFixed(3), pairsPerSec: Math.round(pairs / s), rounds, medianPairsPerSec: median })}`,
-    );
+    for (let k = 0; k < rounds; k++) secs.push(await round(fn, warm + k * pairs, pairs));
+    benchRow(kind, label, pairs, secs);
   };
   // Through the server: with the backend's synchronous ioctls for small sizes (the default), then with every
   // ioctl on the threadpool (syncMaxSize 0n, the behaviour before the fast path).
@@ -1166,52 +1200,58 @@ async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
     ['vfio-user', undefined],
     ['vfio-user-async', 0n],
   ] as const) {
-    if (opts.get('rows') === 'backend') break; // --rows=backend: only the backend rows (development)
+    // --rows=backend: only the backend rows; --rows=interleaved: only raw-c, backend, addon-floor (development)
+    if (opts.get('rows') === 'backend' || opts.get('rows') === 'interleaved') break;
     const rig = await startRig(kind === 'type1' ? 'vfio' : 'iommufd', {}, newBackend(kind, syncMaxSize));
-    await run(label, async (i) => {
-      const address = CHURN_BASE + BigInt(i % 4096) * PAGE;
-      await rig.client.mapMemory(mem, { address, memoryOffset: (i % 256) * 0x1000, size: 0x1000 });
-      await rig.client.dmaUnmap({ address, size: PAGE });
-    });
+    await run(
+      label,
+      async (i) => {
+        const address = CHURN_BASE + BigInt(i % 4096) * PAGE;
+        await rig.client.mapMemory(mem, { address, memoryOffset: (i % 256) * 0x1000, size: 0x1000 });
+        await rig.client.dmaUnmap({ address, size: PAGE });
+      },
+      200,
+      OTHER_ROUNDS,
+    );
     await stopRig(rig);
   }
   // The backend alone (no protocol, no address space): with the synchronous ioctls for small sizes (the default),
   // then with every ioctl on the threadpool (syncMaxSize 0n, the behaviour before the fast path).
   const view = mmap(mem.fd, 0n, 0x100000, PROT_READ | PROT_WRITE, MAP_SHARED);
   const vaddr = mapAddress(view);
+  // The mappings as the mirror hands them over (its bigints exist already), made before timing like the C loop's
+  // structs: pair i maps page i % 256 of the memfd at IOVA page i % 4096, as iommu-bench.c does.
+  const maps = Array.from({ length: 4096 }, (_, i) => ({
+    iova: CHURN_BASE + BigInt(i) * PAGE,
+    size: PAGE,
+    read: true,
+    write: true,
+    fd: mem.fd,
+    fileOffset: BigInt(i % 256) * PAGE,
+    vaddr: vaddr + BigInt(i % 256) * PAGE,
+  }));
   for (const [label, syncMaxSize] of [
     ['backend', undefined],
     ['backend-async', 0n],
   ] as const) {
     const b = newBackend(kind, syncMaxSize);
     await b.attach();
-    // The mappings as the mirror hands them over (its bigints exist already), made before timing like the C loop's
-    // structs; awaited only when the backend answers with a promise, as the mirror does (a synchronous success
-    // returns undefined).
-    const maps = Array.from({ length: 4096 }, (_, i) => ({
-      iova: CHURN_BASE + BigInt(i) * PAGE,
-      size: PAGE,
-      read: true,
-      write: true,
-      fd: mem.fd,
-      fileOffset: BigInt(i % 256) * PAGE,
-      vaddr: vaddr + BigInt(i % 256) * PAGE,
-    }));
-    await run(
-      label,
-      (i) => {
-        const m = maps[i % 4096]!;
-        const mapped = b.map(m);
-        if (mapped) return mapped.then(() => b.unmap(m.iova, PAGE));
-        return b.unmap(m.iova, PAGE);
-      },
-      BACKEND_WARM_UP,
-      BACKEND_ROUNDS,
-    );
+    // Awaited only when the backend answers with a promise, as the mirror does (a synchronous success returns
+    // undefined).
+    const backendPair = (i: number) => {
+      const m = maps[i % 4096]!;
+      const mapped = b.map(m);
+      if (mapped) return mapped.then(() => b.unmap(m.iova, PAGE));
+      return b.unmap(m.iova, PAGE);
+    };
+    if (label === 'backend-async') {
+      if (opts.get('rows') !== 'interleaved') await run(label, backendPair, 200, OTHER_ROUNDS);
+    } else await interleaved(kind, b, mem.fd, maps, backendPair, pairs, round);
     await b.close();
   }
   munmap(view);
   mem.close();
+  if (opts.get('rows') === 'interleaved') return;
   // The largest synchronous ioctls (2 MiB, the threshold): how long one map+unmap pair holds the event loop.
   const big = GuestMemory.create(0x200000, 'bench-2m');
   const bigView = mmap(big.fd, 0n, 0x200000, PROT_READ | PROT_WRITE, MAP_SHARED);
@@ -1250,6 +1290,116 @@ async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
   big.close();
 }
 
+/**
+ * The rows that make the target's ratio, timed in interleaved rounds so that load on the shared host hits them
+ * alike: in each round (in a rotating order) one round of
+ *   - raw-c: iommu-bench.c in a child process, mapping through THIS backend's container or IOAS and the same
+ *     memfd (inherited as fd 3 and 4), with the same IOVAs, sizes and flags: the same kernel work, no JavaScript;
+ *   - backend: b.map + b.unmap, as the mirror calls them;
+ *   - addon-floor: the two lean addon calls the backend's wrappers end in, with the argument block filled and
+ *     nothing else: the least a JavaScript caller of the addon can pay per pair.
+ * Each row gives its fastest round and its median, and the ratios of both to raw-c's.
+ */
+async function interleaved(
+  kind: 'type1' | 'iommufd',
+  b: VfioType1Backend | IommufdBackend,
+  memfd: number,
+  maps: { iova: bigint; vaddr: bigint; fileOffset: bigint }[],
+  backendPair: (i: number) => void | Promise<void>,
+  pairs: number,
+  round: (fn: (i: number) => void | Promise<void>, from: number, n: number) => Promise<number>,
+): Promise<void> {
+  const raw = opts.get('raw');
+  const fd = b instanceof IommufdBackend ? b.ids.iommufd : b.containerFd;
+  const ioas = b instanceof IommufdBackend ? b.ids.ioas : 0;
+  const flags = kind === 'type1' ? vfio.DMA_MAP_FLAG_READ | vfio.DMA_MAP_FLAG_WRITE : 0x7;
+  const floorPair =
+    kind === 'type1'
+      ? (i: number) => {
+          const m = maps[i % 4096]!;
+          ioctlArgs[ARG_IOVA] = m.iova;
+          ioctlArgs[ARG_SIZE] = PAGE;
+          ioctlArgs[ARG_ADDR] = m.vaddr;
+          if (blockInts) {
+            blockInts[nv.INT_FD] = fd;
+            blockInts[nv.INT_FLAGS] = flags;
+            nv.lean.vfioMapDma();
+            ioctlArgs[ARG_SIZE] = PAGE;
+            blockInts[nv.INT_FLAGS] = 0;
+            nv.lean.vfioUnmapDma();
+          } else {
+            oldLean.vfioMapDmaArgs!(fd, flags);
+            ioctlArgs[ARG_SIZE] = PAGE;
+            oldLean.vfioUnmapDmaArgs!(fd, 0);
+          }
+        }
+      : (i: number) => {
+          const m = maps[i % 4096]!;
+          ioctlArgs[ARG_IOVA] = m.iova;
+          ioctlArgs[ARG_SIZE] = PAGE;
+          ioctlArgs[ARG_ADDR] = m.fileOffset;
+          if (blockInts) {
+            blockInts[nv.INT_FD] = fd;
+            blockInts[nv.INT_ID] = ioas;
+            blockInts[nv.INT_FLAGS] = flags;
+            blockInts[nv.INT_FILE_FD] = memfd;
+            nv.lean.ioasMapFile();
+            ioctlArgs[ARG_SIZE] = PAGE;
+            nv.lean.ioasUnmap();
+          } else {
+            oldLean.iommufdIoasMapFileArgs!(fd, ioas, flags, memfd);
+            ioctlArgs[ARG_SIZE] = PAGE;
+            oldLean.iommufdIoasUnmapArgs!(fd, ioas);
+          }
+        };
+  // raw-c serves one round per byte written to its command FIFO and answers with the round's time.
+  const dir = mkdtempSync(join(tmpdir(), 'iommu-bench-'));
+  const cmdPath = join(dir, 'cmd');
+  const resPath = join(dir, 'res');
+  let cmdFd = -1;
+  let resFd = -1;
+  let child: ReturnType<typeof spawn> | undefined;
+  if (raw) {
+    for (const p of [cmdPath, resPath]) {
+      if (spawnSync('mkfifo', [p]).status !== 0) throw new Error(`mkfifo ${p} failed`);
+    }
+    const args = ['--fds', kind, String(pairs), '1', String(ioas), '--serve', cmdPath, resPath];
+    child = spawn(raw, args, { stdio: ['ignore', 'inherit', 'inherit', fd, memfd] });
+    cmdFd = openSync(cmdPath, 'w'); // blocks until the child opened its end (no event loop needed)
+    resFd = openSync(resPath, 'r');
+  }
+  const res = new Float64Array(1);
+  const rawRound = (): number => {
+    writeSync(cmdFd, 'r');
+    if (readSync(resFd, new Uint8Array(res.buffer)) !== 8) throw new Error('iommu-bench: no round time');
+    return res[0]!;
+  };
+  const rows: [string, (k: number) => Promise<number> | number][] = [
+    ['backend', (k) => round(backendPair, BACKEND_WARM_UP + k * pairs, pairs)],
+    ['addon-floor', (k) => round(floorPair, BACKEND_WARM_UP + k * pairs, pairs)],
+  ];
+  if (raw) rows.unshift(['raw-c', rawRound]);
+  await round(backendPair, 0, BACKEND_WARM_UP);
+  await round(floorPair, 0, BACKEND_WARM_UP);
+  const secs = new Map(rows.map(([label]) => [label, [] as number[]]));
+  for (let k = 0; k < BACKEND_ROUNDS; k++) {
+    for (let j = 0; j < rows.length; j++) {
+      const [label, fn] = rows[(j + k) % rows.length]!;
+      secs.get(label)!.push(await fn(k));
+    }
+  }
+  if (child) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    closeSync(cmdFd); // the C loop ends at the end of its command FIFO
+    closeSync(resFd);
+    const code = await exited;
+    if (code !== 0) throw new Error(`iommu-bench --serve exited with ${code}`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  for (const [label, s] of secs)
+    benchRow(kind, label, pairs, s, { interleaved: true, secs: s.map((x) => +x.toFixed(4)) });
+}
+
 function newBackend(
   kind: 'type1' | 'iommufd',
   syncMaxSize: bigint | undefined,
@@ -1267,13 +1417,17 @@ async function main(): Promise<number> {
   console.log(`# node started and modules loaded in ${process.uptime().toFixed(2)} s`);
   if (mode === 'bench') {
     const pairs = Number(opts.get('pairs') ?? 2000);
-    await bench('type1', pairs);
-    if (opts.get('iommufd') !== 'off') {
-      try {
-        closeFd(iommufd.open());
+    // --backends=iommufd: one backend per process, as in a server (the JIT's feedback then sees one class).
+    for (const kind of (opts.get('backends') ?? 'type1,iommufd').split(',')) {
+      if (kind === 'type1') await bench('type1', pairs);
+      else if (kind === 'iommufd' && opts.get('iommufd') !== 'off') {
+        try {
+          closeFd(iommufd.open());
+        } catch (e) {
+          console.log(`BENCH-SKIP iommufd: ${(e as Error).message}`);
+          continue;
+        }
         await bench('iommufd', pairs);
-      } catch (e) {
-        console.log(`BENCH-SKIP iommufd: ${(e as Error).message}`);
       }
     }
     return 0;
