@@ -196,9 +196,9 @@ export interface NativeAddon {
   vfioUnmapDma(...a: UnmapDmaArgs): Promise<bigint>;
   vfioMapDmaSync(...a: MapDmaArgs): undefined;
   vfioUnmapDmaSync(...a: UnmapDmaArgs): bigint;
-  /** The lean synchronous forms: u64 operands in the ioctlArgs() block (src/job.c). */
-  vfioMapDmaArgs(fd: number, flags: number): undefined;
-  vfioUnmapDmaArgs(fd: number, flags: number): boolean;
+  /** The lean synchronous forms: every operand in the ioctlArgs() block (src/job.c, lib/vfio.ts). */
+  vfioMapDmaArgs(): undefined;
+  vfioUnmapDmaArgs(): boolean;
   ioctlArgs(): ArrayBuffer;
   vfioDeviceGetInfo(fd: number): { flags: number; numRegions: number; numIrqs: number; capOffset: number };
   vfioDeviceGetRegionInfo(
@@ -239,9 +239,9 @@ export interface NativeAddon {
   iommufdIoasMapSync(...a: IoasMapArgs): bigint;
   iommufdIoasMapFileSync(...a: IoasMapFileArgs): bigint;
   iommufdIoasUnmapSync(...a: IoasUnmapArgs): bigint;
-  iommufdIoasMapArgs(fd: number, ioasId: number, flags: number): undefined;
-  iommufdIoasMapFileArgs(fd: number, ioasId: number, flags: number, fileFd: number): undefined;
-  iommufdIoasUnmapArgs(fd: number, ioasId: number): boolean;
+  iommufdIoasMapArgs(): undefined;
+  iommufdIoasMapFileArgs(): undefined;
+  iommufdIoasUnmapArgs(): boolean;
   iommufdOption(
     fd: number,
     optionId: number,

@@ -3,7 +3,22 @@
 // Unmapping a range with nothing mapped is ENOENT here (type1: success, 0 bytes); normalising is the caller's.
 import { addon } from './addon.js';
 import { O_RDWR } from './memory.js';
-import { ARG_ADDR, ARG_IOVA, ARG_SIZE, type IovaRange, ioctlArgs, isU64, settle } from './vfio.js';
+import {
+  ARG_ADDR,
+  ARG_IOVA,
+  ARG_SIZE,
+  INT_FD,
+  INT_FILE_FD,
+  INT_FLAGS,
+  INT_ID,
+  type IovaRange,
+  ioctlArgs,
+  ioctlInts,
+  isSlot,
+  isU64,
+  lean,
+  settle,
+} from './vfio.js';
 
 export interface IoasMapArgs {
   ioasId: number;
@@ -107,14 +122,25 @@ export const iommufd = {
    * errors as ioasMap, thrown instead of rejected. Returns the IOVA.
    */
   ioasMapSync(fd: number, args: IoasMapArgs): bigint {
-    const { iova, length, userVa } = args;
-    if (args.buffer === undefined && isU64(userVa) && isU64(iova) && isU64(length)) {
-      // The lean call (no bigint arguments, see src/job.c).
+    const { iova, length, userVa, ioasId } = args;
+    const flags = mapFlags(args.flags);
+    if (
+      args.buffer === undefined &&
+      isSlot(fd) &&
+      isSlot(ioasId) &&
+      isSlot(flags) &&
+      isU64(userVa) &&
+      isU64(iova) &&
+      isU64(length)
+    ) {
+      // The lean call (no arguments, all operands in the block, see src/job.c).
       ioctlArgs[ARG_IOVA] = iova;
       ioctlArgs[ARG_SIZE] = length;
       ioctlArgs[ARG_ADDR] = userVa;
-      const flags = mapFlags(args.flags);
-      addon.iommufdIoasMapArgs(fd, args.ioasId, flags);
+      ioctlInts[INT_FD] = fd;
+      ioctlInts[INT_ID] = ioasId;
+      ioctlInts[INT_FLAGS] = flags;
+      lean.ioasMap();
       return mappedIova(flags, iova);
     }
     return addon.iommufdIoasMapSync(fd, ...ioasMapArgs(args, 'ioasMapSync'));
@@ -125,13 +151,25 @@ export const iommufd = {
   },
   /** IOMMU_IOAS_MAP_FILE on the calling thread (small lengths only, see ioasMapSync); returns the IOVA. */
   ioasMapFileSync(fd: number, args: IoasMapFileArgs): bigint {
-    const { iova, length, start } = args;
-    if (isU64(start) && isU64(iova) && isU64(length)) {
+    const { iova, length, start, ioasId } = args;
+    const flags = mapFlags(args.flags);
+    if (
+      isSlot(fd) &&
+      isSlot(ioasId) &&
+      isSlot(flags) &&
+      isSlot(args.fd) &&
+      isU64(start) &&
+      isU64(iova) &&
+      isU64(length)
+    ) {
       ioctlArgs[ARG_IOVA] = iova;
       ioctlArgs[ARG_SIZE] = length;
       ioctlArgs[ARG_ADDR] = start;
-      const flags = mapFlags(args.flags);
-      addon.iommufdIoasMapFileArgs(fd, args.ioasId, flags, args.fd);
+      ioctlInts[INT_FD] = fd;
+      ioctlInts[INT_ID] = ioasId;
+      ioctlInts[INT_FLAGS] = flags;
+      ioctlInts[INT_FILE_FD] = args.fd;
+      lean.ioasMapFile();
       return mappedIova(flags, iova);
     }
     return addon.iommufdIoasMapFileSync(fd, ...ioasMapFileArgs(args));
@@ -145,12 +183,14 @@ export const iommufd = {
   },
   /** IOMMU_IOAS_UNMAP on the calling thread (small ranges only, see ioasMapSync); returns the bytes unmapped. */
   ioasUnmapSync(fd: number, args: IoasUnmapArgs): bigint {
-    const { iova, length } = args;
-    if (isU64(iova) && isU64(length)) {
+    const { iova, length, ioasId } = args;
+    if (isSlot(fd) && isSlot(ioasId) && isU64(iova) && isU64(length)) {
       ioctlArgs[ARG_IOVA] = iova;
       ioctlArgs[ARG_SIZE] = length;
+      ioctlInts[INT_FD] = fd;
+      ioctlInts[INT_ID] = ioasId;
       // The common answer (all of it) returns the caller's own bigint: nothing allocated.
-      return addon.iommufdIoasUnmapArgs(fd, args.ioasId) ? length : ioctlArgs[ARG_SIZE]!;
+      return lean.ioasUnmap() ? length : ioctlArgs[ARG_SIZE]!;
     }
     return addon.iommufdIoasUnmapSync(fd, args.ioasId, args.iova, args.length);
   },

@@ -111,11 +111,30 @@ export function settle<T>(fn: () => Promise<T>): Promise<T> {
  * process address, or a file offset). A wrapper fills it and calls the addon at once, on the JS thread, so calls
  * never interleave. Storing a bigint here converts it without allocating.
  */
-export const ioctlArgs = new BigUint64Array(addon.ioctlArgs());
+const ioctlBlock = addon.ioctlArgs();
+export const ioctlArgs = new BigUint64Array(ioctlBlock, 0, 3);
 export const ARG_IOVA = 0;
 export const ARG_SIZE = 1;
 export const ARG_ADDR = 2;
+/** The block's int32 slots (src/common.h, VU_INT_*): fd, id (an IOAS), flags, the file's fd. */
+export const ioctlInts = new Int32Array(ioctlBlock, 24, 4);
+export const INT_FD = 0;
+export const INT_ID = 1;
+export const INT_FLAGS = 2;
+export const INT_FILE_FD = 3;
 const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * The lean calls, loaded once: the addon's exports object holds ~100 functions and V8 keeps it in dictionary mode,
+ * where every `addon.name` load in optimised code is a LoadIC call (a hash lookup) rather than a field load.
+ */
+export const lean = {
+  vfioMapDma: addon.vfioMapDmaArgs,
+  vfioUnmapDma: addon.vfioUnmapDmaArgs,
+  ioasMap: addon.iommufdIoasMapArgs,
+  ioasMapFile: addon.iommufdIoasMapFileArgs,
+  ioasUnmap: addon.iommufdIoasUnmapArgs,
+};
 
 /**
  * Whether `v` fits a block slot as it is: a bigint in [0, 2^64) (a slot would wrap anything else silently). Other
@@ -123,6 +142,14 @@ const U64_MAX = (1n << 64n) - 1n;
  */
 export function isU64(v: unknown): v is bigint {
   return typeof v === 'bigint' && v >= 0n && v <= U64_MAX;
+}
+
+/**
+ * Whether `v` fits an int32 slot as an fd, id or flags word as it is: an integer in [0, 2^31) (a slot would
+ * truncate anything else silently). Other values take the general addon call, which throws the usual errors.
+ */
+export function isSlot(v: unknown): v is number {
+  return typeof v === 'number' && (v | 0) === v && v >= 0;
 }
 
 /** The addon arguments (after the container fd) shared by mapDma and mapDmaSync. */
@@ -241,12 +268,22 @@ export const vfio = {
    */
   mapDmaSync(containerFd: number, args: DmaMapArgs): void {
     const { iova, size, vaddr } = args;
-    if (args.buffer === undefined && isU64(vaddr) && isU64(iova) && isU64(size)) {
-      // The lean call (no bigint arguments): what a vIOMMU guest's page-by-page maps take.
+    const flags = args.flags ?? vfio.DMA_MAP_FLAG_READ | vfio.DMA_MAP_FLAG_WRITE;
+    if (
+      args.buffer === undefined &&
+      isSlot(containerFd) &&
+      isSlot(flags) &&
+      isU64(vaddr) &&
+      isU64(iova) &&
+      isU64(size)
+    ) {
+      // The lean call (no arguments, all operands in the block): what a vIOMMU guest's page-by-page maps take.
       ioctlArgs[ARG_IOVA] = iova;
       ioctlArgs[ARG_SIZE] = size;
       ioctlArgs[ARG_ADDR] = vaddr;
-      addon.vfioMapDmaArgs(containerFd, args.flags ?? vfio.DMA_MAP_FLAG_READ | vfio.DMA_MAP_FLAG_WRITE);
+      ioctlInts[INT_FD] = containerFd;
+      ioctlInts[INT_FLAGS] = flags;
+      lean.vfioMapDma();
       return;
     }
     addon.vfioMapDmaSync(containerFd, ...mapDmaArgs(args, 'mapDmaSync'));
@@ -261,11 +298,14 @@ export const vfio = {
   /** VFIO_IOMMU_UNMAP_DMA on the calling thread (small ranges only, see mapDmaSync); returns the bytes unmapped. */
   unmapDmaSync(containerFd: number, args: DmaUnmapArgs): bigint {
     const { iova, size } = args;
-    if (args.all !== true && isU64(iova) && isU64(size)) {
+    const flags = args.flags ?? 0;
+    if (args.all !== true && isSlot(containerFd) && isSlot(flags) && isU64(iova) && isU64(size)) {
       ioctlArgs[ARG_IOVA] = iova;
       ioctlArgs[ARG_SIZE] = size;
+      ioctlInts[INT_FD] = containerFd;
+      ioctlInts[INT_FLAGS] = flags;
       // The common answer (all of it) returns the caller's own bigint: nothing allocated.
-      return addon.vfioUnmapDmaArgs(containerFd, args.flags ?? 0) ? size : ioctlArgs[ARG_SIZE]!;
+      return lean.vfioUnmapDma() ? size : ioctlArgs[ARG_SIZE]!;
     }
     return addon.vfioUnmapDmaSync(containerFd, ...unmapDmaArgs(args));
   },

@@ -254,11 +254,18 @@ napi_value vu_job_submit_arg(napi_env env, vu_job *job, const void *arg, size_t 
                              size_t result_off);
 void vu_job_free(napi_env env, vu_job *job);
 /*
- * The argument block of the lean synchronous map/unmap calls (job.c): VU_ARG_* u64 slots the JS side fills before
- * the call (and reads results from after it). NULL, with an exception pending, until ioctlArgs() created it.
+ * The argument block of the lean synchronous map/unmap calls (job.c): VU_ARG_* u64 slots, then VU_INT_* int32 slots
+ * (fds, ids, flags), all of which the JS side fills before the call (and reads results from after it): the call
+ * itself takes no argument. NULL, with an exception pending, until ioctlArgs() created it.
  */
 enum { VU_ARG_IOVA, VU_ARG_SIZE, VU_ARG_ADDR, VU_ARG_COUNT };
+enum { VU_INT_FD, VU_INT_ID, VU_INT_FLAGS, VU_INT_FILE_FD, VU_INT_COUNT };
+#define VU_IOCTL_BLOCK_SIZE (VU_ARG_COUNT * sizeof(uint64_t) + VU_INT_COUNT * sizeof(int32_t))
 uint64_t *vu_ioctl_args(napi_env env);
+/* The int32 slots of block `a` (they follow its u64 slots). */
+static inline int32_t *vu_ioctl_ints(uint64_t *a) { return (int32_t *)(a + VU_ARG_COUNT); }
+/* The block's fd slot `slot`, or -1 with a RangeError pending when it holds no fd (< 0). */
+int vu_ioctl_fd(napi_env env, uint64_t *a, int slot, const char *name);
 napi_value vu_ioctl_args_buffer(napi_env env, napi_callback_info info);
 /*
  * Defines the two entry points of a job ioctl from `name##_common(env, info, bool sync)`: `name` (async, a Promise)

@@ -208,25 +208,23 @@ static napi_value ioas_unmap_common(napi_env env, napi_callback_info info, bool 
 VU_JOB_ENTRY_POINTS(ioas_unmap)
 
 /*
- * The lean synchronous forms (job.c): the u64 operands come from the argument block, [IOVA] holds the IOVA the
- * kernel used after a map.
- * ioasMapArgs(iommufd, ioasId, flags) -> undefined: IOAS_MAP of [IOVA], [SIZE] = length, [ADDR] = user_va.
- * ioasMapFileArgs(iommufd, ioasId, flags, fileFd) -> undefined: IOAS_MAP_FILE of [IOVA], [SIZE], [ADDR] = start.
- * ioasUnmapArgs(iommufd, ioasId) -> boolean: IOAS_UNMAP of [IOVA], [SIZE]; [SIZE] = the bytes unmapped after it,
- * true when that is the whole length asked for.
+ * The lean synchronous forms (job.c): no arguments, every operand in the argument block ([FD] = the iommufd,
+ * [ID] = the IOAS, [FLAGS]); [IOVA] holds the IOVA the kernel used after a map (see vfio.c for why no arguments).
+ * ioasMapArgs() -> undefined: IOAS_MAP of [IOVA], [SIZE] = length, [ADDR] = user_va.
+ * ioasMapFileArgs() -> undefined: IOAS_MAP_FILE of [IOVA], [SIZE], [ADDR] = start, [FILE_FD].
+ * ioasUnmapArgs() -> boolean: IOAS_UNMAP of [IOVA], [SIZE]; [SIZE] = the bytes unmapped after it, true when that
+ * is the whole length asked for.
  */
 static napi_value ioas_map_args(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  int fd;
-  uint32_t ioas, flags;
-  if (!vu_args_fd(env, info, 3, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
-      !vu_get_u32(env, argv[2], "flags", &flags))
-    return NULL;
+  (void)info;
   uint64_t *a = vu_ioctl_args(env);
   if (!a) return NULL;
+  int fd = vu_ioctl_fd(env, a, VU_INT_FD, "fd");
+  if (fd < 0) return NULL;
+  const int32_t *n = vu_ioctl_ints(a);
   struct vu_iommu_ioas_map m = {.size = sizeof m,
-                                .flags = flags,
-                                .ioas_id = ioas,
+                                .flags = (uint32_t)n[VU_INT_FLAGS],
+                                .ioas_id = (uint32_t)n[VU_INT_ID],
                                 .user_va = a[VU_ARG_ADDR],
                                 .length = a[VU_ARG_SIZE],
                                 .iova = a[VU_ARG_IOVA]};
@@ -235,17 +233,16 @@ static napi_value ioas_map_args(napi_env env, napi_callback_info info) {
 }
 
 static napi_value ioas_map_file_args(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  int fd, mfd;
-  uint32_t ioas, flags;
-  if (!vu_args_fd(env, info, 4, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas) ||
-      !vu_get_u32(env, argv[2], "flags", &flags) || !vu_get_fd(env, argv[3], "fileFd", &mfd))
-    return NULL;
+  (void)info;
   uint64_t *a = vu_ioctl_args(env);
   if (!a) return NULL;
+  int fd = vu_ioctl_fd(env, a, VU_INT_FD, "fd");
+  int mfd = fd < 0 ? -1 : vu_ioctl_fd(env, a, VU_INT_FILE_FD, "fileFd");
+  if (mfd < 0) return NULL;
+  const int32_t *n = vu_ioctl_ints(a);
   struct vu_iommu_ioas_map_file m = {.size = sizeof m,
-                                     .flags = flags,
-                                     .ioas_id = ioas,
+                                     .flags = (uint32_t)n[VU_INT_FLAGS],
+                                     .ioas_id = (uint32_t)n[VU_INT_ID],
                                      .fd = mfd,
                                      .start = a[VU_ARG_ADDR],
                                      .length = a[VU_ARG_SIZE],
@@ -255,13 +252,13 @@ static napi_value ioas_map_file_args(napi_env env, napi_callback_info info) {
 }
 
 static napi_value ioas_unmap_args(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  int fd;
-  uint32_t ioas;
-  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "ioasId", &ioas)) return NULL;
+  (void)info;
   uint64_t *a = vu_ioctl_args(env);
   if (!a) return NULL;
-  struct vu_iommu_ioas_unmap u = {.size = sizeof u, .ioas_id = ioas, .iova = a[VU_ARG_IOVA], .length = a[VU_ARG_SIZE]};
+  int fd = vu_ioctl_fd(env, a, VU_INT_FD, "fd");
+  if (fd < 0) return NULL;
+  struct vu_iommu_ioas_unmap u = {
+      .size = sizeof u, .ioas_id = (uint32_t)vu_ioctl_ints(a)[VU_INT_ID], .iova = a[VU_ARG_IOVA], .length = a[VU_ARG_SIZE]};
   if (!vu_ok(env, vu_ioctl(fd, VU_IOMMU_IOAS_UNMAP, &u), "IOMMU_IOAS_UNMAP")) return NULL;
   bool whole = u.length == a[VU_ARG_SIZE];
   a[VU_ARG_SIZE] = u.length;

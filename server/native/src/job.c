@@ -26,7 +26,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ioctlArgs() -> ArrayBuffer of VU_ARG_COUNT u64 slots: this environment's argument block (the same each call). */
+/*
+ * ioctlArgs() -> ArrayBuffer of VU_ARG_COUNT u64 slots then VU_INT_COUNT int32 slots: this environment's argument
+ * block (the same each call).
+ */
 napi_value vu_ioctl_args_buffer(napi_env env, napi_callback_info info) {
   (void)info;
   vu_state *st = vu_state_get(env);
@@ -43,7 +46,7 @@ napi_value vu_ioctl_args_buffer(napi_env env, napi_callback_info info) {
     return ab;
   }
   void *data;
-  if (napi_create_arraybuffer(env, VU_ARG_COUNT * sizeof(uint64_t), &data, &ab) != napi_ok ||
+  if (napi_create_arraybuffer(env, VU_IOCTL_BLOCK_SIZE, &data, &ab) != napi_ok ||
       napi_create_reference(env, ab, 1, &st->ioctl_args_ref) != napi_ok) {
     vu_throw_napi(env, napi_generic_failure, "napi_create_arraybuffer");
     return NULL;
@@ -60,6 +63,12 @@ uint64_t *vu_ioctl_args(napi_env env) {
     return NULL;
   }
   return st->ioctl_args;
+}
+
+int vu_ioctl_fd(napi_env env, uint64_t *a, int slot, const char *name) {
+  int fd = vu_ioctl_ints(a)[slot];
+  if (fd < 0) vu_throw_range(env, "%s must be a file descriptor (>= 0)", name);
+  return fd;
 }
 
 vu_job *vu_job_new(napi_env env, int fd, unsigned long request, const char *name) {

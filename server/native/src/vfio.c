@@ -272,35 +272,39 @@ static napi_value unmap_dma_common(napi_env env, napi_callback_info info, bool s
 VU_JOB_ENTRY_POINTS(unmap_dma)
 
 /*
- * The lean synchronous forms (job.c): the u64 operands come from the argument block.
- * mapDmaArgs(containerFd, flags) -> undefined: MAP_DMA of [IOVA] = iova, [SIZE] = size, [ADDR] = vaddr.
- * unmapDmaArgs(containerFd, flags) -> boolean: UNMAP_DMA of [IOVA], [SIZE]; [SIZE] = the bytes unmapped after it,
- * true when that is the whole size asked for.
+ * The lean synchronous forms (job.c): no arguments, every operand in the argument block ([FD] = the container).
+ * mapDmaArgs() -> undefined: MAP_DMA of [IOVA] = iova, [SIZE] = size, [ADDR] = vaddr, [FLAGS].
+ * unmapDmaArgs() -> boolean: UNMAP_DMA of [IOVA], [SIZE], [FLAGS]; [SIZE] = the bytes unmapped after it, true when
+ * that is the whole size asked for.
+ * Why no arguments: under Node-API each one costs a type check and a conversion call (napi_typeof +
+ * napi_get_value_*), the largest part of a bare call (docs/iommu-mirroring.md, "Cost per map").
  */
 static napi_value map_dma_args(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  int fd;
-  uint32_t flags;
-  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags)) return NULL;
-  const uint64_t *a = vu_ioctl_args(env);
+  (void)info;
+  uint64_t *a = vu_ioctl_args(env);
   if (!a) return NULL;
-  struct vfio_iommu_type1_dma_map m = {
-      .argsz = sizeof m, .flags = flags, .vaddr = a[VU_ARG_ADDR], .iova = a[VU_ARG_IOVA], .size = a[VU_ARG_SIZE]};
+  int fd = vu_ioctl_fd(env, a, VU_INT_FD, "fd");
+  if (fd < 0) return NULL;
+  struct vfio_iommu_type1_dma_map m = {.argsz = sizeof m,
+                                       .flags = (uint32_t)vu_ioctl_ints(a)[VU_INT_FLAGS],
+                                       .vaddr = a[VU_ARG_ADDR],
+                                       .iova = a[VU_ARG_IOVA],
+                                       .size = a[VU_ARG_SIZE]};
   vu_ok(env, vu_ioctl(fd, VFIO_IOMMU_MAP_DMA, &m), "VFIO_IOMMU_MAP_DMA");
   return NULL;
 }
 
 static napi_value unmap_dma_args(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  int fd;
-  uint32_t flags;
-  if (!vu_args_fd(env, info, 2, argv, &fd) || !vu_get_u32(env, argv[1], "flags", &flags)) return NULL;
+  (void)info;
+  uint64_t *a = vu_ioctl_args(env);
+  if (!a) return NULL;
+  int fd = vu_ioctl_fd(env, a, VU_INT_FD, "fd");
+  if (fd < 0) return NULL;
+  uint32_t flags = (uint32_t)vu_ioctl_ints(a)[VU_INT_FLAGS];
   if (flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) {
     vu_throw_errno_msg(env, EINVAL, "VFIO_IOMMU_UNMAP_DMA", "GET_DIRTY_BITMAP is not supported by this wrapper");
     return NULL;
   }
-  uint64_t *a = vu_ioctl_args(env);
-  if (!a) return NULL;
   struct vfio_iommu_type1_dma_unmap u = {
       .argsz = sizeof u, .flags = flags, .iova = a[VU_ARG_IOVA], .size = a[VU_ARG_SIZE]};
   if (!vu_ok(env, vu_ioctl(fd, VFIO_IOMMU_UNMAP_DMA, &u), "VFIO_IOMMU_UNMAP_DMA")) return NULL;
