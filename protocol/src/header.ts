@@ -69,13 +69,6 @@ export function plainCommandOf(msg: Uint8Array, size: number): number {
   return msg[2]! | (msg[3]! << 8);
 }
 
-function put32(b: Uint8Array, o: number, v: number): void {
-  b[o] = v;
-  b[o + 1] = v >>> 8;
-  b[o + 2] = v >>> 16;
-  b[o + 3] = v >>> 24;
-}
-
 /**
  * A reply's header and payload written into `target` (which must hold 16 + payload bytes): the session's way of
  * building a reply in the connection's outbox. Returns the message size.
@@ -88,15 +81,29 @@ export function writeReplyMessage(
 ): number {
   const size = HEADER_SIZE + (payload?.length ?? 0);
   if (size > target.length) throw new RangeError('reply does not fit in target');
-  checkU16(id, 'Header.id');
-  checkU16(command, 'Header.command');
+  // checkU16's errors for a bad id or command (caller bugs); the test itself is one mask each. The header is
+  // written byte by byte in this function: it runs for every reply answered in place, inlined into the
+  // session's read callback, where V8's inlining budget is short (a helper per field did not stay inlined).
+  if ((id & 0xffff) !== id || (command & 0xffff) !== command) {
+    checkU16(id, 'Header.id');
+    checkU16(command, 'Header.command');
+  }
   target[0] = id;
   target[1] = id >>> 8;
   target[2] = command;
   target[3] = command >>> 8;
-  put32(target, 4, size);
-  put32(target, 8, MsgFlags.TYPE_REPLY);
-  put32(target, 12, 0);
+  target[4] = size;
+  target[5] = size >>> 8;
+  target[6] = size >>> 16;
+  target[7] = size >>> 24;
+  target[8] = MsgFlags.TYPE_REPLY;
+  target[9] = 0;
+  target[10] = 0;
+  target[11] = 0;
+  target[12] = 0;
+  target[13] = 0;
+  target[14] = 0;
+  target[15] = 0;
   if (payload) target.set(payload, HEADER_SIZE);
   return size;
 }

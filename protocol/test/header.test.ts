@@ -35,6 +35,7 @@ import {
   toHex,
   wantsReply,
   writeRegionRwReply,
+  writeReplyMessage,
 } from '../src/index.js';
 import { throwsErrno } from './helpers.js';
 
@@ -194,6 +195,27 @@ test('in place: REGION_READ/WRITE fields read where they lie; replies equal the 
     encodeRegionReadRequest({ offset: 0n, region: 0, count: 8 }),
   );
   assert.throws(() => writeRegionRwReply(new Uint8Array(39), req, new Uint8Array(8)), RangeError);
+});
+
+test('writeReplyMessage: the bytes encodeReplyMessage gives, over whatever the target held; caller bugs throw', () => {
+  const payloads = [undefined, new Uint8Array(0), Uint8Array.of(1, 2, 3), new Uint8Array(24).fill(7)];
+  for (const payload of payloads) {
+    for (const [id, command] of [
+      [0, Command.DMA_MAP],
+      [0xffff, Command.DMA_UNMAP],
+      [0x1234, 0xffff],
+    ] as const) {
+      const out = new Uint8Array(64).fill(0xee);
+      const n = writeReplyMessage(out, id, command, payload);
+      assert.equal(out.subarray(0, n), encodeReplyMessage(id, command, payload ?? new Uint8Array(0)));
+      assert.is(out[n], 0xee, 'nothing written past the reply');
+    }
+  }
+  for (const bad of [-1, 0x10000, 1.5, Number.NaN]) {
+    assert.throws(() => writeReplyMessage(new Uint8Array(16), bad, 1), /Header\.id must be a u16/);
+    assert.throws(() => writeReplyMessage(new Uint8Array(16), 1, bad), /Header\.command must be a u16/);
+  }
+  assert.throws(() => writeReplyMessage(new Uint8Array(39), 1, 1, new Uint8Array(24)), /does not fit/);
 });
 
 test.run();

@@ -3,6 +3,12 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { addon } from './addon.js';
 
+// The calls of every DMA_MAP/DMA_UNMAP, loaded from the addon's exports once: that object has too many properties
+// for V8 to keep in fast mode, so `addon.x` is a generic LoadIC call (about 60 instructions) every time.
+const addonFdInspect: (fd: number, out: Float64Array, dev?: number, ino?: number, seals?: number) => number =
+  addon.fdInspect;
+const addonCloseFd: (fd: number) => void = addon.closeFd;
+
 export const PROT_READ: number = addon.PROT_READ;
 export const PROT_WRITE: number = addon.PROT_WRITE;
 export const MAP_SHARED: number = addon.MAP_SHARED;
@@ -156,8 +162,8 @@ export function fdInspect(fd: number, sealed?: SealedFile): Readonly<FdFacts> {
   const f = inspectFacts;
   f.format =
     sealed === undefined
-      ? addon.fdInspect(fd, out)
-      : addon.fdInspect(fd, out, sealed.dev, sealed.ino, sealed.seals);
+      ? addonFdInspect(fd, out)
+      : addonFdInspect(fd, out, sealed.dev, sealed.ino, sealed.seals);
   f.dev = out[0]!;
   f.ino = out[1]!;
   f.size = out[2]!;
@@ -180,7 +186,7 @@ export function pwrite(fd: number, buf: Uint8Array, offset: bigint): number {
 
 /** close(2). Never retried (Linux frees the fd even on EINTR). */
 export function closeFd(fd: number): void {
-  addon.closeFd(fd);
+  addonCloseFd(fd);
 }
 
 /**
@@ -191,7 +197,7 @@ export function closeFdsQuietly(fds: Iterable<number>): void {
   for (const fd of fds) {
     if (fd < 0) continue;
     try {
-      addon.closeFd(fd);
+      addonCloseFd(fd);
     } catch {
       // already closed or never valid: nothing leaks
     }

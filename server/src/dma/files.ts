@@ -205,6 +205,10 @@ export class FileTable {
   private readonly files = new Map<string, BackingFile>();
   readonly windowSize: number;
   private readonly ws: bigint;
+  /** prepare()'s last one-window region: its window and that window's file offsets (none yet: an empty range). */
+  private one = 0;
+  private oneStart = 0n;
+  private oneEnd = 0n;
   /** windowStart()'s kept values. */
   private readonly starts: bigint[] = [];
   private readonly mapViews: boolean;
@@ -381,9 +385,23 @@ export class FileTable {
    */
   prepare(use: FileUse): boolean {
     if (!this.mapViews) return false;
-    const first = Number(use.fileOffset / this.ws);
-    const last = Number((use.fileOffset + use.size - 1n) / this.ws);
-    if (last - first + 1 > EAGER_WINDOWS) return true; // lazily, window by window
+    let first: number;
+    let last: number;
+    const end = use.fileOffset + use.size;
+    if (use.fileOffset >= this.oneStart && end <= this.oneEnd) {
+      // Inside the window the previous region lay in (page after page of guest RAM): no bigint division and no
+      // Number() of one, each a call into V8's runtime.
+      first = last = this.one;
+    } else {
+      first = Number(use.fileOffset / this.ws);
+      last = Number((end - 1n) / this.ws);
+      if (last - first + 1 > EAGER_WINDOWS) return true; // lazily, window by window
+      if (first === last) {
+        this.one = first;
+        this.oneStart = this.windowStart(first);
+        this.oneEnd = this.oneStart + this.ws;
+      }
+    }
     try {
       for (let w = first; w <= last; w++) this.pieceAt(use, w);
       return true;

@@ -12,6 +12,12 @@ export class FdBag {
     this.fds = copy ? fds.slice() : (fds as number[]);
   }
 
+  /**
+   * The bag of a message without fds, shared (no bag per DMA_UNMAP): it holds nothing to take or close, and its
+   * array is frozen, so adopt() on it throws rather than let one message's fd reach another's bag.
+   */
+  static readonly NONE: FdBag = new FdBag(Object.freeze([]) as unknown as number[], false);
+
   /** A bag that takes `fds` itself, not a copy: for an array nobody else holds (the addon's, per message). */
   static taking(fds: number[]): FdBag {
     return new FdBag(fds, false);

@@ -246,6 +246,7 @@ export class Session {
   /** inboxPayload()'s views, by message size, and the inbox they view. */
   private payloadViews: (Uint8Array | undefined)[] = [];
   private viewsOf: Buffer | undefined;
+
   /** Hand-over: commands keep queueing but are not dispatched (replies to our DMA requests still are). */
   private dispatchHeld = false;
   private resolveClosed!: () => void;
@@ -354,7 +355,7 @@ export class Session {
   private handleInPlace(command: number, inbox: Buffer, size: number, fds: number[] | undefined): number {
     // The addon made `fds` for this message, and a message handled here is not offered to onMessage: the array is
     // ours to keep (no copy). The queue entry is made only when one is needed (an error, an asynchronous answer).
-    const bag = fds === undefined ? new FdBag(NO_FDS) : FdBag.taking(fds);
+    const bag = fds === undefined ? FdBag.NONE : FdBag.taking(fds);
     const payload = this.inboxPayload(inbox, size);
     this.countInPlace(command);
     let r: HandlerResult | Promise<HandlerResult>;
