@@ -178,6 +178,14 @@ export interface VfioUserDevice {
   regionRead(index: number, offset: bigint, count: number): Uint8Array | Promise<Uint8Array>;
   /** Write `data` at `offset` of region `index`. Throws DeviceError. May return a promise (see regionRead). */
   regionWrite(index: number, offset: bigint, data: Uint8Array): void | Promise<void>;
+  /**
+   * Optional: the bytes of region `index` when reading it has no side effect and its contents live in memory (a
+   * PCI config space). The server may then answer the client's reads of the region from these bytes without
+   * calling regionRead() (docs/architecture.md, "Direct reads"), so they must be the region's current contents,
+   * whole (as long as regionInfo's size), for as long as the device lives: the same array, updated in place.
+   * Asked once per client, for every region; undefined (or no method) = reads go through regionRead().
+   */
+  directReadBytes?(index: number): Uint8Array | undefined;
 
   /** DEVICE_RESET (and PCIe FLR): back to the power-on state. DMA maps stay. */
   reset(): void | Promise<void>;

@@ -124,7 +124,12 @@ export class VfioUserServer extends EventEmitter {
   readonly dma: DmaAddressSpace;
   readonly irq: IrqController;
   readonly mirror: IommuMirror;
-  readonly stats: ServerStats = { connections: 0, messages: {}, dmaMaps: 0, dmaUnmaps: 0, errors: {} };
+  readonly #stats: ServerStats = { connections: 0, messages: {}, dmaMaps: 0, dmaUnmaps: 0, errors: {} };
+  /** Every counter, current: the reads the addon answered by itself (direct reads) are added first. */
+  get stats(): ServerStats {
+    this.active?.syncStats();
+    return this.#stats;
+  }
   /** Operations tooling (metrics, the wire recorder, tracing) watching every session (session/observers.ts). */
   readonly observers = new Observers();
   private readonly o: ServerOptions;

@@ -35,6 +35,7 @@ import { DeviceError } from '../src/device.js';
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import type { IommuBackend } from '../src/iommu/backend.js';
 import { IommuMirror } from '../src/iommu/mirror.js';
+import { Observers } from '../src/session/observers.js';
 import { fdTable, TestDevice } from './engine-fixtures.js';
 import { isError, isOk, type SessionRig, startSession, versionPayload } from './session-harness.js';
 import { sleep, until } from './wait.js';
@@ -208,6 +209,118 @@ test('REGION_READ/WRITE answered in place: the same replies, bytes and order as 
     [...Array(16).keys()].map((i) => (i * 7 + 4) & 0xff),
   );
   assert.equal(fast.replies[15]!.payload.slice(16), [2, 9, 16, 23], 'the read behind an async write sees it');
+});
+
+/** TrickyDevice whose config space (region 7) may be read without a call (directReadBytes). */
+class DirectDevice extends TrickyDevice {
+  directReadBytes(index: number): Uint8Array | undefined {
+    return index === 7 ? this.config : undefined;
+  }
+}
+
+test('config space reads answered by the addon (direct reads): the same replies, bytes and order', async () => {
+  // Config space reads mixed with everything that must stop the addon answering them by itself: a read it must
+  // decline (out of range, count 0, NO_REPLY), a write of the bytes it reads, and an asynchronous write that
+  // later reads queue behind. Run with direct reads (silent log), without them (a device without
+  // directReadBytes) and with the fast paths off (trace log): the same replies.
+  const run = async (device: TestDevice, level: 'silent' | 'trace') => {
+    const rig = await ready({
+      device,
+      log: pino({ level }, pino.destination({ dest: '/dev/null', sync: true })),
+    });
+    const c = rig.client;
+    const cfg = (offset: bigint, count: number) => c.send(Command.REGION_READ, read(7, offset, count));
+    const sent = [
+      cfg(0n, 4),
+      cfg(0n, 4),
+      cfg(0x10n, 16),
+      cfg(0xfcn, 8), // out of range
+      cfg(0xfcn, 4),
+      cfg(0n, 0), // count 0 (an empty answer, from the full way)
+      c.send(Command.REGION_WRITE, write(7, 0x40n, u32le(0x12345678))),
+      cfg(0x40n, 4), // sees the write
+      c.send(Command.REGION_READ, read(7, 0x40n, 4), { flags: NO_REPLY }),
+      c.send(Command.REGION_WRITE, write(0, 0x900n, u32le(7))), // asynchronous: what follows waits
+      cfg(0x40n, 2),
+      cfg(0x42n, 2),
+      c.send(Command.REGION_READ, read(0, 0x900n, 4)),
+    ];
+    await until(() => c.inbox.length >= sent.length, 5000, 'replies'); // VERSION's, and all but the NO_REPLY
+    sent.push(
+      ...Array.from({ length: 200 }, (_, i) => cfg(BigInt(i & 0xfc), 4)), // past the budget: re-armed
+      c.send(Command.REGION_WRITE, write(7, 0x40n, u32le(0xcafe))),
+      cfg(0x40n, 4),
+    );
+    await until(() => c.inbox.length >= sent.length, 5000, 'replies'); // VERSION's, and all but the NO_REPLY
+    await sleep(30);
+    const replies = c.inbox.slice(1).map((m) => ({
+      id: m.h.id,
+      command: m.h.command,
+      flags: m.h.flags,
+      error: m.h.error,
+      payload: [...m.payload],
+    }));
+    const direct = rig.session.directReads;
+    rig.session.syncStats();
+    const counted = rig.stats.messages.REGION_READ;
+    await rig.teardown();
+    return { replies, direct, sent, counted };
+  };
+  const direct = await run(new DirectDevice(), 'silent');
+  const inPlace = await run(new TrickyDevice(), 'silent');
+  const full = await run(new DirectDevice(), 'trace');
+  assert.ok(direct.direct >= 150, `answered by the addon: ${direct.direct}`);
+  assert.is(inPlace.direct, 0);
+  assert.is(full.direct, 0, 'trace logging turns direct reads off');
+  assert.is(direct.replies.length, direct.sent.length - 1, 'one reply per request but the NO_REPLY one');
+  assert.equal(direct.replies, inPlace.replies);
+  assert.equal(direct.replies, full.replies);
+  assert.equal(
+    direct.replies.map((r) => r.id),
+    direct.sent.filter((_, i) => i !== 8),
+    'request order',
+  );
+  assert.equal(
+    direct.replies.slice(0, 12).map((r) => r.error),
+    [0, 0, 0, E.EINVAL, 0, 0, 0, 0, 0, 0, 0, 0],
+  );
+  assert.equal(direct.replies[0]!.payload.slice(16), [0x36, 0x1b, 0x05, 0x00]);
+  assert.equal(
+    direct.replies[7]!.payload.slice(16),
+    [0x78, 0x56, 0x34, 0x12],
+    'a read sees the write before it',
+  );
+  assert.equal(direct.replies[9]!.payload.slice(16), [0x78, 0x56]);
+  assert.equal(direct.replies.at(-1)!.payload.slice(16), [0xfe, 0xca, 0, 0]);
+  // Every REGION_READ is counted, whoever answered it (the NO_REPLY one too).
+  assert.is(direct.counted, 1 + 200 + 11);
+  assert.is(direct.counted, inPlace.counted);
+});
+
+test('direct reads stop as soon as an observer is added: it sees every later message', async () => {
+  const observers = new Observers();
+  const rig = await ready({ device: new DirectDevice(), observers });
+  const c = rig.client;
+  for (let i = 0; i < 20; i++) c.send(Command.REGION_READ, read(7, 0n, 4));
+  await until(() => c.inbox.length === 21, 5000, 'replies');
+  assert.ok(rig.session.directReads >= 15, `answered by the addon: ${rig.session.directReads}`);
+  const seen: string[] = [];
+  const remove = observers.add({
+    wire: (fromServer, _twin, bytes) =>
+      seen.push(`${fromServer ? 'S>C' : 'C>S'} ${bytes[0]! | (bytes[1]! << 8)}`),
+  });
+  const ids = Array.from({ length: 20 }, () => c.send(Command.REGION_READ, read(7, 0n, 4)));
+  await until(() => c.inbox.length === 41, 5000, 'replies');
+  assert.equal(
+    seen,
+    ids.flatMap((id) => [`C>S ${id}`, `S>C ${id}`]),
+  );
+  remove();
+  for (let i = 0; i < 20; i++) c.send(Command.REGION_READ, read(7, 0n, 4));
+  await until(() => c.inbox.length === 61, 5000, 'replies');
+  assert.ok(rig.session.directReads >= 30, 'answered by the addon again once the observer is gone');
+  assert.is(seen.length, 40);
+  await rig.teardown();
 });
 
 test('256 pipelined commands: 256 replies in request order; repeated ids echoed in order', async () => {

@@ -22,6 +22,7 @@ import {
 import { DmaAddressSpace } from '../src/dma/address-space.js';
 import { IrqController } from '../src/irq/irq-controller.js';
 import type { ServerOffer } from '../src/session/negotiate.js';
+import type { Observers } from '../src/session/observers.js';
 import { type ServerStats, Session } from '../src/session/session.js';
 import { TestDevice } from './engine-fixtures.js';
 
@@ -253,6 +254,7 @@ export function startSession(
     device?: TestDevice;
     dmaTimeoutMs?: number;
     log?: pino.Logger;
+    observers?: Observers;
   } = {},
 ): SessionRig {
   const [a, b] = native.socketpair();
@@ -269,6 +271,7 @@ export function startSession(
     offer: { ...DEFAULT_OFFER, ...opts.offer },
     dmaTimeoutMs: opts.dmaTimeoutMs ?? 2000,
     stats,
+    observers: opts.observers,
   });
   session.start();
   const client = RawClient.fromFd(b);

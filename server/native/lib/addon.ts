@@ -35,6 +35,14 @@ export interface NativeConnection {
   setMaxMessageSize(n: number): void;
   takeBuffered(): BufferedInput;
   prefill(data: ArrayBufferView, fds: number[] | undefined, fdsTruncated: boolean): void;
+  setDirectReads(
+    control: Int32Array,
+    regions: readonly (Uint8Array | undefined)[],
+    command: number,
+    replyFlags: number,
+    maxCount: number,
+    sendHigh: number,
+  ): void;
 }
 
 /** Received bytes not delivered yet, and the fds of the messages among them (`at`: offset in `data`). */

@@ -163,6 +163,34 @@ export class Connection {
     this.#prefilled = true;
   }
 
+  /**
+   * Direct reads (docs/native-addon.md, "Direct reads"): while `control[0]` (the budget) is above 0, a REGION_READ
+   * with flags 0 and no fds, of a region `regions` has bytes for, lying within them, of 1 to
+   * min(`maxCount`, 4096) bytes, while at most `sendHigh` bytes are queued to send, is answered by the addon from
+   * those bytes without a call into JS: `control[0]` is decremented and `control[1]` (a wrapping count)
+   * incremented per answer. Everything else reaches onInboxMessage/onMessage as before. The caller owns the policy:
+   * it arms the budget only when such a read needs nothing of it, and zeroes it as soon as that may stop being so.
+   * `command` and `replyFlags` are the protocol's REGION_READ and reply flag (defined in the protocol package).
+   * The addon keeps the arrays alive; a second call replaces the table. At most 16 regions (0-15).
+   */
+  setDirectReads(opts: {
+    control: Int32Array;
+    regions: readonly (Uint8Array | undefined)[];
+    command: number;
+    replyFlags: number;
+    maxCount: number;
+    sendHigh: number;
+  }): void {
+    this.#n.setDirectReads(
+      opts.control,
+      opts.regions,
+      opts.command,
+      opts.replyFlags,
+      opts.maxCount,
+      opts.sendHigh,
+    );
+  }
+
   setMaxMessageSize(n: number): void {
     this.#n.setMaxMessageSize(checkMax(n));
   }

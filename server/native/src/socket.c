@@ -75,6 +75,17 @@ typedef struct chunk {
 
 enum { C_NEW, C_OPEN, C_CLOSING, C_CLOSED };
 
+/* Direct reads: at most this many regions, and replies built on the stack (a PCIe config space is 4 KiB). */
+#define DIRECT_MAX_REGIONS 16
+#define DIRECT_MAX_COUNT 4096
+#define RW_HEAD (HDR_SIZE + 16) /* REGION_READ/WRITE: header, then offset u64, region u32, count u32 */
+
+typedef struct {
+  const uint8_t *data; /* NULL: not read directly */
+  size_t len;
+  napi_ref ref; /* keeps the bytes' ArrayBuffer alive */
+} direct_region;
+
 typedef struct conn {
   vu_link link;
   napi_env env;
@@ -101,6 +112,13 @@ typedef struct conn {
   napi_ref inbox_ref, outbox_ref;
   uint8_t *inbox, *outbox;
   size_t inbox_len, outbox_len;
+  /* direct reads (conn_direct_read): REGION_READs of side-effect-free bytes answered here, without JS */
+  int32_t *direct_ctl; /* JS-owned: [0] budget (JS arms, each direct read takes one), [1] reads answered */
+  napi_ref direct_ctl_ref;
+  direct_region direct[DIRECT_MAX_REGIONS];
+  uint16_t direct_command;
+  uint32_t direct_reply_flags, direct_max_count;
+  size_t direct_send_high;
   /* replies of one read burst, sent with one send (see conn_cork_flush) */
   bool corking;
   uint8_t *cork;
@@ -151,8 +169,20 @@ static void conn_release_mem(conn *c) {
   c->cork_len = 0;
 }
 
+static void conn_direct_release(conn *c) {
+  napi_env env = c->env;
+  if (c->direct_ctl_ref) NAPI_LOG(env, napi_delete_reference(env, c->direct_ctl_ref));
+  c->direct_ctl_ref = NULL;
+  c->direct_ctl = NULL;
+  for (int i = 0; i < DIRECT_MAX_REGIONS; i++) {
+    if (c->direct[i].ref) NAPI_LOG(env, napi_delete_reference(env, c->direct[i].ref));
+    c->direct[i] = (direct_region){0};
+  }
+}
+
 static void conn_release_js(conn *c) {
   napi_env env = c->env;
+  conn_direct_release(c);
   if (c->handlers) NAPI_LOG(env, napi_delete_reference(env, c->handlers));
   if (c->on_message) NAPI_LOG(env, napi_delete_reference(env, c->on_message));
   if (c->on_close) NAPI_LOG(env, napi_delete_reference(env, c->on_close));
@@ -277,6 +307,47 @@ static napi_value conn_ctor(napi_env env, napi_callback_info info) {
   return wrap_handle(env, st, thisv, c, conn_finalize, &c->link, &c->self);
 }
 
+/*
+ * Direct reads (docs/native-addon.md): a plain REGION_READ (flags 0, no fds) of a region JS gave bytes for, within
+ * them and within the limits, answered from those bytes here, while JS has the budget armed; true when answered
+ * (or the connection failed sending). Anything else is left for onMessage. JS sets the budget to 0 whenever the
+ * next message might not be answerable this way (something queued or running, an observer, a stopped device) and
+ * re-arms it when a message reaches it with nothing of the kind; the budget bounds how long a change JS is not
+ * told about (the log level) goes unseen.
+ */
+static bool conn_direct_read(conn *c, const uint8_t *msg, uint32_t size) {
+  if (size != RW_HEAD) return false;
+  uint16_t command;
+  uint32_t msg_size, flags_error[2], region, count;
+  uint64_t offset;
+  memcpy(&command, msg + 2, 2);
+  memcpy(&msg_size, msg + 4, 4);
+  memcpy(flags_error, msg + 8, 8);
+  if (command != c->direct_command || msg_size != size || flags_error[0] || flags_error[1]) return false;
+  memcpy(&offset, msg + HDR_SIZE, 8);
+  memcpy(&region, msg + HDR_SIZE + 8, 4);
+  memcpy(&count, msg + HDR_SIZE + 12, 4);
+  if (region >= DIRECT_MAX_REGIONS || !c->direct[region].data) return false;
+  size_t len = c->direct[region].len;
+  if (count == 0 || count > DIRECT_MAX_COUNT || count > c->direct_max_count || offset >= len || count > len - offset)
+    return false;
+  if (c->q_bytes > c->direct_send_high) return false; /* JS holds reading (a client that does not read) */
+  uint8_t reply[RW_HEAD + DIRECT_MAX_COUNT];
+  uint32_t reply_size = RW_HEAD + count, zero = 0;
+  memcpy(reply, msg, 4); /* id, command */
+  memcpy(reply + 4, &reply_size, 4);
+  memcpy(reply + 8, &c->direct_reply_flags, 4);
+  memcpy(reply + 12, &zero, 4);
+  memcpy(reply + HDR_SIZE, msg + HDR_SIZE, 16); /* offset, region, count echoed */
+  memcpy(reply + RW_HEAD, c->direct[region].data + offset, count);
+  c->direct_ctl[0]--;
+  c->direct_ctl[1]++;
+  int err = 0;
+  const char *sys = NULL;
+  if (conn_send_core(c, reply, reply_size, NULL, 0, &err, &sys) < 0) conn_fail(c, err, sys, NULL);
+  return true;
+}
+
 /* Delivers every complete buffered message. `sc` is NULL when called from JS (flush). False once closed. */
 static bool conn_deliver(conn *c, vu_cbscope *sc) {
   napi_env env = c->env;
@@ -294,6 +365,7 @@ static bool conn_deliver(conn *c, vu_cbscope *sc) {
       break;
     }
     if (r == 0) break;
+    if (c->direct_ctl && c->direct_ctl[0] > 0 && nfds == 0 && !truncated && conn_direct_read(c, msg, size)) continue;
     /* consumed before JS runs: JS may pause, close or send from the callback */
     if (sc && !vu_cbscope_enter(sc, c->self, c->actx)) {
       close_fds(fds, nfds);
@@ -700,6 +772,68 @@ static napi_value conn_set_max(napi_env env, napi_callback_info info) {
     return NULL;
   }
   c->rx.max_msg = v;
+  return NULL;
+}
+
+/*
+ * setDirectReads(control: Int32Array(2+), regions: (Uint8Array | undefined)[], command, replyFlags, maxCount,
+ * sendHigh): see conn_direct_read. Replaces an earlier table; regions past DIRECT_MAX_REGIONS are not read directly.
+ */
+static napi_value conn_set_direct(napi_env env, napi_callback_info info) {
+  napi_value argv[6], thisv;
+  if (!vu_args(env, info, 6, argv, &thisv)) return NULL;
+  conn *c = conn_unwrap(env, thisv);
+  uint32_t command, reply_flags, max_count, send_high, n;
+  if (!c || !vu_get_u32(env, argv[2], "command", &command) || !vu_get_u32(env, argv[3], "replyFlags", &reply_flags) ||
+      !vu_get_u32(env, argv[4], "maxCount", &max_count) || !vu_get_u32(env, argv[5], "sendHigh", &send_high))
+    return NULL;
+  if (c->state != C_NEW && c->state != C_OPEN) {
+    vu_throw_errno_msg(env, EBADF, "setDirectReads", "connection is closed");
+    return NULL;
+  }
+  bool is;
+  napi_typedarray_type type;
+  size_t length, boff;
+  void *p;
+  napi_value ab;
+  NAPI_CALL(env, napi_is_typedarray(env, argv[0], &is));
+  if (is) NAPI_CALL(env, napi_get_typedarray_info(env, argv[0], &type, &length, &p, &ab, &boff));
+  if (!is || type != napi_int32_array || length < 2) {
+    vu_throw_type(env, "control must be an Int32Array of at least 2 elements");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_is_array(env, argv[1], &is));
+  if (!is) {
+    vu_throw_type(env, "regions must be an array");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_array_length(env, argv[1], &n));
+  conn_direct_release(c);
+  c->direct_command = (uint16_t)command;
+  c->direct_reply_flags = reply_flags;
+  c->direct_max_count = max_count;
+  c->direct_send_high = send_high;
+  for (uint32_t i = 0; i < n && i < DIRECT_MAX_REGIONS; i++) {
+    napi_value v, rab;
+    NAPI_CALL(env, napi_get_element(env, argv[1], i, &v));
+    bool ta;
+    NAPI_CALL(env, napi_is_typedarray(env, v, &ta));
+    if (!ta) continue; /* undefined: not read directly */
+    napi_typedarray_type t;
+    size_t len, off;
+    void *data;
+    NAPI_CALL(env, napi_get_typedarray_info(env, v, &t, &len, &data, &rab, &off));
+    if (t != napi_uint8_array) {
+      conn_direct_release(c);
+      vu_throw_type(env, "regions[%u] must be a Uint8Array", i);
+      return NULL;
+    }
+    NAPI_CALL(env, napi_create_reference(env, rab, 1, &c->direct[i].ref));
+    c->direct[i].data = data;
+    c->direct[i].len = len;
+  }
+  NAPI_CALL(env, napi_create_reference(env, ab, 1, &c->direct_ctl_ref));
+  c->direct_ctl = p;
   return NULL;
 }
 
@@ -1426,6 +1560,7 @@ bool vu_init_socket(napi_env env, napi_value exports) {
       METHOD("resume", conn_resume), METHOD("flush", conn_flush),     METHOD("close", conn_close),
       METHOD("setMaxMessageSize", conn_set_max), GETTER("fd", conn_get_fd), GETTER("queuedBytes", conn_get_queued),
       METHOD("takeBuffered", conn_take_buffered), METHOD("prefill", conn_prefill),
+      METHOD("setDirectReads", conn_set_direct),
   };
   const napi_property_descriptor lis_props[] = {
       METHOD("start", lis_start),

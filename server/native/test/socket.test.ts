@@ -324,6 +324,133 @@ S('onInboxMessage returning more than the outbox holds fails the connection with
   }),
 );
 
+for (const framing of ['bulk', 'exact'] as const) {
+  S(`${framing}: direct reads answer plain REGION_READs of the given bytes while the budget lasts`, () =>
+    noLeak(async () => {
+      const [a, b] = pair();
+      const ra = collect(a);
+      const REGION_READ = 9; // the protocol's command number; the reply flag is 1 (a reply)
+      const bytes = Uint8Array.from({ length: 300 }, (_, i) => (i * 13 + 5) & 0xff);
+      const control = new Int32Array(new ArrayBuffer(8));
+      b.setDirectReads({
+        control,
+        regions: [undefined, bytes],
+        command: REGION_READ,
+        replyFlags: 1,
+        maxCount: 16,
+        sendHigh: 1 << 20,
+      });
+      control[0] = 5;
+      const seen: number[] = [];
+      const seenFds: number[][] = [];
+      b.start(
+        {
+          onMessage(data, fds) {
+            seen.push(data.readUInt16LE(0));
+            seenFds.push(fds);
+          },
+          onClose() {},
+        },
+        { framing },
+      );
+      const msg = (
+        id: number,
+        region: number,
+        offset: number,
+        count: number,
+        o: { flags?: number; command?: number; extra?: number } = {},
+      ) => {
+        const m = Buffer.alloc(32 + (o.extra ?? 0));
+        m.writeUInt16LE(id, 0);
+        m.writeUInt16LE(o.command ?? REGION_READ, 2);
+        m.writeUInt32LE(m.length, 4);
+        m.writeUInt32LE(o.flags ?? 0, 8);
+        m.writeBigUInt64LE(BigInt(offset), 16);
+        m.writeUInt32LE(region, 24);
+        m.writeUInt32LE(count, 28);
+        return m;
+      };
+      const efd = eventfd(7);
+      const send = (m: Buffer, fds?: number[]) => a.send(m, fds);
+      send(msg(0, 1, 0, 4)); // answered
+      send(msg(1, 1, 296, 4)); // answered: the last 4 bytes
+      send(msg(2, 1, 297, 4)); // past the end
+      send(msg(3, 0, 0, 4)); // a region without bytes
+      send(msg(4, 1, 0, 4, { flags: 4 })); // NO_REPLY
+      send(msg(5, 1, 0, 0)); // count 0
+      send(msg(6, 1, 0, 17)); // more than maxCount
+      send(msg(7, 1, 0, 4), [efd]); // comes with an fd
+      send(msg(8, 1, 0, 4, { command: 10 })); // not a REGION_READ
+      send(msg(9, 1, 0, 4, { extra: 8 })); // not 32 bytes
+      await waitFor(() => seen.length === 8, 5000, 'declined reads');
+      bytes[8] = 0xee; // the bytes are read where they lie: a change is seen by the next read
+      send(msg(10, 1, 8, 8)); // answered
+      send(msg(11, 1, 100, 16)); // answered
+      send(msg(12, 1, 299, 1)); // answered: the budget is spent
+      send(msg(13, 1, 0, 4)); // to JS
+      await waitFor(() => seen.length === 9 && ra.msgs.length === 5, 5000, 'replies');
+      assert.equal(seen, [2, 3, 4, 5, 6, 7, 8, 9, 13]);
+      assert.is(seenFds[5]!.length, 1, 'the fd of the declined read reached onMessage');
+      assert.is(control[0], 0, 'budget spent');
+      assert.is(control[1], 5, 'reads answered');
+      const want = [
+        [0, 0, 4],
+        [1, 296, 4],
+        [10, 8, 8],
+        [11, 100, 16],
+        [12, 299, 1],
+      ] as const;
+      want.forEach(([id, offset, count], i) => {
+        const r = ra.msgs[i]!;
+        assert.is(r.length, 32 + count, `reply ${id}: length`);
+        assert.is(r.readUInt16LE(0), id, 'id');
+        assert.is(r.readUInt16LE(2), REGION_READ, 'command');
+        assert.is(r.readUInt32LE(4), 32 + count, 'size');
+        assert.is(r.readUInt32LE(8), 1, 'a reply');
+        assert.is(r.readUInt32LE(12), 0, 'no error');
+        assert.is(Number(r.readBigUInt64LE(16)), offset, 'offset echoed');
+        assert.is(r.readUInt32LE(24), 1, 'region echoed');
+        assert.is(r.readUInt32LE(28), count, 'count echoed');
+        assert.equal([...r.subarray(32)], [...bytes.subarray(offset, offset + count)], `reply ${id}: data`);
+      });
+      assert.is(ra.msgs[2]![32], 0xee);
+      closeAll(seenFds);
+      closeFd(efd);
+      await closeBoth(a, b);
+    }),
+  );
+}
+
+S('setDirectReads checks its arguments and refuses a closed connection', () =>
+  noLeak(async () => {
+    const [a, b] = pair();
+    const opts = {
+      control: new Int32Array(2),
+      regions: [new Uint8Array(300)],
+      command: 9,
+      replyFlags: 1,
+      maxCount: 16,
+      sendHigh: 1 << 20,
+    };
+    assert.match(thrown(() => b.setDirectReads({ ...opts, control: new Int32Array(1) })).message, /control/);
+    assert.match(
+      thrown(() => b.setDirectReads({ ...opts, control: new Uint32Array(2) as unknown as Int32Array }))
+        .message,
+      /control/,
+    );
+    assert.match(
+      thrown(() => b.setDirectReads({ ...opts, regions: [new Uint16Array(4) as unknown as Uint8Array] }))
+        .message,
+      /regions\[0\]/,
+    );
+    b.setDirectReads(opts); // and again: the table is replaced
+    b.setDirectReads(opts);
+    b.close();
+    assert.is((thrown(() => b.setDirectReads(opts)) as Error & { code?: string }).code, 'EBADF');
+    await closeBoth(a, b);
+  }),
+);
+
 S('bulk: fds glued behind an earlier fd-less message belong to the message that starts in that read', () =>
   noLeak(async () => {
     const [a, b] = pair();

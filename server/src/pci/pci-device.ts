@@ -532,6 +532,12 @@ export class PciDevice<M extends PciDeviceModel = PciDeviceModel> implements Vfi
     return this.absent(index, offset, count);
   }
 
+  directReadBytes(index: number): Uint8Array | undefined {
+    // Reading config space has no side effect (the registers act on writes, config-space.ts) and ConfigSpace keeps
+    // it in one array, written in place.
+    return index === PciRegion.CONFIG ? this.config.bytes : undefined;
+  }
+
   regionWrite(index: number, offset: bigint, data: Uint8Array): void {
     if (index >= 0 && index <= PciRegion.BAR5) {
       this.guard(() => this.barRegion(index).write(offset, data));

@@ -19,6 +19,7 @@ export interface SessionObserver {
 /** The observers of a session (wire recorder, tracing, metrics), added and removed at run time. */
 export class Observers {
   private list: SessionObserver[] = [];
+  private readonly watchers = new Set<() => void>();
   /** Whether any observer wants wire bytes / request completions (read per message). */
   wireOn = false;
   requestOn = false;
@@ -36,9 +37,16 @@ export class Observers {
     this.recompute();
   }
 
+  /** Calls `fn` after every add or remove (a session answering reads without JS stops doing so); returns the undo. */
+  watch(fn: () => void): () => void {
+    this.watchers.add(fn);
+    return () => this.watchers.delete(fn);
+  }
+
   private recompute(): void {
     this.wireOn = this.list.some((o) => o.wire);
     this.requestOn = this.list.some((o) => o.request || o.violation);
+    for (const fn of this.watchers) fn();
   }
 
   private each(fn: (o: SessionObserver) => void): void {

@@ -47,10 +47,12 @@ import {
   type Header,
   isReply,
   MESSAGE_OVERHEAD,
+  MigState,
   MsgFlags,
   messageIdOf,
   ProtocolError,
   plainCommandOf,
+  RegionInfoFlags,
   wantsReply,
   writeReplyMessage,
 } from 'vfio-user-protocol';
@@ -198,6 +200,13 @@ const SEND_HIGH_BYTES = 16 << 20;
  * many outboxes (64 KiB each) past SEND_HIGH_BYTES.
  */
 const SEND_CHECK_EVERY = 8;
+/**
+ * Direct reads (armDirect): how many reads the addon may answer without JS before a message comes here again. It
+ * bounds how long a change the session is not told about (the log level set to trace) goes unseen.
+ */
+const DIRECT_BUDGET = 64;
+/** The regions the addon can answer directly (its table's size). */
+const DIRECT_MAX_REGIONS = 16;
 
 /**
  * The one mapping from a failure to the errno of its error reply: an ErrnoError (ProtocolError, DeviceError,
@@ -239,8 +248,16 @@ export class Session {
   private readonly holds = new Set<'queue' | 'send'>();
   /** How often reading was paused for backpressure (tests, stats). */
   pauses = 0;
-  /** Commands answered in place, by the fast path (onInboxMessage) (tests, bench). */
-  inPlace = 0;
+  /** Commands answered in place (onInboxMessage) or by the addon directly (armDirect), counted here. */
+  private inPlaceCount = 0;
+  /**
+   * Direct reads (setupDirectReads, armDirect): [0] the addon's budget, [1] how many reads it answered (wrapping);
+   * undefined when the device has no bytes to read directly.
+   */
+  private direct: Int32Array | undefined;
+  /** direct[1] when last added to the stats (syncStats). */
+  private directSeen = 0;
+  private unwatchObservers: (() => void) | undefined;
   /** Replies returned to the addon since the send queue was last looked at (inPlaceReply). */
   private sinceSendCheck = 0;
   /** inboxPayload()'s views, by message size, and the inbox they view. */
@@ -267,6 +284,17 @@ export class Session {
     this.closed = new Promise((r) => {
       this.resolveClosed = r;
     });
+  }
+
+  /** Commands answered without the queue: in place, by the fast path (onInboxMessage), or by the addon (tests, bench). */
+  get inPlace(): number {
+    this.syncStats();
+    return this.inPlaceCount;
+  }
+
+  /** REGION_READs the addon answered by itself (direct reads) (tests, bench). */
+  get directReads(): number {
+    return this.direct === undefined ? 0 : this.direct[1]! >>> 0;
   }
 
   get isOpen(): boolean {
@@ -321,6 +349,9 @@ export class Session {
     const ob = this.cfg.observers;
     if ((ob !== undefined && (ob.wireOn || ob.requestOn)) || this.log.levelVal <= TRACE_LEVEL)
       return DECLINED;
+    // Nothing is queued, running or watching: the addon may answer the reads after this one itself.
+    const direct = this.direct;
+    if (direct !== undefined && direct[0] === 0) this.armDirect(direct);
     const command = plainCommandOf(inbox, size);
     if (command === Command.REGION_READ || command === Command.REGION_WRITE) {
       if (fds !== undefined) return DECLINED;
@@ -415,6 +446,7 @@ export class Session {
 
   /** A command answered by a promise: later messages queue behind it until it settles (pump() and the fast path). */
   private runAsync(m: Queued, r: Promise<HandlerResult>): void {
+    this.disarmDirect();
     this.running = r
       .then(
         (res) => this.finish(m, res),
@@ -439,6 +471,7 @@ export class Session {
   }
 
   private onMessage(data: Uint8Array, fds: number[], fdsTruncated = false): void {
+    this.disarmDirect();
     if (!this.isOpen) {
       native.closeFdsQuietly(fds);
       return;
@@ -629,7 +662,84 @@ export class Session {
     else if (command === Command.REGION_WRITE) rec.REGION_WRITE = (rec.REGION_WRITE ?? 0) + 1;
     else if (command === Command.DMA_MAP) rec.DMA_MAP = (rec.DMA_MAP ?? 0) + 1;
     else rec.DMA_UNMAP = (rec.DMA_UNMAP ?? 0) + 1;
-    this.inPlace++;
+    this.inPlaceCount++;
+  }
+
+  /**
+   * Direct reads (docs/architecture.md, "Direct reads"): the device's side-effect-free regions (directReadBytes,
+   * PCI config space) handed to the addon, which answers plain REGION_READs of them without a call into JS while
+   * the budget armDirect() sets lasts. Called when the session becomes ready (VERSION, or a hand-over's restore).
+   */
+  private setupDirectReads(): void {
+    const dev = this.cfg.device;
+    if (!dev.directReadBytes) return;
+    const regions: (Uint8Array | undefined)[] = [];
+    let any = false;
+    for (let i = 0; i < Math.min(dev.numRegions, DIRECT_MAX_REGIONS); i++) {
+      const bytes = dev.directReadBytes(i);
+      if (bytes === undefined) continue;
+      const info = dev.regionInfo(i);
+      // What regionAccessInPlace checks per read, checked once: readable, and the bytes are the whole region.
+      if ((info.flags & RegionInfoFlags.READ) === 0 || BigInt(bytes.byteLength) !== info.size) {
+        this.log.warn(
+          { region: i, bytes: bytes.byteLength, size: String(info.size) },
+          'directReadBytes() does not match the region: its reads go through regionRead()',
+        );
+        continue;
+      }
+      regions[i] = bytes;
+      any = true;
+    }
+    if (!any) return;
+    const direct = new Int32Array(new ArrayBuffer(8));
+    this.conn.setDirectReads({
+      control: direct,
+      regions,
+      command: Command.REGION_READ,
+      replyFlags: MsgFlags.TYPE_REPLY,
+      maxCount: this.cfg.offer.maxDataXferSize,
+      sendHigh: SEND_HIGH_BYTES,
+    });
+    this.direct = direct;
+    this.unwatchObservers = this.cfg.observers?.watch(() => this.disarmDirect());
+  }
+
+  /**
+   * Lets the addon answer the next DIRECT_BUDGET direct reads, when nothing but the checks onInboxMessage has made
+   * stands in their way: a device that accepts region access (migration), reading not held.
+   */
+  private armDirect(direct: Int32Array): void {
+    const mig = this.ctx!.migration;
+    if (mig !== undefined && mig.state !== MigState.RUNNING && mig.state !== MigState.PRE_COPY) return;
+    if (this.holds.size !== 0) return;
+    this.syncStats();
+    direct[0] = DIRECT_BUDGET;
+  }
+
+  /** The session ends: no more direct reads; what the addon answered is in the stats. */
+  private endDirect(): void {
+    this.disarmDirect();
+    this.syncStats();
+    this.unwatchObservers?.();
+    this.unwatchObservers = undefined;
+  }
+
+  /** From here every message reaches JS again (something is queued, running, held or watching). */
+  private disarmDirect(): void {
+    if (this.direct !== undefined) this.direct[0] = 0;
+  }
+
+  /** Adds the reads the addon answered directly to the server's stats. */
+  syncStats(): void {
+    const direct = this.direct;
+    if (direct === undefined) return;
+    const seen = direct[1]! >>> 0;
+    const n = (seen - this.directSeen) >>> 0;
+    if (n === 0) return;
+    this.directSeen = seen;
+    const rec = this.cfg.stats.messages;
+    rec.REGION_READ = (rec.REGION_READ ?? 0) + n;
+    this.inPlaceCount += n;
   }
 
   private count(what: 'messages' | 'errors', key: string): void {
@@ -760,6 +870,7 @@ export class Session {
       throw new FatalError(Errno.EIO, 'NEGOTIATION', `device attach failed: ${(err as Error)?.message}`);
     }
     this.attached = true;
+    this.setupDirectReads();
   }
 
   private startTwin(fd: number): void {
@@ -812,6 +923,7 @@ export class Session {
    */
   async holdDispatch(): Promise<void> {
     this.dispatchHeld = true;
+    this.disarmDirect();
     while (this.running) await this.running.catch(() => {});
   }
 
@@ -897,6 +1009,7 @@ export class Session {
     if (!this.isOpen) return;
     this.state = 'closed';
     this.closeReason = 'handed over';
+    this.endDirect();
     this.messenger?.close();
     this.cfg.dma.setMessageTransport(null);
     safely(() => this.conn.close());
@@ -911,6 +1024,7 @@ export class Session {
     if (!this.isOpen) return this.closed;
     this.state = 'closing';
     this.closeReason = reason;
+    this.endDirect();
     if (this.versionTimer) clearTimeout(this.versionTimer);
     this.versionTimer = undefined;
     if (err) this.log.warn({ reason, err }, 'client disconnected');
