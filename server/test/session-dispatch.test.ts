@@ -297,6 +297,27 @@ test('config space reads answered by the addon (direct reads): the same replies,
   assert.is(direct.counted, inPlace.counted);
 });
 
+test('directReadBytes() that does not match its region, or throws: reads go through regionRead()', async () => {
+  for (const bad of [
+    (d: TestDevice) => d.config.subarray(0, 128), // not the whole region
+    () => new Uint16Array(128), // 256 bytes, but not a Uint8Array
+    () => () => {
+      throw new Error('broken device');
+    },
+  ]) {
+    const device = new TrickyDevice() as TrickyDevice & { directReadBytes?: (i: number) => unknown };
+    const r = bad(device);
+    device.directReadBytes = typeof r === 'function' ? r : (i: number) => (i === 7 ? r : undefined);
+    const rig = await ready({ device });
+    const c = rig.client;
+    for (let i = 0; i < 10; i++) c.send(Command.REGION_READ, read(7, 0n, 4));
+    await until(() => c.inbox.length === 11, 5000, 'replies');
+    assert.is(rig.session.directReads, 0);
+    assert.ok(c.inbox.slice(1).every((m) => m.h.error === 0 && m.payload[16] === 0x36));
+    await rig.teardown();
+  }
+});
+
 test('direct reads stop as soon as an observer is added: it sees every later message', async () => {
   const observers = new Observers();
   const rig = await ready({ device: new DirectDevice(), observers });

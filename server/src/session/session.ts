@@ -680,9 +680,13 @@ export class Session {
       if (bytes === undefined) continue;
       const info = dev.regionInfo(i);
       // What regionAccessInPlace checks per read, checked once: readable, and the bytes are the whole region.
-      if ((info.flags & RegionInfoFlags.READ) === 0 || BigInt(bytes.byteLength) !== info.size) {
+      if (
+        !(bytes instanceof Uint8Array) ||
+        (info.flags & RegionInfoFlags.READ) === 0 ||
+        BigInt(bytes.byteLength) !== info.size
+      ) {
         this.log.warn(
-          { region: i, bytes: bytes.byteLength, size: String(info.size) },
+          { region: i, bytes: (bytes as { byteLength?: unknown }).byteLength, size: String(info.size) },
           'directReadBytes() does not match the region: its reads go through regionRead()',
         );
         continue;
@@ -870,7 +874,14 @@ export class Session {
       throw new FatalError(Errno.EIO, 'NEGOTIATION', `device attach failed: ${(err as Error)?.message}`);
     }
     this.attached = true;
-    this.setupDirectReads();
+    try {
+      this.setupDirectReads();
+    } catch (err) {
+      // A device's directReadBytes() that throws or returns something else costs speed, not the session.
+      this.disarmDirect();
+      this.direct = undefined;
+      this.log.error({ err }, 'direct reads not set up: reads go through regionRead()');
+    }
   }
 
   private startTwin(fd: number): void {
