@@ -112,6 +112,20 @@ test('64 posted writes then a read: exactly one reply, and it sees the last writ
   await rig.teardown();
 });
 
+/** The replies after VERSION's, once `n` have come and nothing more has for 30 ms, as comparable records. */
+async function settledReplies(rig: SessionRig, n: number) {
+  const c = rig.client;
+  await until(() => c.inbox.length >= 1 + n, 5000, 'replies');
+  await sleep(30);
+  return c.inbox.slice(1).map((m) => ({
+    id: m.h.id,
+    command: m.h.command,
+    flags: m.h.flags,
+    error: m.h.error,
+    payload: [...m.payload],
+  }));
+}
+
 /** TestDevice with a failing, an asynchronous and a wrong-length spot in BAR0 (for the in-place tests). */
 class TrickyDevice extends TestDevice {
   override regionRead(index: number, offset: bigint, count: number): Uint8Array | Promise<Uint8Array> {
@@ -167,15 +181,7 @@ test('REGION_READ/WRITE answered in place: the same replies, bytes and order as 
       c.send(Command.REGION_READ, read(0, 0x900n, 4)), // asynchronous, queued behind the write
       c.send(Command.REGION_READ, read(0, 0x10n, 4)), // queued behind both
     ];
-    await until(() => c.inbox.length >= 1 + sent.length - 1, 5000, 'replies');
-    await sleep(30);
-    const replies = c.inbox.slice(1).map((m) => ({
-      id: m.h.id,
-      command: m.h.command,
-      flags: m.h.flags,
-      error: m.h.error,
-      payload: [...m.payload],
-    }));
+    const replies = await settledReplies(rig, sent.length - 1); // all but the NO_REPLY one
     const inPlace = rig.session.inPlace;
     await rig.teardown();
     return { replies, inPlace, sent };
@@ -245,21 +251,13 @@ test('config space reads answered by the addon (direct reads): the same replies,
       cfg(0x42n, 2),
       c.send(Command.REGION_READ, read(0, 0x900n, 4)),
     ];
-    await until(() => c.inbox.length >= sent.length, 5000, 'replies'); // VERSION's, and all but the NO_REPLY
+    await until(() => c.inbox.length >= sent.length, 5000, 'replies'); // VERSION's, and all but the NO_REPLY one
     sent.push(
       ...Array.from({ length: 200 }, (_, i) => cfg(BigInt(i & 0xfc), 4)), // past the budget: re-armed
       c.send(Command.REGION_WRITE, write(7, 0x40n, u32le(0xcafe))),
       cfg(0x40n, 4),
     );
-    await until(() => c.inbox.length >= sent.length, 5000, 'replies'); // VERSION's, and all but the NO_REPLY
-    await sleep(30);
-    const replies = c.inbox.slice(1).map((m) => ({
-      id: m.h.id,
-      command: m.h.command,
-      flags: m.h.flags,
-      error: m.h.error,
-      payload: [...m.payload],
-    }));
+    const replies = await settledReplies(rig, sent.length - 1); // all but the NO_REPLY one
     const direct = rig.session.directReads;
     rig.session.syncStats();
     const counted = rig.stats.messages.REGION_READ;
