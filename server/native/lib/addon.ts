@@ -143,13 +143,8 @@ export interface NativeAddon {
     fsType: number;
     rdev: bigint;
   };
-  fdInspect(
-    fd: number,
-    out: Float64Array,
-    sealedDev?: number,
-    sealedIno?: number,
-    sealedSeals?: number,
-  ): number;
+  /** out: Float64Array(9), [5..9) = the sealed-file hint [1, dev, ino, seals] or out[5] = 0 (memory.ts). */
+  fdInspect(fd: number, out: Float64Array): number;
   S_IFREG: number;
   pread(fd: number, buf: ArrayBufferView, offset: bigint): number;
   pwrite(fd: number, buf: ArrayBufferView, offset: bigint): number;

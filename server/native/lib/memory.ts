@@ -5,8 +5,7 @@ import { addon } from './addon.js';
 
 // The calls of every DMA_MAP/DMA_UNMAP, loaded from the addon's exports once: that object has too many properties
 // for V8 to keep in fast mode, so `addon.x` is a generic LoadIC call (about 60 instructions) every time.
-const addonFdInspect: (fd: number, out: Float64Array, dev?: number, ino?: number, seals?: number) => number =
-  addon.fdInspect;
+const addonFdInspect: (fd: number, out: Float64Array) => number = addon.fdInspect;
 const addonCloseFd: (fd: number) => void = addon.closeFd;
 
 export const PROT_READ: number = addon.PROT_READ;
@@ -140,7 +139,8 @@ export interface FdFacts {
   seals: number;
 }
 
-const inspectOut = new Float64Array(5);
+/** fdInspect's results [dev, ino, size, flags, seals], then its hint [given, dev, ino, seals] (fd.c). */
+const inspectOut = new Float64Array(9);
 const inspectFacts: FdFacts = { format: 0, exact: true, dev: 0, ino: 0, size: 0, flags: 0, seals: 0 };
 
 /** A file the caller holds whose seals include F_SEAL_SEAL (fdInspect's hint); dev and ino below 2^53. */
@@ -160,10 +160,15 @@ export interface SealedFile {
 export function fdInspect(fd: number, sealed?: SealedFile): Readonly<FdFacts> {
   const out = inspectOut;
   const f = inspectFacts;
-  f.format =
-    sealed === undefined
-      ? addonFdInspect(fd, out)
-      : addonFdInspect(fd, out, sealed.dev, sealed.ino, sealed.seals);
+  if (sealed === undefined) {
+    out[5] = 0;
+  } else {
+    out[5] = 1;
+    out[6] = sealed.dev;
+    out[7] = sealed.ino;
+    out[8] = sealed.seals;
+  }
+  f.format = addonFdInspect(fd, out);
   f.dev = out[0]!;
   f.ino = out[1]!;
   f.size = out[2]!;

@@ -102,40 +102,36 @@ static napi_value js_fd_info(napi_env env, napi_callback_info info) {
 }
 
 /*
- * fdInspect(fd, out: Float64Array(5), sealedDev?, sealedIno?, sealedSeals?) -> st_mode & S_IFMT. What a DMA_MAP
- * needs to know about its fd, in one call and without allocating: out = [dev, ino, size, F_GETFL flags, seals]
+ * fdInspect(fd, out: Float64Array(9)) -> st_mode & S_IFMT. What a DMA_MAP needs to know about its fd, in one
+ * call and without allocating: out[0..5) = [dev, ino, size, F_GETFL flags, seals]
  * (seals 0 for files that have none). Each syscall runs once (fstat, fcntl(F_GETFL), fcntl(F_GET_SEALS) for
  * regular files). dev/ino/size above 2^53 are not exact as doubles: the caller checks and falls back to fdInfo().
  * Throws only when fstat fails.
  *
- * The optional hint names a file the caller holds whose seals include F_SEAL_SEAL: seals belong to the inode and
- * F_SEAL_SEAL forbids any change, so when fstat shows that same (st_dev, st_ino) (both exact as doubles) the
- * F_GET_SEALS call is skipped and `sealedSeals` reported. The caller must hold a reference to that file (a
+ * The optional hint, out[5..9) = [1, sealedDev, sealedIno, sealedSeals] (out[5] = 0: none; in the array rather
+ * than as three arguments, each of which costs a napi_get_value_double per DMA_MAP), names a file the caller holds
+ * whose seals include F_SEAL_SEAL: seals belong to the inode and F_SEAL_SEAL forbids any change, so when fstat
+ * shows that same (st_dev, st_ino) (both exact as doubles) the F_GET_SEALS call is skipped and `sealedSeals`
+ * reported. The caller must hold a reference to that file (a
  * mapping or an fd), so that its inode number cannot have been reused by another file.
  */
 static napi_value js_fd_inspect(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
+  napi_value argv[2];
   int fd;
-  if (!vu_args(env, info, 5, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (!vu_args(env, info, 2, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd)) return NULL;
   napi_typedarray_type t;
   size_t n;
   void *data;
   bool is_ta = false;
   NAPI_CALL(env, napi_is_typedarray(env, argv[1], &is_ta));
   if (is_ta) NAPI_CALL(env, napi_get_typedarray_info(env, argv[1], &t, &n, &data, NULL, NULL));
-  if (!is_ta || t != napi_float64_array || n < 5) {
-    vu_throw_type(env, "out must be a Float64Array of at least 5 elements");
+  if (!is_ta || t != napi_float64_array || n < 9) {
+    vu_throw_type(env, "out must be a Float64Array of at least 9 elements");
     return NULL;
   }
-  bool hinted = !vu_is_nullish(env, argv[2]);
-  double hint[3] = {0, 0, 0};
-  for (int i = 0; hinted && i < 3; i++) {
-    if (napi_get_value_double(env, argv[2 + i], &hint[i]) != napi_ok) {
-      vu_throw_type(env, "sealedDev, sealedIno and sealedSeals must be numbers");
-      return NULL;
-    }
-  }
   double *out = data;
+  bool hinted = out[5] != 0;
+  const double hint[3] = {out[6], out[7], out[8]};
   struct stat st;
   if (!vu_ok(env, fstat(fd, &st), "fstat")) return NULL;
   int fl = fcntl(fd, F_GETFL);
