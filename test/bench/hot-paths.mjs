@@ -34,11 +34,15 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
+// Timed figures are taken in ROUNDS rounds, each running every server once in turn (rtt and dma counts are per
+// round), so that a change in the machine's load hits every server alike; each round's figure is divided by the
+// floor's in the same round, and the median and best of those ratios are reported.
+const ROUNDS = quick ? 2 : 5;
 const N = {
-  rttWarm: quick ? 2000 : 10000,
-  rtt: quick ? 20000 : 100000,
+  rttWarm: quick ? 2000 : 5000,
+  rtt: quick ? 10000 : 20000,
   dmaWarm: quick ? 1000 : 3000,
-  dma: quick ? 5000 : 20000,
+  dma: quick ? 5000 : 10000,
   straceWarm: 1000,
   strace: quick ? 2000 : 5000,
   cgWarm: 2000,
@@ -218,39 +222,72 @@ export async function run() {
       const name = entry.slice(0, eq);
       kinds.push({ name: name.replace(/\W/g, '_'), label: name, cmd: (s) => [cmd, [...rest, s]] });
     }
-    const out = { pinned: pin, n: N, rtt: [], dma: [], huge: [] };
+    const out = { pinned: pin, n: N, rounds: ROUNDS, rtt: [], dma: [], huge: [] };
+    // The timed rows, in the order they are printed: rtt per server (ours twice: config space, then a BAR0
+    // register its device model answers in JS), then dma per server and depth.
+    const rttArgs = (region) => (w, n) => ['rtt', String(region), '0', '4', String(w), String(n)];
+    const dmaArgs = (depth) => (w, n) => ['dma', String(w), String(n), String(depth)];
+    const rows = [];
     for (const k of kinds) {
-      if (only.has('rtt')) {
-        const rttArgs = (w, n) => ['rtt', '7', '0', '4', String(w), String(n)];
-        const r = await once(k, dir, bin, rttArgs(N.rttWarm, N.rtt));
-        r.syscalls = await syscallsPer(k, dir, bin, rttArgs);
-        r.instructions = await instructionsPer(k, dir, bin, rttArgs);
-        out.rtt.push({ server: k.label, ...r });
-        if (k.name === 'ours') {
-          const barArgs = (w, n) => ['rtt', '0', '0', '4', String(w), String(n)];
-          const b = await once(k, dir, bin, barArgs(N.rttWarm, N.rtt));
-          b.syscalls = await syscallsPer(k, dir, bin, barArgs);
-          b.instructions = await instructionsPer(k, dir, bin, barArgs);
-          out.rtt.push({ server: `${k.label}, BAR0 register (device model in JS)`, ...b });
-        }
+      if (!only.has('rtt')) break;
+      rows.push({ kind: k, fig: 'rtt', server: k.label, args: rttArgs(7), n: [N.rttWarm, N.rtt] });
+      if (k.name === 'ours')
+        rows.push({
+          kind: k,
+          fig: 'rtt',
+          server: `${k.label}, BAR0 register (device model in JS)`,
+          args: rttArgs(0),
+          n: [N.rttWarm, N.rtt],
+        });
+    }
+    for (const k of kinds) {
+      if (!only.has('dma')) break;
+      for (const depth of [1, 64])
+        rows.push({
+          kind: k,
+          fig: 'dma',
+          server: k.label,
+          depth,
+          args: dmaArgs(depth),
+          n: [N.dmaWarm, N.dma],
+        });
+    }
+    for (const row of rows) row.runs = [];
+    for (let round = 0; round < ROUNDS; round++)
+      for (const row of rows) row.runs.push(await once(row.kind, dir, bin, row.args(...row.n)));
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+    for (const row of rows) {
+      const floor = rows.find((x) => x.fig === row.fig && x.depth === row.depth);
+      const syscalls = await syscallsPer(row.kind, dir, bin, row.args);
+      const instructions = await instructionsPer(row.kind, dir, bin, row.args);
+      if (row.fig === 'rtt') {
+        const ratios = row.runs.map((r, i) => r.medianUs / floor.runs[i].medianUs);
+        out.rtt.push({
+          server: row.server,
+          medianUs: median(row.runs.map((r) => r.medianUs)),
+          p99Us: median(row.runs.map((r) => r.p99Us)),
+          ratio: median(ratios),
+          best: Math.min(...ratios),
+          p99Ratio: median(row.runs.map((r, i) => r.p99Us / floor.runs[i].p99Us)),
+          syscalls,
+          instructions,
+        });
+      } else {
+        const ratios = row.runs.map((r, i) => r.pairsPerSec / floor.runs[i].pairsPerSec);
+        out.dma.push({
+          server: row.server,
+          depth: row.depth,
+          pairsPerSec: median(row.runs.map((r) => r.pairsPerSec)),
+          ratio: median(ratios),
+          best: Math.max(...ratios),
+          syscalls,
+          instructions,
+        });
       }
-      if (only.has('dma')) {
-        for (const depth of [1, 64]) {
-          const dmaArgs = (w, n) => ['dma', String(w), String(n), String(depth)];
-          const d = await once(k, dir, bin, dmaArgs(N.dmaWarm, N.dma));
-          d.syscalls = await syscallsPer(k, dir, bin, dmaArgs);
-          d.instructions = await instructionsPer(k, dir, bin, dmaArgs);
-          out.dma.push({ server: k.label, ...d });
-        }
-      }
+    }
+    for (const k of kinds)
       if (only.has('huge') && k.name !== 'floor')
         out.huge.push({ server: k.label, ...(await once(k, dir, bin, ['huge', '1024'])) });
-    }
-    for (const r of out.rtt) r.ratio = r.medianUs / out.rtt[0].medianUs;
-    for (const d of out.dma) {
-      const f = out.dma.find((x) => x.server === out.dma[0].server && x.depth === d.depth);
-      d.ratio = d.pairsPerSec / f.pairsPerSec;
-    }
     return out;
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -265,26 +302,27 @@ function print(r) {
   const ins = (v) => (v === undefined ? 'n/a' : Math.round(v).toLocaleString('en')); // --callgrind
   if (r.rtt.length) {
     console.log(
-      `\nREGION_READ 4 B of config space, one outstanding, ${r.n.rtt} after ${r.n.rttWarm} warm-up`,
+      `\nREGION_READ 4 B of config space, one outstanding, ${r.rounds} rounds of ${r.n.rtt} after ${r.n.rttWarm} warm-up (µs: median of the rounds; x floor: median of the rounds' ratios, best in brackets)`,
     );
     console.log(
       '| server | p50 µs | p99 µs | p50 x floor | p99 x floor | syscalls per message | instructions per message |',
     );
     console.log('|---|---|---|---|---|---|---|');
-    const f = r.rtt[0];
     for (const x of r.rtt) {
       console.log(
-        `| ${x.server} | ${x.medianUs.toFixed(2)} | ${x.p99Us.toFixed(2)} | ${x.ratio.toFixed(2)} | ${(x.p99Us / f.p99Us).toFixed(2)} | ${sc(x.syscalls)} | ${ins(x.instructions)} |`,
+        `| ${x.server} | ${x.medianUs.toFixed(2)} | ${x.p99Us.toFixed(2)} | ${x.ratio.toFixed(2)} (${x.best.toFixed(2)}) | ${x.p99Ratio.toFixed(2)} | ${sc(x.syscalls)} | ${ins(x.instructions)} |`,
       );
     }
   }
   if (r.dma.length) {
-    console.log(`\nDMA_MAP + DMA_UNMAP, 4 KiB of one 1 MiB memfd sent with every map, ${r.n.dma} pairs`);
+    console.log(
+      `\nDMA_MAP + DMA_UNMAP, 4 KiB of one 1 MiB memfd sent with every map, ${r.rounds} rounds of ${r.n.dma} pairs (pairs/s: median of the rounds; x floor: median of the rounds' ratios, best in brackets)`,
+    );
     console.log('| server | in flight | pairs/s | x floor | syscalls per pair | instructions per pair |');
     console.log('|---|---|---|---|---|---|');
     for (const x of r.dma) {
       console.log(
-        `| ${x.server} | ${x.depth} | ${Math.round(x.pairsPerSec)} | ${x.ratio.toFixed(2)} | ${sc(x.syscalls)} | ${ins(x.instructions)} |`,
+        `| ${x.server} | ${x.depth} | ${Math.round(x.pairsPerSec)} | ${x.ratio.toFixed(2)} (${x.best.toFixed(2)}) | ${sc(x.syscalls)} | ${ins(x.instructions)} |`,
       );
     }
   }
