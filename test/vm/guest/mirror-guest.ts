@@ -59,6 +59,7 @@ type Type1Mod = typeof import('../../../server/src/iommu/vfio-type1.js');
 type IommufdMod = typeof import('../../../server/src/iommu/iommufd.js');
 type VfioPciMod = typeof import('../../../server/src/devices/vfio-pci.js');
 type HostDeviceBackend = import('../../../server/src/iommu/host-device.js').HostDeviceBackend;
+type HostMapping = import('../../../server/src/iommu/backend.js').HostMapping;
 const dist = new URL('../../../../server/dist/src/', import.meta.url);
 const load = async <T>(p: string): Promise<T> => (await import(new URL(p, dist).href)) as T;
 const { createIommuBackend } = await load<SelectMod>('iommu/select.js');
@@ -1194,6 +1195,42 @@ async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
     for (let k = 0; k < rounds; k++) secs.push(await round(fn, warm + k * pairs, pairs));
     benchRow(kind, label, pairs, secs);
   };
+  // The backend alone (no protocol, no address space): with the synchronous ioctls for small sizes (the default),
+  // then with every ioctl on the threadpool (syncMaxSize 0n, the behaviour before the fast path).
+  const view = mmap(mem.fd, 0n, 0x100000, PROT_READ | PROT_WRITE, MAP_SHARED);
+  const vaddr = mapAddress(view);
+  // The mappings as the mirror hands them over (its bigints exist already), made before timing like the C loop's
+  // structs: pair i maps page i % 256 of the memfd at IOVA page i % 4096, as iommu-bench.c does.
+  // The objects have the shape the mirror builds for this backend (server/src/iommu/mirror.ts), so the backend's
+  // call sites see what they see in a server.
+  const maps: HostMapping[] = Array.from({ length: 4096 }, (_, i) => {
+    const iova = CHURN_BASE + BigInt(i) * PAGE;
+    const page = BigInt(i % 256) * PAGE;
+    return kind === 'type1'
+      ? { iova, size: PAGE, read: true, write: true, vaddr: vaddr + page }
+      : { iova, size: PAGE, read: true, write: true, fd: mem.fd, fileOffset: page };
+  });
+  for (const [label, syncMaxSize] of [
+    ['backend', undefined],
+    ['backend-async', 0n],
+  ] as const) {
+    const b = newBackend(kind, syncMaxSize);
+    await b.attach();
+    // Awaited only when the backend answers with a promise, as the mirror does (a synchronous success returns
+    // undefined).
+    const backendPair = (i: number) => {
+      const m = maps[i % 4096]!;
+      const mapped = b.map(m);
+      if (mapped) return mapped.then(() => b.unmap(m.iova, PAGE));
+      return b.unmap(m.iova, PAGE);
+    };
+    if (label === 'backend-async') {
+      if (opts.get('rows') !== 'interleaved') await run(label, backendPair, 200, OTHER_ROUNDS);
+    } else await interleaved(kind, b, mem.fd, maps, backendPair, pairs, round);
+    await b.close();
+  }
+  // The backend rows ran first, in a process that had done nothing else (as a server's backend is only called by
+  // its mirror); the protocol rows after them.
   // Through the server: with the backend's synchronous ioctls for small sizes (the default), then with every
   // ioctl on the threadpool (syncMaxSize 0n, the behaviour before the fast path).
   for (const [label, syncMaxSize] of [
@@ -1214,40 +1251,6 @@ async function bench(kind: 'type1' | 'iommufd', pairs: number): Promise<void> {
       OTHER_ROUNDS,
     );
     await stopRig(rig);
-  }
-  // The backend alone (no protocol, no address space): with the synchronous ioctls for small sizes (the default),
-  // then with every ioctl on the threadpool (syncMaxSize 0n, the behaviour before the fast path).
-  const view = mmap(mem.fd, 0n, 0x100000, PROT_READ | PROT_WRITE, MAP_SHARED);
-  const vaddr = mapAddress(view);
-  // The mappings as the mirror hands them over (its bigints exist already), made before timing like the C loop's
-  // structs: pair i maps page i % 256 of the memfd at IOVA page i % 4096, as iommu-bench.c does.
-  const maps = Array.from({ length: 4096 }, (_, i) => ({
-    iova: CHURN_BASE + BigInt(i) * PAGE,
-    size: PAGE,
-    read: true,
-    write: true,
-    fd: mem.fd,
-    fileOffset: BigInt(i % 256) * PAGE,
-    vaddr: vaddr + BigInt(i % 256) * PAGE,
-  }));
-  for (const [label, syncMaxSize] of [
-    ['backend', undefined],
-    ['backend-async', 0n],
-  ] as const) {
-    const b = newBackend(kind, syncMaxSize);
-    await b.attach();
-    // Awaited only when the backend answers with a promise, as the mirror does (a synchronous success returns
-    // undefined).
-    const backendPair = (i: number) => {
-      const m = maps[i % 4096]!;
-      const mapped = b.map(m);
-      if (mapped) return mapped.then(() => b.unmap(m.iova, PAGE));
-      return b.unmap(m.iova, PAGE);
-    };
-    if (label === 'backend-async') {
-      if (opts.get('rows') !== 'interleaved') await run(label, backendPair, 200, OTHER_ROUNDS);
-    } else await interleaved(kind, b, mem.fd, maps, backendPair, pairs, round);
-    await b.close();
   }
   munmap(view);
   mem.close();
@@ -1304,7 +1307,7 @@ async function interleaved(
   kind: 'type1' | 'iommufd',
   b: VfioType1Backend | IommufdBackend,
   memfd: number,
-  maps: { iova: bigint; vaddr: bigint; fileOffset: bigint }[],
+  maps: HostMapping[],
   backendPair: (i: number) => void | Promise<void>,
   pairs: number,
   round: (fn: (i: number) => void | Promise<void>, from: number, n: number) => Promise<number>,
@@ -1319,7 +1322,7 @@ async function interleaved(
           const m = maps[i % 4096]!;
           ioctlArgs[ARG_IOVA] = m.iova;
           ioctlArgs[ARG_SIZE] = PAGE;
-          ioctlArgs[ARG_ADDR] = m.vaddr;
+          ioctlArgs[ARG_ADDR] = m.vaddr!;
           if (blockInts) {
             blockInts[nv.INT_FD] = fd;
             blockInts[nv.INT_FLAGS] = flags;
@@ -1337,7 +1340,7 @@ async function interleaved(
           const m = maps[i % 4096]!;
           ioctlArgs[ARG_IOVA] = m.iova;
           ioctlArgs[ARG_SIZE] = PAGE;
-          ioctlArgs[ARG_ADDR] = m.fileOffset;
+          ioctlArgs[ARG_ADDR] = m.fileOffset!;
           if (blockInts) {
             blockInts[nv.INT_FD] = fd;
             blockInts[nv.INT_ID] = ioas;
