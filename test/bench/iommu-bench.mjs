@@ -19,8 +19,11 @@
 //   - backend-2MiB: 2 MiB map+unmap pairs, the largest that run synchronously: how long they hold the event loop.
 // Under TCG every figure is far below native; only the ratios mean something. By default the guest runs with
 // -icount (guest time = 1 ns per guest instruction, single-threaded TCG): every figure is then an instruction count
-// of the guest, kernel included, and stable from boot to boot (fastest = median) whatever the host's load; with
-// --wallclock it runs on multi-threaded TCG in real time, where one round of the C loop varies 2-6x on a loaded host.
+// of the guest, kernel included, whatever the host's load. The raw-c/backend/addon-floor rows are stable from boot
+// to boot (fastest = median to 0.1%); rows that wait on the event loop or the threadpool (vfio-user*,
+// backend-async) still vary, since the other vCPU's instructions (Node's helper threads) advance the same clock.
+// With --wallclock the guest runs on multi-threaded TCG in real time, where one round of the C loop varies 2-6x on
+// a loaded host.
 //
 //   node test/bench/iommu-bench.mjs [--pairs N] [--kernel debian|iommufd] [--rows backend|interleaved] [--wallclock]
 //   (build first: npx tsc -b)
