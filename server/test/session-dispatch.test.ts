@@ -342,6 +342,23 @@ test('direct reads stop as soon as an observer is added: it sees every later mes
   await rig.teardown();
 });
 
+test('direct reads stop at once when the log level becomes trace and the observers are told (log-level)', async () => {
+  const observers = new Observers();
+  const log = pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true }));
+  const rig = await ready({ device: new DirectDevice(), observers, log });
+  const c = rig.client;
+  for (let i = 0; i < 10; i++) c.send(Command.REGION_READ, read(7, 0n, 4));
+  await until(() => c.inbox.length === 11, 5000, 'replies');
+  const before = rig.session.directReads;
+  assert.ok(before >= 5, `answered by the addon: ${before}`);
+  log.level = 'trace'; // the session's logger is a child: it follows
+  observers.changed();
+  for (let i = 0; i < 10; i++) c.send(Command.REGION_READ, read(7, 0n, 4));
+  await until(() => c.inbox.length === 21, 5000, 'replies');
+  assert.is(rig.session.directReads, before, 'every read after the change went through JS');
+  await rig.teardown();
+});
+
 test('256 pipelined commands: 256 replies in request order; repeated ids echoed in order', async () => {
   const rig = await ready();
   const ids: number[] = [];

@@ -106,6 +106,7 @@ export function builtinCommands(): Map<string, ControlCommand> {
       if (!(LOG_LEVELS as readonly string[]).includes(level))
         throw new ControlError(`unknown level '${level}' (one of ${LOG_LEVELS.join(', ')})`);
       c.log.level = level as LogLevel;
+      c.server.observers.changed(); // trace logging sees every message from now on (direct reads stop)
       c.log.info({ previous, level }, 'log level changed');
       return { previous, level };
     },

@@ -43,10 +43,18 @@ export class Observers {
     return () => this.watchers.delete(fn);
   }
 
+  /**
+   * Tells the watchers that something else a session's fast paths depend on changed (the control socket's
+   * log-level: trace logging wants every message in JS).
+   */
+  changed(): void {
+    for (const fn of this.watchers) fn();
+  }
+
   private recompute(): void {
     this.wireOn = this.list.some((o) => o.wire);
     this.requestOn = this.list.some((o) => o.request || o.violation);
-    for (const fn of this.watchers) fn();
+    this.changed();
   }
 
   private each(fn: (o: SessionObserver) => void): void {
