@@ -170,11 +170,18 @@ export class IntervalTable<T extends Interval> {
   /** Removes `e` (by identity); returns whether it was present. */
   remove(e: T): boolean {
     if (this.count === 0) return false;
-    const b = this.blockAtOrBefore(e.iova);
-    if (b < 0) return false;
-    let block = this.blocks[b]!;
-    const i = IntervalTable.entryAtOrBefore(block, e.iova);
-    if (i < 0 || block[i] !== e) return false;
+    // Where the last overlaps()/overlapping() started (a DMA_UNMAP removes what it just looked up; after one
+    // removal the next entry has moved into that place): no search when `e` is there. Identity decides.
+    let b = this.atBlock;
+    let block = this.blocks[b];
+    let i = this.atIndex;
+    if (block === undefined || block[i] !== e) {
+      b = this.blockAtOrBefore(e.iova);
+      if (b < 0) return false;
+      block = this.blocks[b]!;
+      i = IntervalTable.entryAtOrBefore(block, e.iova);
+      if (i < 0 || block[i] !== e) return false;
+    }
     // splice() moves the tail in one go (a loop of single stores pays a write barrier each, twice the cost
     // measured with 64 live entries). But the block outlives many regions: once V8 has promoted it, every entry
     // splice() moves into it pays a write barrier too (young regions into an old array; about 2,800 instructions
