@@ -297,7 +297,7 @@ export function regionAccessInPlace(
   const head = HEADER_SIZE + REGION_RW_SIZE;
   if (size !== head + (write ? count : 0) || count === 0 || count > ctx.limits.maxDataXferSize)
     return DECLINED;
-  if (!write && head + count > out.byteLength) return DECLINED;
+  if (!write && head + count > out.length) return DECLINED;
   const offset = regionRwOffsetOf(msg);
   const region = regionRwRegionOf(msg);
   const device = ctx.device;

@@ -769,7 +769,7 @@ export class Session {
   private sendReply(h: Header, res: HandlerResult): void {
     const payload = res.payload;
     const out = this.conn.outbox;
-    if (this.cfg.observers?.wireOn || HEADER_SIZE + (payload?.byteLength ?? 0) > out.byteLength) {
+    if (this.cfg.observers?.wireOn || HEADER_SIZE + (payload?.length ?? 0) > out.length) {
       this.sendRaw(encodeReplyMessage(h.id, h.command, payload), res.fds);
       return;
     }
