@@ -235,6 +235,8 @@ static void conn_begin_close(conn *c) {
     uv_close((uv_handle_t *)&c->poll, conn_on_closed);
     conn_release_fds(c);
   } else {
+    /* Never started: the only JS references it can hold are setDirectReads()'s (start() takes the others). */
+    if (!c->detached) conn_direct_release(c);
     conn_release_fds(c);
     conn_release_mem(c);
     c->state = C_CLOSED;
@@ -263,6 +265,7 @@ static void conn_finalize(napi_env env, void *data, void *hint) {
   c->self = NULL;
   if (c->state == C_NEW) {
     /* Never started and dropped: nothing else owns the fd. */
+    if (!c->detached) conn_direct_release(c);
     conn_release_fds(c);
     conn_release_mem(c);
     c->state = C_CLOSED;
