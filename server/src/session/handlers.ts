@@ -42,7 +42,6 @@ import {
   HEADER_SIZE,
   isRegionInfoTruncated,
   type Limits,
-  MigState,
   ProtocolError,
   REGION_RW_SIZE,
   type RegionCap,
@@ -60,7 +59,13 @@ import type { DmaAddressSpace } from '../dma/address-space.js';
 import type { IrqController } from '../irq/irq-controller.js';
 import { isPromise } from '../promise.js';
 import type { FdBag } from './fds.js';
-import { type MigrationController, migrationFeature, migrationOf, migrationRead } from './migration.js';
+import {
+  deviceRunning,
+  type MigrationController,
+  migrationFeature,
+  migrationOf,
+  migrationRead,
+} from './migration.js';
 
 export interface HandlerContext {
   device: VfioUserDevice;
@@ -307,8 +312,7 @@ export function regionAccessInPlace(
   if (!(end <= Number.MAX_SAFE_INTEGER && offset + count <= end)) return DECLINED;
   if ((desc.flags & (write ? RegionInfoFlags.WRITE : RegionInfoFlags.READ)) === 0) return DECLINED;
   // A stopped device accepts few commands (gateCommand): the full way says which.
-  const mig = ctx.migration;
-  if (mig !== undefined && mig.state !== MigState.RUNNING && mig.state !== MigState.PRE_COPY) return DECLINED;
+  if (!deviceRunning(ctx.migration)) return DECLINED;
   const at = BigInt(offset);
   // The common answers are tested first (undefined, a Uint8Array): isPromise() sees every kind of value in the
   // server, and its property load is slow once it has.

@@ -329,6 +329,14 @@ const ALLOWED_IN_STOP: ReadonlySet<number> = new Set([
 const ALLOWED_IN_STOP_COPY: ReadonlySet<number> = new Set([Command.DEVICE_FEATURE, Command.MIG_DATA_READ]);
 
 /**
+ * Whether the device runs: no migration facet, or RUNNING/PRE_COPY (gateCommand lets everything through). The
+ * fast paths answer region access only then; anything else takes the full way, where gateCommand decides.
+ */
+export function deviceRunning(c: MigrationController | undefined): boolean {
+  return c === undefined || isRunning(c.state);
+}
+
+/**
  * Throws EINVAL when `command` is not accepted in the migration state of `c` (the session's migrationOf(device),
  * looked up once; see the file comment).
  */

@@ -47,7 +47,6 @@ import {
   type Header,
   isReply,
   MESSAGE_OVERHEAD,
-  MigState,
   MsgFlags,
   messageIdOf,
   ProtocolError,
@@ -69,7 +68,7 @@ import {
   regionAccessInPlace,
 } from './handlers.js';
 import { DmaMessenger } from './messenger.js';
-import { gateCommand, migrationOf } from './migration.js';
+import { deviceRunning, gateCommand, migrationOf } from './migration.js';
 import { negotiate, type ServerOffer } from './negotiate.js';
 import type { Observers } from './observers.js';
 
@@ -713,9 +712,7 @@ export class Session {
    * stands in their way: a device that accepts region access (migration), reading not held.
    */
   private armDirect(direct: Int32Array): void {
-    const mig = this.ctx!.migration;
-    if (mig !== undefined && mig.state !== MigState.RUNNING && mig.state !== MigState.PRE_COPY) return;
-    if (this.holds.size !== 0) return;
+    if (!deviceRunning(this.ctx!.migration) || this.holds.size !== 0) return;
     this.syncStats();
     direct[0] = DIRECT_BUDGET;
   }
