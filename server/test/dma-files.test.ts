@@ -239,6 +239,64 @@ test('fd checks: wrong fd types, short files, read-only fds, write seals, misali
   assert.is(native.openFds(), fds0, 'every fd handed to map() is closed');
 });
 
+test('same fd again: a QEMU-sealed file sent as one open file description is recognised; the checks still hold', async () => {
+  // QEMU's guest RAM: a memfd sealed against grow and shrink, the same fd sent with every DMA_MAP (each received
+  // fd is a new fd of that one open file description: dupFd here).
+  const memfd = native.memfdCreate('qemu-ram', 16 * 0x1000);
+  native.addSeals(memfd, native.F_SEAL_GROW | native.F_SEAL_SHRINK | native.F_SEAL_SEAL);
+  const fds0 = native.openFds();
+  const maps0 = native.mappingCount();
+  const s = new DmaAddressSpace();
+  for (let i = 0; i < 200; i++) {
+    const iova = 0x10000000n + BigInt(i % 16) * 0x1000n;
+    await s.map({
+      iova,
+      size: 0x1000n,
+      prot: RW,
+      fd: native.dupFd(memfd),
+      fileOffset: BigInt(i % 16) * 0x1000n,
+    });
+    native.pwrite(memfd, new Uint8Array([i]), BigInt(i % 16) * 0x1000n);
+    assert.equal(await s.read(iova, 1), new Uint8Array([i]));
+    await s.unmap(iova, 0x1000n);
+    assert.is(native.openFds(), fds0 + 1, 'one fd kept for the latest file, every duplicate closed');
+  }
+  assert.is(native.mappingCount() - maps0, 1, 'one mmap for all 200 pairs');
+  await sleep(400);
+  assert.is(native.openFds(), fds0, 'the kept fd goes 250 ms after the last region');
+  assert.is(s.snapshot().cachedMappings, 1, 'while the mapping stays cached');
+  // Past the end: refused as on the long way (the size is known and frozen).
+  await rejects(
+    s.map({ iova: 0x1000n, size: 0x2000n, prot: RW, fd: native.dupFd(memfd), fileOffset: 15n * 0x1000n }),
+    E.EINVAL,
+    'past EOF',
+  );
+  // A read-only open file description of the same file (another description: the long way) refuses WRITE.
+  const ro = native.openPath(`/proc/self/fd/${memfd}`, native.O_RDONLY);
+  await rejects(
+    s.map({ iova: 0x1000n, size: 0x1000n, prot: RW, fd: ro }),
+    E.EACCES,
+    'read-only fd with WRITE',
+  );
+  // ...and serves READ, becoming the file's fd; a WRITE through a duplicate of *that* description (the same
+  // description as the kept fd: the short way) is refused all the same.
+  const ro2 = native.openPath(`/proc/self/fd/${memfd}`, native.O_RDONLY);
+  await s.map({ iova: 0x1000n, size: 0x1000n, prot: DmaMapFlags.READ, fd: ro2 });
+  await s.unmap(0x1000n, 0x1000n);
+  const dupRo = native.dupFd(ro2);
+  await rejects(
+    s.map({ iova: 0x1000n, size: 0x1000n, prot: RW, fd: dupRo }),
+    E.EACCES,
+    'same description, read-only',
+  );
+  assert.is(s.size, 0);
+  await s.unmapAll();
+  assert.is(native.mappingCount(), maps0, 'unmap-all flushes the cache');
+  assert.is(native.openFds(), fds0, 'and closes the kept fd');
+  await s.close();
+  native.closeFd(memfd);
+});
+
 test('1000 map/unmap cycles of duplicate fds leak no fd and no mapping', async () => {
   const memfd = native.memfdCreate('churn', MiB);
   const s = new DmaAddressSpace();
@@ -278,7 +336,7 @@ test('idle cache: a page mapped and unmapped 100 times maps its file once; fds c
     native.pwrite(memfd, new Uint8Array([i]), BigInt(i % 8) * 0x1000n);
     assert.equal(await s.read(iova, 1), new Uint8Array([i]));
     await s.unmap(iova, 0x1000n);
-    assert.is(native.openFds(), fds0, 'the file fd goes with its last region');
+    assert.is(native.openFds(), fds0 + 1, 'the latest file keeps one fd while its mapping is cached');
   }
   assert.is(native.mappingCount() - maps0, 1, 'one mmap for all 100 pairs');
   assert.equal(

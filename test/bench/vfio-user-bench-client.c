@@ -6,7 +6,8 @@
  *     VERSION, then <warmup>+<n> REGION_READs of <count> bytes, one outstanding. Prints
  *     {"n":..,"medianUs":..,"p99Us":..,"meanUs":..}.
  *   client <sock> dma <warmup> <pairs> <depth>
- *     VERSION, then DMA_MAP (4 KiB of a 1 MiB memfd, the memfd sent with every map as QEMU does under a vIOMMU)
+ *     VERSION, then DMA_MAP (4 KiB of a 1 MiB memfd sealed like QEMU's guest RAM, the memfd sent with every map
+ *     as QEMU does under a vIOMMU)
  *     + DMA_UNMAP of the same page, with up to <depth> pairs in flight (depth 1: QEMU outside a memory
  *     transaction). Prints {"pairs":..,"pairsPerSec":..}.
  *   client <sock> huge <gib>
@@ -16,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,8 +207,11 @@ static long pairs_run(int memfd, long pairs, int depth) {
 
 static int dma(long warm, long pairs, int depth) {
   if (depth < 1 || depth > 256) die("depth must be 1..256");
-  int memfd = memfd_create("bench-guest-ram", MFD_CLOEXEC);
-  if (memfd < 0 || ftruncate(memfd, 1 << 20) < 0) die("memfd");
+  /* Sealed as QEMU's memory-backend-memfd seals guest RAM by default (seal=on): no grow, no shrink, no more seals. */
+  int memfd = memfd_create("bench-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (memfd < 0 || ftruncate(memfd, 1 << 20) < 0 ||
+      fcntl(memfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0)
+    die("memfd");
   if (warm) pairs_run(memfd, warm, depth);
   uint64_t t0 = now_ns();
   pairs_run(memfd, pairs, depth);

@@ -35,6 +35,7 @@
  *   fdInfo(fd) -> {type, dev, ino, size, mode, flags, blksize, fsType, rdev}
  *   fdInspect(fd, sealed?) -> {format, exact, dev, ino, size, flags, seals}: the DMA_MAP checks in one call, no
  *     allocation (F_GET_SEALS skipped for an fd of a file the caller holds, sealed with F_SEAL_SEAL)
+ *   sameOpenFile(a, b) -> whether two fds share one open file description (kcmp; false on any error)
  *   pread(fd, buf, offset: bigint); pwrite(fd, buf, offset: bigint); closeFd; closeFdsQuietly(fds); dupFd; openFds(); openPath; fdFlags
  *
  * ── eventfd (eventfd.ts) ───────────────────────────────────────────────────────────────────────────────────────
@@ -139,6 +140,7 @@ export {
   pwrite,
   S_IFREG,
   type SealedFile,
+  sameOpenFile,
 } from './memory.js';
 export {
   type BufferedInput,

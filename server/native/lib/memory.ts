@@ -7,6 +7,7 @@ import { addon } from './addon.js';
 // for V8 to keep in fast mode, so `addon.x` is a generic LoadIC call (about 60 instructions) every time.
 const addonFdInspect: (fd: number, out: Float64Array) => number = addon.fdInspect;
 const addonCloseFd: (fd: number) => void = addon.closeFd;
+const addonSameOpenFile: (a: number, b: number) => boolean = addon.sameOpenFile;
 
 export const PROT_READ: number = addon.PROT_READ;
 export const PROT_WRITE: number = addon.PROT_WRITE;
@@ -177,6 +178,16 @@ export function fdInspect(fd: number, sealed?: SealedFile): Readonly<FdFacts> {
   f.exact =
     f.dev <= Number.MAX_SAFE_INTEGER && f.ino <= Number.MAX_SAFE_INTEGER && f.size <= Number.MAX_SAFE_INTEGER;
   return f;
+}
+
+/**
+ * Whether fds `a` and `b` refer to the same open file description (kcmp(2) KCMP_FILE, one syscall): then they
+ * name the same file with the same access mode. An fd received over a socket is a new fd of the sender's open
+ * file description, so a client that sends the same fd again and again (QEMU's RAM memfd with every DMA_MAP) is
+ * recognised without an fstat. false on any error (a kernel without kcmp, a bad fd): inspect the fd instead.
+ */
+export function sameOpenFile(a: number, b: number): boolean {
+  return addonSameOpenFile(a, b);
 }
 
 /** pread(2) at a 64-bit offset; returns bytes read (short at EOF). */

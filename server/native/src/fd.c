@@ -8,8 +8,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+
+#include <linux/kcmp.h>
 
 /* memfdCreate(name, size: bigint|number, allowSealing, cloexec) -> fd */
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
@@ -237,6 +240,27 @@ static napi_value js_open_path(napi_env env, napi_callback_info info) {
   return vu_i32(env, fd);
 }
 
+/* This process's pid for kcmp(), read once: Node does not fork without exec, and getpid() is a syscall. */
+static pid_t self_pid;
+
+/*
+ * sameOpenFile(a, b) -> whether fds a and b refer to the same open file description (kcmp(KCMP_FILE)): one
+ * syscall where fstat + fcntl(F_GETFL) are two. An fd passed over a socket is a new fd of the sender's open file
+ * description, so a client sending the same fd with every DMA_MAP (QEMU's RAM memfd) is recognised without
+ * inspecting it again. false on any error (ENOSYS without CONFIG_KCMP, EPERM under a restrictive ptrace policy,
+ * EBADF): the caller then inspects the fd the long way.
+ */
+static napi_value js_same_open_file(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int a, b;
+  if (!vu_args(env, info, 2, argv, NULL) || !vu_get_fd(env, argv[0], "a", &a) || !vu_get_fd(env, argv[1], "b", &b))
+    return NULL;
+  long r = syscall(SYS_kcmp, (long)self_pid, (long)self_pid, (long)KCMP_FILE, (long)a, (long)b);
+  napi_value v;
+  NAPI_CALL(env, napi_get_boolean(env, r == 0, &v));
+  return v;
+}
+
 static napi_value js_fd_flags(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
@@ -247,7 +271,9 @@ static napi_value js_fd_flags(napi_env env, napi_callback_info info) {
 }
 
 bool vu_init_fd(napi_env env, napi_value exports) {
-  return vu_export_fn(env, exports, "memfdCreate", js_memfd_create) &&
+  self_pid = getpid();
+  return vu_export_fn(env, exports, "sameOpenFile", js_same_open_file) &&
+         vu_export_fn(env, exports, "memfdCreate", js_memfd_create) &&
          vu_export_fn(env, exports, "addSeals", js_add_seals) && vu_export_fn(env, exports, "getSeals", js_get_seals) &&
          vu_export_fn(env, exports, "fdInfo", js_fd_info) && vu_export_fn(env, exports, "fdInspect", js_fd_inspect) &&
          vu_export_u32(env, exports, "S_IFREG", S_IFREG) && vu_export_fn(env, exports, "pread", js_pread) &&

@@ -14,6 +14,10 @@ import {
   fdFlags,
   fdInfo,
   Listener,
+  memfdCreate,
+  O_RDONLY,
+  openPath,
+  sameOpenFile,
   socketpair,
 } from '../lib/index.js';
 import {
@@ -42,6 +46,29 @@ async function closeBoth(a: Connection, b: Connection): Promise<void> {
 }
 
 const S = suite('native: connection');
+
+S(
+  'sameOpenFile: an fd received is the open file description sent (kcmp); another open of the file is not',
+  () =>
+    noLeak(async () => {
+      const [a, b] = pair();
+      const rb = collect(b);
+      const memfd = memfdCreate('ram', 4096);
+      assert.ok(a.send(frame(1, 2), [memfd]));
+      await waitFor(() => rb.msgs.length === 1, 2000, 'message');
+      const got = rb.fds[0]![0]!;
+      const ro = openPath(`/proc/self/fd/${memfd}`, O_RDONLY);
+      const other = memfdCreate('other', 4096);
+      assert.ok(got !== memfd && sameOpenFile(memfd, got), 'received over SCM_RIGHTS: the same description');
+      const d = dupFd(got);
+      assert.ok(sameOpenFile(got, d), 'dup');
+      assert.ok(!sameOpenFile(memfd, ro), 'another open of the same file');
+      assert.ok(!sameOpenFile(memfd, other), 'another file');
+      assert.ok(!sameOpenFile(memfd, 1 << 20), 'a bad fd: false, no throw');
+      for (const fd of [memfd, got, d, ro, other]) closeFd(fd);
+      await closeBoth(a, b);
+    }),
+);
 
 S('a message with eventfds arrives whole; the fds are new, close-on-exec and the same files', () =>
   noLeak(async () => {

@@ -6,7 +6,8 @@
 // (st_dev, st_ino), kept open once (one fd per file, for pread/pwrite and for the host IOMMU's IOAS_MAP_FILE), the
 // duplicate fds are closed as soon as they are identified, and each DMA region is a sub-view of the file's
 // mapping. Regions reference-count the mappings they use and the file; the file's fd is closed when its last
-// region goes (one fd per file only while it backs a region: the fd budget does not grow with the cache below).
+// region goes (one fd per file only while it backs a region: the fd budget does not grow with the cache below),
+// except the latest file's, kept for a moment (one fd at most; see "Same fd again" below).
 //
 // Windows: Node 20 cannot create an external ArrayBuffer above 4 GiB, so a file is mapped in fixed windows of
 // `windowSize` bytes (1 GiB by default) of file offset; a region crossing a window boundary gets one piece per
@@ -46,11 +47,18 @@
 //
 // Each fd is inspected once per DMA_MAP (fstat, F_GETFL, F_GET_SEALS in one addon call, native.fdInspect);
 // F_GET_SEALS is skipped for an fd of the previous DMA_MAP's file when its seals are frozen (F_SEAL_SEAL).
+//
+// Same fd again: a client passes the same fd with every DMA_MAP (QEMU its RAM memfd), and each one we receive is a
+// new fd of the client's one open file description. When it is the description of the latest file's kept fd
+// (native.sameOpenFile: one kcmp, where fstat + F_GETFL are two syscalls), the file, its access mode and its
+// frozen seals are known; if those seals also forbid shrinking (QEMU's memfds are sealed against grow and shrink)
+// and the range lies inside the size known, the size check needs no fstat either. To have a kept fd to compare
+// with after the last region went, the latest file keeps its fd while its mappings are cached.
 
 import * as native from 'vfio-user-native';
 // The per-DMA_MAP calls as plain bindings: a property load from a module namespace object (`native.x`) is not
 // optimized away by V8 and costs an inline-cache call on every use.
-import { closeFd, fdInspect, S_IFREG } from 'vfio-user-native';
+import { closeFd, fdInspect, S_IFREG, sameOpenFile } from 'vfio-user-native';
 import { Errno, errnoOf } from 'vfio-user-protocol';
 import { DmaMapError } from './errors.js';
 
@@ -70,6 +78,13 @@ const F_SEAL_SEAL = 0x1;
 const F_SEAL_SHRINK = 0x2;
 const F_SEAL_WRITE = 0x8;
 const F_SEAL_FUTURE_WRITE = 0x10;
+/** Seals under which a file's size can only grow and its seals never change. */
+const SIZE_FROZEN = F_SEAL_SEAL | F_SEAL_SHRINK;
+/**
+ * How long the latest file keeps its fd after its last region went (release()): long enough for a guest's next
+ * page-sized DMA_MAP, short enough that an idle server holds no fd a client has let go of.
+ */
+const KEEP_FD_MS = 250;
 
 export type MappingKind = 'shared' | 'private';
 
@@ -148,7 +163,10 @@ export class BackingFile {
   readonly windows = new Map<number, { shared?: FileMapping; private?: FileMapping }>();
   constructor(
     readonly key: string,
-    /** The one fd kept for this file while a region uses it (pread/pwrite, host IOMMU MAP_FILE); -1 when idle. */
+    /**
+     * The one fd kept for this file while a region uses it (pread/pwrite, host IOMMU MAP_FILE), and while it is
+     * the latest file with mappings cached, for KEEP_FD_MS (FileTable.release); -1 otherwise.
+     */
     public fd: number,
     readonly dev: number | bigint,
     readonly ino: number | bigint,
@@ -220,6 +238,9 @@ export class FileTable {
   private readonly idle = new Set<FileMapping>();
   private idleBytes = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** When the latest file's last region went (its fd kept, release()), and the timer that closes that fd. */
+  private keptSince = 0;
+  private keptTimer: NodeJS.Timeout | undefined;
   /** Live mmaps, cached ones included (for stats and tests). */
   mappings = 0;
   /** Files backing at least one region. */
@@ -267,6 +288,15 @@ export class FileTable {
    * on failure (DmaMapError with the errno for the reply) the caller still owns it. Maps nothing: see use().
    */
   acquire(fd: number, offset: bigint, size: bigint, writable: boolean): BackingFile {
+    const last = this.last;
+    if (
+      last !== undefined &&
+      last.fd >= 0 &&
+      (last.seals & SIZE_FROZEN) === SIZE_FROZEN &&
+      offset + size <= last.size &&
+      sameOpenFile(fd, last.fd)
+    )
+      return this.again(last, fd, writable);
     let isFile: boolean;
     let dev: number | bigint;
     let ino: number | bigint;
@@ -351,7 +381,9 @@ export class FileTable {
       }
       file.seals = seals;
       if (file.refs === 0) {
-        // Idle (only cached mappings left): this fd becomes the file's fd.
+        // Idle (only cached mappings left): this fd becomes the file's fd (the latest file's kept one, of
+        // another open file description, goes).
+        if (file.fd >= 0) closeQuietly(file.fd, this.onWarn);
         file.fd = fd;
         file.writable = fdWritable;
       } else {
@@ -359,8 +391,42 @@ export class FileTable {
       }
     }
     if (file.refs++ === 0) this.liveFiles++;
-    this.last = file;
+    this.setLast(file);
     return file;
+  }
+
+  /**
+   * acquire() of an fd of the same open file description as `file.fd` (sameOpenFile: one kcmp): the same file
+   * through the same access mode, whose seals are frozen and whose size cannot shrink (SIZE_FROZEN), for a range
+   * inside the size known: every check of the long way has its answer already, and `fd` is a duplicate.
+   */
+  private again(file: BackingFile, fd: number, writable: boolean): BackingFile {
+    if (writable && !file.writable)
+      throw new DmaMapError(Errno.EACCES, `fd ${fd} is read-only but WRITE was requested`);
+    if (writable && (file.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0)
+      throw new DmaMapError(Errno.EPERM, `fd ${fd} is write-sealed but WRITE was requested`);
+    if (file.refs === 0 && this.liveFiles >= this.maxFiles) {
+      throw new DmaMapError(
+        Errno.EMFILE,
+        `${this.liveFiles} distinct guest-memory files held: the fd budget (RLIMIT_NOFILE less headroom) is spent`,
+      );
+    }
+    closeQuietly(fd, this.onWarn);
+    if (file.refs++ === 0) this.liveFiles++;
+    return file;
+  }
+
+  /**
+   * `file` becomes the latest file. The previous one's fd, if it was kept only for being the latest (release()),
+   * is closed now.
+   */
+  private setLast(file: BackingFile): void {
+    const prev = this.last;
+    if (prev !== undefined && prev !== file && prev.refs === 0 && prev.fd >= 0) {
+      closeQuietly(prev.fd, this.onWarn);
+      prev.fd = -1;
+    }
+    this.last = file;
   }
 
   /**
@@ -587,6 +653,11 @@ export class FileTable {
     if (file.refs === 0 && file.windows.size === 0 && this.files.get(file.key) === file) {
       this.files.delete(file.key);
       if (this.last === file) this.last = undefined;
+      if (file.fd >= 0) {
+        // Kept while the latest file (release()): nothing of it is left now.
+        closeQuietly(file.fd, this.onWarn);
+        file.fd = -1;
+      }
     }
   }
 
@@ -615,6 +686,15 @@ export class FileTable {
     const file = use.file;
     if (--file.refs > 0) return;
     this.liveFiles--;
+    if (!discard && file === this.last && file.windows.size > 0) {
+      // The latest file keeps its fd for KEEP_FD_MS while its mappings are cached: the next DMA_MAP, most likely
+      // with another fd of the same open file description (QEMU's RAM memfd, page after page), is then
+      // recognised with one kcmp (acquire). At most this one idle fd; it goes after KEEP_FD_MS without a region,
+      // with the file's last cached mapping, or when another file becomes the latest (setLast).
+      this.keptSince = performance.now();
+      if (this.keptTimer === undefined) this.armKept(KEEP_FD_MS);
+      return;
+    }
     const fd = file.fd;
     file.fd = -1;
     closeQuietly(fd, this.onWarn);
@@ -628,11 +708,30 @@ export class FileTable {
     this.forgetIfUnused(file);
   }
 
+  /** Closes the latest file's kept fd once it has had no region for KEEP_FD_MS (release()). */
+  private armKept(ms: number): void {
+    this.keptTimer = setTimeout(() => {
+      this.keptTimer = undefined;
+      const file = this.last;
+      if (file === undefined || file.refs > 0 || file.fd < 0) return;
+      const left = this.keptSince + KEEP_FD_MS - performance.now();
+      if (left > 0) {
+        this.armKept(left);
+        return;
+      }
+      closeQuietly(file.fd, this.onWarn);
+      file.fd = -1;
+    }, ms);
+    this.keptTimer.unref();
+  }
+
   /** Unmaps every idle mapping (unmap-all, shutdown). */
   flush(): void {
     for (const m of [...this.idle]) this.destroy(m);
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = undefined;
+    if (this.keptTimer) clearTimeout(this.keptTimer); // the kept fd went with its file's last mapping
+    this.keptTimer = undefined;
   }
 
   /** What the idle cache holds (logs, hand-over): nothing here is needed for correctness. */
