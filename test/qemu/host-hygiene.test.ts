@@ -40,6 +40,48 @@ function suitesOfInstalled(policy: string): string[] {
   return suites;
 }
 
+/** Every version of the table with the suites that offer it (`apt-cache policy`; the installed one included). */
+function versionTable(policy: string): { version: string; suites: string[] }[] {
+  const out: { version: string; suites: string[] }[] = [];
+  for (const l of policy.split('\n')) {
+    const v = /^ (?:\*\*\*| {3}) (\S+) \d+$/.exec(l);
+    if (v) {
+      out.push({ version: v[1]!, suites: [] });
+      continue;
+    }
+    const m = /^ {8}\s*\d+\s+\S+\s+(\S+)\/\S+\s/.exec(l);
+    if (m && out.length) out[out.length - 1]!.suites.push(m[1]!);
+  }
+  return out;
+}
+
+/** dpkg's version order: a <= b. */
+function versionLe(a: string, b: string): boolean {
+  return spawnSync('dpkg', ['--compare-versions', a, 'le', b]).status === 0;
+}
+
+test('versionTable reads every version with its origins', () => {
+  const policy = [
+    'xz-utils:',
+    '  Installed: 5.4.1-1',
+    '  Candidate: 5.4.1-1+deb12u2',
+    '  Version table:',
+    '     5.4.1-1+deb12u2 500',
+    '        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages',
+    '     5.4.1-1+deb12u1 500',
+    '        500 http://deb.debian.org/debian bookworm/main amd64 Packages',
+    ' *** 5.4.1-1 100',
+    '        100 /var/lib/dpkg/status',
+  ].join('\n');
+  assert.equal(versionTable(policy), [
+    { version: '5.4.1-1+deb12u2', suites: ['bookworm-security'] },
+    { version: '5.4.1-1+deb12u1', suites: ['bookworm'] },
+    { version: '5.4.1-1', suites: [] },
+  ]);
+  assert.ok(versionLe('5.4.1-1', '5.4.1-1+deb12u1'));
+  assert.not.ok(versionLe('5.6.4-1', '5.4.1-1+deb12u2'));
+});
+
 test('suitesOfInstalled reads the installed version’s origins', () => {
   const policy = [
     'bc:',
@@ -82,8 +124,17 @@ test('every host package the set-up needs comes from the host’s own release', 
   const foreign: string[] = [];
   for (const [pkg, version] of entries) {
     assert.is(installed.get(pkg), version, `${pkg}: installed ${installed.get(pkg)}, manifest ${version}`);
-    const suites = suitesOfInstalled(policies.get(pkg) ?? '');
-    if (!suites.some((s) => s === codename || s.startsWith(`${codename}-`))) {
+    const policy = policies.get(pkg) ?? '';
+    const suites = suitesOfInstalled(policy);
+    const host = (s: string) => s === codename || s.startsWith(`${codename}-`);
+    if (suites.some(host)) continue;
+    // A version no configured suite offers any more (a point release or security update superseded it, and the
+    // machine was not upgraded) is still the host release's when that release offers the package at or above it;
+    // a version from a later release is newer than anything the host's release has.
+    const superseded =
+      suites.length === 0 &&
+      versionTable(policy).some((e) => e.suites.some(host) && versionLe(version, e.version));
+    if (!superseded) {
       foreign.push(`${pkg} ${version} (offered by: ${suites.join(', ') || 'no configured release'})`);
     }
   }
