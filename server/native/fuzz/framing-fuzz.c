@@ -7,14 +7,16 @@
  * The input is a configuration byte and then operations (see run_ops): send bytes (with up to 253 fds), send a
  * header plus filler of a chosen size, receive (one step of socket.c's read loop: vu_rx_read_space, recvmsg,
  * vu_collect_fds, vu_rx_received, then vu_rx_next until nothing is complete; or, for exact framing, the recvmmsg
- * that also reads the next header: vu_rx_read_space_ahead, vu_rx_received_ahead), receive under a lowered fd limit,
+ * that also reads the next header, or at a message boundary a header and what follows it: vu_rx_read_space_ahead,
+ * vu_rx_received_ahead), receive under a lowered fd limit,
  * hand the buffer over to a new receiver (takeBuffered/prefill), shut the sender down, change the size limit.
  *
  * A model of the sent stream checks, after every step:
  *   - every message taken is exactly the next bytes sent, its size the one in its header;
  *   - a message is taken as soon as it is complete; a bad size is refused (EPROTO) once its header is in;
  *   - the fds of a read go to the message the framing rule names (exact: the one being read, reads never cross a
- *     message; bulk: the last message starting before the end of the read), at most 253, in order;
+ *     message, but for the second entry of a read at a message boundary; bulk, and that entry: the last message
+ *     starting before the end of the read), at most 253, in order;
  *   - a read the kernel truncated (MSG_CTRUNC) marks that message: it is taken with no fds and the mark, and the
  *     stream goes on;
  *   - the end of stream is orderly only between messages; a truncated read is refused;
@@ -293,6 +295,8 @@ static void receive(state *s, int count, int squeeze, bool ahead) {
     int e = ahead && s->rx.exact ? vu_rx_read_space_ahead(&s->rx, &iov[0], &iov[1]) : vu_rx_read_space(&s->rx, &iov[0]);
     CHECK(e == 0, "vu_rx_read_space: %d", e);
     bool two = iov[1].iov_len > 0;
+    /* exact, nothing buffered: the header, and VU_RX_BODY_AHEAD bytes behind it as the second entry */
+    bool boundary = two && s->rx.end == s->rx.start;
     static cmsg_buf cbuf[2];
     struct mmsghdr mm[2];
     memset(mm, 0, sizeof mm);
@@ -372,14 +376,14 @@ static void receive(state *s, int count, int squeeze, bool ahead) {
         /* both entries end up contiguous in the buffer */
         CHECK(memcmp(s->rx.buf + s->rx.end - (size_t)(b1 - a), s->sent + a, (size_t)(b1 - a)) == 0,
               "read-ahead bytes misplaced in the buffer");
-        /* a full first entry: the read-ahead is the next header alone */
-        if ((size_t)n == want0)
+        /* a full first entry: the read-ahead is the next header alone (at a boundary: what follows the header) */
+        if ((size_t)n == want0 && !boundary)
           CHECK(owner(s, b + 1) == owner(s, b1) && owner(s, b + 1) == b, "read-ahead [%llu, %llu) is not a header",
                 (unsigned long long)b, (unsigned long long)b1);
         s->received = b1;
         record_read(s, b, b1, fds, nfds, ctrunc);
       }
-      drained = n1 < VU_HDR_SIZE;
+      drained = n1 < iov[1].iov_len && !vu_rx_at_boundary(&s->rx);
     }
     deliver(s);
     if (drained) return;

@@ -64,6 +64,15 @@ int vu_rx_read_space_ahead(vu_rx *rx, struct iovec *iov, struct iovec *ahead) {
   ahead->iov_base = NULL;
   ahead->iov_len = 0;
   size_t have = rx->end - rx->start;
+  if (rx->exact && have == 0) {
+    /* At a message boundary: the header, and VU_RX_BODY_AHEAD bytes of what follows it in the same recvmmsg. */
+    if (!vu_rx_reserve(rx, VU_HDR_SIZE + VU_RX_BODY_AHEAD)) return ENOMEM;
+    iov->iov_base = rx->buf + rx->end;
+    iov->iov_len = VU_HDR_SIZE;
+    ahead->iov_base = rx->buf + rx->end + VU_HDR_SIZE;
+    ahead->iov_len = VU_RX_BODY_AHEAD;
+    return 0;
+  }
   if (!rx->exact || have < VU_HDR_SIZE) return vu_rx_read_space(rx, iov);
   uint32_t size = rd32le(rx->buf + rx->start + 4);
   if (bad_size(size, rx->max_msg)) return EPROTO;
@@ -98,24 +107,39 @@ int vu_collect_fds(struct msghdr *msg, int *out) {
 static int file_fds(vu_rx *rx, uint64_t off, const int *fds, int n, bool truncated, const char **why);
 
 /*
+ * The bulk rule: the buffer offset of the last message that starts before buf[end]. A bad size ends the walk:
+ * the fds go with the bad message, so the whole messages before it are still delivered (vu_rx_next refuses the
+ * bad header when it reaches it, and the connection closing closes its fds), as protocol's Framer does.
+ */
+static size_t last_start(const vu_rx *rx) {
+  size_t at = rx->start, pos = rx->start;
+  while (pos < rx->end) {
+    at = pos;
+    if (rx->end - pos < VU_HDR_SIZE) break;
+    uint32_t size = rd32le(rx->buf + pos + 4);
+    if (bad_size(size, rx->max_msg)) break;
+    pos += size;
+  }
+  return at;
+}
+
+bool vu_rx_at_boundary(const vu_rx *rx) {
+  size_t pos = rx->start;
+  while (pos < rx->end) {
+    if (rx->end - pos < VU_HDR_SIZE) return false;
+    uint32_t size = rd32le(rx->buf + pos + 4);
+    if (bad_size(size, rx->max_msg)) return false;
+    pos += size;
+  }
+  return pos == rx->end;
+}
+
+/*
  * Files the fds of the read that ended at buf[end] under the message they belong to (`truncated`: the kernel
  * dropped some; those that came are closed and the message marked). 0 or ENOMEM.
  */
 static int attach_fds(vu_rx *rx, const int *fds, int n, bool truncated, const char **why) {
-  size_t at = rx->start;
-  if (!rx->exact) {
-    /* bulk: the last message that starts before the end of this read. A bad size ends the walk: the fds go with
-     * the bad message, so the whole messages before it are still delivered (vu_rx_next refuses the bad header
-     * when it reaches it, and the connection closing closes its fds), as protocol's Framer does. */
-    size_t pos = rx->start;
-    while (pos < rx->end) {
-      at = pos;
-      if (rx->end - pos < VU_HDR_SIZE) break;
-      uint32_t size = rd32le(rx->buf + pos + 4);
-      if (bad_size(size, rx->max_msg)) break;
-      pos += size;
-    }
-  }
+  size_t at = rx->exact ? rx->start : last_start(rx);
   return file_fds(rx, rx->base + at, fds, n, truncated, why);
 }
 
@@ -186,14 +210,12 @@ int vu_rx_received_ahead(vu_rx *rx, size_t n0, size_t want0, size_t n, const int
   }
   /* The entry was read to buf[end - n0 + want0]; close the gap a short first entry left. */
   if (n0 < want0) memmove(rx->buf + rx->end, rx->buf + rx->end - n0 + want0, n);
-  size_t cur = rx->start;
-  uint32_t size = rd32le(rx->buf + cur + 4); /* checked by vu_rx_read_space_ahead */
-  bool next = n0 + n > want0;
   rx->end += n;
   bool truncated = msg_flags & MSG_CTRUNC;
   if (!nfds && !truncated) return 0;
-  size_t at = next ? cur + size : cur;
-  return file_fds(rx, rx->base + at, fds, nfds, truncated, why);
+  /* The bulk rule over what is buffered: the current message while this entry stayed inside it, else the last
+   * message it reached into (framing.h: when that differs from exact attribution). */
+  return file_fds(rx, rx->base + last_start(rx), fds, nfds, truncated, why);
 }
 
 /*

@@ -6,7 +6,13 @@
  * Framing: a 16-byte header whose little-endian u32 at offset 4 is the total size (header included); a size below
  * 16 or above `max_msg` is a protocol error (EPROTO). Which message the fds of a read belong to:
  *   exact: a read never spans two messages, so its fds belong to the message being read (the rest of a message
- *          and the next header are read by one recvmmsg, two entries: vu_rx_read_space_ahead);
+ *          and the next header are read by one recvmmsg, two entries: vu_rx_read_space_ahead). One exception, for
+ *          one read per small message: at a message boundary the recvmmsg reads the header and, as its second
+ *          entry, the VU_RX_BODY_AHEAD bytes after it; fds that come with that entry go by the bulk rule. That
+ *          differs from the message being read only for a sender whose fds ride on a sendmsg that starts inside
+ *          a message (after its header) and runs on into the next one, or for a message with fds that is, with
+ *          the message before it, shorter than 16 + VU_RX_BODY_AHEAD bytes (no vfio-user message with fds is:
+ *          a DMA_MAP is 48 bytes, a SET_IRQS with one eventfd 40, any message before them at least 16);
  *   bulk:  a read takes up to 64 KiB; its fds belong to the last message that starts before the end of the read.
  * Every received fd has one owner: the buffer (groups) until the message is taken with vu_rx_next, the caller
  * after that. Errors close the fds of the read that caused them; vu_rx_close_fds closes what is still held.
@@ -32,6 +38,8 @@
 #define VU_RX_CHUNK (64 * 1024)
 #define VU_RX_SHRINK (1024 * 1024)
 #define VU_MAX_FDS 253 /* SCM_MAX_FD: the most one sendmsg can carry */
+/* Bytes read behind a header at a message boundary (exact framing): REGION_READ, DMA_UNMAP and DMA_MAP in one read. */
+#define VU_RX_BODY_AHEAD 32
 
 typedef struct vu_fdgroup {
   uint64_t off;   /* stream offset of the first byte of the message these fds belong to */
@@ -64,8 +72,10 @@ int vu_rx_read_space(vu_rx *rx, struct iovec *iov);
 /*
  * Exact framing's read-ahead. When the header of the current message is buffered and its rest is still to come,
  * `ahead` is set to 16 bytes of room right behind `iov` (reserved) for the next message's header, read in the same
- * recvmmsg as a second entry; otherwise ahead->iov_len is 0. Like vu_rx_read_space otherwise. 0, EPROTO or ENOMEM.
- * Each recvmmsg entry is a recvmsg of its own, so fds arrive with the entry whose bytes their sendmsg started in.
+ * recvmmsg as a second entry; at a message boundary (nothing buffered), `iov` is the 16-byte header and `ahead`
+ * the VU_RX_BODY_AHEAD bytes behind it; otherwise ahead->iov_len is 0. Like vu_rx_read_space otherwise. 0, EPROTO
+ * or ENOMEM. Each recvmmsg entry is a recvmsg of its own, so fds arrive with the entry whose bytes their sendmsg
+ * started in.
  */
 int vu_rx_read_space_ahead(vu_rx *rx, struct iovec *iov, struct iovec *ahead);
 
@@ -79,6 +89,12 @@ int vu_rx_read_space_ahead(vu_rx *rx, struct iovec *iov, struct iovec *ahead);
  */
 int vu_rx_received_ahead(vu_rx *rx, size_t n0, size_t want0, size_t n, const int *fds, int nfds, int msg_flags,
                          const char **why);
+/*
+ * Whether what is buffered ends exactly where a message ends (or nothing is buffered): after a short read, more
+ * of the stream may come at once only in answer to a reply (worth one more read); otherwise the sender is in the
+ * middle of a message.
+ */
+bool vu_rx_at_boundary(const vu_rx *rx);
 
 /* The fds of SCM_RIGHTS messages in `msg` into out[] (at most VU_MAX_FDS; any more are closed). */
 int vu_collect_fds(struct msghdr *msg, int *out);

@@ -498,7 +498,8 @@ typedef union {
 /*
  * Reads and delivers what the socket has, up to READS_PER_WAKEUP reads. With exact framing the rest of a message
  * and the next message's header are read by one recvmmsg (framing.c: vu_rx_read_space_ahead), so a client that
- * pipelines costs one read per message.
+ * pipelines costs one read per message; at a message boundary the header and the 32 bytes behind it are, so a
+ * message of up to 48 bytes (REGION_READ, DMA_MAP, DMA_UNMAP) from a client that waits for each reply does too.
  */
 static void conn_read_burst(conn *c, vu_cbscope *sc) {
   if (!conn_deliver(c, sc)) return;
@@ -555,7 +556,8 @@ static void conn_read_burst(conn *c, vu_cbscope *sc) {
     }
     /* A short read means the socket was drained (or a read ended at an fd-carrying segment): level-triggered
      * polling wakes us again if more is there, so skip the recvmsg that would only say EAGAIN. A read-ahead that
-     * found nothing is not short: the reply about to be sent may bring the client's next message at once. */
+     * found nothing, or that ended exactly at the end of a message, is not short: the reply about to be sent may
+     * bring the client's next message at once. */
     bool drained = (size_t)n < want0;
     if (got == 2) {
       size_t n1 = mm[1].msg_len;
@@ -565,7 +567,7 @@ static void conn_read_burst(conn *c, vu_cbscope *sc) {
         conn_fail(c, e, e == ENOMEM ? "malloc" : "recvmmsg", why);
         return;
       }
-      drained = n1 < HDR_SIZE;
+      drained = n1 < iov[1].iov_len && !vu_rx_at_boundary(&c->rx);
     }
     if (!conn_deliver(c, sc)) return;
     if (drained) return;

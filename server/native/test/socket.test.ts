@@ -192,6 +192,41 @@ S('exact: two messages in one sendmsg with the fds for the first: the fds belong
   }),
 );
 
+S(
+  'exact: the first read at a message boundary (header and 32 bytes behind it) gives fds to the right message',
+  () =>
+    noLeak(async () => {
+      const [a, b] = pair();
+      const efds = [taggedEventfds(0, 1), taggedEventfds(2, 1), taggedEventfds(4, 1)].flat();
+      // Each step is queued whole while the reader waits at a message boundary, so its first read takes a header
+      // and the 32 bytes behind it.
+      // 1. A message split by its sender: header alone, then the body with an fd: the fd is the message's.
+      const split = patterned(0, 48);
+      a.send(split.subarray(0, 16));
+      a.send(split.subarray(16), [efds[0]!]);
+      const rb = collect(b, { framing: 'exact' });
+      await waitFor(() => rb.msgs.length === 1, 2000, 'message 0');
+      // 2. A header-only message, then a 48-byte one with an fd in a sendmsg of its own: the read crosses into the
+      //    second message, whose fd it brings (the kernel ends a read with the segment that carried fds).
+      a.send(patterned(1, 16));
+      a.send(patterned(2, 48), [efds[1]!]);
+      await waitFor(() => rb.msgs.length === 3, 2000, 'messages 1-2');
+      // 3. A 40-byte message with an fd behind a 24-byte one.
+      a.send(patterned(3, 24));
+      a.send(patterned(4, 40), [efds[2]!]);
+      await waitFor(() => rb.msgs.length === 5, 2000, 'messages 3-4');
+      for (const fd of efds) closeFd(fd);
+      for (let seq = 0; seq < 5; seq++)
+        assert.ok(checkPatterned(rb.msgs[seq]!, seq), `content of message ${seq}`);
+      assert.equal(
+        rb.fds.map((list) => list.map((fd) => eventfdRead(fd))),
+        [[1n], [], [9n], [], [17n]],
+      );
+      closeAll(rb.fds);
+      await closeBoth(a, b);
+    }),
+);
+
 S('exact: 300 pipelined messages, every other one with an fd, read ahead header by header', () =>
   noLeak(async () => {
     const [a, b] = pair();
