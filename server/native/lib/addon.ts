@@ -146,6 +146,7 @@ export interface NativeAddon {
   /** out: Float64Array(9), [5..9) = the sealed-file hint [1, dev, ino, seals] or out[5] = 0 (memory.ts). */
   fdInspect(fd: number, out: Float64Array): number;
   sameOpenFile(a: number, b: number): boolean;
+  closeIfSameOpenFile(fd: number, kept: number): boolean;
   S_IFREG: number;
   pread(fd: number, buf: ArrayBufferView, offset: bigint): number;
   pwrite(fd: number, buf: ArrayBufferView, offset: bigint): number;

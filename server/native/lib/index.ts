@@ -36,6 +36,8 @@
  *   fdInspect(fd, sealed?) -> {format, exact, dev, ino, size, flags, seals}: the DMA_MAP checks in one call, no
  *     allocation (F_GET_SEALS skipped for an fd of a file the caller holds, sealed with F_SEAL_SEAL)
  *   sameOpenFile(a, b) -> whether two fds share one open file description (kcmp; false on any error)
+ *   closeIfSameOpenFile(fd, kept) -> true having taken fd (closed at once, or with the read burst's other
+ *     duplicates by close_range) when it shares kept's open file description; false, fd untouched, otherwise
  *   pread(fd, buf, offset: bigint); pwrite(fd, buf, offset: bigint); closeFd; closeFdsQuietly(fds); dupFd; openFds(); openPath; fdFlags
  *
  * ── eventfd (eventfd.ts) ───────────────────────────────────────────────────────────────────────────────────────
@@ -102,6 +104,7 @@ export {
   addSeals,
   closeFd,
   closeFdsQuietly,
+  closeIfSameOpenFile,
   dupFd,
   F_SEAL_GROW,
   F_SEAL_SEAL,

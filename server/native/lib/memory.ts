@@ -8,6 +8,7 @@ import { addon } from './addon.js';
 const addonFdInspect: (fd: number, out: Float64Array) => number = addon.fdInspect;
 const addonCloseFd: (fd: number) => void = addon.closeFd;
 const addonSameOpenFile: (a: number, b: number) => boolean = addon.sameOpenFile;
+const addonCloseIfSameOpenFile: (fd: number, kept: number) => boolean = addon.closeIfSameOpenFile;
 
 export const PROT_READ: number = addon.PROT_READ;
 export const PROT_WRITE: number = addon.PROT_WRITE;
@@ -188,6 +189,17 @@ export function fdInspect(fd: number, sealed?: SealedFile): Readonly<FdFacts> {
  */
 export function sameOpenFile(a: number, b: number): boolean {
   return addonSameOpenFile(a, b);
+}
+
+/**
+ * When `fd` is of the same open file description as `kept` (sameOpenFile), takes it and returns true: it is
+ * closed now or, inside a connection's read burst (a message handler), at the end of that burst, when the
+ * duplicates of the whole burst go with one close_range() per run of consecutive fd numbers. Otherwise returns
+ * false and `fd` stays the caller's. A DMA_MAP of a file already held (QEMU's RAM memfd, page after page) in one
+ * call.
+ */
+export function closeIfSameOpenFile(fd: number, kept: number): boolean {
+  return addonCloseIfSameOpenFile(fd, kept);
 }
 
 /** pread(2) at a 64-bit offset; returns bytes read (short at EOF). */

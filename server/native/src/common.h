@@ -169,6 +169,10 @@ int vu_ioctl(int fd, unsigned long req, void *arg);
 
 /* ---- module parts (each file's init registers its exports) ---- */
 
+/* A connection read burst (socket.c) runs between these: closes deferred in it happen at its end (fd.c). */
+void vu_burst_begin(void);
+void vu_burst_end(void);
+
 bool vu_init_socket(napi_env env, napi_value exports);
 bool vu_init_mmap(napi_env env, napi_value exports);
 bool vu_init_fd(napi_env env, napi_value exports);

@@ -244,6 +244,56 @@ static napi_value js_open_path(napi_env env, napi_callback_info info) {
 static pid_t self_pid;
 
 /*
+ * Closes deferred to the end of the connection read burst that is running (socket.c: conn_read between
+ * vu_burst_begin and vu_burst_end): a client that sends one fd with every message (QEMU's RAM memfd with every
+ * DMA_MAP) has the duplicates closed by one close_range() per run of consecutive fd numbers, and the kernel gives
+ * each received fd the lowest free number, so one burst's duplicates are one run. Only fds this list owns are in
+ * a run, so close_range() closes nothing else. Per thread: each worker's loop runs read bursts of its own.
+ */
+#define CLOSE_LATER_MAX 64
+static _Thread_local int later[CLOSE_LATER_MAX];
+static _Thread_local int nlater;
+static _Thread_local int burst_depth;
+
+static int cmp_fd(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  return (x > y) - (x < y);
+}
+
+static void flush_later(void) {
+  int n = nlater;
+  nlater = 0;
+  if (n > 1) qsort(later, (size_t)n, sizeof *later, cmp_fd);
+  for (int i = 0; i < n;) {
+    int j = i;
+    while (j + 1 < n && later[j + 1] == later[j] + 1) j++;
+#ifdef SYS_close_range
+    if (j > i && syscall(SYS_close_range, (unsigned)later[i], (unsigned)later[j], 0u) == 0) {
+      i = j + 1;
+      continue;
+    }
+#endif
+    for (; i <= j; i++) close(later[i]); /* one fd, or a kernel without close_range */
+  }
+}
+
+void vu_burst_begin(void) { burst_depth++; }
+
+void vu_burst_end(void) {
+  if (--burst_depth == 0 && nlater) flush_later();
+}
+
+/* close(fd) now, or at the end of the running read burst. */
+static void close_later(int fd) {
+  if (burst_depth == 0) {
+    close(fd);
+    return;
+  }
+  if (nlater == CLOSE_LATER_MAX) flush_later();
+  later[nlater++] = fd;
+}
+
+/*
  * sameOpenFile(a, b) -> whether fds a and b refer to the same open file description (kcmp(KCMP_FILE)): one
  * syscall where fstat + fcntl(F_GETFL) are two. An fd passed over a socket is a new fd of the sender's open file
  * description, so a client sending the same fd with every DMA_MAP (QEMU's RAM memfd) is recognised without
@@ -261,6 +311,24 @@ static napi_value js_same_open_file(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/*
+ * closeIfSameOpenFile(fd, kept) -> true, having taken `fd` (closed now, or at the end of the running read burst),
+ * when it is of the same open file description as `kept` (kcmp, as sameOpenFile); false, `fd` untouched,
+ * otherwise or on any error. The DMA_MAP of a file already held, in one call and, per read burst, one close.
+ */
+static napi_value js_close_if_same_open_file(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd, kept;
+  if (!vu_args(env, info, 2, argv, NULL) || !vu_get_fd(env, argv[0], "fd", &fd) ||
+      !vu_get_fd(env, argv[1], "kept", &kept))
+    return NULL;
+  bool same = fd != kept && syscall(SYS_kcmp, (long)self_pid, (long)self_pid, (long)KCMP_FILE, (long)fd, (long)kept) == 0;
+  if (same) close_later(fd);
+  napi_value v;
+  NAPI_CALL(env, napi_get_boolean(env, same, &v));
+  return v;
+}
+
 static napi_value js_fd_flags(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
@@ -273,6 +341,7 @@ static napi_value js_fd_flags(napi_env env, napi_callback_info info) {
 bool vu_init_fd(napi_env env, napi_value exports) {
   self_pid = getpid();
   return vu_export_fn(env, exports, "sameOpenFile", js_same_open_file) &&
+         vu_export_fn(env, exports, "closeIfSameOpenFile", js_close_if_same_open_file) &&
          vu_export_fn(env, exports, "memfdCreate", js_memfd_create) &&
          vu_export_fn(env, exports, "addSeals", js_add_seals) && vu_export_fn(env, exports, "getSeals", js_get_seals) &&
          vu_export_fn(env, exports, "fdInfo", js_fd_info) && vu_export_fn(env, exports, "fdInspect", js_fd_inspect) &&

@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import {
   Connection,
   closeFd,
+  closeIfSameOpenFile,
   dupFd,
   eventfd,
   eventfdRead,
@@ -16,6 +17,7 @@ import {
   Listener,
   memfdCreate,
   O_RDONLY,
+  openFds,
   openPath,
   sameOpenFile,
   socketpair,
@@ -67,6 +69,50 @@ S(
       assert.ok(!sameOpenFile(memfd, 1 << 20), 'a bad fd: false, no throw');
       for (const fd of [memfd, got, d, ro, other]) closeFd(fd);
       await closeBoth(a, b);
+    }),
+);
+
+S(
+  'closeIfSameOpenFile: takes a duplicate (at once outside a read burst, at its end inside one), leaves others',
+  () =>
+    noLeak(async () => {
+      const memfd = memfdCreate('ram', 4096);
+      const other = memfdCreate('other', 4096);
+      const base = openFds();
+      // Outside a read burst: closed at once.
+      assert.ok(closeIfSameOpenFile(dupFd(memfd), memfd));
+      assert.is(openFds(), base, 'closed at once');
+      const ro = openPath(`/proc/self/fd/${memfd}`, O_RDONLY);
+      assert.not.ok(closeIfSameOpenFile(ro, memfd), 'another open of the file');
+      assert.not.ok(closeIfSameOpenFile(other, memfd), 'another file');
+      assert.not.ok(closeIfSameOpenFile(memfd, memfd), 'the kept fd itself');
+      assert.is(fdInfo(ro).type, 'file', 'left to the caller');
+      closeFd(ro);
+      // Inside a read burst (message handlers): each received duplicate is still open after the call, and gone
+      // with the burst, the burst's duplicates by close_range.
+      const [a, b] = pair();
+      let stillOpen = 0;
+      let taken = 0;
+      b.start(
+        {
+          onMessage(_data, fds) {
+            for (const fd of fds) {
+              if (closeIfSameOpenFile(fd, memfd)) taken++;
+              else closeFd(fd);
+              if (fdInfo(fd).type === 'file') stillOpen++;
+            }
+          },
+          onClose() {},
+        },
+        { framing: 'exact' },
+      );
+      for (let seq = 0; seq < 40; seq++) a.send(patterned(seq, 48), [memfd]);
+      await waitFor(() => taken === 40, 2000, '40 duplicates taken');
+      assert.is(stillOpen, 40, 'closed at the end of the burst, not in the handler');
+      await waitFor(() => openFds() === base + 2, 2000, 'every duplicate closed (the socketpair left)');
+      await closeBoth(a, b);
+      closeFd(memfd);
+      closeFd(other);
     }),
 );
 

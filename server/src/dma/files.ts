@@ -48,17 +48,19 @@
 // Each fd is inspected once per DMA_MAP (fstat, F_GETFL, F_GET_SEALS in one addon call, native.fdInspect);
 // F_GET_SEALS is skipped for an fd of the previous DMA_MAP's file when its seals are frozen (F_SEAL_SEAL).
 //
-// Same fd again: a client passes the same fd with every DMA_MAP (QEMU its RAM memfd), and each one we receive is a
-// new fd of the client's one open file description. When it is the description of the latest file's kept fd
-// (native.sameOpenFile: one kcmp, where fstat + F_GETFL are two syscalls), the file, its access mode and its
-// frozen seals are known; if those seals also forbid shrinking (QEMU's memfds are sealed against grow and shrink)
-// and the range lies inside the size known, the size check needs no fstat either. To have a kept fd to compare
-// with after the last region went, the latest file keeps its fd while its mappings are cached.
+// Same fd again: a client passes the same fd with every DMA_MAP (QEMU its RAM memfd), and each one we receive is
+// a new fd of the client's one open file description. When it is the description of the latest file's kept fd
+// (native.closeIfSameOpenFile: one kcmp, where fstat + F_GETFL are two syscalls), the file, its access mode and
+// its frozen seals are known; if those seals also forbid shrinking (QEMU's memfds are sealed against grow and
+// shrink) and the range lies inside the size known, the size check needs no fstat either. The duplicate is then
+// closed with the others of the same connection read burst (one close_range for a run of pipelined maps). To have
+// a kept fd to compare with after the last region went, the latest file keeps its fd for KEEP_FD_MS while its
+// mappings are cached.
 
 import * as native from 'vfio-user-native';
 // The per-DMA_MAP calls as plain bindings: a property load from a module namespace object (`native.x`) is not
 // optimized away by V8 and costs an inline-cache call on every use.
-import { closeFd, fdInspect, S_IFREG, sameOpenFile } from 'vfio-user-native';
+import { closeFd, closeIfSameOpenFile, fdInspect, S_IFREG } from 'vfio-user-native';
 import { Errno, errnoOf } from 'vfio-user-protocol';
 import { DmaMapError } from './errors.js';
 
@@ -288,15 +290,22 @@ export class FileTable {
    * on failure (DmaMapError with the errno for the reply) the caller still owns it. Maps nothing: see use().
    */
   acquire(fd: number, offset: bigint, size: bigint, writable: boolean): BackingFile {
+    // Same fd again (above): an fd of the latest file's kept open file description, for a range and an access
+    // that file allows and a reference the fd budget allows, is taken (closed with the read burst's other
+    // duplicates) with one kcmp; anything else, a refusal included, takes the long way below.
     const last = this.last;
     if (
       last !== undefined &&
       last.fd >= 0 &&
       (last.seals & SIZE_FROZEN) === SIZE_FROZEN &&
       offset + size <= last.size &&
-      sameOpenFile(fd, last.fd)
-    )
-      return this.again(last, fd, writable);
+      (!writable || (last.writable && (last.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) === 0)) &&
+      (last.refs > 0 || this.liveFiles < this.maxFiles) &&
+      closeIfSameOpenFile(fd, last.fd)
+    ) {
+      if (last.refs++ === 0) this.liveFiles++;
+      return last;
+    }
     let isFile: boolean;
     let dev: number | bigint;
     let ino: number | bigint;
@@ -392,27 +401,6 @@ export class FileTable {
     }
     if (file.refs++ === 0) this.liveFiles++;
     this.setLast(file);
-    return file;
-  }
-
-  /**
-   * acquire() of an fd of the same open file description as `file.fd` (sameOpenFile: one kcmp): the same file
-   * through the same access mode, whose seals are frozen and whose size cannot shrink (SIZE_FROZEN), for a range
-   * inside the size known: every check of the long way has its answer already, and `fd` is a duplicate.
-   */
-  private again(file: BackingFile, fd: number, writable: boolean): BackingFile {
-    if (writable && !file.writable)
-      throw new DmaMapError(Errno.EACCES, `fd ${fd} is read-only but WRITE was requested`);
-    if (writable && (file.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0)
-      throw new DmaMapError(Errno.EPERM, `fd ${fd} is write-sealed but WRITE was requested`);
-    if (file.refs === 0 && this.liveFiles >= this.maxFiles) {
-      throw new DmaMapError(
-        Errno.EMFILE,
-        `${this.liveFiles} distinct guest-memory files held: the fd budget (RLIMIT_NOFILE less headroom) is spent`,
-      );
-    }
-    closeQuietly(fd, this.onWarn);
-    if (file.refs++ === 0) this.liveFiles++;
     return file;
   }
 
